@@ -1,0 +1,174 @@
+"""The Python client: send items as plain dicts or typed models, get typed decisions back.
+
+    with ValidationClient("127.0.0.1:50051") as client:
+        result = client.validate_time_entries([{"entry_id": "TE-1", "hours": "8", ...}])
+        for decision in result.decisions:
+            print(decision.item_id, decision.outcome, decision.codes)
+
+Large batches are split into chunks and sent over one streaming call; decisions come back in the
+order the items were given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from pydantic import BaseModel
+
+from rules.decisions import (
+    CORRELATION_METADATA_KEY,
+    BatchSummary,
+    Decision,
+    Enrichment,
+    Outcome,
+    Provenance,
+    Reason,
+    RulesetRef,
+)
+from rules.model import Severity
+from rules.schema import TIME_ENTRY, FieldKind
+from tollgate_api.v1 import validation_pb2 as pb
+from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+
+_OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
+_SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}
+_SCALARS = frozenset(name for name, spec in TIME_ENTRY.fields.items() if spec.kind is not FieldKind.STRING_MAP)
+
+
+class ItemError(ValueError):
+    """An item the client cannot even put on the wire (e.g. a field the item kind does not have)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    decisions: list[Decision]
+    summary: BatchSummary
+    correlation_id: str
+
+    @property
+    def rejected(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome is Outcome.REJECT]
+
+
+def _wire(value: Any) -> str:
+    """A python value as the wire's string: decimals as written, dates ISO, booleans true/false."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, float):
+        # A float from JSON: its shortest repr is what the sender wrote (never binary noise).
+        return repr(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def time_entry_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.TimeEntry:
+    values = item.model_dump() if isinstance(item, BaseModel) else item
+    unknown = sorted(set(values) - _SCALARS - {"custom"})
+    if unknown:
+        raise ItemError(
+            f"item {position} ({values.get('entry_id', 'no entry_id')}): unknown field(s) {', '.join(unknown)}; "
+            f"time entries have {', '.join(sorted(TIME_ENTRY.fields))}"
+        )
+    message = pb.TimeEntry()
+    for name, value in values.items():
+        if name != "custom":
+            setattr(message, name, _wire(value))
+    custom = values.get("custom") or {}
+    message.custom.update({str(k): _wire(v) for k, v in custom.items()})
+    return message
+
+
+def _decision(message: Any, provenance: Provenance) -> Decision:
+    return Decision(
+        item_id=message.item_id,
+        outcome=_OUTCOMES[message.outcome],
+        reasons=tuple(
+            Reason(r.rule_id, r.code, r.message, _SEVERITIES[r.severity], r.field or None, r.ruleset_id or None)
+            for r in message.reasons
+        ),
+        enrichments=tuple(
+            Enrichment(
+                e.field,
+                e.old_value if e.HasField("old_value") else None,
+                e.new_value if e.HasField("new_value") else None,
+                e.rule_id,
+            )
+            for e in message.enrichments
+        ),
+        provenance=provenance,
+    )
+
+
+def _provenance(message: Any) -> Provenance:
+    return Provenance(
+        rulesets=tuple(RulesetRef(r.id, r.version) for r in message.rulesets),
+        snapshot_id=message.snapshot_id,
+        engine_version=message.engine_version,
+        correlation_id=message.correlation_id,
+    )
+
+
+def _chunks(messages: Iterable[pb.TimeEntry], size: int) -> Iterator[list[pb.TimeEntry]]:
+    iterator = iter(messages)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class ValidationClient:
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
+                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self._stub = pb_grpc.ValidationServiceStub(self._channel)
+
+    def __enter__(self) -> ValidationClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_until_ready(self, timeout: float = 10.0) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def validate_time_entries(
+        self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None
+    ) -> ValidationResult:
+        """Decide time entries; one call for a small batch, a stream of chunks for a large one."""
+        correlation_id = correlation_id or uuid.uuid4().hex
+        metadata = ((CORRELATION_METADATA_KEY, correlation_id),)
+        messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
+        if len(messages) <= self.chunk_size:
+            request = pb.ValidateTimeEntriesRequest(entries=messages)
+            responses: Iterable[Any] = [self._stub.ValidateTimeEntries(request, timeout=self.timeout,
+                                                                       metadata=metadata)]
+        else:
+            requests = (pb.ValidateTimeEntriesRequest(entries=chunk) for chunk in _chunks(messages, self.chunk_size))
+            responses = self._stub.StreamTimeEntries(requests, timeout=self.timeout, metadata=metadata)
+        decisions: list[Decision] = []
+        for response in responses:
+            provenance = _provenance(response.provenance)
+            decisions.extend(_decision(d, provenance) for d in response.decisions)
+        if len(decisions) != len(messages):
+            raise RuntimeError(f"sent {len(messages)} items but received {len(decisions)} decisions")
+        summary = BatchSummary.of(decisions)
+        return ValidationResult(decisions, summary, correlation_id)

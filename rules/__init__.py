@@ -1,0 +1,1 @@
+"""Rulesets: the file format, loading, type-checking and compiling of rule-engine expressions."""

@@ -1,0 +1,408 @@
+"""Turn a ruleset file into a compiled ruleset: validated, parsed, type-checked and compiled, once.
+
+Every expression is checked by rule-engine against a typed context built from the item kind's
+fields, its reference bindings and the ruleset's params. Anything wrong is reported with file,
+line and rule id; nothing of a refused ruleset is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import rule_engine
+import yaml
+
+from rules import yaml_source
+from rules.compiler import CompiledExpression, compile_expression
+from rules.model import ROUNDING_MODES, Action, Rounding, RulesetSpec, RuleSpec, Severity
+from rules.problems import Problem, ProblemsError
+from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value
+
+T = rule_engine.DataType
+
+PARAMS_SYMBOL = "params"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions."""
+
+    parts: tuple[str | CompiledExpression, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    spec: RuleSpec
+    line: int
+    requires: tuple[tuple[str, ...], ...]
+    condition: CompiledExpression
+    assignments: tuple[tuple[FieldSpec, CompiledExpression], ...]
+    message: MessageTemplate
+    symbols: frozenset[str]  # top-level symbols the rule reads: fields, bindings, params
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def rejects(self) -> bool:
+        return self.spec.action is Action.REJECT
+
+    @property
+    def severity(self) -> Severity:
+        return self.spec.effective_severity
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRuleset:
+    spec: RulesetSpec
+    path: str
+    document: Any  # the YAML as loaded, with line numbers, for reporting on tests
+    kind: ItemKind
+    rules: tuple[CompiledRule, ...]
+    params: Mapping[str, Any]
+    bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
+
+    @property
+    def id(self) -> str:
+        return self.spec.ruleset
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def rounding(self) -> Rounding | None:
+        return self.spec.rounding
+
+    def round_money(self, value: Decimal) -> Decimal:
+        rounding = self.spec.rounding
+        assert rounding is not None, "checked at load: money enrichments need a rounding rule"
+        return value.quantize(rounding.quantum, rounding=ROUNDING_MODES[rounding.mode])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the file
+
+
+def read_ruleset(path: Path) -> tuple[RulesetSpec, Any]:
+    """Parse and validate one ruleset file; raise ProblemsError naming lines."""
+    name = str(path)
+    try:
+        document = yaml_source.load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        line = mark.line + 1 if mark else None
+        raise ProblemsError([Problem(name, line, None, f"YAML syntax: {error.problem}")]) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ProblemsError([Problem(name, None, None, f"cannot read ruleset: {error}")]) from None
+    if not isinstance(document, dict):
+        message = "a ruleset file is a YAML mapping (ruleset:, version:, rules: ...)"
+        raise ProblemsError([Problem(name, 1, None, message)])
+    try:
+        return RulesetSpec.model_validate(document), document
+    except pydantic.ValidationError as error:
+        raise ProblemsError([_validation_problem(name, document, e) for e in error.errors()]) from None
+
+
+def _validation_problem(path: str, document: Any, error: Any) -> Problem:
+    loc = tuple(error["loc"])
+    subject = None
+    if len(loc) >= 2 and loc[0] in ("rules", "tests") and isinstance(loc[1], int):
+        entry = document.get(loc[0])[loc[1]] if isinstance(document.get(loc[0]), list) else None
+        if isinstance(entry, dict):
+            subject = str(entry.get("id") or entry.get("name") or "") or None
+    field = ".".join(str(part) for part in loc)
+    message = error["msg"]
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known key here (check the spelling)"
+    return Problem(path, yaml_source.line_of(document, loc), subject, f"{field}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Typing
+
+
+def _param_type(value: Any) -> Any:
+    if isinstance(value, bool):
+        return T.BOOLEAN
+    if isinstance(value, (int, Decimal)):
+        return T.FLOAT
+    if isinstance(value, str):
+        return T.STRING
+    if isinstance(value, dt.date):
+        return T.DATETIME
+    if isinstance(value, list) and value:
+        member_types = {_param_type(v) for v in value}
+        if len(member_types) == 1:
+            return T.ARRAY(member_types.pop())
+    raise TypeError("a param is a string, number, boolean, date or a non-empty list of one of those")
+
+
+def _param_value(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return date_value(value)
+    if isinstance(value, list):
+        return tuple(_param_value(v) for v in value)
+    return value
+
+
+def _not_null(data_type: Any) -> Any:
+    return data_type.inner_type if T.is_type(data_type, T.NULLABLE) else data_type
+
+
+def _narrow(symbol_types: dict[str, Any], path: tuple[str, ...]) -> str | None:
+    """Make ``path`` non-null in symbol_types (for ``requires``); return an error message if it can't."""
+    symbol, *attributes = path
+    if symbol not in symbol_types:
+        return f"requires {'.'.join(path)}: unknown symbol {symbol!r}"
+    if not attributes:
+        if not T.is_type(symbol_types[symbol], T.NULLABLE):
+            return f"requires {symbol}: it is never null, so requiring it has no effect"
+        symbol_types[symbol] = _not_null(symbol_types[symbol])
+        return None
+    if len(attributes) > 1:
+        return f"requires {'.'.join(path)}: paths go at most one attribute deep (symbol.attribute)"
+    object_type = _not_null(symbol_types[symbol])
+    attribute = attributes[0]
+    if not T.is_type(object_type, T.OBJECT) or attribute not in object_type.attributes:
+        return f"requires {'.'.join(path)}: {symbol} has no attribute {attribute!r}"
+    narrowed = dict(object_type.attributes)
+    narrowed[attribute] = _not_null(narrowed[attribute])
+    # Requiring symbol.attribute requires the symbol too: both are checked before the rule runs.
+    symbol_types[symbol] = T.OBJECT(object_type.name, narrowed, accessor=operator.getitem)
+    return None
+
+
+def _context(symbol_types: Mapping[str, Any]) -> rule_engine.Context:
+    return rule_engine.Context(
+        type_resolver=dict(symbol_types), default_timezone="utc", mapping_attribute_lookup=False
+    )
+
+
+def _type_name(data_type: Any) -> str:
+    if T.is_type(data_type, T.NULLABLE):
+        return f"{_type_name(data_type.inner_type)} or null"
+    return str(getattr(data_type, "name", data_type)).lower()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiling
+
+
+def _split_template(text: str) -> Iterator[tuple[bool, str]]:
+    """Yield (is_expression, text) pieces of a message; ``{{`` and ``}}`` are literal braces."""
+    literal: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char in "{}" and text[i : i + 2] == char * 2:
+            literal.append(char)
+            i += 2
+        elif char == "{":
+            depth, j = 1, i + 1
+            while j < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                j += 1
+            if depth:
+                raise ValueError("a '{' in the message is never closed (write {{ for a literal brace)")
+            if literal:
+                yield False, "".join(literal)
+                literal = []
+            yield True, text[i + 1 : j - 1].strip()
+            i = j
+        elif char == "}":
+            raise ValueError("a '}' in the message has no opening '{' (write }} for a literal brace)")
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        yield False, "".join(literal)
+
+
+class _RuleCompiler:
+    """Compiles the rules of one ruleset, collecting every problem rather than stopping at the first."""
+
+    def __init__(self, path: str, document: Any, spec: RulesetSpec, kind: ItemKind) -> None:
+        self.path = path
+        self.document = document
+        self.spec = spec
+        self.kind = kind
+        self.problems: list[Problem] = []
+        self.params: dict[str, Any] = {}
+        param_types: dict[str, Any] = {}
+        for name, value in spec.params.items():
+            try:
+                param_types[name] = _param_type(value)
+            except TypeError as error:
+                self._problem(("params", name), None, f"params.{name}: {error}")
+                continue
+            self.params[name] = _param_value(value)
+        self.symbol_types: dict[str, Any] = {name: f.rule_type for name, f in kind.fields.items()}
+        self.symbol_types.update({b.name: b.rule_type() for b in kind.bindings})
+        self.symbol_types[PARAMS_SYMBOL] = T.OBJECT("params", param_types, accessor=operator.getitem)
+
+    def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
+        self.problems.append(Problem(self.path, yaml_source.line_of(self.document, loc), subject, message))
+
+    def _expression(
+        self, text: str, context: rule_engine.Context, loc: Sequence[Any], rule_id: str, what: str
+    ) -> CompiledExpression | None:
+        try:
+            return compile_expression(text, context)
+        except rule_engine.errors.EngineError as error:
+            message = getattr(error, "message", str(error))
+            suggestion = getattr(error, "suggestion", None)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            self._problem(loc, rule_id, f"{what}: {message}{hint} in `{text}`")
+            return None
+
+    def compile(self) -> CompiledRuleset:
+        rules = []
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(self.spec.rules):
+            loc = ("rules", index)
+            if rule.id in seen:
+                self._problem((*loc, "id"), rule.id, f"rule id appears twice (first as rule #{seen[rule.id] + 1})")
+            seen.setdefault(rule.id, index)
+            compiled = self._rule(index, rule)
+            if compiled is not None:
+                rules.append(compiled)
+        self._check_money_rounding()
+        if self.problems:
+            raise ProblemsError(self.problems)
+        used = frozenset().union(*(r.symbols for r in rules))
+        return CompiledRuleset(
+            spec=self.spec,
+            path=self.path,
+            document=self.document,
+            kind=self.kind,
+            rules=tuple(rules),
+            params=self.params,
+            bindings=self._bindings_with_dependencies(used),
+        )
+
+    def _bindings_with_dependencies(self, used: frozenset[str]) -> tuple[str, ...]:
+        needed = set(used)
+        for binding in reversed(self.kind.bindings):  # dependencies are declared before their dependants
+            if binding.name in needed:
+                needed.update(binding.depends_on)
+        return tuple(b.name for b in self.kind.bindings if b.name in needed)
+
+    def _check_money_rounding(self) -> None:
+        if self.spec.rounding is not None:
+            return
+        for index, rule in enumerate(self.spec.rules):
+            for field in rule.set:
+                spec = self.kind.fields.get(field)
+                if spec is not None and spec.kind is FieldKind.MONEY:
+                    self._problem(
+                        ("rules", index, "set", field),
+                        rule.id,
+                        f"sets money field {field}: state the rounding rule in the ruleset "
+                        "(rounding: {places: 2, mode: half_up})",
+                    )
+
+    def _rule(self, index: int, rule: RuleSpec) -> CompiledRule | None:
+        loc = ("rules", index)
+        before = len(self.problems)
+        symbol_types = dict(self.symbol_types)
+        requires = tuple(tuple(path.split(".")) for path in rule.requires)
+        for path in requires:
+            error = _narrow(symbol_types, path)
+            if error:
+                self._problem((*loc, "requires"), rule.id, error)
+        context = _context(symbol_types)
+        condition = self._expression(rule.when, context, (*loc, "when"), rule.id, "when")
+        if condition is not None:
+            result = condition.result_type
+            if result not in (T.UNDEFINED, T.BOOLEAN):
+                self._problem(
+                    (*loc, "when"),
+                    rule.id,
+                    f"when must be a condition (true or false), but `{rule.when}` is {_type_name(result)}"
+                    + ("; discharge null with ??, e.g. (x ?? false)" if T.is_type(result, T.NULLABLE) else ""),
+                )
+        assignments = []
+        for field, text in rule.set.items():
+            assignment = self._assignment(loc, rule, field, text, context)
+            if assignment is not None:
+                assignments.append(assignment)
+        if rule.field is not None and rule.field not in self.kind.fields:
+            self._problem((*loc, "field"), rule.id, f"field {rule.field!r} is not a {self.kind.name} field")
+        message = self._message(loc, rule, context)
+        if len(self.problems) > before or condition is None or message is None:
+            return None
+        return CompiledRule(
+            spec=rule,
+            line=yaml_source.line_of(self.document, loc) or 0,
+            requires=requires,
+            condition=condition,
+            assignments=tuple(assignments),
+            message=message,
+            symbols=frozenset(context.symbols),
+        )
+
+    def _assignment(
+        self, loc: tuple[Any, ...], rule: RuleSpec, field: str, text: str, context: rule_engine.Context
+    ) -> tuple[FieldSpec, CompiledExpression] | None:
+        spec = self.kind.fields.get(field)
+        where = (*loc, "set", field)
+        if spec is None:
+            self._problem(where, rule.id, f"set {field}: not a {self.kind.name} field")
+            return None
+        if field in (self.kind.id_field, self.kind.date_field):
+            self._problem(where, rule.id, f"set {field}: the item's id and business date cannot be enriched")
+            return None
+        expression = self._expression(text, context, where, rule.id, f"set {field}")
+        if expression is None:
+            return None
+        result = expression.result_type
+        expected = spec.rule_type
+        if result == T.UNDEFINED:
+            return spec, expression
+        if T.is_type(result, T.NULLABLE) and not spec.nullable:
+            self._problem(where, rule.id, f"set {field}: `{text}` can be null but {field} cannot; use ??")
+        elif not T.is_compatible(_not_null(expected), _not_null(result)) or (result == T.NULL and not spec.nullable):
+            self._problem(
+                where, rule.id, f"set {field}: `{text}` is {_type_name(result)}, {field} needs {_type_name(expected)}"
+            )
+        return spec, expression
+
+    def _message(self, loc: tuple[Any, ...], rule: RuleSpec, context: rule_engine.Context) -> MessageTemplate | None:
+        where = (*loc, "message")
+        parts: list[str | CompiledExpression] = []
+        try:
+            pieces = list(_split_template(rule.message))
+        except ValueError as error:
+            self._problem(where, rule.id, f"message: {error}")
+            return None
+        for is_expression, text in pieces:
+            if not is_expression:
+                parts.append(text)
+                continue
+            expression = self._expression(text, context, where, rule.id, "message placeholder")
+            if expression is None:
+                return None
+            parts.append(expression)
+        return MessageTemplate(tuple(parts))
+
+
+def compile_ruleset(path: Path) -> CompiledRuleset:
+    """Read, validate and compile one ruleset file; raise ProblemsError with every problem found."""
+    spec, document = read_ruleset(path)
+    kind = ITEM_KINDS[spec.applies_to]
+    return _RuleCompiler(str(path), document, spec, kind).compile()

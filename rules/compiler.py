@@ -1,0 +1,945 @@
+"""Compile rule-engine expressions to Python source with exactly the interpreter's semantics.
+
+rule-engine evaluates a rule by walking its AST for every item. This module walks the parsed and
+type-checked AST once (``rule_engine.Rule(text, context).statement``) and emits one Python expression
+per node, compiled with ``compile()`` at load time. The generated code returns the same values and
+raises the same exception types as ``Rule.evaluate``. Fast paths are inlined for the value types a
+node normally sees; anything else goes through small helpers that are line-by-line ports of the
+interpreter node's ``evaluate`` (or call the node's own methods), so unusual inputs behave identically.
+
+Nodes the generator does not handle raise :class:`NotCompilable`; :func:`compile_expression` then falls
+back to the interpreter for that expression and records the reason.
+
+Decimal context: FLOAT is ``decimal.Decimal`` evaluated under ``context.decimal_context``. Instead of a
+``decimal.localcontext()`` per call (~0.75 us), the entry point makes ``context.decimal_context`` the
+current context only for expressions that contain context-sensitive operations (arithmetic, ordering,
+equality that may compare Decimals, function calls, ...), and skips the switch when it already is
+current. Values and errors are identical; the one difference is that decimal *flags* raised during
+evaluation land on ``context.decimal_context`` itself rather than on a throwaway copy.
+
+Fusing several expressions into one function (``ExpressionCodegen.fragment``)::
+
+    namespace: dict[str, Any] = {}
+    codegen = ExpressionCodegen(context, namespace)
+    rules = [rule_engine.Rule(text, context) for text in texts]
+    # read each top-level symbol once; reads stay lazy, so a missing symbol only raises when used
+    reads = {name: f"_s_{name}" for name in sorted(context.symbols)}
+    parts = [codegen.fragment(r.statement.expression, symbol=reads.__getitem__) for r in rules]
+    # each name in ``reads`` must hold what ``codegen.symbol_source(name)`` evaluates to: e.g. bind
+    # it lazily with a walrus, or guard with ``name in thing`` before hoisting
+    source = codegen.function_source("evaluate_all", "(" + ", ".join(parts) + ",)")
+    exec(compile(source, "<ruleset>", "exec"), namespace)
+    evaluate_all = namespace["evaluate_all"]
+
+The caller owns ``thing`` (the generated function's parameter, a dict for the default resolver);
+``codegen.needs_decimal_context`` says whether ``function_source`` switched decimal contexts.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import datetime
+import decimal
+import functools
+import itertools
+import operator
+import re
+from typing import Any, Callable, Iterator
+
+import rule_engine
+from rule_engine import ast, errors
+from rule_engine.builtins import Builtins
+from rule_engine.suggestions import suggest_symbol
+from rule_engine.types import DataType, coerce_value, is_integer_number, is_natural_number, is_numeric
+
+__all__ = ("CompiledExpression", "ExpressionCodegen", "NotCompilable", "compile_expression")
+
+_NoneType = type(None)
+_Decimal = decimal.Decimal
+_OrderedDict = collections.OrderedDict
+# values of these types come out of the interpreter's coercion (``ExpressionBase._new_value``) unchanged
+_PLAIN = frozenset({str, _Decimal, bool, _NoneType, datetime.timedelta, bytes})
+# python type of each scalar rule-engine type, for inlined symbol type checks
+_SCALAR_TYPES: dict[Any, type] = {
+    DataType.STRING: str,
+    DataType.FLOAT: _Decimal,
+    DataType.BOOLEAN: bool,
+    DataType.DATETIME: datetime.datetime,
+    DataType.TIMEDELTA: datetime.timedelta,
+    DataType.BYTES: bytes,
+}
+# constants of these types never meet a Decimal in ``==`` / ``in`` (the type test comes first), so such
+# comparisons do not depend on the decimal context
+_DECIMAL_FREE = (str, bool, _NoneType, datetime.datetime, datetime.timedelta, bytes)
+_ORDERED_FAST = frozenset({_Decimal, str, datetime.datetime, datetime.timedelta, bool, bytes})
+_ADD_FAST = frozenset({_Decimal, str, bytes, datetime.timedelta})
+_SUB_FAST = frozenset({_Decimal, datetime.timedelta, datetime.datetime})
+_COLLECTIONS = frozenset({tuple, set, _OrderedDict})
+_SIZED = frozenset({str, tuple, bytes, set, _OrderedDict})
+_DICTS = frozenset({dict, _OrderedDict})
+# builtin attributes inlined for their usual receiver type: name -> (receiver types, template)
+_FAST_ATTRIBUTES: dict[str, tuple[frozenset[type], str]] = {
+    "length": (_SIZED, "{D}(len({o}))"),
+    "is_empty": (_SIZED, "(len({o}) == 0)"),
+    "as_lower": (frozenset({str}), "{o}.lower()"),
+    "as_upper": (frozenset({str}), "{o}.upper()"),
+    **{
+        part: (frozenset({datetime.datetime}), "{D}({o}." + part + ")")
+        for part in ("year", "month", "day", "hour", "minute", "second", "microsecond")
+    },
+}
+_ARITHMETIC_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "fdiv": operator.floordiv,
+    "tdiv": operator.truediv,
+    "mod": operator.mod,
+    "mul": operator.mul,
+    "pow": operator.pow,
+}
+_BITWISE_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "bwand": operator.and_,
+    "bwor": operator.or_,
+    "bwxor": operator.xor,
+    "bwlsh": operator.lshift,
+    "bwrsh": operator.rshift,
+}
+_ORDERING_OPERATORS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
+    "lt": ("<", operator.lt),
+    "le": ("<=", operator.le),
+    "gt": (">", operator.gt),
+    "ge": (">=", operator.ge),
+}
+# fuzzy operator -> (regex method, whether a match means True)
+_REGEX_OPERATORS: dict[str, tuple[str, bool]] = {
+    "eq_fzm": ("match", True),
+    "eq_fzs": ("search", True),
+    "ne_fzm": ("match", False),
+    "ne_fzs": ("search", False),
+}
+# one process-wide counter keeps every generated name unique, even across codegens sharing a namespace
+_names: Iterator[int] = itertools.count()
+
+
+class NotCompilable(Exception):
+    """An expression node the code generator does not compile; ``str(error)`` is the reason."""
+
+
+def _is_nullable(data_type: Any) -> bool:
+    return bool(DataType.is_type(data_type, DataType.NULLABLE))
+
+
+def _always_bool(node: Any) -> bool:
+    """Whether the node's interpreter evaluation always returns a ``bool`` (``==`` and ``<`` return what
+    the operands' dunder methods return, so they do not qualify)."""
+    if isinstance(node, ast.UnaryExpression):
+        return bool(node.type == "not")
+    return isinstance(
+        node, (ast.FuzzyComparisonExpression, ast.LogicExpression, ast.ContainsExpression, ast.BooleanExpression)
+    )
+
+
+def _is_immutable_constant(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_immutable_constant(member) for member in value)
+    return type(value) in _PLAIN or type(value) is datetime.datetime
+
+
+def _new_value(context: Any, value: Any) -> Any:
+    """Port of ``ExpressionBase._new_value(value, verify_type=False)``."""
+    value = coerce_value(value, verify_type=False)
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=context.default_timezone)
+    return value
+
+
+def _ordered(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    """Port of ``ArithmeticComparisonExpression.__op_arithmetic_values``."""
+    if left is None and right is None:
+        return op in (operator.ge, operator.le)
+    if isinstance(left, tuple) and isinstance(right, tuple):
+        for sub_left, sub_right in zip(left, right):
+            if _ordered(operator.ne, sub_left, sub_right):
+                return _ordered(op, sub_left, sub_right)
+        if len(left) != len(right):
+            return _ordered(op, len(left), len(right))
+        return op in (operator.ge, operator.le)
+    if type(left) is not type(right):
+        raise errors.EvaluationError("data type mismatch")
+    return op(left, right)
+
+
+def _numeric(value: Any) -> Any:
+    if not is_numeric(value):
+        raise errors.EvaluationError("data type mismatch (not a numeric value)")
+    return value
+
+
+def _arithmetic_operator(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Port of ``ArithmeticExpression.__op_arithmetic`` once the left operand is known to be numeric."""
+
+    def arithmetic(left: Any, right: Any) -> Any:
+        if type(right) is not _Decimal:
+            _numeric(right)
+        try:
+            return op(left, right)
+        except ZeroDivisionError:
+            raise errors.ArithmeticError("arithmetic error: division by zero") from None
+        except ArithmeticError:
+            raise errors.ArithmeticError("arithmetic error") from None
+
+    return arithmetic
+
+
+_ARITHMETIC = {name: _arithmetic_operator(op) for name, op in _ARITHMETIC_OPERATORS.items()}
+
+
+def _add(left: Any, right: Any) -> Any:
+    """Port of ``AddExpression._op_add`` after both operands are evaluated."""
+    if isinstance(left, datetime.datetime):
+        if not isinstance(right, datetime.timedelta):
+            raise errors.EvaluationError("data type mismatch (not a timedelta value)")
+    elif isinstance(left, datetime.timedelta):
+        if not isinstance(right, (datetime.timedelta, datetime.datetime)):
+            raise errors.EvaluationError("data type mismatch (not a datetime or timedelta value)")
+    elif isinstance(left, bytes) or isinstance(right, bytes):
+        if not (isinstance(left, bytes) and isinstance(right, bytes)):
+            raise errors.EvaluationError("data type mismatch (not a bytes value)")
+    elif isinstance(left, str) or isinstance(right, str):
+        if not (isinstance(left, str) and isinstance(right, str)):
+            raise errors.EvaluationError("data type mismatch (not a string value)")
+    elif not (is_numeric(left) and is_numeric(right)):
+        raise errors.EvaluationError("data type mismatch (not a numeric value)")
+    return left + right
+
+
+def _subtract(left: Any, right: Any) -> Any:
+    """Port of ``SubtractExpression._op_sub`` after both operands are evaluated."""
+    if isinstance(left, datetime.datetime):
+        if not isinstance(right, (datetime.datetime, datetime.timedelta)):
+            raise errors.EvaluationError("data type mismatch (not a datetime or timedelta value)")
+    elif isinstance(left, datetime.timedelta):
+        if not isinstance(right, datetime.timedelta):
+            raise errors.EvaluationError("data type mismatch (not a timedelta value)")
+    elif not (is_numeric(left) and is_numeric(right)):
+        raise errors.EvaluationError("data type mismatch (not a numeric value)")
+    return left - right
+
+
+def _negate(value: Any) -> Any:
+    if not is_numeric(value) and not isinstance(value, datetime.timedelta):
+        raise errors.EvaluationError("data type mismatch (not a numeric or timedelta value)")
+    return -value
+
+
+def _bitwise(op: Callable[[Any, Any], Any], left: Any) -> Callable[[Any], Any]:
+    """Port of ``BitwiseExpression._op_bitwise``: check the left operand, then return the right-hand step."""
+    left_type = DataType.from_value(left)
+    if left_type == DataType.FLOAT:
+        if not is_natural_number(left):
+            raise errors.EvaluationError("data type mismatch (not a natural number)")
+        return functools.partial(_bitwise_float, op, left)
+    if DataType.is_type(left_type, DataType.SET):
+        return functools.partial(_bitwise_set, op, left)
+    raise errors.EvaluationError("data type mismatch")
+
+
+def _bitwise_float(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    if not is_natural_number(right):
+        raise errors.EvaluationError("data type mismatch (not a natural number)")
+    return coerce_value(op(int(left), int(right)))
+
+
+def _bitwise_set(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    if not DataType.is_compatible(DataType.from_value(right), DataType.SET):
+        raise errors.EvaluationError("data type mismatch")
+    return op(left, right)
+
+
+def _container_type(container: Any) -> Any:
+    """First half of ``ContainsExpression.evaluate``: runs before the member is evaluated."""
+    return functools.partial(_contains_checked, DataType.from_value(container))
+
+
+def _contains_checked(container_type: Any, container: Any, member: Any) -> bool:
+    if container_type == DataType.BYTES or container_type == DataType.STRING:
+        if DataType.from_value(member) != container_type:
+            raise errors.EvaluationError("data type mismatch")
+    return bool(member in container)
+
+
+def _iterable(value: Any) -> Any:
+    if not DataType.from_value(value).is_iterable:
+        raise errors.EvaluationError("data type mismatch (comprehension requires an iterable)")
+    return value
+
+
+def _integer(value: Any) -> Any:
+    """Slice bound check of ``GetSliceExpression.evaluate``."""
+    if value is None:
+        return None
+    if not is_integer_number(value):
+        raise errors.EvaluationError("data type mismatch (not an integer number)")
+    return int(value)
+
+
+def _slice(container: Any, start: Any, stop: Any) -> Any:
+    return coerce_value(operator.getitem(container, slice(start, stop)), verify_type=False)
+
+
+def _null_container(message: str) -> Any:
+    raise errors.EvaluationError(message)
+
+
+def _regex_subject(value: Any) -> Any:
+    if not isinstance(value, str) and value is not None:
+        raise errors.EvaluationError("data type mismatch")
+    return value
+
+
+def _regex(node: Any, value: Any) -> Any:
+    """Regex operand of ``FuzzyComparisonExpression.__op_regex`` when it is not a literal."""
+    if isinstance(value, str):
+        return node._compile_regex(value)
+    if value is not None:
+        raise errors.EvaluationError("data type mismatch")
+    return None
+
+
+def _regex_result(method: str, on_match: bool, subject: Any, regex: Any) -> bool:
+    """Rest of ``FuzzyComparisonExpression.__op_regex`` (the ``$re_groups`` side effect is not compiled)."""
+    if subject is None or regex is None:
+        return (subject is regex) if on_match else (subject is not regex)
+    matched = getattr(regex, method)(subject) is not None
+    return matched if on_match else not matched
+
+
+def _callable(function: Any) -> Any:
+    if not callable(function):
+        raise errors.EvaluationError("data type mismatch (not a callable value)")
+    return function
+
+
+class _Runtime:
+    """Helpers that need the context: ports of the interpreter's symbol, attribute, item and call paths."""
+
+    def __init__(self, context: rule_engine.Context) -> None:
+        self.context = context
+
+    def new_value(self, value: Any) -> Any:
+        return _new_value(self.context, value)
+
+    def resolve(self, thing: Any, name: str, scope: str | None = None) -> Any:
+        """``SymbolExpression.evaluate`` up to the coercion: resolve through the context, honour default_value."""
+        try:
+            return self.context.resolve(thing, name, scope=scope)
+        except errors.SymbolResolutionError:
+            default_value = self.context.default_value
+            if default_value is errors.UNDEFINED:
+                raise
+            return default_value
+
+    def check_symbol(self, name: str, result_type: Any, value: Any) -> Any:
+        """Rest of ``SymbolExpression.evaluate``: coercion and the runtime type check."""
+        value = self.new_value(value)
+        if result_type == DataType.UNDEFINED:
+            return value
+        effective_type = result_type
+        if _is_nullable(effective_type):
+            if value is None:
+                return value
+            effective_type = effective_type.inner_type
+        if DataType.is_type(effective_type, DataType.OBJECT):
+            return value
+        value_type = DataType.from_value(value)
+        if DataType.is_compatible(value_type, effective_type):
+            if effective_type.is_scalar:
+                return value
+            if effective_type.value_type == DataType.UNDEFINED:
+                return value
+            if value_type.value_type == DataType.UNDEFINED:
+                return value
+            if (
+                effective_type.value_type != DataType.NULL
+                and not effective_type.value_type_nullable
+                and any(v is None for v in value)
+            ):
+                raise errors.SymbolTypeError(name, is_value=value, is_type=value_type, expected_type=result_type)
+            if DataType.is_compatible(effective_type.value_type, value_type.value_type):
+                return value
+        if value_type == DataType.NULL:
+            return value
+        raise errors.SymbolTypeError(name, is_value=value, is_type=value_type, expected_type=result_type)
+
+    def check_collection(
+        self, name: str, result_type: Any, key_type: type | None, member_type: type, value: Any
+    ) -> Any:
+        """``check_symbol`` for MAPPING / ARRAY of scalars: values whose members all have the declared
+        python types pass unchanged, without the interpreter's costly type inference."""
+        if key_type is not None and type(value) is dict:
+            if all(type(key) is key_type for key in value) and all(
+                type(member) is member_type or member is None for member in value.values()
+            ):
+                return _OrderedDict(value)
+        elif key_type is None and type(value) in (tuple, list):
+            if all(type(member) is member_type for member in value):
+                return tuple(value)
+        return self.check_symbol(name, result_type, value)
+
+    def object_attribute(self, node: Any, obj: Any, thing: Any) -> Any:
+        """``GetAttributeExpression.evaluate`` for OBJECT schemas, without the final coercion."""
+        if obj is None and node.safe:
+            return obj
+        if obj is None and _is_nullable(node.object.result_type):
+            raise errors.EvaluationError(
+                "attribute access on a null value (use ?. to safely navigate a NULLABLE expression)"
+            )
+        object_type = node._object_type
+        try:
+            # the interpreter hands the accessor a coerced value; the inlined fast path may pass a raw dict
+            return object_type.accessor(self.new_value(obj), node.name)
+        except (AttributeError, KeyError):
+            default_value = self.context.default_value
+            if default_value is errors.UNDEFINED:
+                raise errors.ObjectAttributeError(
+                    node.name,
+                    object_type,
+                    thing=thing,
+                    suggestion=suggest_symbol(node.name, object_type.attributes.keys()),
+                ) from None
+            return default_value
+
+    def attribute(self, node: Any, obj: Any, thing: Any) -> Any:
+        """``GetAttributeExpression.evaluate`` for builtin attributes and mapping keys."""
+        if obj is None and node.safe:
+            return obj
+        if obj is None and _is_nullable(node.object.result_type):
+            raise errors.EvaluationError(
+                "attribute access on a null value (use ?. to safely navigate a NULLABLE expression)"
+            )
+        context = self.context
+        try:
+            value = context.resolve_attribute(thing, obj, node.name)
+        except errors.AttributeResolutionError as error:
+            attribute_error = error
+        else:
+            return self.new_value(value)
+        if isinstance(obj, collections.abc.Mapping) and not isinstance(obj, Builtins):
+            if not context.mapping_attribute_lookup:
+                raise attribute_error
+            context._warn_mapping_fallback(node.name)
+        try:
+            value = context.resolve(obj, node.name)
+        except errors.SymbolResolutionError as symbol_error:
+            default_value = context.default_value
+            if default_value is errors.UNDEFINED:
+                suggestion = attribute_error.suggestion or symbol_error.suggestion
+                if attribute_error.suggestion and symbol_error.suggestion:
+                    suggestion = suggest_symbol(node.name, (attribute_error.suggestion, symbol_error.suggestion))
+                attribute_error.suggestion = suggestion
+                raise attribute_error from None
+            value = default_value
+        return self.new_value(value)
+
+    def item(self, safe: bool, container: Any, item: Any) -> Any:
+        """``GetItemExpression.evaluate`` once the container is known not to be null."""
+        if isinstance(container, (bytes, str, tuple)):
+            if not is_integer_number(item):
+                raise errors.EvaluationError("data type mismatch (not an integer number)")
+            item = int(item)
+        try:
+            value = operator.getitem(container, item)
+        except (IndexError, KeyError):
+            if safe:
+                return None
+            raise errors.LookupError(container, item) from None
+        return self.new_value(value)
+
+    def call(self, node: Any, function: Any, arguments: tuple[Any, ...]) -> Any:
+        """``FunctionCallExpression.evaluate`` once function and arguments are evaluated."""
+        function_name: str | None = "<unknown>"
+        if node.function.result_type != DataType.UNDEFINED:
+            function_type = node.function.result_type
+            function_name = function_type.value_name
+            node._validate_function(function_type, arguments)
+        elif hasattr(function, "__name__"):
+            function_name = function.__name__ + "?"
+        try:
+            result = function(*arguments)
+        except errors.FunctionCallError as error:
+            error.function_name = function_name
+            raise error
+        except Exception as error:
+            raise errors.FunctionCallError("function call failed", error=error, function_name=function_name) from None
+        result = self.new_value(result)
+        if not DataType.is_compatible(DataType.from_value(result), node.result_type):
+            raise errors.FunctionCallError(
+                "function call failed (data type mismatch on returned value)", function_name=function_name
+            )
+        return result
+
+
+class ExpressionCodegen:
+    """Generate Python expression source for rule-engine AST expressions of one context.
+
+    Helper objects are stored in ``namespace`` under unique names; exec the generated source in it.
+    Generated fragments read the evaluated object from the variable named ``thing``.
+    """
+
+    def __init__(self, context: rule_engine.Context, namespace: dict[str, Any], *, thing: str = "thing") -> None:
+        self.context = context
+        self.namespace = namespace
+        self.thing = thing
+        self.needs_decimal_context = False
+        """Whether some fragment must run with ``context.decimal_context`` as the current decimal context."""
+        self._runtime = _Runtime(context)
+        self._registered: dict[str, str] = {}
+        # comprehension variables: rule-engine name -> python name, outermost first
+        self._scopes: list[tuple[str, str]] = []
+        self._symbol: Callable[[str], str] = self._cached_symbol
+        # top-level symbol -> function-local cache, initialised by function_source
+        self._symbol_locals: dict[str, str] = {}
+        # inline ``thing[name]`` only where the context resolves symbols exactly like that
+        self._inline_symbols = (
+            type(context).resolve is rule_engine.Context.resolve
+            and getattr(context, "_Context__resolver", None) is rule_engine.resolve_item
+        )
+        self._inline_attributes = type(context).resolve_attribute is rule_engine.Context.resolve_attribute
+        self._handlers: dict[type, Callable[[Any], str]] = {
+            ast.SymbolExpression: self._symbol_expression,
+            ast.GetAttributeExpression: self._get_attribute,
+            ast.GetItemExpression: self._get_item,
+            ast.GetSliceExpression: self._get_slice,
+            ast.ContainsExpression: self._contains,
+            ast.CoalesceExpression: self._coalesce,
+            ast.TernaryExpression: self._ternary,
+            ast.UnaryExpression: self._unary,
+            ast.LogicExpression: self._logic,
+            ast.ComparisonExpression: self._comparison,
+            ast.ArithmeticComparisonExpression: self._ordering,
+            ast.FuzzyComparisonExpression: self._regex_comparison,
+            ast.AddExpression: self._add,
+            ast.SubtractExpression: self._subtract,
+            ast.ArithmeticExpression: self._arithmetic,
+            ast.BitwiseExpression: self._bitwise,
+            ast.BitwiseShiftExpression: self._bitwise,
+            ast.ComprehensionExpression: self._comprehension,
+            ast.FunctionCallExpression: self._function_call,
+            ast.ArrayExpression: self._array,
+            ast.SetExpression: self._set,
+            ast.MappingExpression: self._mapping,
+        }
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def fragment(self, expression: Any, *, symbol: Callable[[str], str] | None = None) -> str:
+        """Python expression source evaluating *expression* (an ``ast.ExpressionBase``) like the interpreter.
+
+        By default each top-level symbol is read from ``thing`` at most once per call of the function
+        built by :meth:`function_source` (lazily, where the interpreter first reads it). Alternatively
+        *symbol(name)* returns the source that reads top-level symbol *name*; it must evaluate to what
+        :meth:`symbol_source` evaluates to (the resolver's value, or the default / SymbolResolutionError
+        when missing). Coercion and type checks are added by the fragment. Raises :class:`NotCompilable`.
+        """
+        self._symbol = symbol or self._cached_symbol
+        try:
+            return self._expr(expression)
+        finally:
+            self._symbol = self._cached_symbol
+
+    def symbol_source(self, name: str) -> str:
+        """Source reading top-level symbol *name* from ``thing`` the way the context's resolver does."""
+        resolve = self._helper("resolve", self._runtime.resolve)
+        key = repr(name)
+        if not self._inline_symbols:
+            return f"{resolve}({self.thing}, {key})"
+        return f"({self.thing}[{key}] if type({self.thing}) is dict and {key} in {self.thing} else {resolve}({self.thing}, {key}))"
+
+    def _cached_symbol(self, name: str) -> str:
+        local = self._symbol_locals.setdefault(name, f"_s{next(_names)}")
+        missing = self._helper("missing", errors.UNDEFINED)
+        return f"({local} if {local} is not {missing} else ({local} := {self.symbol_source(name)}))"
+
+    def function_source(self, name: str, body: str) -> str:
+        """Source of ``def name(thing): return body`` for fragments of this codegen: it initialises the
+        symbol caches and makes ``context.decimal_context`` current when a fragment needs it."""
+        missing = self._helper("missing", errors.UNDEFINED)
+        prologue = "".join(f"    {local} = {missing}\n" for local in self._symbol_locals.values())
+        if not self.needs_decimal_context:
+            return f"def {name}({self.thing}):\n{prologue}    return {body}\n"
+        context = self._constant(self.context, "context")
+        get, set_ = self._constant(decimal.getcontext, "getcontext"), self._constant(decimal.setcontext, "setcontext")
+        return (
+            f"def {name}({self.thing}):\n{prologue}"
+            f"    decimal_context = {context}.decimal_context\n"
+            f"    saved = {get}()\n"
+            f"    if saved is decimal_context:\n"
+            f"        return {body}\n"
+            f"    {set_}(decimal_context)\n"
+            f"    try:\n"
+            f"        return {body}\n"
+            f"    finally:\n"
+            f"        {set_}(saved)\n"
+        )
+
+    # -- naming -----------------------------------------------------------------------------------
+
+    def _constant(self, value: Any, hint: str = "k") -> str:
+        name = f"_re_{hint}_{next(_names)}"
+        self.namespace[name] = value
+        return name
+
+    def _helper(self, key: str, value: Any) -> str:
+        """Register a helper shared by all fragments of this codegen under *key*."""
+        if key not in self._registered:
+            self._registered[key] = self._constant(value, key)
+        return self._registered[key]
+
+    @staticmethod
+    def _temp() -> str:
+        return f"_t{next(_names)}"
+
+    def _literal(self, value: Any) -> str:
+        if value is None or type(value) is bool or type(value) is str:
+            return repr(value)
+        return self._constant(value)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def _expr(self, node: Any, raw: bool = False) -> str:
+        """Source for *node*. With *raw*, an OBJECT value may be returned uncoerced (see ``_get_attribute``)."""
+        if isinstance(node, ast.LiteralExpressionBase) and node.is_reduced:
+            return self._reduced_literal(node)
+        if raw and type(node) is ast.SymbolExpression:
+            return self._symbol_expression(node, raw=True)
+        if raw and type(node) is ast.GetAttributeExpression:
+            return self._get_attribute(node, raw=True)
+        handler = self._handlers.get(type(node))
+        if handler is None:
+            raise NotCompilable(f"{type(node).__name__} is not compiled")
+        return handler(node)
+
+    def _coerced(self, source: str) -> str:
+        """``_new_value(source)`` with the common already-native cases inlined."""
+        value, kind = self._temp(), self._temp()
+        plain = self._helper("plain", _PLAIN)
+        dt = self._helper("datetime", datetime.datetime)
+        new_value = self._helper("new_value", self._runtime.new_value)
+        return (
+            f"({value} if ({kind} := type({value} := {source})) in {plain}"
+            f" or ({kind} is {dt} and {value}.tzinfo is not None) else {new_value}({value}))"
+        )
+
+    # -- literals ---------------------------------------------------------------------------------
+
+    def _reduced_literal(self, node: Any) -> str:
+        # rule-engine folded this at parse time; mutable results (sets, mappings) are rebuilt per call
+        if isinstance(node, (ast.ArrayExpression, ast.SetExpression, ast.MappingExpression)):
+            value = node.evaluate(None)
+            if isinstance(value, tuple) and _is_immutable_constant(value):
+                return self._constant(value)
+            return f"{self._constant(functools.partial(node.evaluate, None), 'literal')}()"
+        return self._literal(node.value)
+
+    def _array(self, node: Any) -> str:
+        return "(" + "".join(self._expr(member) + ", " for member in node.value) + ")"
+
+    def _set(self, node: Any) -> str:
+        # one single-member set per member keeps the interpreter's evaluate-then-hash order
+        return "(" + " | ".join("{" + self._expr(member) + "}" for member in node.value) + ")"
+
+    def _mapping(self, node: Any) -> str:
+        raise NotCompilable("mapping literals with non-constant members are not compiled")
+
+    # -- symbols and access -----------------------------------------------------------------------
+
+    def _symbol_expression(self, node: Any, raw: bool = False) -> str:
+        if node.scope == Builtins.scope_name:
+            if node.name == "re_groups":
+                raise NotCompilable("regex group capture ($re_groups) is not compiled")
+            resolve = self._helper("resolve", self._runtime.resolve)
+            read = f"{resolve}(None, {node.name!r}, {Builtins.scope_name!r})"
+        elif node.scope is not None:
+            raise NotCompilable(f"symbol scope {node.scope!r} is not compiled")
+        else:
+            # the interpreter searches comprehension scopes outermost first
+            variable = next((python for name, python in self._scopes if name == node.name), None)
+            read = variable if variable is not None else self._symbol(node.name)
+        result_type = node.result_type
+        effective = DataType.NULLABLE.unwrap(result_type)
+        if result_type == DataType.UNDEFINED or DataType.is_type(effective, DataType.OBJECT):
+            # no runtime type check; an OBJECT feeding an attribute read needs no coercion either
+            return read if raw and DataType.is_type(effective, DataType.OBJECT) else self._coerced(read)
+        check = self._constant(functools.partial(self._runtime.check_symbol, node.name, result_type), "check")
+        python_type = _SCALAR_TYPES.get(effective)
+        if python_type is None:
+            collection = self._collection_check(node.name, result_type, effective)
+            return f"{collection or check}({read})"
+        value = self._temp()
+        expected = self._helper(python_type.__name__, python_type)
+        accepted = f"type({value} := {read}) is {expected}"
+        if python_type is datetime.datetime:
+            accepted = f"({accepted} and {value}.tzinfo is not None)"
+        return f"({value} if {accepted} or {value} is None else {check}({value}))"
+
+    def _collection_check(self, name: str, result_type: Any, effective: Any) -> str | None:
+        """A faster exact symbol check for MAPPING(scalar, scalar) and ARRAY(scalar), else None."""
+        fast_members = {k: v for k, v in _SCALAR_TYPES.items() if v is not datetime.datetime}
+        if DataType.is_type(effective, DataType.MAPPING):
+            key_type, member_type = fast_members.get(effective.key_type), fast_members.get(effective.value_type)
+            if key_type is None:
+                return None
+        elif DataType.is_type(effective, DataType.ARRAY):
+            key_type, member_type = None, fast_members.get(effective.value_type)
+        else:
+            return None
+        if member_type is None:
+            return None
+        check = functools.partial(self._runtime.check_collection, name, result_type, key_type, member_type)
+        return self._constant(check, "check")
+
+    def _get_attribute(self, node: Any, raw: bool = False) -> str:
+        obj, thing = self._temp(), self.thing
+        if node._object_type is not None:
+            slow = self._constant(functools.partial(self._runtime.object_attribute, node), "attribute")
+            if node._object_type.accessor is operator.getitem:
+                key, dicts = repr(node.name), self._helper("dicts", _DICTS)
+                value = (
+                    f"({obj}[{key}] if type({obj} := {self._expr(node.object, raw=True)}) in {dicts} and {key} in {obj}"
+                    f" else {slow}({obj}, {thing}))"
+                )
+            else:
+                value = f"{slow}({self._expr(node.object)}, {thing})"
+            return value if raw else self._coerced(value)
+        if any(name == node.name for name, _ in self._scopes):
+            # the interpreter's fallback from attribute to symbol lookup sees the comprehension scopes
+            raise NotCompilable("attribute named like an enclosing comprehension variable is not compiled")
+        slow = self._constant(functools.partial(self._runtime.attribute, node), "attribute")
+        fast = _FAST_ATTRIBUTES.get(node.name) if self._inline_attributes else None
+        source = self._expr(node.object)
+        if fast is None:
+            self.needs_decimal_context = True  # e.g. FLOAT .to_str depends on the context
+            return f"{slow}({source}, {thing})"
+        types, template = fast
+        expression = template.format(o=obj, D=self._helper("Decimal", _Decimal))
+        known = self._constant(types, "types")
+        return f"({expression} if type({obj} := {source}) in {known} else {slow}({obj}, {thing}))"
+
+    def _get_item(self, node: Any) -> str:
+        if not (isinstance(node.item, ast.StringExpression)):
+            self.needs_decimal_context = True  # integer checks on Decimal indexes
+        container = self._temp()
+        item = self._constant(functools.partial(self._runtime.item, node.safe), "item")
+        null = "None" if node.safe else f"{self._helper('null', _null_container)}('data type mismatch (container is null)')"
+        return f"({item}({container}, {self._expr(node.item)}) if ({container} := {self._expr(node.container)}) is not None else {null})"
+
+    def _get_slice(self, node: Any) -> str:
+        container = self._temp()
+        integer, slice_ = self._helper("integer", _integer), self._helper("slice", _slice)
+        null = "None" if node.safe else f"{self._helper('null', _null_container)}('data type mismatch')"
+        return (
+            f"({slice_}({container}, {integer}({self._expr(node.start)}), {integer}({self._expr(node.stop)}))"
+            f" if ({container} := {self._expr(node.container)}) is not None else {null})"
+        )
+
+    def _contains(self, node: Any) -> str:
+        container, member = node.container, node.member
+        temp = self._temp()
+        if isinstance(container, ast.LiteralExpressionBase) and container.is_reduced:
+            # the container does not escape, so even a set or mapping literal can be shared
+            value = container.evaluate(None)
+            constant = self._literal(value)
+            if isinstance(value, str):
+                checked = self._constant(functools.partial(_contains_checked, DataType.STRING), "contains")
+                return f"({temp} in {constant} if type({temp} := {self._expr(member)}) is str else {checked}({constant}, {temp}))"
+            if isinstance(value, tuple) and not all(isinstance(v, _DECIMAL_FREE) for v in value):
+                self._mark_unless_decimal_free(member)  # tuple membership uses ==
+            return f"({self._expr(member)} in {constant})"
+        self._mark_unless_decimal_free(member)
+        collections_ = self._helper("collections", _COLLECTIONS)
+        contains = self._helper("contains", operator.contains)
+        prepare = self._helper("container_type", _container_type)
+        # the callee is evaluated first: the container (and its type check) before the member
+        return (
+            f"({contains} if type({temp} := {self._expr(container)}) in {collections_} else {prepare}({temp}))"
+            f"({temp}, {self._expr(member)})"
+        )
+
+    def _mark_unless_decimal_free(self, node: Any) -> None:
+        if not (isinstance(node, ast.LiteralExpressionBase) and isinstance(node.value, _DECIMAL_FREE)):
+            self.needs_decimal_context = True
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def _coalesce(self, node: Any) -> str:
+        left = self._temp()
+        return f"({left} if ({left} := {self._expr(node.left)}) is not None else {self._expr(node.right)})"
+
+    def _ternary(self, node: Any) -> str:
+        return f"({self._expr(node.case_true)} if {self._expr(node.condition)} else {self._expr(node.case_false)})"
+
+    def _unary(self, node: Any) -> str:
+        if node.type == "not":
+            return f"(not {self._expr(node.right)})"
+        self.needs_decimal_context = True
+        value = self._temp()
+        decimal_type = self._helper("Decimal", _Decimal)
+        return f"(-{value} if type({value} := {self._expr(node.right)}) is {decimal_type} else {self._helper('negate', _negate)}({value}))"
+
+    def _logic(self, node: Any) -> str:
+        if node.type not in ("and", "or"):
+            raise NotCompilable(f"logic operator {node.type!r} is not compiled")
+        source = f"{self._expr(node.left)} {node.type} {self._expr(node.right)}"
+        # rule-engine returns bool(left and right), never an operand
+        return f"({source})" if _always_bool(node.left) and _always_bool(node.right) else f"bool({source})"
+
+    def _comprehension(self, node: Any) -> str:
+        iterable, variable = self._temp(), f"_c{next(_names)}"
+        tuple_type = self._helper("tuple", tuple)
+        source = self._expr(node.iterable)
+        self._scopes.append((node.variable, variable))
+        try:
+            condition = "" if node.condition is None else f" if {self._expr(node.condition)}"
+            result = self._expr(node.result)
+        finally:
+            self._scopes.pop()
+        check = self._helper("iterable", _iterable)
+        # bind the iterable first: an assignment expression may not appear in a comprehension's iterable
+        return (
+            f"(({iterable} := ({iterable} if type({iterable} := {source}) is {tuple_type} else {check}({iterable}))),"
+            f" {tuple_type}([{result} for {variable} in {iterable}{condition}]))[1]"
+        )
+
+    def _function_call(self, node: Any) -> str:
+        self.needs_decimal_context = True
+        call = self._constant(functools.partial(self._runtime.call, node), "call")
+        arguments = "".join(self._expr(argument) + ", " for argument in node.arguments)
+        return f"{call}({self._helper('callable', _callable)}({self._expr(node.function)}), ({arguments}))"
+
+    # -- comparisons ------------------------------------------------------------------------------
+
+    def _constant_side(self, node: Any) -> tuple[Any, Any] | None:
+        """The (python type, value) of a scalar literal operand, else None."""
+        if isinstance(node, ast.LiteralExpressionBase) and not node.result_type.is_compound:
+            return type(node.value), node.value
+        return None
+
+    def _comparison(self, node: Any) -> str:
+        equal = node.type == "eq"
+        left_constant, right_constant = self._constant_side(node.left), self._constant_side(node.right)
+        if not any(side is not None and isinstance(side[1], _DECIMAL_FREE) for side in (left_constant, right_constant)):
+            self.needs_decimal_context = True  # Decimal equality signals on sNaN under the context's traps
+        a, b = self._temp(), self._temp()
+        if right_constant is not None and left_constant is None:
+            expected = self._helper("type_" + right_constant[0].__name__, right_constant[0])
+            constant = self._literal(right_constant[1])
+            if equal:
+                return f"(type({a} := {self._expr(node.left)}) is {expected} and {a} == {constant})"
+            return f"(type({a} := {self._expr(node.left)}) is not {expected} or {a} != {constant})"
+        left, right = self._expr(node.left), self._expr(node.right)
+        if equal:
+            return f"(type({a} := {left}) is type({b} := {right}) and {a} == {b})"
+        return f"(type({a} := {left}) is not type({b} := {right}) or {a} != {b})"
+
+    def _ordering(self, node: Any) -> str:
+        self.needs_decimal_context = True  # NaN comparisons signal under the context's traps
+        symbol, op = _ORDERING_OPERATORS[node.type]
+        slow = self._helper("ordered_" + node.type, functools.partial(_ordered, op))
+        a, b, kind = self._temp(), self._temp(), self._temp()
+        right_constant = self._constant_side(node.right)
+        if right_constant is not None and right_constant[0] in _ORDERED_FAST:
+            expected = self._helper("type_" + right_constant[0].__name__, right_constant[0])
+            constant = self._literal(right_constant[1])
+            return f"({a} {symbol} {constant} if type({a} := {self._expr(node.left)}) is {expected} else {slow}({a}, {constant}))"
+        fast = self._helper("ordered_fast", _ORDERED_FAST)
+        return (
+            f"({a} {symbol} {b} if ({kind} := type({a} := {self._expr(node.left)})) is type({b} := {self._expr(node.right)})"
+            f" and {kind} in {fast} else {slow}({a}, {b}))"
+        )
+
+    def _regex_comparison(self, node: Any) -> str:
+        method, on_match = _REGEX_OPERATORS[node.type]
+        result = self._helper("regex_" + node.type, functools.partial(_regex_result, method, on_match))
+        subject = self._temp()
+        left = self._expr(node.left)
+        if isinstance(node.right, ast.StringExpression):
+            pattern = node._right
+            search = self._constant(getattr(pattern, method), "pattern")
+            test = "is not None" if on_match else "is None"
+            return (
+                f"({search}({subject}) {test} if type({subject} := {left}) is str"
+                f" else {result}({self._helper('regex_subject', _regex_subject)}({subject}), {self._constant(pattern)}))"
+            )
+        regex = self._constant(functools.partial(_regex, node), "regex")
+        return f"{result}({self._helper('regex_subject', _regex_subject)}({left}), {regex}({self._expr(node.right)}))"
+
+    # -- arithmetic -------------------------------------------------------------------------------
+
+    def _add(self, node: Any) -> str:
+        return self._sum_like(node, "+", _ADD_FAST, _add)
+
+    def _subtract(self, node: Any) -> str:
+        return self._sum_like(node, "-", _SUB_FAST, _subtract)
+
+    def _sum_like(self, node: Any, symbol: str, fast: frozenset[type], slow: Callable[[Any, Any], Any]) -> str:
+        # both operands are evaluated before the interpreter checks their types
+        self.needs_decimal_context = True
+        a, b, kind = self._temp(), self._temp(), self._temp()
+        fast_name, slow_name = self._helper("fast_" + slow.__name__, fast), self._helper(slow.__name__, slow)
+        return (
+            f"({a} {symbol} {b} if ({kind} := type({a} := {self._expr(node.left)})) is type({b} := {self._expr(node.right)})"
+            f" and {kind} in {fast_name} else {slow_name}({a}, {b}))"
+        )
+
+    def _arithmetic(self, node: Any) -> str:
+        # the left operand is checked before the right one is evaluated
+        self.needs_decimal_context = True
+        op = self._helper("arithmetic_" + node.type, _ARITHMETIC[node.type])
+        left = self._temp()
+        decimal_type = self._helper("Decimal", _Decimal)
+        numeric = self._helper("numeric", _numeric)
+        return f"{op}(({left} if type({left} := {self._expr(node.left)}) is {decimal_type} else {numeric}({left})), {self._expr(node.right)})"
+
+    def _bitwise(self, node: Any) -> str:
+        prepare = self._helper("bitwise_" + node.type, functools.partial(_bitwise, _BITWISE_OPERATORS[node.type]))
+        return f"{prepare}({self._expr(node.left)})({self._expr(node.right)})"
+
+
+class CompiledExpression:
+    """A rule-engine expression compiled to Python, or the interpreter when it could not be compiled."""
+
+    def __init__(self, text: str, context: rule_engine.Context, rule: rule_engine.Rule) -> None:
+        self.text = text
+        self.context = context
+        self.rule = rule
+        self.result_type: Any = rule.statement.expression.result_type
+        self.is_compiled = False
+        self.fallback_reason: str | None = None
+        self.source: str | None = None
+        self.evaluate: Callable[[Any], Any] = rule.evaluate
+        """The value of the expression for a thing, exactly as ``rule.evaluate(thing)``."""
+        namespace: dict[str, Any] = {}
+        codegen = ExpressionCodegen(context, namespace)
+        try:
+            body = codegen.fragment(rule.statement.expression)
+        except NotCompilable as error:
+            self.fallback_reason = str(error)
+            return
+        self.source = codegen.function_source("evaluate", body)
+        exec(compile(self.source, f"<rule {text!r}>", "exec"), namespace)
+        self.evaluate = namespace["evaluate"]
+        self.is_compiled = True
+
+    def __repr__(self) -> str:
+        return f"<CompiledExpression {self.text!r} compiled={self.is_compiled}>"
+
+    def matches(self, thing: Any) -> bool:
+        return bool(self.evaluate(thing))
+
+
+def compile_expression(text: str, context: rule_engine.Context | None = None) -> CompiledExpression:
+    """Parse and type-check *text* with rule-engine, then compile it (or fall back to the interpreter).
+
+    Parse and type errors propagate as rule-engine raises them.
+    """
+    context = context or rule_engine.Context()
+    return CompiledExpression(text, context, rule_engine.Rule(text, context))

@@ -1,0 +1,88 @@
+"""What a decision carries (PRODUCT.md §5): outcome, reasons, enrichments and provenance."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rules.model import Severity
+
+# gRPC metadata key carrying the caller's correlation id, echoed back and named in provenance.
+CORRELATION_METADATA_KEY = "x-correlation-id"
+
+
+class Outcome(enum.StrEnum):
+    ACCEPT = "accept"
+    ENRICH = "enrich"  # accepted, with fields filled or corrected
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule_id: str
+    code: str
+    message: str
+    severity: Severity
+    field: str | None = None
+    ruleset_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enrichment:
+    field: str
+    old_value: str | None
+    new_value: str | None
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RulesetRef:
+    id: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    rulesets: tuple[RulesetRef, ...]
+    snapshot_id: str
+    engine_version: str
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    item_id: str
+    outcome: Outcome
+    reasons: tuple[Reason, ...] = ()
+    enrichments: tuple[Enrichment, ...] = ()
+    provenance: Provenance | None = None
+
+    @property
+    def codes(self) -> list[str]:
+        return [r.code for r in self.reasons]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    total: int
+    accepted: int
+    enriched: int
+    rejected: int
+    by_reason_code: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, decisions: Iterable[Decision]) -> BatchSummary:
+        outcomes: Counter[Outcome] = Counter()
+        codes: Counter[str] = Counter()
+        for decision in decisions:
+            outcomes[decision.outcome] += 1
+            codes.update(r.code for r in decision.reasons)
+        return cls(
+            total=sum(outcomes.values()),
+            accepted=outcomes[Outcome.ACCEPT],
+            enriched=outcomes[Outcome.ENRICH],
+            rejected=outcomes[Outcome.REJECT],
+            by_reason_code=dict(sorted(codes.items())),
+        )

@@ -1,0 +1,152 @@
+"""The ruleset file format, as analysts write it (YAML), validated with pydantic.
+
+See docs/rulesets.md for the format with examples. Expressions (``when``, ``set`` values, ``{...}``
+placeholders in messages) are rule-engine expression text here; rules/compile.py parses and
+type-checks them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Action(enum.StrEnum):
+    REJECT = "reject"
+    WARN = "warn"
+    ENRICH = "enrich"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+DEFAULT_SEVERITY = {Action.REJECT: Severity.ERROR, Action.WARN: Severity.WARNING, Action.ENRICH: Severity.INFO}
+
+ROUNDING_MODES = {
+    "half_up": ROUND_HALF_UP,
+    "half_even": ROUND_HALF_EVEN,
+    "up": ROUND_UP,
+    "down": ROUND_DOWN,
+}
+
+RULE_ID = re.compile(r"^[A-Z]{1,4}-\d+[A-Za-z0-9.\-]*$")
+CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _expression_text(value: Any) -> Any:
+    """YAML turns ``false`` and ``1.5`` into values; as expressions they are the same text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    return value
+
+
+class RuleSpec(_Strict):
+    id: str = Field(description="stable rule id, e.g. PS-1 (catalogue id, optionally with a suffix: PS-2.task)")
+    title: str
+    when: str = Field(description="condition (rule-engine expression) under which the rule acts")
+    requires: list[str] = Field(
+        default_factory=list,
+        description="symbols or paths that must not be null for the rule to apply; inside the rule they are not null",
+    )
+    action: Action
+    code: str = Field(description="reason code, UPPER_SNAKE_CASE")
+    message: str = Field(description="what a person reads; {expression} placeholders quote values")
+    severity: Severity | None = None
+    field: str | None = Field(None, description="the item field the reason is about")
+    set: dict[str, str] = Field(default_factory=dict, description="enrich: field -> expression")
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not RULE_ID.match(value):
+            raise ValueError(f"rule id {value!r} should look like PS-1 or PS-2.task")
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code_shape(cls, value: str) -> str:
+        if not CODE.match(value):
+            raise ValueError(f"reason code {value!r} should be UPPER_SNAKE_CASE, e.g. PROJECT_CLOSED")
+        return value
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when_text(cls, value: Any) -> Any:
+        return _expression_text(value)
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _set_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _expression_text(v) for key, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _set_matches_action(self) -> RuleSpec:
+        if self.action is Action.ENRICH and not self.set:
+            raise ValueError("an enrich rule needs a 'set' of field: expression")
+        if self.action is not Action.ENRICH and self.set:
+            raise ValueError(f"only enrich rules set fields; this rule's action is {self.action.value}")
+        return self
+
+    @property
+    def effective_severity(self) -> Severity:
+        return self.severity or DEFAULT_SEVERITY[self.action]
+
+
+class Rounding(_Strict):
+    """How enrichments round money: stated in the ruleset, never implied."""
+
+    places: int = Field(ge=0, le=8)
+    mode: Literal["half_up", "half_even", "up", "down"]
+
+    @property
+    def quantum(self) -> Decimal:
+        return Decimal(1).scaleb(-self.places)
+
+
+class Expectation(_Strict):
+    outcome: Literal["accept", "enrich", "reject"]
+    codes: list[str] = Field(default_factory=list, description="reason codes, in rule order")
+    enriched: dict[str, Any] = Field(default_factory=dict, description="field -> expected new value")
+
+
+class RulesetTest(_Strict):
+    name: str
+    item: dict[str, Any] = Field(default_factory=dict)
+    refs: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    expect: Expectation
+
+
+class TestDefaults(_Strict):
+    item: dict[str, Any] = Field(default_factory=dict)
+    refs: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+
+
+class RulesetSpec(_Strict):
+    ruleset: str = Field(pattern=r"^[a-z][a-z0-9_\-]*$", description="ruleset id")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="semantic version; immutable once published")
+    effective_from: dt.date
+    applies_to: Literal["time_entry"]
+    order: int = Field(description="rulesets for one item kind run in ascending order")
+    owner: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description="named constants, read as params.<name>")
+    rounding: Rounding | None = None
+    rules: list[RuleSpec] = Field(min_length=1)
+    test_defaults: TestDefaults = Field(default_factory=TestDefaults)
+    tests: list[RulesetTest] = Field(default_factory=list)

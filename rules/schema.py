@@ -1,0 +1,451 @@
+"""The vocabulary rules are written against: item fields and reference entities, with their types.
+
+Every item kind and reference entity is a pydantic model. From each model this module derives, once,
+the field specs that drive everything else: the rule-engine types used to type-check expressions at
+load, the parsing of wire strings into rule values, and the formatting of values back into strings.
+
+Rule values are rule-engine-native: decimals are ``Decimal``, dates are timezone-aware ``datetime``
+at midnight UTC (rule-engine has no date type), booleans are ``bool``, missing values are ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import operator
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import rule_engine
+from pydantic import BaseModel, ConfigDict, Field
+
+T = rule_engine.DataType
+
+
+class FieldKind(enum.Enum):
+    STRING = "string"
+    DECIMAL = "decimal"
+    MONEY = "money"  # a decimal that enrichments round by the ruleset's rounding rule
+    DATE = "date"
+    DATETIME = "datetime"
+    BOOLEAN = "boolean"
+    STRING_LIST = "string list"
+    STRING_MAP = "string map"
+
+
+class Money:
+    """Marks a Decimal field as money: ``Annotated[Decimal, Money]``."""
+
+
+_RULE_TYPES: dict[FieldKind, Any] = {
+    FieldKind.STRING: T.STRING,
+    FieldKind.DECIMAL: T.FLOAT,
+    FieldKind.MONEY: T.FLOAT,
+    FieldKind.DATE: T.DATETIME,
+    FieldKind.DATETIME: T.DATETIME,
+    FieldKind.BOOLEAN: T.BOOLEAN,
+    FieldKind.STRING_LIST: T.ARRAY(T.STRING),
+    FieldKind.STRING_MAP: T.MAPPING(T.STRING, T.STRING),
+}
+
+
+class FieldValueError(ValueError):
+    """A wire value that does not parse as its field's kind; the message says what was expected."""
+
+
+def _parse_decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise FieldValueError(f"{text!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise FieldValueError(f"{text!r} is not a finite decimal number")
+    return value
+
+
+def _parse_date(text: str) -> dt.datetime:
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise FieldValueError(f"{text!r} is not a date (expected YYYY-MM-DD)") from None
+    return date_value(day)
+
+
+def _parse_datetime(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise FieldValueError(f"{text!r} is not a datetime (expected RFC 3339, e.g. 2026-11-03T17:30:00Z)") from None
+    if moment.tzinfo is None:
+        raise FieldValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
+    return moment
+
+
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+
+
+def _parse_boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise FieldValueError(f"{text!r} is not a boolean (expected true or false)")
+
+
+def _parse_string_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split("|") if part.strip())
+
+
+_PARSERS: dict[FieldKind, Callable[[str], Any]] = {
+    FieldKind.STRING: str,
+    FieldKind.DECIMAL: _parse_decimal,
+    FieldKind.MONEY: _parse_decimal,
+    FieldKind.DATE: _parse_date,
+    FieldKind.DATETIME: _parse_datetime,
+    FieldKind.BOOLEAN: _parse_boolean,
+    FieldKind.STRING_LIST: _parse_string_list,
+}
+
+
+def date_value(day: dt.date) -> dt.datetime:
+    """A date as rule-engine sees it: midnight UTC."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def format_value(value: Any) -> str:
+    """A rule value as a person (and the wire) reads it: dates without a time, decimals as written."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        if value.utcoffset() == dt.timedelta(0) and value.time() == dt.time(0):
+            return value.date().isoformat()
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v) for v in value)
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: FieldKind
+    nullable: bool
+    description: str
+
+    @property
+    def rule_type(self) -> Any:
+        base = _RULE_TYPES[self.kind]
+        return T.NULLABLE(base) if self.nullable else base
+
+    def parse(self, text: str) -> Any:
+        """Parse a wire string; an empty string is a missing value."""
+        if text == "" or text is None:
+            return None
+        return _PARSERS[self.kind](text)
+
+    def native(self, value: Any) -> Any:
+        """A python value (from a pydantic model or YAML) as a rule value."""
+        if value is None:
+            return None
+        if self.kind is FieldKind.DATE and not isinstance(value, dt.datetime):
+            return date_value(value)
+        if self.kind in (FieldKind.DECIMAL, FieldKind.MONEY) and not isinstance(value, Decimal):
+            return Decimal(str(value))
+        if self.kind is FieldKind.STRING:
+            return str(value)
+        if self.kind is FieldKind.STRING_LIST:
+            return tuple(value)
+        if self.kind is FieldKind.STRING_MAP:
+            return dict(value)
+        return value
+
+
+def _kind_of(annotation: Any) -> tuple[FieldKind, bool]:
+    """Map a model field annotation to (kind, nullable)."""
+    nullable = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            raise TypeError(f"unsupported union {annotation!r}")
+        nullable, annotation = True, members[0]
+        origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(annotation)
+        if base is Decimal and Money in metadata:
+            return FieldKind.MONEY, nullable
+        annotation = base
+        origin = typing.get_origin(annotation)
+    if origin in (tuple, list):
+        return FieldKind.STRING_LIST, nullable
+    if origin is dict:
+        return FieldKind.STRING_MAP, nullable
+    simple = {
+        str: FieldKind.STRING,
+        Decimal: FieldKind.DECIMAL,
+        dt.date: FieldKind.DATE,
+        dt.datetime: FieldKind.DATETIME,
+        bool: FieldKind.BOOLEAN,
+    }
+    if annotation in simple:
+        return simple[annotation], nullable
+    if isinstance(annotation, type) and issubclass(annotation, str):  # a StrEnum of codes
+        return FieldKind.STRING, nullable
+    raise TypeError(f"unsupported field type {annotation!r}")
+
+
+def field_specs(model: type[BaseModel]) -> dict[str, FieldSpec]:
+    specs = {}
+    for name, info in model.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        kind, nullable = _kind_of(annotation)
+        specs[name] = FieldSpec(name, kind, nullable, info.description or "")
+    return specs
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Items
+
+
+class TimeEntry(_Model):
+    """A time entry as the PSA approval flow sends it (PRODUCT.md §2)."""
+
+    entry_id: str = Field(min_length=1)
+    timesheet_id: str | None = None
+    worker_id: str = Field(min_length=1)
+    project_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1)
+    assignment_id: str | None = None
+    work_date: dt.date
+    hours: Decimal
+    time_type: str = "REG"
+    role_code: str | None = None
+    labor_category: str | None = None
+    billable: bool = True
+    bill_rate: Annotated[Decimal, Money] | None = None
+    rate_source: str | None = Field(None, description="where the bill rate came from (RC-1)")
+    currency: str | None = None
+    activity_code: str | None = None
+    source_system: str | None = None
+    source_ref: str | None = None
+    submitted_at: dt.datetime | None = None
+    correction_of: str | None = Field(None, description="entry_id of the entry this one corrects")
+    bill_status: str | None = None
+    custom: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference entities. Every row may carry effective_from / effective_to (inclusive): a key with
+# several rows has several versions, and lookups pick the one in force on the item's business date.
+
+
+class _Versioned(_Model):
+    effective_from: dt.date | None = None
+    effective_to: dt.date | None = None
+
+
+class Project(_Versioned):
+    project_id: str
+    name: str = ""
+    status: str
+    project_type: str = Field("CLIENT", description="CLIENT, INTERNAL, ...")
+    billable: bool = True
+    billing_type: str = Field("TM", description="TM, COST_PLUS, FIXED_FEE, MILESTONE")
+    start_date: dt.date
+    finish_date: dt.date | None = None
+    is_template: bool = False
+    closed_for_time_at: dt.datetime | None = None
+    contract_id: str | None = None
+    customer_id: str | None = None
+
+
+class Task(_Versioned):
+    project_id: str
+    task_id: str
+    name: str = ""
+    is_leaf: bool = True
+    chargeable: bool = True
+    billable: bool = True
+    start_date: dt.date | None = None
+    finish_date: dt.date | None = None
+    closed_for_time_at: dt.datetime | None = None
+
+
+class Worker(_Versioned):
+    worker_id: str
+    name: str = ""
+    status: str = Field(description="ACTIVE, LEAVE, TERMINATED, ...")
+    hire_date: dt.date
+    termination_date: dt.date | None = None
+    overtime_eligible: bool = False
+    job_code: str | None = None
+    location: str | None = None
+
+
+class Assignment(_Versioned):
+    assignment_id: str
+    worker_id: str
+    project_id: str
+    role_code: str | None = None
+    start_date: dt.date
+    finish_date: dt.date | None = None
+    closed_for_time_at: dt.datetime | None = None
+
+
+class Contract(_Versioned):
+    contract_id: str
+    customer_id: str | None = None
+    billing_type: str = "TM"
+    currency: str
+    start_date: dt.date
+    end_date: dt.date | None = None
+    hours_per_day: Decimal = Decimal(8)
+    bills_overtime: bool = False
+    overtime_multiplier: Decimal = Decimal("1.5")
+    double_time_multiplier: Decimal = Decimal(2)
+
+
+class RateScope(enum.StrEnum):
+    """Where a rate row applies, most specific first (catalogue rule RC-1)."""
+
+    WORKER = "WORKER"
+    ASSIGNMENT = "ASSIGNMENT"
+    CONTRACT = "CONTRACT"
+    PROJECT = "PROJECT"
+    STANDARD = "STANDARD"
+
+
+class RateCardRow(_Versioned):
+    rate_id: str
+    scope: RateScope
+    scope_id: str = Field("", description="worker, assignment, contract or project id; empty for STANDARD")
+    labor_category: str
+    currency: str
+    unit: str = Field("HOUR", description="HOUR or DAY")
+    bill_rate: Annotated[Decimal, Money]
+    discount_pct: Decimal | None = None
+
+
+class JobCode(_Versioned):
+    job_code: str
+    labor_category: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A reference entity: its model, the fields forming its key, and its typed fields."""
+
+    name: str
+    model: type[_Versioned]
+    key: tuple[str, ...]
+    fields: Mapping[str, FieldSpec]
+
+    def native(self, row: BaseModel) -> dict[str, Any]:
+        """A validated row as a rule value (a dict the rule engine reads with ``entity.field``)."""
+        return {name: spec.native(getattr(row, name)) for name, spec in self.fields.items()}
+
+
+def _entity(name: str, model: type[_Versioned], *key: str) -> Entity:
+    return Entity(name, model, key, field_specs(model))
+
+
+ENTITIES: dict[str, Entity] = {
+    e.name: e
+    for e in (
+        _entity("project", Project, "project_id"),
+        _entity("task", Task, "project_id", "task_id"),
+        _entity("worker", Worker, "worker_id"),
+        _entity("assignment", Assignment, "assignment_id"),
+        _entity("contract", Contract, "contract_id"),
+        _entity("rate_card", RateCardRow, "rate_id"),
+        _entity("job_code", JobCode, "job_code"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A reference record bound to each item under a symbol name before rules see it.
+
+    A required binding that cannot be resolved rejects the item (fail closed); an optional one is
+    null, and rules must say what null means (rule-engine refuses ``rate.bill_rate`` on a nullable
+    ``rate`` at load: use ``requires: [rate]``, ``rate&.bill_rate`` or ``rate == null``).
+    """
+
+    name: str
+    entity: Entity
+    required: bool
+    resolved_by: str
+    depends_on: tuple[str, ...] = ()  # bindings read while resolving this one
+    extra: tuple[FieldSpec, ...] = ()
+
+    def rule_type(self) -> Any:
+        attributes = {spec.name: spec.rule_type for spec in (*self.entity.fields.values(), *self.extra)}
+        object_type = T.OBJECT(self.entity.name, attributes, accessor=operator.getitem)
+        return object_type if self.required else T.NULLABLE(object_type)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemKind:
+    """An item kind: its model, the field naming each item, and its business date."""
+
+    name: str
+    model: type[BaseModel]
+    id_field: str
+    date_field: str
+    fields: Mapping[str, FieldSpec]
+    bindings: tuple[Binding, ...]
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(
+            name for name, info in self.model.model_fields.items() if info.is_required()
+        )
+
+    def defaults(self) -> dict[str, Any]:
+        """Rule values for the fields an item may omit."""
+        values = {}
+        for name, info in self.model.model_fields.items():
+            if not info.is_required():
+                values[name] = self.fields[name].native(info.get_default(call_default_factory=True))
+        return values
+
+
+TIME_ENTRY = ItemKind(
+    "time_entry",
+    TimeEntry,
+    "entry_id",
+    "work_date",
+    field_specs(TimeEntry),
+    (
+        Binding("project", ENTITIES["project"], True, "project_id, as of the work date"),
+        Binding("task", ENTITIES["task"], True, "project_id + task_id, as of the work date"),
+        Binding("worker", ENTITIES["worker"], True, "worker_id, as of the work date"),
+        Binding("assignment", ENTITIES["assignment"], False,
+                "assignment_id, else the worker's assignment on the project covering the work date"),
+        Binding("contract", ENTITIES["contract"], False, "the project's contract, as of the work date",
+                depends_on=("project",)),
+        Binding("job", ENTITIES["job_code"], False, "the worker's job code, as of the work date",
+                depends_on=("worker",)),
+        Binding("rate", ENTITIES["rate_card"], False,
+                "the rate row for the labor category effective on the work date, most specific first: "
+                "worker > assignment > contract > project > standard",
+                depends_on=("project", "assignment", "contract"),
+                extra=(FieldSpec("source", FieldKind.STRING, False, "where the rate was found, e.g. CONTRACT C-100"),)),
+    ),
+)
+ITEM_KINDS: dict[str, ItemKind] = {TIME_ENTRY.name: TIME_ENTRY}

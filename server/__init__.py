@@ -1,0 +1,1 @@
+"""The gRPC service: servicers, configuration and start-up."""

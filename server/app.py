@@ -1,0 +1,103 @@
+"""Start-up: build the gRPC server with health and reflection, serve until SIGTERM, stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from evaluators import ENGINE_VERSION
+from rules.problems import ProblemsError
+from server.correlation import CorrelationInterceptor
+from server.logs import configure_logging
+from server.runtime import Runtime
+from server.settings import Settings
+from server.validation_service import ValidationService
+from tollgate_api.v1 import validation_pb2, validation_pb2_grpc
+
+log = structlog.get_logger("tollgate.server")
+
+SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].full_name
+
+
+@dataclass(slots=True)
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    runtime: Runtime
+    grace_seconds: float
+
+    def stop(self) -> None:
+        """Refuse new calls (health says NOT_SERVING first), let calls in flight finish, then stop."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.grace_seconds).wait()
+
+
+def start(settings: Settings) -> RunningServer:
+    runtime = Runtime(settings.rulesets, settings.refdata)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate"),
+        interceptors=[CorrelationInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+        ],
+    )
+    validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    server.start()
+    for service in ("", SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION)
+    return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds)
+
+
+def run(settings: Settings) -> int:
+    """``tollgate serve``: one server process, or a supervisor of ``settings.workers`` of them."""
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from server.supervisor import supervise
+
+        return supervise(settings)
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads rulesets and reference data. Returns an exit code."""
+    try:
+        running = start(settings)
+    except ProblemsError as error:
+        log.error("startup_refused", problems=[str(p) for p in error.problems])
+        return 2
+    stopping = threading.Event()
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting_down", signal=signal.Signals(signum).name, grace_seconds=settings.shutdown_grace_seconds)
+        stopping.set()
+
+    def on_reload(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=running.runtime.reload, name="reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    stopping.wait()
+    running.stop()
+    log.info("stopped")
+    return 0

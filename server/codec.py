@@ -1,0 +1,61 @@
+"""Protobuf messages to engine values and back, reading and writing fields directly (no MessageToDict)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rules.decisions import BatchSummary, Decision, Outcome, Provenance
+from rules.model import Severity
+from rules.schema import TIME_ENTRY, FieldKind
+from tollgate_api.v1 import validation_pb2 as pb
+
+_TIME_ENTRY_SCALARS = tuple(name for name, spec in TIME_ENTRY.fields.items() if spec.kind is not FieldKind.STRING_MAP)
+
+OUTCOMES = {Outcome.ACCEPT: pb.ACCEPT, Outcome.ENRICH: pb.ENRICH, Outcome.REJECT: pb.REJECT}
+SEVERITIES = {Severity.INFO: pb.INFO, Severity.WARNING: pb.WARNING, Severity.ERROR: pb.ERROR}
+
+
+def time_entries(messages: Iterable[Any]) -> list[dict[str, Any]]:
+    """Wire values of each entry, as the item decoder takes them."""
+    items = []
+    for message in messages:
+        item: dict[str, Any] = {name: getattr(message, name) for name in _TIME_ENTRY_SCALARS}
+        if message.custom:
+            item["custom"] = dict(message.custom)
+        items.append(item)
+    return items
+
+
+def fill_response(response: Any, decisions: Sequence[Decision], provenance: Provenance) -> None:
+    """Write decisions, their summary and the batch's provenance into a response message."""
+    add = response.decisions.add
+    for decision in decisions:
+        out = add(item_id=decision.item_id, outcome=OUTCOMES[decision.outcome])
+        for reason in decision.reasons:
+            out.reasons.add(
+                rule_id=reason.rule_id,
+                code=reason.code,
+                message=reason.message,
+                severity=SEVERITIES[reason.severity],
+                field=reason.field or "",
+                ruleset_id=reason.ruleset_id or "",
+            )
+        for enrichment in decision.enrichments:
+            out.enrichments.add(
+                field=enrichment.field,
+                old_value=enrichment.old_value,
+                new_value=enrichment.new_value,
+                rule_id=enrichment.rule_id,
+            )
+    summary = BatchSummary.of(decisions)
+    response.summary.total = summary.total
+    response.summary.accepted = summary.accepted
+    response.summary.enriched = summary.enriched
+    response.summary.rejected = summary.rejected
+    response.summary.by_reason_code.update(summary.by_reason_code)
+    response.provenance.snapshot_id = provenance.snapshot_id
+    response.provenance.engine_version = provenance.engine_version
+    response.provenance.correlation_id = provenance.correlation_id
+    for ruleset in provenance.rulesets:
+        response.provenance.rulesets.add(id=ruleset.id, version=ruleset.version)

@@ -1,0 +1,79 @@
+"""Run N server processes on one port, so every core decides items (one Python process uses one core).
+
+Each worker is a full ``tollgate serve --workers 1`` with its own compiled rulesets and reference
+data; they share the port through SO_REUSEPORT (gRPC sets it on Linux) and the kernel spreads
+connections among them. The supervisor forwards SIGTERM/SIGINT (clean shutdown) and SIGHUP
+(reload) to every worker, and restarts a worker that dies unexpectedly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+import structlog
+
+from server.settings import Settings
+
+log = structlog.get_logger("tollgate.supervisor")
+
+RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+def _worker_environment(settings: Settings, index: int) -> dict[str, str]:
+    environment = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        environment[f"TOLLGATE_{name.upper()}"] = str(value)
+    environment["TOLLGATE_WORKERS"] = "1"
+    environment["TOLLGATE_WORKER_INDEX"] = str(index)
+    return environment
+
+
+def _spawn(settings: Settings, index: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "clients.cli", "serve"], env=_worker_environment(settings, index))
+
+
+def supervise(settings: Settings) -> int:
+    """Start ``settings.workers`` workers and keep them running until SIGTERM/SIGINT; return an exit code."""
+    if settings.port == 0:
+        log.error("workers_need_a_port", workers=settings.workers)
+        return 2
+    stopping = threading.Event()
+    workers = {index: _spawn(settings, index) for index in range(settings.workers)}
+    restarts = dict.fromkeys(workers, 0)
+    log.info("supervising", workers=settings.workers, port=settings.port,
+             pids=[w.pid for w in workers.values()])
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping.set()
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+
+    while not stopping.is_set():
+        for index, worker in list(workers.items()):
+            code = worker.poll()
+            if code is None or stopping.is_set():
+                continue
+            if code == 2:  # refused to start (bad rulesets or data): restarting would not help
+                log.error("worker_refused_to_start", worker=index)
+                forward(signal.SIGTERM, None)
+                break
+            delay = RESTART_BACKOFF_SECONDS[min(restarts[index], len(RESTART_BACKOFF_SECONDS) - 1)]
+            log.warning("worker_died", worker=index, exit_code=code, restart_in_seconds=delay)
+            time.sleep(delay)
+            restarts[index] += 1
+            workers[index] = _spawn(settings, index)
+        stopping.wait(0.2)
+    codes = [worker.wait() for worker in workers.values()]
+    log.info("stopped", exit_codes=codes)
+    return 0 if all(code == 0 for code in codes) else 1

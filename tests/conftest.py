@@ -1,0 +1,36 @@
+"""Shared fixtures: the real gRPC server on a free port, and the real client talking to it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.client import ValidationClient
+from server.app import RunningServer, start
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_TIMESHEET = ROOT / "examples" / "timesheet-2026-11.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=2))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[ValidationClient]:
+    with ValidationClient(f"127.0.0.1:{server.port}", timeout=30) as connected:
+        yield connected

@@ -1,0 +1,296 @@
+"""End to end: the real server on a free port, called through the real client and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from clients.cli import read_items
+from clients.client import ValidationClient
+from rules.decisions import Decision, Outcome
+from server.app import SERVICE_NAME, RunningServer, start
+from server.settings import Settings
+from tests.conftest import ROOT, SAMPLE_TIMESHEET, free_port
+from tollgate_api.v1 import validation_pb2 as pb
+from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+
+TOLLGATE = [sys.executable, "-m", "clients.cli"]
+
+
+def _entry(entry_id: str, **overrides: Any) -> dict[str, Any]:
+    entry = {"entry_id": entry_id, "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
+             "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT",
+             "submitted_at": "2026-11-07T17:00:00Z"}
+    entry.update(overrides)
+    return entry
+
+
+def _by_id(decisions: list[Decision]) -> dict[str, Decision]:
+    return {d.item_id: d for d in decisions}
+
+
+def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str, str | None]]]) -> None:
+    """The sample timesheet shows every outcome; each entry's decision is known."""
+    assert decisions["TE-1001"][0] == "accept"
+    outcome, _codes, enriched = decisions["TE-1002"]
+    assert outcome == "enrich"
+    assert enriched == {"labor_category": "SENIOR_CONSULTANT", "bill_rate": "165.00",
+                        "rate_source": "CONTRACT C-100 (rate R-10)"}
+    assert decisions["TE-1003"][2]["bill_rate"] == "172.00"  # the contract rate changed on 2026-11-16
+    assert decisions["TE-1006"][2]["bill_rate"] == "150.00"  # 1,200/day over 8 hours
+    assert decisions["TE-1009"][:2] == ("reject", ["PROJECT_NOT_CHARGEABLE", "OUTSIDE_PROJECT_DATES",
+                                                   "WORKER_NOT_ACTIVE"])
+    assert decisions["TE-1010"][:2] == ("reject", ["TASK_NOT_CHARGEABLE"])
+    assert decisions["TE-1016"][:2] == ("reject", ["REFERENCE_DATA_MISSING", "REFERENCE_DATA_MISSING"])
+    assert decisions["TE-1017"][:2] == ("reject", ["INVALID_FIELD"])
+
+
+def test_sample_timesheet_through_the_client(client: ValidationClient, server: RunningServer) -> None:
+    result = client.validate_time_entries(read_items(SAMPLE_TIMESHEET), correlation_id="e2e-sample-1")
+    decisions = result.decisions
+    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1021)]
+    _check_sample_decisions({
+        d.item_id: (d.outcome.value, d.codes, {e.field: e.new_value for e in d.enrichments}) for d in decisions
+    })
+    rejected = _by_id(decisions)["TE-1009"]
+    assert all(r.message and r.rule_id and r.ruleset_id for r in rejected.reasons)
+    assert {r.field for r in rejected.reasons} == {"project_id", "work_date", "worker_id"}
+    provenance = decisions[0].provenance
+    assert provenance is not None
+    assert provenance.correlation_id == "e2e-sample-1"
+    assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
+    assert [r.id for r in provenance.rulesets] == ["project-status", "labor-category", "billing-eligibility",
+                                                   "rate-cards"]
+    assert result.summary.total == 20
+    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 20
+    assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+
+
+def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    completed = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--format", "json")
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads(completed.stdout)
+    _check_sample_decisions({
+        d["item_id"]: (d["outcome"], [r["code"] for r in d["reasons"]],
+                       {e["field"]: e["new_value"] for e in d["enrichments"]})
+        for d in document["decisions"]
+    })
+    assert document["provenance"]["snapshot_id"].startswith("snap-")
+
+    table = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target)
+    assert table.returncode == 0, table.stderr
+    expected_line = "TE-1009  reject   error PROJECT_NOT_CHARGEABLE [PS-1]: Project P-300 is CLOSED on 2026-11-17"
+    assert expected_line in table.stdout
+    assert "20 items:" in table.stdout
+
+    failing = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
+    assert failing.returncode == 1
+
+
+def test_jsonl_input_through_the_cli(server: RunningServer, tmp_path: Path) -> None:
+    path = tmp_path / "entries.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in [
+        _entry("J-1", hours=8, billable=True), _entry("J-2", project_id="P-300", work_date="2026-11-20"),
+    ]) + "\n")
+    completed = _run_cli("validate", str(path), "--server", f"127.0.0.1:{server.port}", "--format", "json")
+    assert completed.returncode == 0, completed.stderr
+    outcomes = {d["item_id"]: d["outcome"] for d in json.loads(completed.stdout)["decisions"]}
+    assert outcomes == {"J-1": "enrich", "J-2": "reject"}
+
+
+def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:
+    completed = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", f"127.0.0.1:{free_port()}",
+                         "--timeout", "2")
+    assert completed.returncode == 2
+    assert "UNAVAILABLE" in completed.stderr or "DEADLINE_EXCEEDED" in completed.stderr
+
+
+def test_malformed_entries_are_rejected_alone(client: ValidationClient) -> None:
+    entries = [
+        _entry("OK-1"),
+        _entry("", hours="8"),  # missing id
+        _entry("BAD-HOURS", hours="eight"),
+        _entry("BAD-DATE", work_date="2026-13-45"),
+        _entry("BAD-BOOL", billable="perhaps"),
+        _entry("OK-2", work_date="2026-11-04"),
+    ]
+    decisions = client.validate_time_entries(entries).decisions
+    assert [d.item_id for d in decisions] == ["OK-1", "(item 2)", "BAD-HOURS", "BAD-DATE", "BAD-BOOL", "OK-2"]
+    by_id = _by_id(decisions)
+    for item_id, field in [("(item 2)", "entry_id"), ("BAD-HOURS", "hours"), ("BAD-DATE", "work_date"),
+                           ("BAD-BOOL", "billable")]:
+        decision = by_id[item_id]
+        assert decision.outcome is Outcome.REJECT
+        assert [r.field for r in decision.reasons] == [field]
+        assert field in decision.reasons[0].message
+    assert "'eight' is not a decimal number" in by_id["BAD-HOURS"].reasons[0].message
+    assert by_id["OK-1"].outcome is Outcome.ENRICH
+    assert by_id["OK-2"].outcome is Outcome.ENRICH
+
+
+def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) -> None:
+    entries = [_entry(f"S-{n:05d}", hours=str(1 + n % 8)) for n in range(2_500)]
+    with ValidationClient(f"127.0.0.1:{server.port}", chunk_size=300) as chunked:
+        result = chunked.validate_time_entries(entries)
+    assert [d.item_id for d in result.decisions] == [e["entry_id"] for e in entries]
+    assert result.summary.total == 2_500
+    assert result.summary.rejected == 0
+
+
+def _bad_request_field(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    return str(bad_request.field_violations[0].field)
+
+
+def test_request_limits_give_clear_errors() -> None:
+    limited = start(Settings(port=0, threads=2, max_batch_items=5, max_message_bytes=64 * 1024))
+    try:
+        with ValidationClient(f"127.0.0.1:{limited.port}", chunk_size=100) as client:
+            with pytest.raises(grpc.RpcError) as too_many:
+                client.validate_time_entries([_entry(f"L-{n}") for n in range(6)])
+            assert too_many.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "6 entries in one request; the limit is 5" in too_many.value.details()
+            assert _bad_request_field(too_many.value) == "entries"
+
+            with pytest.raises(grpc.RpcError) as too_big:
+                client.validate_time_entries([_entry("BIG", custom={"note": "x" * 100_000})])
+            assert too_big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in too_big.value.details()
+    finally:
+        limited.stop()
+
+
+def test_correlation_id_is_generated_and_returned(server: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.ValidationServiceStub(channel)
+        request = pb.ValidateTimeEntriesRequest(entries=[pb.TimeEntry(**_entry("C-1"))])
+        response, call = stub.ValidateTimeEntries.with_call(request)
+        returned = dict(call.initial_metadata())["x-correlation-id"]
+        assert len(returned) == 32
+        assert response.provenance.correlation_id == returned
+        _response, call = stub.ValidateTimeEntries.with_call(request, metadata=(("x-correlation-id", "abc-1"),))
+        assert dict(call.initial_metadata())["x-correlation-id"] == "abc-1"
+
+
+def test_health_and_reflection(server: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in responses for s in r.list_services_response.service}
+        assert {"tollgate.v1.ValidationService", "grpc.health.v1.Health"} <= names
+
+
+def test_a_bad_ruleset_is_refused_on_reload_and_the_previous_keeps_serving(tmp_path: Path) -> None:
+    rulesets = tmp_path / "rulesets"
+    shutil.copytree(ROOT / "rulesets", rulesets)
+    running = start(Settings(port=0, threads=2, rulesets=rulesets))
+    try:
+        before = running.runtime.generation
+        path = rulesets / "time_entry" / "10-project-status.yaml"
+        path.write_text(path.read_text().replace("project.status in params.closed_statuses",
+                                                 "project.stauts in params.closed_statuses"))
+        assert running.runtime.reload() is False
+        assert running.runtime.generation is before
+        with ValidationClient(f"127.0.0.1:{running.port}") as client:
+            decision = client.validate_time_entries([_entry("R-1", project_id="P-700", task_id="T-1")]).decisions[0]
+        assert decision.codes == ["PROJECT_NOT_CHARGEABLE"]
+    finally:
+        running.stop()
+
+
+def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "TOLLGATE_SHUTDOWN_GRACE_SECONDS": "30"}
+    process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with ValidationClient(f"127.0.0.1:{port}", timeout=60) as client:
+            client.wait_until_ready(timeout=30)
+            entries = [_entry(f"F-{n}") for n in range(40_000)]
+            outcome: dict[str, Any] = {}
+
+            def call() -> None:
+                try:
+                    outcome["result"] = client.validate_time_entries(entries)
+                except grpc.RpcError as error:  # pragma: no cover - reported by the assertion below
+                    outcome["error"] = error
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            time.sleep(0.5)  # the call is being decided
+            process.send_signal(signal.SIGTERM)
+            caller.join(timeout=60)
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["result"].summary.total == 40_000
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    logs = process.stderr.read() if process.stderr else ""
+    events = [json.loads(line)["event"] for line in logs.splitlines() if line.startswith("{")]
+    assert events[-1] == "stopped"
+    # The call was still being decided when the signal came, and it was finished, not cut off.
+    assert "decided" in events[events.index("shutting_down"):]
+
+
+def test_workers_share_one_port_and_stop_together() -> None:
+    port = free_port()
+    process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "2"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = _LogTail(process)
+    try:
+        deadline = time.monotonic() + 60
+        serving: set[int] = set()
+        # Each new channel is a new connection; the kernel spreads connections over the workers.
+        while len(serving) < 2 and time.monotonic() < deadline:
+            with ValidationClient(f"127.0.0.1:{port}", timeout=10) as client:
+                client.wait_until_ready(timeout=30)
+                client.validate_time_entries([_entry("W-1")])
+            serving = {json.loads(line).get("process") for line in logs.lines() if '"decided"' in line}
+        assert len(serving) == 2, f"calls were served by {serving}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+class _LogTail:
+    """The JSON log lines a server process has written so far, read without blocking."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self.stream = process.stderr
+        os.set_blocking(self.stream.fileno(), False)
+        self.text = ""
+
+    def lines(self) -> list[str]:
+        self.text += self.stream.read() or ""
+        return [line for line in self.text.splitlines() if line.startswith("{")]

@@ -1,0 +1,182 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    ACCEPT: _ClassVar[Outcome]
+    ENRICH: _ClassVar[Outcome]
+    REJECT: _ClassVar[Outcome]
+
+class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEVERITY_UNSPECIFIED: _ClassVar[Severity]
+    INFO: _ClassVar[Severity]
+    WARNING: _ClassVar[Severity]
+    ERROR: _ClassVar[Severity]
+OUTCOME_UNSPECIFIED: Outcome
+ACCEPT: Outcome
+ENRICH: Outcome
+REJECT: Outcome
+SEVERITY_UNSPECIFIED: Severity
+INFO: Severity
+WARNING: Severity
+ERROR: Severity
+
+class TimeEntry(_message.Message):
+    __slots__ = ("entry_id", "timesheet_id", "worker_id", "project_id", "task_id", "assignment_id", "work_date", "hours", "time_type", "role_code", "labor_category", "billable", "bill_rate", "currency", "activity_code", "source_system", "source_ref", "submitted_at", "correction_of", "bill_status", "custom", "rate_source")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESHEET_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORK_DATE_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_CODE_FIELD_NUMBER: _ClassVar[int]
+    LABOR_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    BILLABLE_FIELD_NUMBER: _ClassVar[int]
+    BILL_RATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REF_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_OF_FIELD_NUMBER: _ClassVar[int]
+    BILL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    RATE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    timesheet_id: str
+    worker_id: str
+    project_id: str
+    task_id: str
+    assignment_id: str
+    work_date: str
+    hours: str
+    time_type: str
+    role_code: str
+    labor_category: str
+    billable: str
+    bill_rate: str
+    currency: str
+    activity_code: str
+    source_system: str
+    source_ref: str
+    submitted_at: str
+    correction_of: str
+    bill_status: str
+    custom: _containers.ScalarMap[str, str]
+    rate_source: str
+    def __init__(self, entry_id: _Optional[str] = ..., timesheet_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., work_date: _Optional[str] = ..., hours: _Optional[str] = ..., time_type: _Optional[str] = ..., role_code: _Optional[str] = ..., labor_category: _Optional[str] = ..., billable: _Optional[str] = ..., bill_rate: _Optional[str] = ..., currency: _Optional[str] = ..., activity_code: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., submitted_at: _Optional[str] = ..., correction_of: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., rate_source: _Optional[str] = ...) -> None: ...
+
+class ValidateTimeEntriesRequest(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[TimeEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[TimeEntry, _Mapping]]] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("rule_id", "code", "message", "severity", "field", "ruleset_id")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    RULESET_ID_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    code: str
+    message: str
+    severity: Severity
+    field: str
+    ruleset_id: str
+    def __init__(self, rule_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., severity: _Optional[_Union[Severity, str]] = ..., field: _Optional[str] = ..., ruleset_id: _Optional[str] = ...) -> None: ...
+
+class Enrichment(_message.Message):
+    __slots__ = ("field", "old_value", "new_value", "rule_id")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NEW_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    old_value: str
+    new_value: str
+    rule_id: str
+    def __init__(self, field: _Optional[str] = ..., old_value: _Optional[str] = ..., new_value: _Optional[str] = ..., rule_id: _Optional[str] = ...) -> None: ...
+
+class RulesetRef(_message.Message):
+    __slots__ = ("id", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("rulesets", "snapshot_id", "engine_version", "correlation_id")
+    RULESETS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    rulesets: _containers.RepeatedCompositeFieldContainer[RulesetRef]
+    snapshot_id: str
+    engine_version: str
+    correlation_id: str
+    def __init__(self, rulesets: _Optional[_Iterable[_Union[RulesetRef, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., engine_version: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("item_id", "outcome", "reasons", "enrichments")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    ENRICHMENTS_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    outcome: Outcome
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    enrichments: _containers.RepeatedCompositeFieldContainer[Enrichment]
+    def __init__(self, item_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., enrichments: _Optional[_Iterable[_Union[Enrichment, _Mapping]]] = ...) -> None: ...
+
+class BatchSummary(_message.Message):
+    __slots__ = ("total", "accepted", "enriched", "rejected", "by_reason_code")
+    class ByReasonCodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ENRICHED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    BY_REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    accepted: int
+    enriched: int
+    rejected: int
+    by_reason_code: _containers.ScalarMap[str, int]
+    def __init__(self, total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ..., by_reason_code: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ValidateTimeEntriesResponse(_message.Message):
+    __slots__ = ("decisions", "summary", "provenance")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[Decision]
+    summary: BatchSummary
+    provenance: Provenance
+    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., summary: _Optional[_Union[BatchSummary, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
