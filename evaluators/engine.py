@@ -18,7 +18,7 @@ from evaluators.items import DecodedItem, ItemDecoder
 from rules.compile import PARAMS_SYMBOL, CompiledRule, CompiledRuleset, MessageTemplate
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.model import Severity
-from rules.schema import FieldKind, FieldSpec, ItemKind, format_value
+from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
 RULE_ERROR = "RULE_EVALUATION_ERROR"
@@ -49,9 +49,11 @@ def _matches_kind(spec: FieldSpec, value: Any) -> bool:
 class _ItemState:
     scope: Scope
     reasons: list[Reason] = field(default_factory=list)
+    enrichment_reasons: set[int] = field(default_factory=set)  # indexes into reasons, dropped on reject
     enrichments: list[Enrichment] = field(default_factory=list)
     rejected: bool = False
     unbound: set[str] = field(default_factory=set)  # required bindings that could not be found
+    fired: list[str] = field(default_factory=list)  # rule ids, in order: what ruleset tests measure coverage by
 
 
 class Evaluator:
@@ -81,39 +83,51 @@ class Evaluator:
         decode = self.decoder.decode
         return [self.decide(decode(raw, position)) for position, raw in enumerate(items, start=1)]
 
-    def decide(self, item: DecodedItem) -> Decision:
+    def decide(self, item: DecodedItem, fired: list[str] | None = None) -> Decision:
+        """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order."""
         if item.problems:
             return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
         state = _ItemState(scope=dict(item.values))
         for ruleset in self.rulesets:
-            self._bind(ruleset, state)
+            for name in ruleset.bindings:
+                if name not in state.scope:
+                    self._resolve(self.bindings[name], state)
             state.scope[PARAMS_SYMBOL] = ruleset.params
             for rule in ruleset.rules:
                 if not (rule.symbols & state.unbound):
                     self._apply(ruleset, rule, state)
+        if fired is not None:
+            fired.extend(state.fired)
         if state.rejected:
-            # A rejected item is not enriched: what enrich rules said about it is moot.
-            reasons = tuple(r for r in state.reasons if r.severity is not Severity.INFO)
+            # A rejected item is not enriched, so what enrich rules said about it does not apply.
+            reasons = tuple(r for i, r in enumerate(state.reasons) if i not in state.enrichment_reasons)
             return Decision(item.item_id, Outcome.REJECT, reasons)
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
         return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments))
 
-    def _bind(self, ruleset: CompiledRuleset, state: _ItemState) -> None:
+    def _resolve(self, binding: Binding, state: _ItemState) -> None:
+        """Look up one binding from the item as it is now; a missing required record rejects the item."""
         scope = state.scope
-        for name in ruleset.bindings:
-            if name in scope:
-                continue
-            binding = self.bindings[name]
-            record = self.binder.bind(binding, scope)
-            scope[name] = record
-            if record is None and binding.required:
-                state.unbound.add(name)
-                state.rejected = True
-                key_field = next((f for f in binding.entity.key if f in self.kind.fields), None)
-                state.reasons.append(
-                    Reason(f"refdata:{name}", REFDATA_MISSING, self.binder.describe_missing(binding, scope),
-                           Severity.ERROR, key_field)
-                )
+        record = self.binder.bind(binding, scope)
+        scope[binding.name] = record
+        if record is not None or not binding.required:
+            state.unbound.discard(binding.name)
+            return
+        if binding.name not in state.unbound:
+            state.unbound.add(binding.name)
+            state.rejected = True
+            state.reasons.append(
+                Reason(f"refdata:{binding.name}", REFDATA_MISSING, self.binder.describe_missing(binding, scope),
+                       Severity.ERROR, binding.found_by[-1] if binding.found_by else None)
+            )
+
+    def _refresh(self, changed: set[str], state: _ItemState) -> None:
+        """Look up again the bound records that the changed fields are found by, and those depending on them."""
+        stale: set[str] = set()
+        for binding in self.kind.bindings:  # declaration order: dependencies come first
+            if binding.name in state.scope and (binding.inputs & changed or stale.intersection(binding.depends_on)):
+                stale.add(binding.name)
+                self._resolve(binding, state)
 
     def _apply(self, ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState) -> None:
         scope = state.scope
@@ -139,9 +153,13 @@ class Evaluator:
                        Severity.ERROR, rule.spec.field, ruleset.id)
             )
             return
-        for spec, old, new in changes:
-            scope[spec.name] = new
-            state.enrichments.append(Enrichment(spec.name, _wire(old), _wire(new), rule.id))
+        state.fired.append(rule.id)
+        if changes:
+            for spec, old, new in changes:
+                scope[spec.name] = new
+                state.enrichments.append(Enrichment(spec.name, _wire(old), _wire(new), rule.id))
+            state.enrichment_reasons.add(len(state.reasons))
+            self._refresh({spec.name for spec, _old, _new in changes}, state)
         state.reasons.append(reason)
         if rule.rejects:
             state.rejected = True

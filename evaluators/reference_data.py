@@ -100,13 +100,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield number, json.loads(line)
 
 
-def _read_rows(entity: Entity, path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
+def _read_rows(entity: Entity, path: Path, problems: list[Problem]) -> list[tuple[int, dict[str, Any]]]:
+    """Validated rows, each with its line in the file."""
     reader = _csv_rows if path.suffix == ".csv" else _jsonl_rows
     rows = []
     try:
         for line, raw in reader(path):
             try:
-                rows.append(entity.native(entity.model.model_validate(raw)))
+                rows.append((line, entity.native(entity.model.model_validate(raw))))
             except pydantic.ValidationError as error:
                 for e in error.errors():
                     name = ".".join(str(p) for p in e["loc"]) or "(row)"
@@ -116,18 +117,40 @@ def _read_rows(entity: Entity, path: Path, problems: list[Problem]) -> list[dict
     return rows
 
 
-def _key_rows(entity: Entity, path: Path, rows: list[dict[str, Any]], problems: list[Problem]) -> Table:
-    by_key: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
-    for row in rows:
-        by_key[tuple(row[k] for k in entity.key)].append(row)
-    for key, versions in by_key.items():
-        versions.sort(key=lambda r: r["effective_from"] or dt.datetime.min.replace(tzinfo=dt.UTC))
-        for earlier, later in itertools.pairwise(versions):
+def _starts(row: Row) -> dt.datetime:
+    return row["effective_from"] or dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _check_versions(entity: Entity, path: Path, rows: list[tuple[int, dict[str, Any]]],
+                    problems: list[Problem]) -> None:
+    """Versions of one thing must not overlap in time: which one is in force has to be unambiguous."""
+    groups: dict[tuple[Any, ...], list[tuple[int, Row]]] = defaultdict(list)
+    for line, row in rows:
+        groups[tuple(row[k] for k in entity.versioned_by)].append((line, row))
+    for key, versions in groups.items():
+        versions.sort(key=lambda version: _starts(version[1]))
+        for (earlier_line, earlier), (line, later) in itertools.pairwise(versions):
             end = earlier["effective_to"]
             if end is None or later["effective_from"] is None or later["effective_from"] <= end:
-                problems.append(
-                    Problem(str(path), None, "/".join(map(str, key)), "effective ranges of two versions overlap")
-                )
+                problems.append(Problem(
+                    str(path), line, "/".join(map(str, key)),
+                    f"effective range overlaps the version on line {earlier_line}",
+                ))
+
+
+def _table(entity: Entity, path: Path, rows: list[tuple[int, dict[str, Any]]], problems: list[Problem]) -> Table:
+    _check_versions(entity, path, rows, problems)
+    by_key: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
+    first_line: dict[tuple[Any, ...], int] = {}
+    for line, row in rows:
+        key = tuple(row[k] for k in entity.key)
+        if entity.versioned_by != entity.key and key in first_line:
+            problems.append(Problem(str(path), line, "/".join(map(str, key)),
+                                    f"{'/'.join(entity.key)} repeats line {first_line[key]}"))
+        first_line.setdefault(key, line)
+        by_key[key].append(row)
+    for versions in by_key.values():
+        versions.sort(key=_starts)
     return Table(entity, dict(by_key))
 
 
@@ -156,7 +179,7 @@ def load_snapshot(directory: Path) -> ReferenceSnapshot:
             tables[entity.name] = Table(entity, {})
             continue
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        tables[entity.name] = _key_rows(entity, path, _read_rows(entity, path, problems), problems)
+        tables[entity.name] = _table(entity, path, _read_rows(entity, path, problems), problems)
     if problems:
         raise ProblemsError(problems)
     return ReferenceSnapshot(

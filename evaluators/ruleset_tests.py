@@ -100,7 +100,7 @@ def _compare(kind: ItemKind, test: RulesetTest, decision: Decision) -> list[str]
             mismatches.append(f"{name} was not enriched, expected {format_value(expected)}")
             continue
         try:
-            want = spec.parse(format_value(expected))
+            want = None if expected is None else spec.parse(format_value(expected))
             got = spec.parse(final[name] or "")
         except FieldValueError as error:
             mismatches.append(f"enriched.{name}: {error}")
@@ -129,10 +129,10 @@ def run_ruleset_tests(ruleset: CompiledRuleset, engine_version: str) -> RulesetT
             report.failures.append(Problem(ruleset.path, line, test.name, f"bad refs: {error}"))
             continue
         evaluator = Evaluator(kind, [ruleset], binder, TEST_SNAPSHOT, engine_version)
-        decision = evaluator.evaluate([item])[0]
-        fired = {r.rule_id for r in decision.reasons}
-        report.fired |= fired
-        report.quiet |= {r.id for r in ruleset.rules} - fired
+        fired: list[str] = []
+        decision = evaluator.decide(evaluator.decoder.decode(item, 1), fired)
+        report.fired.update(fired)
+        report.quiet |= {r.id for r in ruleset.rules} - set(fired)
         mismatches = _compare(kind, test, decision)
         if mismatches:
             report.failures.append(Problem(ruleset.path, line, test.name, "\n    ".join(mismatches)))

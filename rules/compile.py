@@ -353,7 +353,7 @@ class _RuleCompiler:
             condition=condition,
             assignments=tuple(assignments),
             message=message,
-            symbols=frozenset(context.symbols),
+            symbols=frozenset(context.symbols) | {path[0] for path in requires},
         )
 
     def _assignment(
@@ -374,9 +374,12 @@ class _RuleCompiler:
         expected = spec.rule_type
         if result == T.UNDEFINED:
             return spec, expression
-        if T.is_type(result, T.NULLABLE) and not spec.nullable:
+        if result == T.NULL:
+            if not spec.nullable:
+                self._problem(where, rule.id, f"set {field}: `{text}` is null, but {field} cannot be null")
+        elif T.is_type(result, T.NULLABLE) and not spec.nullable:
             self._problem(where, rule.id, f"set {field}: `{text}` can be null but {field} cannot; use ??")
-        elif not T.is_compatible(_not_null(expected), _not_null(result)) or (result == T.NULL and not spec.nullable):
+        elif not T.is_compatible(_not_null(expected), _not_null(result)):
             self._problem(
                 where, rule.id, f"set {field}: `{text}` is {_type_name(result)}, {field} needs {_type_name(expected)}"
             )

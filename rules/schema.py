@@ -353,14 +353,17 @@ class Entity:
     model: type[_Versioned]
     key: tuple[str, ...]
     fields: Mapping[str, FieldSpec]
+    # Rows agreeing on these fields are versions of one thing and must not overlap in time. Usually
+    # the key; a rate row has its own id but is a version of (scope, scope id, labor category).
+    versioned_by: tuple[str, ...]
 
     def native(self, row: BaseModel) -> dict[str, Any]:
         """A validated row as a rule value (a dict the rule engine reads with ``entity.field``)."""
         return {name: spec.native(getattr(row, name)) for name, spec in self.fields.items()}
 
 
-def _entity(name: str, model: type[_Versioned], *key: str) -> Entity:
-    return Entity(name, model, key, field_specs(model))
+def _entity(name: str, model: type[_Versioned], *key: str, versioned_by: tuple[str, ...] = ()) -> Entity:
+    return Entity(name, model, key, field_specs(model), versioned_by or key)
 
 
 ENTITIES: dict[str, Entity] = {
@@ -371,7 +374,7 @@ ENTITIES: dict[str, Entity] = {
         _entity("worker", Worker, "worker_id"),
         _entity("assignment", Assignment, "assignment_id"),
         _entity("contract", Contract, "contract_id"),
-        _entity("rate_card", RateCardRow, "rate_id"),
+        _entity("rate_card", RateCardRow, "rate_id", versioned_by=("scope", "scope_id", "labor_category")),
         _entity("job_code", JobCode, "job_code"),
     )
 }
@@ -390,8 +393,15 @@ class Binding:
     entity: Entity
     required: bool
     resolved_by: str
+    found_by: tuple[str, ...] = ()  # item fields forming the lookup key (named when the record is missing)
+    also_reads: tuple[str, ...] = ()  # other item fields the lookup depends on
     depends_on: tuple[str, ...] = ()  # bindings read while resolving this one
     extra: tuple[FieldSpec, ...] = ()
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Item fields whose change (by an enrichment) means the record must be looked up again."""
+        return frozenset((*self.found_by, *self.also_reads))
 
     def rule_type(self) -> Any:
         attributes = {spec.name: spec.rule_type for spec in (*self.entity.fields.values(), *self.extra)}
@@ -432,11 +442,13 @@ TIME_ENTRY = ItemKind(
     "work_date",
     field_specs(TimeEntry),
     (
-        Binding("project", ENTITIES["project"], True, "project_id, as of the work date"),
-        Binding("task", ENTITIES["task"], True, "project_id + task_id, as of the work date"),
-        Binding("worker", ENTITIES["worker"], True, "worker_id, as of the work date"),
+        Binding("project", ENTITIES["project"], True, "project_id, as of the work date", found_by=("project_id",)),
+        Binding("task", ENTITIES["task"], True, "project_id + task_id, as of the work date",
+                found_by=("project_id", "task_id")),
+        Binding("worker", ENTITIES["worker"], True, "worker_id, as of the work date", found_by=("worker_id",)),
         Binding("assignment", ENTITIES["assignment"], False,
-                "assignment_id, else the worker's assignment on the project covering the work date"),
+                "assignment_id, else the worker's assignment on the project covering the work date",
+                found_by=("assignment_id",), also_reads=("worker_id", "project_id")),
         Binding("contract", ENTITIES["contract"], False, "the project's contract, as of the work date",
                 depends_on=("project",)),
         Binding("job", ENTITIES["job_code"], False, "the worker's job code, as of the work date",
@@ -444,6 +456,7 @@ TIME_ENTRY = ItemKind(
         Binding("rate", ENTITIES["rate_card"], False,
                 "the rate row for the labor category effective on the work date, most specific first: "
                 "worker > assignment > contract > project > standard",
+                found_by=("labor_category",), also_reads=("worker_id", "project_id"),
                 depends_on=("project", "assignment", "contract"),
                 extra=(FieldSpec("source", FieldKind.STRING, False, "where the rate was found, e.g. CONTRACT C-100"),)),
     ),

@@ -32,6 +32,10 @@ class _Loader(yaml.SafeLoader):
         yield data
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            if key in data:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {data.key_lines[key]})", key_node.start_mark
+                )
             data[key] = self.construct_object(value_node, deep=True)
             data.key_lines[key] = key_node.start_mark.line + 1
 
