@@ -8,15 +8,17 @@ required reference record or an error inside a rule rejects the item with a reas
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import PARAMS_SYMBOL, CompiledRule, CompiledRuleset, MessageTemplate
+from rules.compile import PARAMS_SYMBOL, CompiledRule, CompiledRuleset
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
+from rules.fusion import RESUME
 from rules.model import Severity
 from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, format_value
 
@@ -28,21 +30,24 @@ def _wire(value: Any) -> str | None:
     return None if value is None else format_value(value)
 
 
-def render(message: MessageTemplate, scope: Scope) -> str:
-    return "".join(part if isinstance(part, str) else format_value(part.evaluate(scope)) for part in message.parts)
+# The python type a computed value must have to be written into a field of this kind (expressions
+# typed UNDEFINED at load are only checked here, at run time).
+_PYTHON_TYPES: dict[FieldKind, type] = {
+    FieldKind.STRING: str,
+    FieldKind.DECIMAL: Decimal,
+    FieldKind.MONEY: Decimal,
+    FieldKind.BOOLEAN: bool,
+}
 
 
-def _matches_kind(spec: FieldSpec, value: Any) -> bool:
-    """A computed value fits its field (expressions typed UNDEFINED are only checked here, at run time)."""
-    if value is None:
-        return spec.nullable
-    expected: dict[FieldKind, type | tuple[type, ...]] = {
-        FieldKind.STRING: str,
-        FieldKind.DECIMAL: Decimal,
-        FieldKind.MONEY: Decimal,
-        FieldKind.BOOLEAN: bool,
-    }
-    return isinstance(value, expected.get(spec.kind, object))
+@dataclass(frozen=True, slots=True)
+class _Assignment:
+    """One ``set`` entry of an enrich rule, with what its checks need worked out once."""
+
+    spec: FieldSpec
+    evaluate: Callable[[Any], Any]
+    python_type: type
+    money: bool
 
 
 @dataclass(slots=True)
@@ -72,6 +77,16 @@ class Evaluator:
         self.binder = binder
         self.decoder = ItemDecoder(kind)
         self.bindings = {b.name: b for b in kind.bindings}
+        self.assignments = {
+            id(rule): tuple(
+                _Assignment(spec, expression.evaluate, _PYTHON_TYPES.get(spec.kind, object),
+                            money=spec.kind is FieldKind.MONEY)
+                for spec, expression in rule.assignments
+            )
+            for ruleset in self.rulesets
+            for rule in ruleset.rules
+        }
+        self.refreshes = self._refresh_plan(kind)
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -79,9 +94,14 @@ class Evaluator:
         )
 
     def evaluate(self, items: Sequence[Mapping[str, Any]]) -> list[Decision]:
-        """One decision per item, in order."""
-        decode = self.decoder.decode
+        """One decision per item given as a mapping of wire values, in order."""
+        decode = self.decoder.from_mapping
         return [self.decide(decode(raw, position)) for position, raw in enumerate(items, start=1)]
+
+    def evaluate_messages(self, messages: Sequence[Any]) -> list[Decision]:
+        """One decision per item given as a protobuf message, in order (fields read directly)."""
+        decode = self.decoder.from_message
+        return [self.decide(decode(message, position)) for position, message in enumerate(messages, start=1)]
 
     def decide(self, item: DecodedItem, fired: list[str] | None = None) -> Decision:
         """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order."""
@@ -93,7 +113,15 @@ class Evaluator:
                 if name not in state.scope:
                     self._resolve(self.bindings[name], state)
             state.scope[PARAMS_SYMBOL] = ruleset.params
-            for rule in ruleset.rules:
+            resume_at: int | None = 0
+            if ruleset.run is not None and not state.unbound:
+                resume_at = ruleset.run(
+                    state.scope, partial(self._act_at, ruleset, state), partial(self._fail_at, ruleset, state)
+                )
+            if resume_at is None:
+                continue
+            # Interpreted, rule by rule: skip the rules that read a reference that could not be found.
+            for rule in ruleset.rules[resume_at:]:
                 if not (rule.symbols & state.unbound):
                     self._apply(ruleset, rule, state)
         if fired is not None:
@@ -121,59 +149,105 @@ class Evaluator:
                        Severity.ERROR, binding.found_by[-1] if binding.found_by else None)
             )
 
-    def _refresh(self, changed: set[str], state: _ItemState) -> None:
-        """Look up again the bound records that the changed fields are found by, and those depending on them."""
-        stale: set[str] = set()
-        for binding in self.kind.bindings:  # declaration order: dependencies come first
-            if binding.name in state.scope and (binding.inputs & changed or stale.intersection(binding.depends_on)):
-                stale.add(binding.name)
+    @staticmethod
+    def _refresh_plan(kind: ItemKind) -> dict[str, tuple[Binding, ...]]:
+        """For each item field, the bindings to look up again when it changes: those found by it, and
+        those depending on them, in declaration order (dependencies first)."""
+        plan = {}
+        for name in kind.fields:
+            stale: set[str] = set()
+            for binding in kind.bindings:
+                if name in binding.inputs or stale.intersection(binding.depends_on):
+                    stale.add(binding.name)
+            plan[name] = tuple(b for b in kind.bindings if b.name in stale)
+        return plan
+
+    def _refresh(self, changed: Sequence[str], state: _ItemState) -> None:
+        """Look up again the bound records that depend on the changed fields."""
+        if len(changed) == 1:
+            stale = self.refreshes[changed[0]]
+        else:
+            names = {b.name for field in changed for b in self.refreshes[field]}
+            stale = tuple(b for b in self.kind.bindings if b.name in names)
+        for binding in stale:
+            if binding.name in state.scope:
                 self._resolve(binding, state)
 
     def _apply(self, ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState) -> None:
+        """One rule, interpreted: its requires, its condition, and its action if it matches."""
         scope = state.scope
         for path in rule.requires:
             value = scope[path[0]]
             if value is None or (len(path) == 2 and value[path[1]] is None):
                 return
         try:
-            if not rule.condition.evaluate(scope):
-                return
-            changes = self._changes(ruleset, rule, scope) if rule.assignments else []
-            if rule.assignments and not changes:
-                return  # the item already has the values this rule would set
-            # The message describes the item as the rule found it, before its changes.
-            reason = Reason(rule.id, rule.spec.code, render(rule.message, scope), rule.severity,
-                            rule.spec.field, ruleset.id)
+            matched = rule.condition.evaluate(scope)
         except Exception as error:
-            state.rejected = True
-            state.reasons.append(
-                Reason(rule.id, RULE_ERROR,
-                       f"rule {rule.id} could not be evaluated ({type(error).__name__}: {error}); "
-                       "the item is rejected until the rule or the data is corrected",
-                       Severity.ERROR, rule.spec.field, ruleset.id)
-            )
+            self._fail(ruleset, rule, state, error)
             return
-        state.fired.append(rule.id)
-        if changes:
-            for spec, old, new in changes:
-                scope[spec.name] = new
-                state.enrichments.append(Enrichment(spec.name, _wire(old), _wire(new), rule.id))
-            state.enrichment_reasons.add(len(state.reasons))
-            self._refresh({spec.name for spec, _old, _new in changes}, state)
-        state.reasons.append(reason)
-        if rule.rejects:
-            state.rejected = True
+        if matched:
+            self._act(ruleset, rule, state)
+
+    def _act_at(self, ruleset: CompiledRuleset, state: _ItemState, index: int) -> object:
+        return self._act(ruleset, ruleset.rules[index], state)
+
+    def _fail_at(self, ruleset: CompiledRuleset, state: _ItemState, index: int, error: Exception) -> None:
+        self._fail(ruleset, ruleset.rules[index], state, error)
 
     @staticmethod
-    def _changes(ruleset: CompiledRuleset, rule: CompiledRule, scope: Scope) -> list[tuple[FieldSpec, Any, Any]]:
+    def _fail(ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState, error: Exception) -> None:
+        state.rejected = True
+        state.reasons.append(
+            Reason(rule.id, RULE_ERROR,
+                   f"rule {rule.id} could not be evaluated ({type(error).__name__}: {error}); "
+                   "the item is rejected until the rule or the data is corrected",
+                   Severity.ERROR, rule.spec.field, ruleset.id)
+        )
+
+    def _act(self, ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState) -> object:
+        """Carry out a matched rule. Returns whether the item changed, or RESUME when, after the change,
+        a required reference can no longer be found (the rest of the ruleset must then run interpreted)."""
+        scope = state.scope
+        try:
+            assignments = self.assignments[id(rule)]
+            changes = self._changes(ruleset, assignments, scope) if assignments else []
+            if assignments and not changes:
+                return False  # the item already has the values this rule would set
+            # The message describes the item as the rule found it, before its changes.
+            reason = Reason(rule.id, rule.spec.code, rule.message.render(scope), rule.severity,
+                            rule.spec.field, ruleset.id)
+        except Exception as error:
+            self._fail(ruleset, rule, state, error)
+            return False
+        state.fired.append(rule.id)
+        if rule.rejects:
+            state.rejected = True
+        if not changes:
+            state.reasons.append(reason)
+            return False
+        for spec, old, new in changes:
+            scope[spec.name] = new
+            state.enrichments.append(Enrichment(spec.name, _wire(old), _wire(new), rule.id))
+        state.enrichment_reasons.add(len(state.reasons))
+        state.reasons.append(reason)
+        self._refresh([spec.name for spec, _old, _new in changes], state)
+        return RESUME if state.unbound else True
+
+    @staticmethod
+    def _changes(ruleset: CompiledRuleset, assignments: Sequence[_Assignment],
+                 scope: Scope) -> list[tuple[FieldSpec, Any, Any]]:
         """(field, old, new) for each value the rule's ``set`` changes; all computed before any is written."""
         changes = []
-        for spec, expression in rule.assignments:
-            value = expression.evaluate(scope)
-            if not _matches_kind(spec, value):
+        for assignment in assignments:
+            spec = assignment.spec
+            value: Any = assignment.evaluate(scope)
+            if value is None:
+                if not spec.nullable:
+                    raise TypeError(f"set {spec.name} produced null, but {spec.name} cannot be null")
+            elif not isinstance(value, assignment.python_type):
                 raise TypeError(f"set {spec.name} produced {format_value(value)!r}, which is not a {spec.kind.value}")
-            if spec.kind is FieldKind.MONEY and value is not None:
-                value = ruleset.round_money(value)
+            elif assignment.money:
+                value = ruleset.round_money(cast(Decimal, value))
             old = scope[spec.name]
             if old != value or type(old) is not type(value):
                 changes.append((spec, old, value))

@@ -6,13 +6,14 @@ reason naming each bad field, while the rest of the batch is decided normally.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from rules.decisions import Reason
 from rules.model import Severity
-from rules.schema import FieldKind, FieldValueError, ItemKind
+from rules.schema import FieldKind, FieldSpec, FieldValueError, ItemKind
 
 SCHEMA_RULE = "SCHEMA"
 
@@ -28,43 +29,127 @@ def _problem(code: str, field: str, message: str) -> Reason:
     return Reason(SCHEMA_RULE, code, message, Severity.ERROR, field)
 
 
+_DATE_CACHE_SIZE = 4096
+
+
+def _text(value: Any) -> str:
+    """A mapping's value as wire text: absent is empty, anything else as its string."""
+    if value is None:
+        return ""
+    return value if type(value) is str else str(value)
+
+
+def _slow(spec: FieldSpec, text: str, problems: list[Reason]) -> Any:
+    """The reference parse, for what the inlined fast path does not settle: the value, or None and a problem."""
+    try:
+        return spec.parse(text)
+    except FieldValueError as error:
+        problems.append(_problem("INVALID_FIELD", spec.name, f"{spec.name}: {error}"))
+        return None
+
+
 class ItemDecoder:
-    """Decodes items of one kind; what depends only on the kind is worked out once, here."""
+    """Decodes items of one kind, from protobuf messages or from mappings of wire values.
+
+    The decoding functions are generated once per kind: one straight-line block per field, with the
+    common case inlined (a decimal that parses, a date already seen). Anything else goes through
+    ``FieldSpec.parse``, which defines what a field accepts and what the error says, so the fast
+    path and the reference always agree.
+    """
 
     def __init__(self, kind: ItemKind) -> None:
         self.kind = kind
-        self.fields = tuple(kind.fields.values())
-        self.required = kind.required
-        self.defaults = kind.defaults()
         self.names = frozenset(kind.fields)
+        namespace: dict[str, Any] = {
+            "Decimal": Decimal,
+            "DecodedItem": DecodedItem,
+            "problem": _problem,
+            "_slow": _slow,
+            "_text": _text,
+            "names": self.names,
+            "kind_name": kind.name,
+            "id_field": kind.id_field,
+            # wire text -> parsed value, for dates and datetimes (few distinct in a batch); one per kind,
+            # since the same text can be a valid date and an invalid datetime
+            "date_cache": {},
+            "datetime_cache": {},
+            "cache_size": _DATE_CACHE_SIZE,
+        }
+        defaults = kind.defaults()
+        specs = list(kind.fields.values())
+        for index, spec in enumerate(specs):
+            namespace[f"spec{index}"] = spec
+            namespace[f"default{index}"] = defaults.get(spec.name)
+        values = ", ".join(f"{spec.name!r}: v{index}" for index, spec in enumerate(specs))
+        unknown = (
+            "    if not names.issuperset(m):\n"
+            "        for name in sorted(set(m) - names):\n"
+            "            problems.append(problem('UNKNOWN_FIELD', name,\n"
+            "                                    f'{name} is not a {kind_name} field (check the spelling)'))\n"
+        )
+        for variant, read, extra in (
+            ("from_message", "m.{}", ""),
+            ("from_mapping", "_text(m.get({!r}))", unknown),
+        ):
+            blocks = []
+            for index, spec in enumerate(specs):
+                raw = f"m.{spec.name}" if variant == "from_message" else f"m.get({spec.name!r})"
+                text = read.format(spec.name)
+                blocks.append(self._field_block(index, spec, spec.name in kind.required, raw, text))
+            source = (
+                f"def {variant}(m, position):\n"
+                "    problems = []\n"
+                + "".join(blocks)
+                + extra
+                + f"    values = {{{values}}}\n"
+                "    return DecodedItem(str(values[id_field] or f'(item {position})'), values, problems)\n"
+            )
+            exec(compile(source, f"<decoder {kind.name} {variant}>", "exec"), namespace)
+        self.from_message: Callable[[Any, int], DecodedItem] = namespace["from_message"]
+        self.from_mapping: Callable[[Mapping[str, Any], int], DecodedItem] = namespace["from_mapping"]
 
     def decode(self, raw: Mapping[str, Any], position: int) -> DecodedItem:
-        """Decode one item from wire values (strings; a mapping for custom attributes).
+        """Decode one item given as a mapping of wire values; ``position`` (1-based) names it if its id is missing."""
+        return self.from_mapping(raw, position)
 
-        ``position`` (1-based) names the item when its id is missing.
-        """
-        values: dict[str, Any] = {}
-        problems: list[Reason] = []
-        for spec in self.fields:
-            name = spec.name
-            raw_value = raw.get(name)
-            if spec.kind is FieldKind.STRING_MAP:
-                values[name] = {str(k): str(v) for k, v in (raw_value or {}).items()}
-                continue
-            text = "" if raw_value is None else str(raw_value)
-            try:
-                value = spec.parse(text)
-            except FieldValueError as error:
-                problems.append(_problem("INVALID_FIELD", name, f"{name}: {error}"))
-                values[name] = None
-                continue
-            if value is None:
-                if name in self.required:
-                    problems.append(_problem("MISSING_FIELD", name, f"{name} is required and was not given"))
-                value = self.defaults.get(name)
-            values[name] = value
-        for name in sorted(set(raw) - self.names):
-            message = f"{name} is not a {self.kind.name} field (check the spelling)"
-            problems.append(_problem("UNKNOWN_FIELD", name, message))
-        item_id = values.get(self.kind.id_field) or f"(item {position})"
-        return DecodedItem(str(item_id), values, problems)
+    @staticmethod
+    def _field_block(index: int, spec: FieldSpec, required: bool, raw: str, text: str) -> str:
+        v = f"v{index}"
+        if spec.kind is FieldKind.STRING_MAP:
+            return f"    t = {raw}\n    {v} = {{str(k): str(x) for k, x in t.items()}} if t else {{}}\n"
+        if spec.kind is FieldKind.STRING:
+            parse = f"        {v} = t\n"
+        elif spec.kind in (FieldKind.DECIMAL, FieldKind.MONEY):
+            parse = (
+                "        try:\n"
+                f"            {v} = Decimal(t)\n"
+                f"            if not {v}.is_finite():\n"
+                "                raise ArithmeticError\n"
+                "        except ArithmeticError:\n"
+                f"            {v} = _slow(spec{index}, t, problems)\n"
+            )
+        elif spec.kind in (FieldKind.DATE, FieldKind.DATETIME):
+            cache = "date_cache" if spec.kind is FieldKind.DATE else "datetime_cache"
+            parse = (
+                f"        {v} = {cache}.get(t)\n"
+                f"        if {v} is None:\n"
+                f"            {v} = _slow(spec{index}, t, problems)\n"
+                f"            if {v} is not None:\n"
+                f"                if len({cache}) >= cache_size:\n"
+                f"                    {cache}.clear()\n"
+                f"                {cache}[t] = {v}\n"
+            )
+        elif spec.kind is FieldKind.BOOLEAN:
+            parse = (f"        {v} = True if t == 'true' else False if t == 'false'"
+                     f" else _slow(spec{index}, t, problems)\n")
+        else:
+            parse = f"        {v} = _slow(spec{index}, t, problems)\n"
+        if required:
+            missing = (
+                f"        problems.append(problem('MISSING_FIELD', {spec.name!r},"
+                f" {spec.name + ' is required and was not given'!r}))\n"
+                f"        {v} = None\n"
+            )
+        else:
+            missing = f"        {v} = default{index}\n"
+        return f"    t = {text}\n    if t:\n{parse}    else:\n{missing}"

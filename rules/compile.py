@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -20,10 +20,11 @@ import rule_engine
 import yaml
 
 from rules import yaml_source
-from rules.compiler import CompiledExpression, compile_expression
+from rules.compiler import CompiledExpression, NotCompilableError, compile_expression
+from rules.fusion import RulesetFunction, fuse, fuse_message
 from rules.model import ROUNDING_MODES, Action, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
-from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value
+from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
 T = rule_engine.DataType
 
@@ -35,6 +36,7 @@ class MessageTemplate:
     """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions."""
 
     parts: tuple[str | CompiledExpression, ...]
+    render: Callable[[Any], str]  # the message for an item, from one generated function (rules/fusion.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class CompiledRuleset:
     rules: tuple[CompiledRule, ...]
     params: Mapping[str, Any]
     bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
+    run: RulesetFunction | None  # the rules' requires and conditions fused into one function (rules/fusion.py)
+    source: str  # the generated source of ``run``, or why there is none
 
     @property
     def id(self) -> str:
@@ -285,6 +289,10 @@ class _RuleCompiler:
         if self.problems:
             raise ProblemsError(self.problems)
         used = frozenset().union(*(r.symbols for r in rules))
+        try:
+            run, source = fuse(rules, self.spec.ruleset)
+        except NotCompilableError as error:
+            run, source = None, f"not fused: {error}"
         return CompiledRuleset(
             spec=self.spec,
             path=self.path,
@@ -293,6 +301,8 @@ class _RuleCompiler:
             rules=tuple(rules),
             params=self.params,
             bindings=self._bindings_with_dependencies(used),
+            run=run,
+            source=source,
         )
 
     def _bindings_with_dependencies(self, used: frozenset[str]) -> tuple[str, ...]:
@@ -401,7 +411,7 @@ class _RuleCompiler:
             if expression is None:
                 return None
             parts.append(expression)
-        return MessageTemplate(tuple(parts))
+        return MessageTemplate(tuple(parts), fuse_message(parts, format_value, rule.id))
 
 
 def compile_ruleset(path: Path) -> CompiledRuleset:

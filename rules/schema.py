@@ -120,6 +120,8 @@ def date_value(day: dt.date) -> dt.datetime:
 
 def format_value(value: Any) -> str:
     """A rule value as a person (and the wire) reads it: dates without a time, decimals as written."""
+    if type(value) is str:  # the common case first: this runs for every placeholder of every message
+        return value
     if value is None:
         return "(none)"
     if isinstance(value, bool):

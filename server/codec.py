@@ -1,30 +1,16 @@
-"""Protobuf messages to engine values and back, reading and writing fields directly (no MessageToDict)."""
+"""Decisions into protobuf responses, written field by field (no MessageToDict/ParseDict)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rules.decisions import BatchSummary, Decision, Outcome, Provenance
 from rules.model import Severity
-from rules.schema import TIME_ENTRY, FieldKind
 from tollgate_api.v1 import validation_pb2 as pb
-
-_TIME_ENTRY_SCALARS = tuple(name for name, spec in TIME_ENTRY.fields.items() if spec.kind is not FieldKind.STRING_MAP)
 
 OUTCOMES = {Outcome.ACCEPT: pb.ACCEPT, Outcome.ENRICH: pb.ENRICH, Outcome.REJECT: pb.REJECT}
 SEVERITIES = {Severity.INFO: pb.INFO, Severity.WARNING: pb.WARNING, Severity.ERROR: pb.ERROR}
-
-
-def time_entries(messages: Iterable[Any]) -> list[dict[str, Any]]:
-    """Wire values of each entry, as the item decoder takes them."""
-    items = []
-    for message in messages:
-        item: dict[str, Any] = {name: getattr(message, name) for name in _TIME_ENTRY_SCALARS}
-        if message.custom:
-            item["custom"] = dict(message.custom)
-        items.append(item)
-    return items
 
 
 def fill_response(response: Any, decisions: Sequence[Decision], provenance: Provenance) -> None:

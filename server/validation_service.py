@@ -51,7 +51,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             )
         started = time.perf_counter()
         evaluator = self.runtime.generation.evaluators[TIME_ENTRY.name]
-        decisions = evaluator.evaluate(codec.time_entries(entries))
+        decisions = evaluator.evaluate_messages(entries)
         response = pb.ValidateTimeEntriesResponse()
         provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
         codec.fill_response(response, decisions, provenance)

@@ -230,25 +230,27 @@ def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: P
     env = {**os.environ, "TOLLGATE_SHUTDOWN_GRACE_SECONDS": "30"}
     process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_answered = threading.Event()
+    chunks = [pb.ValidateTimeEntriesRequest(entries=[pb.TimeEntry(**_entry(f"F-{c}-{n}")) for n in range(500)])
+              for c in range(6)]
+
+    def requests() -> Any:
+        yield chunks[0]
+        # The rest is sent only once the server has answered the first chunk and been told to stop:
+        # the call is in flight when SIGTERM arrives, and must still be answered in full.
+        assert first_answered.wait(timeout=30)
+        yield from chunks[1:]
+
     try:
-        with ValidationClient(f"127.0.0.1:{port}", timeout=60) as client:
-            client.wait_until_ready(timeout=30)
-            entries = [_entry(f"F-{n}") for n in range(40_000)]
-            outcome: dict[str, Any] = {}
-
-            def call() -> None:
-                try:
-                    outcome["result"] = client.validate_time_entries(entries)
-                except grpc.RpcError as error:  # pragma: no cover - reported by the assertion below
-                    outcome["error"] = error
-
-            caller = threading.Thread(target=call)
-            caller.start()
-            time.sleep(0.5)  # the call is being decided
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            responses = pb_grpc.ValidationServiceStub(channel).StreamTimeEntries(requests(), timeout=60)
+            answered = [len(next(responses).decisions)]
             process.send_signal(signal.SIGTERM)
-            caller.join(timeout=60)
-        assert "error" not in outcome, outcome.get("error")
-        assert outcome["result"].summary.total == 40_000
+            time.sleep(0.5)  # the server is now shutting down, with this call open
+            first_answered.set()
+            answered += [len(response.decisions) for response in responses]
+        assert answered == [500] * 6
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
@@ -256,7 +258,7 @@ def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: P
     logs = process.stderr.read() if process.stderr else ""
     events = [json.loads(line)["event"] for line in logs.splitlines() if line.startswith("{")]
     assert events[-1] == "stopped"
-    # The call was still being decided when the signal came, and it was finished, not cut off.
+    # Chunks were still decided after the signal came: the call was finished, not cut off.
     assert "decided" in events[events.index("shutting_down"):]
 
 
