@@ -51,8 +51,20 @@ class Table:
     entity: Entity
     by_key: dict[tuple[Any, ...], list[Row]]
     _indexes: dict[tuple[str, ...], dict[tuple[Any, ...], list[Row]]] = field(default_factory=dict)
+    # Keys with a single version in force at all times, as most are: found without looking at dates.
+    _timeless: dict[tuple[Any, ...], Row] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._timeless = {
+            key: versions[0]
+            for key, versions in self.by_key.items()
+            if len(versions) == 1 and versions[0]["effective_from"] is None and versions[0]["effective_to"] is None
+        }
 
     def get(self, key: tuple[Any, ...], day: dt.datetime) -> Row | None:
+        row = self._timeless.get(key)
+        if row is not None:
+            return row
         versions = self.by_key.get(key)
         return version_as_of(versions, day) if versions else None
 
