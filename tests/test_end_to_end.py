@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from grpc_status import rpc_status
 from clients.cli import read_items
 from clients.client import ValidationClient
 from rules.decisions import Decision, Outcome
+from rules.schema import TimeEntry
 from server.app import SERVICE_NAME, RunningServer, start
 from server.settings import Settings
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, free_port
@@ -146,6 +149,16 @@ def test_malformed_entries_are_rejected_alone(client: ValidationClient) -> None:
     assert "'eight' is not a decimal number" in by_id["BAD-HOURS"].reasons[0].message
     assert by_id["OK-1"].outcome is Outcome.ENRICH
     assert by_id["OK-2"].outcome is Outcome.ENRICH
+
+
+def test_typed_items_through_the_client(client: ValidationClient) -> None:
+    entry = TimeEntry(entry_id="TYPED-1", worker_id="W-2", project_id="P-100", task_id="T-1",
+                      work_date=dt.date(2026, 11, 5), hours=Decimal("3"), time_type="OT",
+                      submitted_at=dt.datetime(2026, 11, 7, 18, 10, tzinfo=dt.UTC), custom={"ticket": "OPS-7"})
+    decision = client.validate_time_entries([entry]).decisions[0]
+    assert decision.outcome is Outcome.ENRICH
+    # W-2's worker rate of 130.00 (RC-1), at 1.5 times for overtime (RC-6), from the typed decimal and date.
+    assert [(e.field, e.new_value) for e in decision.enrichments][-1] == ("bill_rate", "195.00")
 
 
 def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) -> None:
