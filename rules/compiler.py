@@ -7,7 +7,16 @@ raises the same exception types as ``Rule.evaluate``. Fast paths are inlined for
 node normally sees; anything else goes through small helpers that are line-by-line ports of the
 interpreter node's ``evaluate`` (or call the node's own methods), so unusual inputs behave identically.
 
-Nodes the generator does not handle raise :class:`NotCompilable`; :func:`compile_expression` then falls
+Coercion: the interpreter passes every symbol and attribute value through ``coerce_value``, which rebuilds
+containers member by member. The generated code skips that work where the result is provably the same:
+rule-engine values pass unchanged, containers of them are copied in C, a null test (``x == null``) only asks
+whether the raw value is None (coercion never turns another value into None) and coerces only values whose
+coercion could raise, and an OBJECT read for an attribute (also through ``??`` and ternaries) is not coerced
+at all, only the member read from it. That last shortcut is the one known difference: a dict member that
+cannot be coerced (an exotic value, e.g. a float subclass whose repr is not a number, or a self-referential
+container) raises in the interpreter even when another member is read, but not here.
+
+Nodes the generator does not handle raise :class:`NotCompilableError`; :func:`compile_expression` then falls
 back to the interpreter for that expression and records the reason.
 
 Decimal context: FLOAT is ``decimal.Decimal`` evaluated under ``context.decimal_context``. Instead of a
@@ -17,22 +26,19 @@ equality that may compare Decimals, function calls, ...), and skips the switch w
 current. Values and errors are identical; the one difference is that decimal *flags* raised during
 evaluation land on ``context.decimal_context`` itself rather than on a throwaway copy.
 
-Fusing several expressions into one function (``ExpressionCodegen.fragment``)::
+Fusing the rules of a ruleset into one generated function (``ExpressionCodegen``)::
 
     namespace: dict[str, Any] = {}
     codegen = ExpressionCodegen(context, namespace)
-    rules = [rule_engine.Rule(text, context) for text in texts]
-    # read each top-level symbol once; reads stay lazy, so a missing symbol only raises when used
-    reads = {name: f"_s_{name}" for name in sorted(context.symbols)}
-    parts = [codegen.fragment(r.statement.expression, symbol=reads.__getitem__) for r in rules]
-    # each name in ``reads`` must hold what ``codegen.symbol_source(name)`` evaluates to: e.g. bind
-    # it lazily with a walrus, or guard with ``name in thing`` before hoisting
+    parts = [codegen.fragment(rule_engine.Rule(text, context).statement.expression) for text in texts]
     source = codegen.function_source("evaluate_all", "(" + ", ".join(parts) + ",)")
     exec(compile(source, "<ruleset>", "exec"), namespace)
-    evaluate_all = namespace["evaluate_all"]
+    values = namespace["evaluate_all"](item)  # one value per rule; the first error propagates
 
-The caller owns ``thing`` (the generated function's parameter, a dict for the default resolver);
-``codegen.needs_decimal_context`` says whether ``function_source`` switched decimal contexts.
+Inside a function built by ``function_source`` every top-level symbol is read from ``thing`` at most
+once, lazily where the interpreter would first read it (a missing symbol only raises if it is used).
+Pass ``fragment(..., symbol=...)`` to supply your own symbol reads instead, and wrap a fragment in a
+``try`` of your own (e.g. one function per rule) if rules must fail independently.
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ import decimal
 import functools
 import itertools
 import operator
-import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import rule_engine
 from rule_engine import ast, errors
@@ -53,7 +59,10 @@ from rule_engine.builtins import Builtins
 from rule_engine.suggestions import suggest_symbol
 from rule_engine.types import DataType, coerce_value, is_integer_number, is_natural_number, is_numeric
 
-__all__ = ("CompiledExpression", "ExpressionCodegen", "NotCompilable", "compile_expression")
+__all__ = ("CompiledExpression", "ExpressionCodegen", "NotCompilableError", "compile_expression")
+
+# the value of a symbol cache that has not been read yet
+_UNREAD = object()
 
 _NoneType = type(None)
 _Decimal = decimal.Decimal
@@ -78,6 +87,12 @@ _SUB_FAST = frozenset({_Decimal, datetime.timedelta, datetime.datetime})
 _COLLECTIONS = frozenset({tuple, set, _OrderedDict})
 _SIZED = frozenset({str, tuple, bytes, set, _OrderedDict})
 _DICTS = frozenset({dict, _OrderedDict})
+# exact types that ``coerce_value`` returns unchanged inside a container (only a top-level naive datetime is
+# changed, by ``_new_value``): a container of just these coerces to a plain copy of itself
+_UNCHANGED_MEMBERS = _PLAIN | {datetime.datetime}
+# exact types that ``_new_value`` converts without raising; it may raise for other values (a float subclass
+# whose repr is not a number, a list subclass whose iteration fails, a self-referential container, ...)
+_COERCIBLE = _UNCHANGED_MEMBERS | {int, float, datetime.date}
 # builtin attributes inlined for their usual receiver type: name -> (receiver types, template)
 _FAST_ATTRIBUTES: dict[str, tuple[frozenset[type], str]] = {
     "length": (_SIZED, "{D}(len({o}))"),
@@ -120,7 +135,7 @@ _REGEX_OPERATORS: dict[str, tuple[str, bool]] = {
 _names: Iterator[int] = itertools.count()
 
 
-class NotCompilable(Exception):
+class NotCompilableError(Exception):
     """An expression node the code generator does not compile; ``str(error)`` is the reason."""
 
 
@@ -133,9 +148,17 @@ def _always_bool(node: Any) -> bool:
     the operands' dunder methods return, so they do not qualify)."""
     if isinstance(node, ast.UnaryExpression):
         return bool(node.type == "not")
+    if type(node) in (ast.ComparisonExpression, ast.ArithmeticComparisonExpression):
+        # the interpreter compares only values of one exact type (else False / an error): with a literal of a
+        # builtin scalar type on one side, that is the builtin type's comparison, which returns a bool
+        return any(_is_scalar_literal(side) for side in (node.left, node.right))
     return isinstance(
         node, (ast.FuzzyComparisonExpression, ast.LogicExpression, ast.ContainsExpression, ast.BooleanExpression)
     )
+
+
+def _is_scalar_literal(node: Any) -> bool:
+    return isinstance(node, ast.LiteralExpressionBase) and type(node.value) in _UNCHANGED_MEMBERS
 
 
 def _is_immutable_constant(value: Any) -> bool:
@@ -146,6 +169,16 @@ def _is_immutable_constant(value: Any) -> bool:
 
 def _new_value(context: Any, value: Any) -> Any:
     """Port of ``ExpressionBase._new_value(value, verify_type=False)``."""
+    kind = type(value)
+    # coerce_value rebuilds containers member by member (recursively, ~2 us per dict member); when every
+    # member is already a rule-engine value the result is just a copy, built here in C
+    if kind is tuple or kind is list:
+        if _UNCHANGED_MEMBERS.issuperset(map(type, value)):
+            return value if kind is tuple else tuple(value)
+    elif (kind is dict or kind is _OrderedDict) and (
+        _UNCHANGED_MEMBERS.issuperset(map(type, value.values())) and _UNCHANGED_MEMBERS.issuperset(map(type, value))
+    ):
+        return _OrderedDict(value)
     value = coerce_value(value, verify_type=False)
     if isinstance(value, datetime.datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=context.default_timezone)
@@ -157,7 +190,7 @@ def _ordered(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
     if left is None and right is None:
         return op in (operator.ge, operator.le)
     if isinstance(left, tuple) and isinstance(right, tuple):
-        for sub_left, sub_right in zip(left, right):
+        for sub_left, sub_right in zip(left, right, strict=False):
             if _ordered(operator.ne, sub_left, sub_right):
                 return _ordered(op, sub_left, sub_right)
         if len(left) != len(right):
@@ -261,9 +294,8 @@ def _container_type(container: Any) -> Any:
 
 
 def _contains_checked(container_type: Any, container: Any, member: Any) -> bool:
-    if container_type == DataType.BYTES or container_type == DataType.STRING:
-        if DataType.from_value(member) != container_type:
-            raise errors.EvaluationError("data type mismatch")
+    if container_type in (DataType.BYTES, DataType.STRING) and DataType.from_value(member) != container_type:
+        raise errors.EvaluationError("data type mismatch")
     return bool(member in container)
 
 
@@ -328,6 +360,18 @@ class _Runtime:
     def new_value(self, value: Any) -> Any:
         return _new_value(self.context, value)
 
+    def is_null(self, value: Any) -> bool:
+        """``new_value(value) is None``. Coercion never turns another value into None, so it only runs
+        where it might raise (as it does in the interpreter)."""
+        kind = type(value)
+        if kind in _COERCIBLE or (
+            (kind is dict or kind is _OrderedDict)
+            and _COERCIBLE.issuperset(map(type, value.values()))
+            and _COERCIBLE.issuperset(map(type, value))
+        ):
+            return value is None
+        return self.new_value(value) is None
+
     def resolve(self, thing: Any, name: str, scope: str | None = None) -> Any:
         """``SymbolExpression.evaluate`` up to the coercion: resolve through the context, honour default_value."""
         try:
@@ -380,9 +424,8 @@ class _Runtime:
                 type(member) is member_type or member is None for member in value.values()
             ):
                 return _OrderedDict(value)
-        elif key_type is None and type(value) in (tuple, list):
-            if all(type(member) is member_type for member in value):
-                return tuple(value)
+        elif key_type is None and type(value) in (tuple, list) and all(type(m) is member_type for m in value):
+            return tuple(value)
         return self.check_symbol(name, result_type, value)
 
     def object_attribute(self, node: Any, obj: Any, thing: Any) -> Any:
@@ -528,6 +571,13 @@ class ExpressionCodegen:
             ast.SetExpression: self._set,
             ast.MappingExpression: self._mapping,
         }
+        # the node kinds _has_raw_form accepts
+        self._raw_handlers: dict[type, Callable[..., str]] = {
+            ast.SymbolExpression: self._symbol_expression,
+            ast.GetAttributeExpression: self._get_attribute,
+            ast.CoalesceExpression: self._coalesce,
+            ast.TernaryExpression: self._ternary,
+        }
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -538,7 +588,7 @@ class ExpressionCodegen:
         built by :meth:`function_source` (lazily, where the interpreter first reads it). Alternatively
         *symbol(name)* returns the source that reads top-level symbol *name*; it must evaluate to what
         :meth:`symbol_source` evaluates to (the resolver's value, or the default / SymbolResolutionError
-        when missing). Coercion and type checks are added by the fragment. Raises :class:`NotCompilable`.
+        when missing). Coercion and type checks are added by the fragment. Raises :class:`NotCompilableError`.
         """
         self._symbol = symbol or self._cached_symbol
         try:
@@ -552,18 +602,19 @@ class ExpressionCodegen:
         key = repr(name)
         if not self._inline_symbols:
             return f"{resolve}({self.thing}, {key})"
-        return f"({self.thing}[{key}] if type({self.thing}) is dict and {key} in {self.thing} else {resolve}({self.thing}, {key}))"
+        thing = self.thing
+        return f"({thing}[{key}] if type({thing}) is dict and {key} in {thing} else {resolve}({thing}, {key}))"
 
     def _cached_symbol(self, name: str) -> str:
         local = self._symbol_locals.setdefault(name, f"_s{next(_names)}")
-        missing = self._helper("missing", errors.UNDEFINED)
-        return f"({local} if {local} is not {missing} else ({local} := {self.symbol_source(name)}))"
+        unread = self._helper("unread", _UNREAD)
+        return f"({local} if {local} is not {unread} else ({local} := {self.symbol_source(name)}))"
 
     def function_source(self, name: str, body: str) -> str:
         """Source of ``def name(thing): return body`` for fragments of this codegen: it initialises the
         symbol caches and makes ``context.decimal_context`` current when a fragment needs it."""
-        missing = self._helper("missing", errors.UNDEFINED)
-        prologue = "".join(f"    {local} = {missing}\n" for local in self._symbol_locals.values())
+        unread = self._helper("unread", _UNREAD)
+        prologue = "".join(f"    {local} = {unread}\n" for local in self._symbol_locals.values())
         if not self.needs_decimal_context:
             return f"def {name}({self.thing}):\n{prologue}    return {body}\n"
         context = self._constant(self.context, "context")
@@ -606,27 +657,44 @@ class ExpressionCodegen:
     # -- dispatch ---------------------------------------------------------------------------------
 
     def _expr(self, node: Any, raw: bool = False) -> str:
-        """Source for *node*. With *raw*, an OBJECT value may be returned uncoerced (see ``_get_attribute``)."""
+        """Source for *node*. With *raw*, the value may be left uncoerced where ``_has_raw_form`` says so: for
+        consumers that only depend on what coercion preserves (None-ness, a dict's string keys)."""
         if isinstance(node, ast.LiteralExpressionBase) and node.is_reduced:
             return self._reduced_literal(node)
-        if raw and type(node) is ast.SymbolExpression:
-            return self._symbol_expression(node, raw=True)
-        if raw and type(node) is ast.GetAttributeExpression:
-            return self._get_attribute(node, raw=True)
+        if raw and self._has_raw_form(node):
+            return self._raw_handlers[type(node)](node, raw=True)
         handler = self._handlers.get(type(node))
         if handler is None:
-            raise NotCompilable(f"{type(node).__name__} is not compiled")
+            raise NotCompilableError(f"{type(node).__name__} is not compiled")
         return handler(node)
 
+    def _has_raw_form(self, node: Any) -> bool:
+        """Whether the value of *node* is available before the interpreter's final coercion: symbols without a
+        runtime type check, OBJECT attributes, and ``??`` / ternaries over such operands."""
+        kind = type(node)
+        if kind is ast.SymbolExpression:
+            effective = DataType.NULLABLE.unwrap(node.result_type)
+            return bool(node.result_type == DataType.UNDEFINED or DataType.is_type(effective, DataType.OBJECT))
+        if kind is ast.GetAttributeExpression:
+            return node._object_type is not None
+        if kind is ast.CoalesceExpression:
+            return self._has_raw_form(node.left) or self._has_raw_form(node.right)
+        if kind is ast.TernaryExpression:
+            return self._has_raw_form(node.case_true) or self._has_raw_form(node.case_false)
+        return False
+
     def _coerced(self, source: str) -> str:
-        """``_new_value(source)`` with the common already-native cases inlined."""
+        """``_new_value(source)`` with the common already-native cases inlined (a tuple of rule-engine values,
+        e.g. a list parameter, coerces to an equal tuple of the same members)."""
         value, kind = self._temp(), self._temp()
         plain = self._helper("plain", _PLAIN)
         dt = self._helper("datetime", datetime.datetime)
+        members = self._helper("unchanged_members", _UNCHANGED_MEMBERS)
         new_value = self._helper("new_value", self._runtime.new_value)
         return (
             f"({value} if ({kind} := type({value} := {source})) in {plain}"
-            f" or ({kind} is {dt} and {value}.tzinfo is not None) else {new_value}({value}))"
+            f" or ({kind} is {dt} and {value}.tzinfo is not None)"
+            f" or ({kind} is tuple and {members}.issuperset(map(type, {value}))) else {new_value}({value}))"
         )
 
     # -- literals ---------------------------------------------------------------------------------
@@ -634,11 +702,20 @@ class ExpressionCodegen:
     def _reduced_literal(self, node: Any) -> str:
         # rule-engine folded this at parse time; mutable results (sets, mappings) are rebuilt per call
         if isinstance(node, (ast.ArrayExpression, ast.SetExpression, ast.MappingExpression)):
-            value = node.evaluate(None)
+            value = self._literal_value(node)
             if isinstance(value, tuple) and _is_immutable_constant(value):
                 return self._constant(value)
             return f"{self._constant(functools.partial(node.evaluate, None), 'literal')}()"
         return self._literal(node.value)
+
+    @staticmethod
+    def _literal_value(node: Any) -> Any:
+        """The value of a reduced literal, or the node itself when building it raises (e.g. ``{{0}}``):
+        that error must then happen at evaluation time, as in the interpreter."""
+        try:
+            return node.evaluate(None)
+        except Exception:
+            return node
 
     def _array(self, node: Any) -> str:
         return "(" + "".join(self._expr(member) + ", " for member in node.value) + ")"
@@ -648,18 +725,18 @@ class ExpressionCodegen:
         return "(" + " | ".join("{" + self._expr(member) + "}" for member in node.value) + ")"
 
     def _mapping(self, node: Any) -> str:
-        raise NotCompilable("mapping literals with non-constant members are not compiled")
+        raise NotCompilableError("mapping literals with non-constant members are not compiled")
 
     # -- symbols and access -----------------------------------------------------------------------
 
     def _symbol_expression(self, node: Any, raw: bool = False) -> str:
         if node.scope == Builtins.scope_name:
             if node.name == "re_groups":
-                raise NotCompilable("regex group capture ($re_groups) is not compiled")
+                raise NotCompilableError("regex group capture ($re_groups) is not compiled")
             resolve = self._helper("resolve", self._runtime.resolve)
             read = f"{resolve}(None, {node.name!r}, {Builtins.scope_name!r})"
         elif node.scope is not None:
-            raise NotCompilable(f"symbol scope {node.scope!r} is not compiled")
+            raise NotCompilableError(f"symbol scope {node.scope!r} is not compiled")
         else:
             # the interpreter searches comprehension scopes outermost first
             variable = next((python for name, python in self._scopes if name == node.name), None)
@@ -667,8 +744,8 @@ class ExpressionCodegen:
         result_type = node.result_type
         effective = DataType.NULLABLE.unwrap(result_type)
         if result_type == DataType.UNDEFINED or DataType.is_type(effective, DataType.OBJECT):
-            # no runtime type check; an OBJECT feeding an attribute read needs no coercion either
-            return read if raw and DataType.is_type(effective, DataType.OBJECT) else self._coerced(read)
+            # no runtime type check, so a raw consumer (see _expr) may skip the coercion too
+            return read if raw else self._coerced(read)
         check = self._constant(functools.partial(self._runtime.check_symbol, node.name, result_type), "check")
         python_type = _SCALAR_TYPES.get(effective)
         if python_type is None:
@@ -712,7 +789,7 @@ class ExpressionCodegen:
             return value if raw else self._coerced(value)
         if any(name == node.name for name, _ in self._scopes):
             # the interpreter's fallback from attribute to symbol lookup sees the comprehension scopes
-            raise NotCompilable("attribute named like an enclosing comprehension variable is not compiled")
+            raise NotCompilableError("attribute named like an enclosing comprehension variable is not compiled")
         slow = self._constant(functools.partial(self._runtime.attribute, node), "attribute")
         fast = _FAST_ATTRIBUTES.get(node.name) if self._inline_attributes else None
         source = self._expr(node.object)
@@ -729,8 +806,13 @@ class ExpressionCodegen:
             self.needs_decimal_context = True  # integer checks on Decimal indexes
         container = self._temp()
         item = self._constant(functools.partial(self._runtime.item, node.safe), "item")
-        null = "None" if node.safe else f"{self._helper('null', _null_container)}('data type mismatch (container is null)')"
-        return f"({item}({container}, {self._expr(node.item)}) if ({container} := {self._expr(node.container)}) is not None else {null})"
+        null = (
+            "None"
+            if node.safe
+            else f"{self._helper('null', _null_container)}({'data type mismatch (container is null)'!r})"
+        )
+        source = self._expr(node.container)
+        return f"({item}({container}, {self._expr(node.item)}) if ({container} := {source}) is not None else {null})"
 
     def _get_slice(self, node: Any) -> str:
         container = self._temp()
@@ -744,13 +826,19 @@ class ExpressionCodegen:
     def _contains(self, node: Any) -> str:
         container, member = node.container, node.member
         temp = self._temp()
-        if isinstance(container, ast.LiteralExpressionBase) and container.is_reduced:
+        reduced = isinstance(container, ast.LiteralExpressionBase) and container.is_reduced
+        value = self._literal_value(container) if reduced else container
+        if value is not container:
             # the container does not escape, so even a set or mapping literal can be shared
-            value = container.evaluate(None)
             constant = self._literal(value)
-            if isinstance(value, str):
-                checked = self._constant(functools.partial(_contains_checked, DataType.STRING), "contains")
-                return f"({temp} in {constant} if type({temp} := {self._expr(member)}) is str else {checked}({constant}, {temp}))"
+            if isinstance(value, (str, bytes)):
+                # a string (bytes) container requires a string (bytes) member
+                checked = self._constant(functools.partial(_contains_checked, DataType.from_value(value)), "contains")
+                expected = self._helper(type(value).__name__, type(value))
+                return (
+                    f"({temp} in {constant} if type({temp} := {self._expr(member)}) is {expected}"
+                    f" else {checked}({constant}, {temp}))"
+                )
             if isinstance(value, tuple) and not all(isinstance(v, _DECIMAL_FREE) for v in value):
                 self._mark_unless_decimal_free(member)  # tuple membership uses ==
             return f"({self._expr(member)} in {constant})"
@@ -770,27 +858,37 @@ class ExpressionCodegen:
 
     # -- control ----------------------------------------------------------------------------------
 
-    def _coalesce(self, node: Any) -> str:
+    def _coalesce(self, node: Any, raw: bool = False) -> str:
+        # a raw left operand is None exactly when its coerced value is
         left = self._temp()
-        return f"({left} if ({left} := {self._expr(node.left)}) is not None else {self._expr(node.right)})"
+        return f"({left} if ({left} := {self._expr(node.left, raw)}) is not None else {self._expr(node.right, raw)})"
 
-    def _ternary(self, node: Any) -> str:
-        return f"({self._expr(node.case_true)} if {self._expr(node.condition)} else {self._expr(node.case_false)})"
+    def _ternary(self, node: Any, raw: bool = False) -> str:
+        condition = self._expr(node.condition)
+        return f"({self._expr(node.case_true, raw)} if {condition} else {self._expr(node.case_false, raw)})"
 
     def _unary(self, node: Any) -> str:
         if node.type == "not":
             return f"(not {self._expr(node.right)})"
         self.needs_decimal_context = True
         value = self._temp()
-        decimal_type = self._helper("Decimal", _Decimal)
-        return f"(-{value} if type({value} := {self._expr(node.right)}) is {decimal_type} else {self._helper('negate', _negate)}({value}))"
+        decimal_type, negate = self._helper("Decimal", _Decimal), self._helper("negate", _negate)
+        return f"(-{value} if type({value} := {self._expr(node.right)}) is {decimal_type} else {negate}({value}))"
 
     def _logic(self, node: Any) -> str:
         if node.type not in ("and", "or"):
-            raise NotCompilable(f"logic operator {node.type!r} is not compiled")
-        source = f"{self._expr(node.left)} {node.type} {self._expr(node.right)}"
-        # rule-engine returns bool(left and right), never an operand
-        return f"({source})" if _always_bool(node.left) and _always_bool(node.right) else f"bool({source})"
+            raise NotCompilableError(f"logic operator {node.type!r} is not compiled")
+        # rule-engine returns bool(left and right); bool((a or b) or c) == bool(a or b or c), so chains of
+        # one operator are flattened (which also keeps long chains within Python's nesting limits)
+        operands = [node.right]
+        left = node.left
+        while type(left) is ast.LogicExpression and left.type == node.type:
+            operands.append(left.right)
+            left = left.left
+        operands.append(left)
+        operands.reverse()
+        source = f" {node.type} ".join(self._expr(operand) for operand in operands)
+        return f"({source})" if all(_always_bool(operand) for operand in operands) else f"bool({source})"
 
     def _comprehension(self, node: Any) -> str:
         iterable, variable = self._temp(), f"_c{next(_names)}"
@@ -826,6 +924,10 @@ class ExpressionCodegen:
     def _comparison(self, node: Any) -> str:
         equal = node.type == "eq"
         left_constant, right_constant = self._constant_side(node.left), self._constant_side(node.right)
+        if right_constant is not None and right_constant[1] is None:
+            return self._null_test(node.left, equal)
+        if left_constant is not None and left_constant[1] is None:
+            return self._null_test(node.right, equal)
         if not any(side is not None and isinstance(side[1], _DECIMAL_FREE) for side in (left_constant, right_constant)):
             self.needs_decimal_context = True  # Decimal equality signals on sNaN under the context's traps
         a, b = self._temp(), self._temp()
@@ -840,6 +942,18 @@ class ExpressionCodegen:
             return f"(type({a} := {left}) is type({b} := {right}) and {a} == {b})"
         return f"(type({a} := {left}) is not type({b} := {right}) or {a} != {b})"
 
+    def _null_test(self, node: Any, equal: bool) -> str:
+        """``node == null`` (``node != null`` unless *equal*): only whether the coerced value is None matters,
+        and it is None exactly when the raw value is, so the coercion runs only where it could raise."""
+        if not self._has_raw_form(node):
+            return f"({self._expr(node)} is {'' if equal else 'not '}None)"
+        value = self._temp()
+        coercible, is_null = self._helper("coercible", _COERCIBLE), self._helper("is_null", self._runtime.is_null)
+        raw = self._expr(node, raw=True)
+        if equal:
+            return f"(({value} := {raw}) is None or (type({value}) not in {coercible} and {is_null}({value})))"
+        return f"(({value} := {raw}) is not None and (type({value}) in {coercible} or not {is_null}({value})))"
+
     def _ordering(self, node: Any) -> str:
         self.needs_decimal_context = True  # NaN comparisons signal under the context's traps
         symbol, op = _ORDERING_OPERATORS[node.type]
@@ -849,28 +963,32 @@ class ExpressionCodegen:
         if right_constant is not None and right_constant[0] in _ORDERED_FAST:
             expected = self._helper("type_" + right_constant[0].__name__, right_constant[0])
             constant = self._literal(right_constant[1])
-            return f"({a} {symbol} {constant} if type({a} := {self._expr(node.left)}) is {expected} else {slow}({a}, {constant}))"
+            left = self._expr(node.left)
+            return f"({a} {symbol} {constant} if type({a} := {left}) is {expected} else {slow}({a}, {constant}))"
         fast = self._helper("ordered_fast", _ORDERED_FAST)
+        left, right = self._expr(node.left), self._expr(node.right)
         return (
-            f"({a} {symbol} {b} if ({kind} := type({a} := {self._expr(node.left)})) is type({b} := {self._expr(node.right)})"
+            f"({a} {symbol} {b} if ({kind} := type({a} := {left})) is type({b} := {right})"
             f" and {kind} in {fast} else {slow}({a}, {b}))"
         )
 
     def _regex_comparison(self, node: Any) -> str:
         method, on_match = _REGEX_OPERATORS[node.type]
         result = self._helper("regex_" + node.type, functools.partial(_regex_result, method, on_match))
+        subject_check = self._helper("regex_subject", _regex_subject)
         subject = self._temp()
         left = self._expr(node.left)
         if isinstance(node.right, ast.StringExpression):
-            pattern = node._right
-            search = self._constant(getattr(pattern, method), "pattern")
+            # a literal pattern was compiled (with context.regex_flags) by rule-engine at parse time
+            pattern = self._constant(node._right, "pattern")
+            matcher = self._constant(getattr(node._right, method), "matcher")
             test = "is not None" if on_match else "is None"
             return (
-                f"({search}({subject}) {test} if type({subject} := {left}) is str"
-                f" else {result}({self._helper('regex_subject', _regex_subject)}({subject}), {self._constant(pattern)}))"
+                f"({matcher}({subject}) {test} if type({subject} := {left}) is str"
+                f" else {result}({subject_check}({subject}), {pattern}))"
             )
         regex = self._constant(functools.partial(_regex, node), "regex")
-        return f"{result}({self._helper('regex_subject', _regex_subject)}({left}), {regex}({self._expr(node.right)}))"
+        return f"{result}({subject_check}({left}), {regex}({self._expr(node.right)}))"
 
     # -- arithmetic -------------------------------------------------------------------------------
 
@@ -885,8 +1003,9 @@ class ExpressionCodegen:
         self.needs_decimal_context = True
         a, b, kind = self._temp(), self._temp(), self._temp()
         fast_name, slow_name = self._helper("fast_" + slow.__name__, fast), self._helper(slow.__name__, slow)
+        left, right = self._expr(node.left), self._expr(node.right)
         return (
-            f"({a} {symbol} {b} if ({kind} := type({a} := {self._expr(node.left)})) is type({b} := {self._expr(node.right)})"
+            f"({a} {symbol} {b} if ({kind} := type({a} := {left})) is type({b} := {right})"
             f" and {kind} in {fast_name} else {slow_name}({a}, {b}))"
         )
 
@@ -897,7 +1016,9 @@ class ExpressionCodegen:
         left = self._temp()
         decimal_type = self._helper("Decimal", _Decimal)
         numeric = self._helper("numeric", _numeric)
-        return f"{op}(({left} if type({left} := {self._expr(node.left)}) is {decimal_type} else {numeric}({left})), {self._expr(node.right)})"
+        source = self._expr(node.left)
+        checked = f"({left} if type({left} := {source}) is {decimal_type} else {numeric}({left}))"
+        return f"{op}({checked}, {self._expr(node.right)})"
 
     def _bitwise(self, node: Any) -> str:
         prepare = self._helper("bitwise_" + node.type, functools.partial(_bitwise, _BITWISE_OPERATORS[node.type]))
@@ -921,11 +1042,17 @@ class CompiledExpression:
         codegen = ExpressionCodegen(context, namespace)
         try:
             body = codegen.fragment(rule.statement.expression)
-        except NotCompilable as error:
+        except NotCompilableError as error:
             self.fallback_reason = str(error)
             return
-        self.source = codegen.function_source("evaluate", body)
-        exec(compile(self.source, f"<rule {text!r}>", "exec"), namespace)
+        source = codegen.function_source("evaluate", body)
+        try:
+            code = compile(source, f"<rule {text!r}>", "exec")
+        except (SyntaxError, RecursionError, MemoryError):
+            self.fallback_reason = "expression nests too deeply for the Python compiler"
+            return
+        self.source = source
+        exec(code, namespace)
         self.evaluate = namespace["evaluate"]
         self.is_compiled = True
 
