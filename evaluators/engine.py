@@ -50,6 +50,45 @@ class _Assignment:
     money: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _RulePlan:
+    """What deciding with one rule needs, worked out once per evaluator rather than per item."""
+
+    rule: CompiledRule
+    ruleset_id: str
+    rule_id: str
+    code: str
+    severity: Severity
+    field: str | None
+    rejects: bool
+    render: Callable[[Any], str]
+    assignments: tuple[_Assignment, ...]
+    round_money: Callable[[Decimal], Decimal]
+    refresh: tuple[Binding, ...]  # bindings to look up again after this rule changes the item
+
+    @classmethod
+    def of(cls, ruleset: CompiledRuleset, rule: CompiledRule, refreshes: Mapping[str, tuple[Binding, ...]],
+           bindings: Sequence[Binding]) -> _RulePlan:
+        stale = {b.name for spec, _expression in rule.assignments for b in refreshes[spec.name]}
+        return cls(
+            rule=rule,
+            ruleset_id=ruleset.id,
+            rule_id=rule.id,
+            code=rule.spec.code,
+            severity=rule.severity,
+            field=rule.spec.field,
+            rejects=rule.rejects,
+            render=rule.message.render,
+            assignments=tuple(
+                _Assignment(spec, expression.evaluate, _PYTHON_TYPES.get(spec.kind, object),
+                            money=spec.kind is FieldKind.MONEY)
+                for spec, expression in rule.assignments
+            ),
+            round_money=ruleset.round_money,
+            refresh=tuple(b for b in bindings if b.name in stale),
+        )
+
+
 @dataclass(slots=True)
 class _ItemState:
     scope: Scope
@@ -77,16 +116,12 @@ class Evaluator:
         self.binder = binder
         self.decoder = ItemDecoder(kind)
         self.bindings = {b.name: b for b in kind.bindings}
-        self.assignments = {
-            id(rule): tuple(
-                _Assignment(spec, expression.evaluate, _PYTHON_TYPES.get(spec.kind, object),
-                            money=spec.kind is FieldKind.MONEY)
-                for spec, expression in rule.assignments
-            )
+        refreshes = self._refresh_plan(kind)
+        self.stages = tuple(
+            (ruleset, tuple(self.bindings[name] for name in ruleset.bindings),
+             tuple(_RulePlan.of(ruleset, rule, refreshes, kind.bindings) for rule in ruleset.rules))
             for ruleset in self.rulesets
-            for rule in ruleset.rules
-        }
-        self.refreshes = self._refresh_plan(kind)
+        )
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -108,22 +143,22 @@ class Evaluator:
         if item.problems:
             return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
         state = _ItemState(scope=dict(item.values))
-        for ruleset in self.rulesets:
-            for name in ruleset.bindings:
-                if name not in state.scope:
-                    self._resolve(self.bindings[name], state)
-            state.scope[PARAMS_SYMBOL] = ruleset.params
+        scope = state.scope
+        act, fail = partial(self._act_at, state), partial(self._fail_at, state)
+        for ruleset, bindings, plans in self.stages:
+            for binding in bindings:
+                if binding.name not in scope:
+                    self._resolve(binding, state)
+            scope[PARAMS_SYMBOL] = ruleset.params
             resume_at: int | None = 0
             if ruleset.run is not None and not state.unbound:
-                resume_at = ruleset.run(
-                    state.scope, partial(self._act_at, ruleset, state), partial(self._fail_at, ruleset, state)
-                )
+                resume_at = ruleset.run(scope, partial(act, plans), partial(fail, plans))
             if resume_at is None:
                 continue
             # Interpreted, rule by rule: skip the rules that read a reference that could not be found.
-            for rule in ruleset.rules[resume_at:]:
-                if not (rule.symbols & state.unbound):
-                    self._apply(ruleset, rule, state)
+            for plan in plans[resume_at:]:
+                if not (plan.rule.symbols & state.unbound):
+                    self._apply(plan, state)
         if fired is not None:
             fired.extend(state.fired)
         if state.rejected:
@@ -162,83 +197,72 @@ class Evaluator:
             plan[name] = tuple(b for b in kind.bindings if b.name in stale)
         return plan
 
-    def _refresh(self, changed: Sequence[str], state: _ItemState) -> None:
-        """Look up again the bound records that depend on the changed fields."""
-        if len(changed) == 1:
-            stale = self.refreshes[changed[0]]
-        else:
-            names = {b.name for field in changed for b in self.refreshes[field]}
-            stale = tuple(b for b in self.kind.bindings if b.name in names)
-        for binding in stale:
-            if binding.name in state.scope:
-                self._resolve(binding, state)
-
-    def _apply(self, ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState) -> None:
+    def _apply(self, plan: _RulePlan, state: _ItemState) -> None:
         """One rule, interpreted: its requires, its condition, and its action if it matches."""
         scope = state.scope
-        for path in rule.requires:
+        for path in plan.rule.requires:
             value = scope[path[0]]
             if value is None or (len(path) == 2 and value[path[1]] is None):
                 return
         try:
-            matched = rule.condition.evaluate(scope)
+            matched = plan.rule.condition.evaluate(scope)
         except Exception as error:
-            self._fail(ruleset, rule, state, error)
+            self._fail(plan, state, error)
             return
         if matched:
-            self._act(ruleset, rule, state)
+            self._act(plan, state)
 
-    def _act_at(self, ruleset: CompiledRuleset, state: _ItemState, index: int) -> object:
-        return self._act(ruleset, ruleset.rules[index], state)
+    def _act_at(self, state: _ItemState, plans: Sequence[_RulePlan], index: int) -> object:
+        return self._act(plans[index], state)
 
-    def _fail_at(self, ruleset: CompiledRuleset, state: _ItemState, index: int, error: Exception) -> None:
-        self._fail(ruleset, ruleset.rules[index], state, error)
+    def _fail_at(self, state: _ItemState, plans: Sequence[_RulePlan], index: int, error: Exception) -> None:
+        self._fail(plans[index], state, error)
 
     @staticmethod
-    def _fail(ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState, error: Exception) -> None:
+    def _fail(plan: _RulePlan, state: _ItemState, error: Exception) -> None:
         state.rejected = True
         state.reasons.append(
-            Reason(rule.id, RULE_ERROR,
-                   f"rule {rule.id} could not be evaluated ({type(error).__name__}: {error}); "
+            Reason(plan.rule_id, RULE_ERROR,
+                   f"rule {plan.rule_id} could not be evaluated ({type(error).__name__}: {error}); "
                    "the item is rejected until the rule or the data is corrected",
-                   Severity.ERROR, rule.spec.field, ruleset.id)
+                   Severity.ERROR, plan.field, plan.ruleset_id)
         )
 
-    def _act(self, ruleset: CompiledRuleset, rule: CompiledRule, state: _ItemState) -> object:
+    def _act(self, plan: _RulePlan, state: _ItemState) -> object:
         """Carry out a matched rule. Returns whether the item changed, or RESUME when, after the change,
         a required reference can no longer be found (the rest of the ruleset must then run interpreted)."""
         scope = state.scope
         try:
-            assignments = self.assignments[id(rule)]
-            changes = self._changes(ruleset, assignments, scope) if assignments else []
-            if assignments and not changes:
+            changes = self._changes(plan, scope) if plan.assignments else None
+            if changes == []:
                 return False  # the item already has the values this rule would set
             # The message describes the item as the rule found it, before its changes.
-            reason = Reason(rule.id, rule.spec.code, rule.message.render(scope), rule.severity,
-                            rule.spec.field, ruleset.id)
+            reason = Reason(plan.rule_id, plan.code, plan.render(scope), plan.severity, plan.field, plan.ruleset_id)
         except Exception as error:
-            self._fail(ruleset, rule, state, error)
+            self._fail(plan, state, error)
             return False
-        state.fired.append(rule.id)
-        if rule.rejects:
+        state.fired.append(plan.rule_id)
+        if plan.rejects:
             state.rejected = True
         if not changes:
             state.reasons.append(reason)
             return False
-        for spec, old, new in changes:
-            scope[spec.name] = new
-            state.enrichments.append(Enrichment(spec.name, _wire(old), _wire(new), rule.id))
+        enrichments = state.enrichments
+        for name, old, new in changes:
+            scope[name] = new
+            enrichments.append(Enrichment(name, _wire(old), _wire(new), plan.rule_id))
         state.enrichment_reasons.add(len(state.reasons))
         state.reasons.append(reason)
-        self._refresh([spec.name for spec, _old, _new in changes], state)
+        for binding in plan.refresh:  # records found by what changed are looked up again
+            if binding.name in scope:
+                self._resolve(binding, state)
         return RESUME if state.unbound else True
 
     @staticmethod
-    def _changes(ruleset: CompiledRuleset, assignments: Sequence[_Assignment],
-                 scope: Scope) -> list[tuple[FieldSpec, Any, Any]]:
+    def _changes(plan: _RulePlan, scope: Scope) -> list[tuple[str, Any, Any]]:
         """(field, old, new) for each value the rule's ``set`` changes; all computed before any is written."""
         changes = []
-        for assignment in assignments:
+        for assignment in plan.assignments:
             spec = assignment.spec
             value: Any = assignment.evaluate(scope)
             if value is None:
@@ -247,8 +271,8 @@ class Evaluator:
             elif not isinstance(value, assignment.python_type):
                 raise TypeError(f"set {spec.name} produced {format_value(value)!r}, which is not a {spec.kind.value}")
             elif assignment.money:
-                value = ruleset.round_money(cast(Decimal, value))
+                value = plan.round_money(cast(Decimal, value))
             old = scope[spec.name]
             if old != value or type(old) is not type(value):
-                changes.append((spec, old, value))
+                changes.append((spec.name, old, value))
         return changes

@@ -118,23 +118,31 @@ def date_value(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
+def _format_datetime(value: dt.datetime) -> str:
+    if value.utcoffset() == dt.timedelta(0) and value.time() == dt.time(0):
+        return value.date().isoformat()  # a date, as rule-engine holds dates
+    return value.isoformat()
+
+
+def _format_sequence(value: list[Any] | tuple[Any, ...]) -> str:
+    return ", ".join(format_value(v) for v in value)
+
+
+_FORMATTERS: dict[type, Callable[[Any], str]] = {
+    str: str,
+    type(None): lambda _value: "(none)",
+    bool: lambda value: "true" if value else "false",
+    Decimal: lambda value: format(value, "f"),
+    dt.datetime: _format_datetime,
+    tuple: _format_sequence,
+    list: _format_sequence,
+}
+
+
 def format_value(value: Any) -> str:
     """A rule value as a person (and the wire) reads it: dates without a time, decimals as written."""
-    if type(value) is str:  # the common case first: this runs for every placeholder of every message
-        return value
-    if value is None:
-        return "(none)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        if value.utcoffset() == dt.timedelta(0) and value.time() == dt.time(0):
-            return value.date().isoformat()
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, (list, tuple)):
-        return ", ".join(format_value(v) for v in value)
-    return str(value)
+    formatter = _FORMATTERS.get(type(value))  # by exact type: this runs for every placeholder of every message
+    return formatter(value) if formatter is not None else str(value)
 
 
 @dataclass(frozen=True, slots=True)
