@@ -1,0 +1,212 @@
+"""Comparison 1, in process: the shipped time-entry rulesets over the same generated month-end entries.
+
+Every row is timed in rounds of ``TOLLGATE_BENCH_CHUNK`` entries (default 1,000), consecutive chunks
+of the same seeded data, so the table's times are *per chunk* for every row and directly comparable;
+the summary at the end gives µs per entry and entries/s (also in each benchmark's extra_info).
+
+- tollgate: ``Evaluator.evaluate`` on wire dicts, as the service calls it (decode + bind + decide).
+- tollgate-rules-only: ``Evaluator.decide`` on pre-decoded items with the records pre-bound (the
+  binder is a dict lookup): the rule work, with reasons, messages, enrichments and decisions.
+- rule-engine Rule.matches: the naive way, on a smaller sample (``TOLLGATE_BENCH_NAIVE_ENTRIES``).
+- zen-engine: the same checks as one JDM decision, ``ZenEngine.evaluate_batch`` per chunk.
+- hand-written checks: plain Python, which rules fire and the enriched values (what the two rows
+  above compute): the floor.
+- hand-written decisions: plain Python producing the same ``Decision`` objects, messages included
+  (what tollgate-rules-only computes): the floor for the engine.
+
+Before any row is timed, the ``agreed`` fixture checks on a sample that all of them find the same
+rules firing and the same values as Tollgate, so every row does the same work.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+from typing import Any
+
+import pytest
+
+from benchmarks import handwritten
+from benchmarks.comparators import (
+    NaiveRuleEngine,
+    Prebound,
+    RuleFacts,
+    ZenChecks,
+    digest_decision,
+    digest_outcome,
+    zen_context,
+    zen_outcome,
+)
+from benchmarks.conftest import CpuClock, Sizes, chunked_rounds, per_entry, record
+from evaluators import ENGINE_VERSION
+from evaluators.engine import Evaluator
+from evaluators.reference_data import ReferenceSnapshot
+from rules.compile import CompiledRuleset
+from rules.decisions import Decision
+from rules.schema import TIME_ENTRY
+
+
+def _group(sizes: Sizes) -> str:
+    return f"in-process: shipped time-entry rulesets, time per {sizes.chunk:,} entries"
+
+
+@pytest.fixture(scope="module")
+def naive(rulesets: tuple[CompiledRuleset, ...]) -> NaiveRuleEngine:
+    return NaiveRuleEngine(TIME_ENTRY, rulesets)
+
+
+@pytest.fixture(scope="module")
+def zen_checks() -> ZenChecks:
+    pytest.importorskip("zen", reason="zen-engine is not installed (pip install zen-engine)")
+    return ZenChecks()
+
+
+@pytest.fixture(scope="module")
+def rules_only(rulesets: tuple[CompiledRuleset, ...], snapshot: ReferenceSnapshot, prebound: Prebound) -> Evaluator:
+    evaluator = Evaluator(TIME_ENTRY, rulesets, prebound.binder, snapshot.snapshot_id, ENGINE_VERSION)
+    if not callable(getattr(evaluator, "decide", None)):
+        pytest.skip("Evaluator has no public decide(DecodedItem): the rule work cannot be isolated from decoding")
+    return evaluator
+
+
+def _without_refdata_messages(decision: Decision) -> Any:
+    """A decision with the text of missing-record reasons blanked (the hand-written floor does not look them up)."""
+    reasons = tuple((r.rule_id, r.code, "" if r.rule_id.startswith("refdata:") else r.message, r.severity, r.field,
+                     r.ruleset_id) for r in decision.reasons)
+    return decision.item_id, decision.outcome, reasons, decision.enrichments
+
+
+@pytest.fixture(scope="module")
+def agreed(  # noqa: PLR0917 - pytest passes fixtures positionally
+    sizes: Sizes, evaluator: Evaluator, prebound: Prebound, facts: RuleFacts, naive: NaiveRuleEngine,
+    zen_checks: ZenChecks, rules_only: Evaluator,
+) -> None:
+    """Once per run, outside the timed part: every row finds what Tollgate finds, on a sample of items."""
+    count = min(sizes.agree_entries, len(prebound.items))
+    items, scopes = prebound.items[:count], prebound.scopes[:count]
+    takes_fired = "fired" in inspect.signature(evaluator.decide).parameters
+    zen_results = zen_checks.run(zen_checks.requests([zen_context(s) for s in scopes]))
+    problems: collections.Counter[str] = collections.Counter()
+    examples: list[str] = []
+
+    def mismatch(row: str, item_id: str, want: Any, got: Any) -> None:
+        problems[row] += 1
+        if problems[row] <= 3:
+            examples.append(f"{row} {item_id}: tollgate {want!r}\n    {row} {got!r}")
+
+    for item, scope, zen_result in zip(items, scopes, zen_results, strict=True):
+        fired: list[str] = []
+        decision = evaluator.decide(item, fired) if takes_fired else evaluator.decide(item)
+        want = digest_decision(facts, decision)
+        outcomes = {
+            "rule-engine Rule.matches": naive.run(scope),
+            "zen-engine": zen_outcome(ZenChecks.result(zen_result)),
+            "hand-written checks": handwritten.checks(scope),
+        }
+        for row, (row_fired, changes) in outcomes.items():
+            if takes_fired and row_fired != fired:
+                mismatch(row + " (rules fired)", item.item_id, fired, row_fired)
+            got = digest_outcome(facts, scope, row_fired, changes)
+            if got != want:
+                mismatch(row, item.item_id, want, got)
+        by_hand = handwritten.decide(item.item_id, scope)
+        if _without_refdata_messages(by_hand) != _without_refdata_messages(decision):
+            mismatch("hand-written decisions", item.item_id, decision, by_hand)
+        if rules_only.decide(item) != decision:
+            mismatch("tollgate-rules-only", item.item_id, decision, rules_only.decide(item))
+    assert not problems, f"rows disagree with Tollgate on {dict(problems)} of {count} items:\n" + "\n".join(examples)
+
+    # The mix the comparison runs on (every entry, as the engine decided it).
+    outcomes_count = collections.Counter(str(d.outcome) for d in prebound.decisions)
+    codes = collections.Counter(r.code for d in prebound.decisions for r in d.reasons)
+    total = len(prebound.decisions)
+    record(None, _group(sizes), "data (all entries)", entries=total, well_formed=len(prebound.items),
+           agreement_checked=count, fired_compared=takes_fired,
+           **{f"{k}_pct": round(100 * v / total, 2) for k, v in sorted(outcomes_count.items())},
+           top_codes=", ".join(f"{c}:{n}" for c, n in codes.most_common(8)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rows
+
+
+def test_tollgate(benchmark: Any, agreed: None, sizes: Sizes, evaluator: Evaluator,
+                  entries: list[dict[str, str]]) -> None:
+    benchmark.group = _group(sizes)
+    setup, rounds = chunked_rounds(entries, sizes.chunk)
+    benchmark.pedantic(evaluator.evaluate, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "tollgate", min(sizes.chunk, len(entries)),
+              what="Evaluator.evaluate(wire dicts): decode + bind + decide")
+
+
+def test_tollgate_rules_only(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
+                             prebound: Prebound) -> None:
+    benchmark.group = _group(sizes)
+    decide = rules_only.decide
+
+    def run(items: list[Any]) -> list[Decision]:
+        return [decide(item) for item in items]
+
+    setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "tollgate-rules-only", min(sizes.chunk, len(prebound.items)),
+              what="Evaluator.decide(decoded item), records pre-bound")
+
+
+def test_rule_engine_matches(benchmark: Any, agreed: None, sizes: Sizes, naive: NaiveRuleEngine,
+                             prebound: Prebound) -> None:
+    benchmark.group = _group(sizes)
+    sample = prebound.scopes[: sizes.naive_entries]
+    run_one = naive.run
+
+    def run(scopes: list[dict[str, Any]]) -> list[Any]:
+        return [run_one(scope) for scope in scopes]
+
+    chunk = min(sizes.chunk, len(sample))
+    setup, rounds = chunked_rounds(sample, chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "rule-engine Rule.matches", chunk, sample=len(sample),
+              what="Rule(when).matches per rule per item (+ Rule(set).evaluate), pre-bound scopes")
+
+
+def test_zen_engine(benchmark: Any, agreed: None, sizes: Sizes, zen_checks: ZenChecks, prebound: Prebound) -> None:
+    benchmark.group = _group(sizes)
+    requests = zen_checks.requests([zen_context(scope) for scope in prebound.scopes])
+    clock = CpuClock()
+    evaluate_batch = zen_checks.run
+
+    def run(batch: list[dict[str, Any]]) -> list[Any]:
+        with clock:
+            return evaluate_batch(batch)
+
+    setup, rounds = chunked_rounds(requests, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "zen-engine", min(sizes.chunk, len(requests)), cpu_seconds=clock.seconds,
+              rounds=rounds + 1, what="ZenEngine.evaluate_batch, one JDM expression node, pre-bound scopes")
+
+
+def test_hand_written_checks(benchmark: Any, agreed: None, sizes: Sizes, prebound: Prebound) -> None:
+    benchmark.group = _group(sizes)
+    checks = handwritten.checks
+
+    def run(scopes: list[dict[str, Any]]) -> list[Any]:
+        return [checks(scope) for scope in scopes]
+
+    setup, rounds = chunked_rounds(prebound.scopes, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "hand-written checks", min(sizes.chunk, len(prebound.scopes)),
+              what="plain Python: rules fired + enriched values (the work of the two rows above)")
+
+
+def test_hand_written_decisions(benchmark: Any, agreed: None, sizes: Sizes, prebound: Prebound) -> None:
+    benchmark.group = _group(sizes)
+    decide = handwritten.decide
+    pairs = [(item.item_id, scope) for item, scope in zip(prebound.items, prebound.scopes, strict=True)]
+
+    def run(chunk: list[tuple[str, dict[str, Any]]]) -> list[Decision]:
+        return [decide(item_id, scope) for item_id, scope in chunk]
+
+    setup, rounds = chunked_rounds(pairs, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "hand-written decisions", min(sizes.chunk, len(pairs)),
+              what="plain Python: the same Decision objects, messages included (the work of tollgate-rules-only)")
