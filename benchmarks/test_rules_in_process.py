@@ -7,6 +7,8 @@ the summary at the end gives µs per entry and entries/s (also in each benchmark
 - tollgate: ``Evaluator.evaluate`` on wire dicts, as the service calls it (decode + bind + decide).
 - tollgate-rules-only: ``Evaluator.decide`` on pre-decoded items with the records pre-bound (the
   binder is a dict lookup): the rule work, with reasons, messages, enrichments and decisions.
+- tollgate-checks: ``Evaluator.rules_fired`` on the same items: which rules fire and the enriched
+  values, without messages or decisions, the work the next three rows do.
 - rule-engine Rule.matches: the naive way, on a smaller sample (``TOLLGATE_BENCH_NAIVE_ENTRIES``).
 - zen-engine: the same checks as one JDM decision, ``ZenEngine.evaluate_batch`` per chunk.
 - hand-written checks: plain Python, which rules fire and the enriched values (what the two rows
@@ -114,6 +116,12 @@ def agreed(  # noqa: PLR0917 - pytest passes fixtures positionally
             mismatch("hand-written decisions", item.item_id, decision, by_hand)
         if rules_only.decide(item) != decision:
             mismatch("tollgate-rules-only", item.item_id, decision, rules_only.decide(item))
+        checked, scope_after = rules_only.rules_fired(item)
+        if takes_fired and checked != fired:
+            mismatch("tollgate-checks (rules fired)", item.item_id, fired, checked)
+        got = digest_outcome(facts, scope, checked, {f: scope_after[f] for f in TIME_ENTRY.fields})
+        if got != want:
+            mismatch("tollgate-checks", item.item_id, want, got)
     assert not problems, f"rows disagree with Tollgate on {dict(problems)} of {count} items:\n" + "\n".join(examples)
 
     # The mix the comparison runs on (every entry, as the engine decided it).
@@ -151,6 +159,22 @@ def test_tollgate_rules_only(benchmark: Any, agreed: None, sizes: Sizes, rules_o
     benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
     per_entry(benchmark, _group(sizes), "tollgate-rules-only", min(sizes.chunk, len(prebound.items)),
               what="Evaluator.decide(decoded item), records pre-bound")
+
+
+def test_tollgate_checks(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
+                         prebound: Prebound) -> None:
+    """The same work as the Rule.matches, zen-engine and hand-written checks rows: which rules fire and
+    the enriched values (Evaluator.rules_fired: the fused rulesets without messages or decisions)."""
+    benchmark.group = _group(sizes)
+    rules_fired = rules_only.rules_fired
+
+    def run(items: list[Any]) -> list[Any]:
+        return [rules_fired(item) for item in items]
+
+    setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "tollgate-checks", min(sizes.chunk, len(prebound.items)),
+              what="Evaluator.rules_fired(decoded item), records pre-bound: rules fired + enriched values")
 
 
 def test_rule_engine_matches(benchmark: Any, agreed: None, sizes: Sizes, naive: NaiveRuleEngine,

@@ -11,33 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
 from typing import Any, cast
 
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
 from rules.compile import PARAMS_SYMBOL, CompiledRule, CompiledRuleset
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
-from rules.fusion import RESUME
+from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
 from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
 RULE_ERROR = "RULE_EVALUATION_ERROR"
-
-
-def _wire(value: Any) -> str | None:
-    return None if value is None else format_value(value)
-
-
-# The python type a computed value must have to be written into a field of this kind (expressions
-# typed UNDEFINED at load are only checked here, at run time).
-_PYTHON_TYPES: dict[FieldKind, type] = {
-    FieldKind.STRING: str,
-    FieldKind.DECIMAL: Decimal,
-    FieldKind.MONEY: Decimal,
-    FieldKind.BOOLEAN: bool,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +37,7 @@ class _Assignment:
 
 @dataclass(frozen=True, slots=True)
 class _RulePlan:
-    """What deciding with one rule needs, worked out once per evaluator rather than per item."""
+    """What running one rule on its own needs, worked out once per evaluator rather than per item."""
 
     rule: CompiledRule
     ruleset_id: str
@@ -64,12 +49,9 @@ class _RulePlan:
     render: Callable[[Any], str]
     assignments: tuple[_Assignment, ...]
     round_money: Callable[[Decimal], Decimal]
-    refresh: tuple[Binding, ...]  # bindings to look up again after this rule changes the item
 
     @classmethod
-    def of(cls, ruleset: CompiledRuleset, rule: CompiledRule, refreshes: Mapping[str, tuple[Binding, ...]],
-           bindings: Sequence[Binding]) -> _RulePlan:
-        stale = {b.name for spec, _expression in rule.assignments for b in refreshes[spec.name]}
+    def of(cls, ruleset: CompiledRuleset, rule: CompiledRule) -> _RulePlan:
         return cls(
             rule=rule,
             ruleset_id=ruleset.id,
@@ -80,18 +62,20 @@ class _RulePlan:
             rejects=rule.rejects,
             render=rule.message.render,
             assignments=tuple(
-                _Assignment(spec, expression.evaluate, _PYTHON_TYPES.get(spec.kind, object),
+                _Assignment(spec, expression.evaluate, PYTHON_TYPES.get(spec.kind, object),
                             money=spec.kind is FieldKind.MONEY)
                 for spec, expression in rule.assignments
             ),
             round_money=ruleset.round_money,
-            refresh=tuple(b for b in bindings if b.name in stale),
         )
 
 
 @dataclass(slots=True)
 class _ItemState:
+    """An item's decision as the rules build it (see rules/fusion.py for who writes what)."""
+
     scope: Scope
+    explain: bool = True  # false: only which rules fire and the item's new values (impact analysis)
     reasons: list[Reason] = field(default_factory=list)
     enrichment_reasons: set[int] = field(default_factory=set)  # indexes into reasons, dropped on reject
     enrichments: list[Enrichment] = field(default_factory=list)
@@ -101,7 +85,11 @@ class _ItemState:
 
 
 class Evaluator:
-    """Evaluates batches of one item kind; build one per (rulesets, reference snapshot)."""
+    """Evaluates batches of one item kind; build one per (rulesets, reference snapshot).
+
+    Each ruleset runs as its fused function (rules/fusion.py). When an item lacks a required
+    reference record, the rulesets run rule by rule instead, skipping the rules that read it.
+    """
 
     def __init__(
         self,
@@ -116,12 +104,12 @@ class Evaluator:
         self.binder = binder
         self.decoder = ItemDecoder(kind)
         self.bindings = {b.name: b for b in kind.bindings}
-        refreshes = self._refresh_plan(kind)
         self.stages = tuple(
             (ruleset, tuple(self.bindings[name] for name in ruleset.bindings),
-             tuple(_RulePlan.of(ruleset, rule, refreshes, kind.bindings) for rule in ruleset.rules))
+             tuple(_RulePlan.of(ruleset, rule) for rule in ruleset.rules))
             for ruleset in self.rulesets
         )
+        self.refreshes = self._refresh_plan(kind)
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -142,23 +130,7 @@ class Evaluator:
         """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order."""
         if item.problems:
             return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
-        state = _ItemState(scope=dict(item.values))
-        scope = state.scope
-        act, fail = partial(self._act_at, state), partial(self._fail_at, state)
-        for ruleset, bindings, plans in self.stages:
-            for binding in bindings:
-                if binding.name not in scope:
-                    self._resolve(binding, state)
-            scope[PARAMS_SYMBOL] = ruleset.params
-            resume_at: int | None = 0
-            if ruleset.run is not None and not state.unbound:
-                resume_at = ruleset.run(scope, partial(act, plans), partial(fail, plans))
-            if resume_at is None:
-                continue
-            # Interpreted, rule by rule: skip the rules that read a reference that could not be found.
-            for plan in plans[resume_at:]:
-                if not (plan.rule.symbols & state.unbound):
-                    self._apply(plan, state)
+        state = self.run(item, explain=True)
         if fired is not None:
             fired.extend(state.fired)
         if state.rejected:
@@ -167,6 +139,33 @@ class Evaluator:
             return Decision(item.item_id, Outcome.REJECT, reasons)
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
         return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments))
+
+    def rules_fired(self, item: DecodedItem) -> tuple[list[str], Scope]:
+        """Which rules act on a well-formed item, in order, and the item as they leave it; no messages.
+
+        What impact analysis needs (how many items each rule would touch), at the least cost.
+        """
+        state = self.run(item, explain=False)
+        return state.fired, state.scope
+
+    def run(self, item: DecodedItem, *, explain: bool) -> _ItemState:
+        """Bind and run every ruleset on a well-formed item, in order."""
+        state = _ItemState(scope=dict(item.values), explain=explain)
+        scope = state.scope
+        for ruleset, bindings, plans in self.stages:
+            for binding in bindings:
+                if binding.name not in scope:
+                    self._resolve(binding, state)
+            scope[PARAMS_SYMBOL] = ruleset.params
+            resume_at: int | None = 0
+            if ruleset.run is not None and not state.unbound:
+                resume_at = ruleset.run(scope, state, self)
+                if resume_at is None:
+                    continue
+            for plan in plans[resume_at:]:
+                if not (plan.rule.symbols & state.unbound):
+                    self._apply(plan, state)
+        return state
 
     def _resolve(self, binding: Binding, state: _ItemState) -> None:
         """Look up one binding from the item as it is now; a missing required record rejects the item."""
@@ -185,78 +184,75 @@ class Evaluator:
             )
 
     @staticmethod
-    def _refresh_plan(kind: ItemKind) -> dict[str, tuple[Binding, ...]]:
+    def _refresh_plan(kind: ItemKind) -> dict[tuple[str, ...], tuple[Binding, ...]]:
         """For each item field, the bindings to look up again when it changes: those found by it, and
         those depending on them, in declaration order (dependencies first)."""
-        plan = {}
+        plan: dict[tuple[str, ...], tuple[Binding, ...]] = {}
         for name in kind.fields:
             stale: set[str] = set()
             for binding in kind.bindings:
                 if name in binding.inputs or stale.intersection(binding.depends_on):
                     stale.add(binding.name)
-            plan[name] = tuple(b for b in kind.bindings if b.name in stale)
+            plan[(name,)] = tuple(b for b in kind.bindings if b.name in stale)
         return plan
 
+    def refresh(self, state: _ItemState, fields: tuple[str, ...]) -> bool:
+        """Look up again the bound records that depend on the changed fields; true if a required one
+        can no longer be found (the rest of the ruleset then runs rule by rule)."""
+        stale = self.refreshes.get(fields)
+        if stale is None:  # several fields at once: worked out the first time, then remembered
+            names = {b.name for name in fields for b in self.refreshes[(name,)]}
+            stale = self.refreshes[fields] = tuple(b for b in self.kind.bindings if b.name in names)
+        for binding in stale:
+            if binding.name in state.scope:
+                self._resolve(binding, state)
+        return bool(state.unbound)
+
+    def fail(self, state: _ItemState, ruleset_id: str, rule_id: str, field: str | None, error: Exception) -> None:
+        """An error inside a rule rejects the item, naming the rule (fail closed)."""
+        state.rejected = True
+        state.reasons.append(
+            Reason(rule_id, RULE_ERROR,
+                   f"rule {rule_id} could not be evaluated ({type(error).__name__}: {error}); "
+                   "the item is rejected until the rule or the data is corrected",
+                   Severity.ERROR, field, ruleset_id)
+        )
+
+    # -- one rule at a time: exactly what the fused function does, for items the fused path cannot take
+
     def _apply(self, plan: _RulePlan, state: _ItemState) -> None:
-        """One rule, interpreted: its requires, its condition, and its action if it matches."""
         scope = state.scope
         for path in plan.rule.requires:
             value = scope[path[0]]
             if value is None or (len(path) == 2 and value[path[1]] is None):
                 return
         try:
-            matched = plan.rule.condition.evaluate(scope)
+            if plan.rule.condition.evaluate(scope):
+                self._act(plan, state)
         except Exception as error:
-            self._fail(plan, state, error)
-            return
-        if matched:
-            self._act(plan, state)
+            self.fail(state, plan.ruleset_id, plan.rule_id, plan.field, error)
 
-    def _act_at(self, state: _ItemState, plans: Sequence[_RulePlan], index: int) -> object:
-        return self._act(plans[index], state)
-
-    def _fail_at(self, state: _ItemState, plans: Sequence[_RulePlan], index: int, error: Exception) -> None:
-        self._fail(plans[index], state, error)
-
-    @staticmethod
-    def _fail(plan: _RulePlan, state: _ItemState, error: Exception) -> None:
-        state.rejected = True
-        state.reasons.append(
-            Reason(plan.rule_id, RULE_ERROR,
-                   f"rule {plan.rule_id} could not be evaluated ({type(error).__name__}: {error}); "
-                   "the item is rejected until the rule or the data is corrected",
-                   Severity.ERROR, plan.field, plan.ruleset_id)
-        )
-
-    def _act(self, plan: _RulePlan, state: _ItemState) -> object:
-        """Carry out a matched rule. Returns whether the item changed, or RESUME when, after the change,
-        a required reference can no longer be found (the rest of the ruleset must then run interpreted)."""
+    def _act(self, plan: _RulePlan, state: _ItemState) -> None:
         scope = state.scope
-        try:
-            changes = self._changes(plan, scope) if plan.assignments else None
-            if changes == []:
-                return False  # the item already has the values this rule would set
-            # The message describes the item as the rule found it, before its changes.
-            reason = Reason(plan.rule_id, plan.code, plan.render(scope), plan.severity, plan.field, plan.ruleset_id)
-        except Exception as error:
-            self._fail(plan, state, error)
-            return False
+        changes = self._changes(plan, scope) if plan.assignments else None
+        if changes == []:
+            return  # the item already has the values this rule would set
+        # The message describes the item as the rule found it, before its changes.
+        reason = Reason(plan.rule_id, plan.code, plan.render(scope), plan.severity, plan.field, plan.ruleset_id) \
+            if state.explain else None
         state.fired.append(plan.rule_id)
+        if reason is not None:
+            if changes:
+                state.enrichment_reasons.add(len(state.reasons))
+            state.reasons.append(reason)
         if plan.rejects:
             state.rejected = True
-        if not changes:
-            state.reasons.append(reason)
-            return False
-        enrichments = state.enrichments
-        for name, old, new in changes:
+        for name, old, new in changes or ():
             scope[name] = new
-            enrichments.append(Enrichment(name, _wire(old), _wire(new), plan.rule_id))
-        state.enrichment_reasons.add(len(state.reasons))
-        state.reasons.append(reason)
-        for binding in plan.refresh:  # records found by what changed are looked up again
-            if binding.name in scope:
-                self._resolve(binding, state)
-        return RESUME if state.unbound else True
+            if state.explain:
+                state.enrichments.append(Enrichment(name, wire(old), wire(new), plan.rule_id))
+        if changes:
+            self.refresh(state, tuple(name for name, _old, _new in changes if (name,) in self.refreshes))
 
     @staticmethod
     def _changes(plan: _RulePlan, scope: Scope) -> list[tuple[str, Any, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,8 +21,8 @@ import yaml
 
 from rules import yaml_source
 from rules.compiler import CompiledExpression, NotCompilableError, compile_expression
-from rules.fusion import RulesetFunction, fuse, fuse_message
-from rules.model import ROUNDING_MODES, Action, Rounding, RulesetSpec, RuleSpec, Severity
+from rules.fusion import RulesetFunction, fuse
+from rules.model import Action, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
 from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
@@ -33,10 +33,15 @@ PARAMS_SYMBOL = "params"
 
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
-    """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions."""
+    """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions.
+
+    The fused ruleset function renders messages inline; ``render`` is for rules run one by one.
+    """
 
     parts: tuple[str | CompiledExpression, ...]
-    render: Callable[[Any], str]  # the message for an item, from one generated function (rules/fusion.py)
+
+    def render(self, scope: Any) -> str:
+        return "".join(part if isinstance(part, str) else format_value(part.evaluate(scope)) for part in self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,14 @@ class CompiledRule:
     @property
     def severity(self) -> Severity:
         return self.spec.effective_severity
+
+    @property
+    def message_parts(self) -> tuple[str | CompiledExpression, ...]:
+        return self.message.parts
+
+    @property
+    def reason_parts(self) -> tuple[str, Severity, str | None]:
+        return self.spec.code, self.severity, self.spec.field
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +102,7 @@ class CompiledRuleset:
     def round_money(self, value: Decimal) -> Decimal:
         rounding = self.spec.rounding
         assert rounding is not None, "checked at load: money enrichments need a rounding rule"
-        return value.quantize(rounding.quantum, rounding=ROUNDING_MODES[rounding.mode])
+        return rounding.apply(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -289,8 +302,10 @@ class _RuleCompiler:
         if self.problems:
             raise ProblemsError(self.problems)
         used = frozenset().union(*(r.symbols for r in rules))
+        refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings))
+        rounding = self.spec.rounding.apply if self.spec.rounding else None
         try:
-            run, source = fuse(rules, self.spec.ruleset)
+            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields)
         except NotCompilableError as error:
             run, source = None, f"not fused: {error}"
         return CompiledRuleset(
@@ -411,7 +426,7 @@ class _RuleCompiler:
             if expression is None:
                 return None
             parts.append(expression)
-        return MessageTemplate(tuple(parts), fuse_message(parts, format_value, rule.id))
+        return MessageTemplate(tuple(parts))
 
 
 def compile_ruleset(path: Path) -> CompiledRuleset:

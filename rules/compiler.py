@@ -528,10 +528,18 @@ class ExpressionCodegen:
     Generated fragments read the evaluated object from the variable named ``thing``.
     """
 
-    def __init__(self, context: rule_engine.Context, namespace: dict[str, Any], *, thing: str = "thing") -> None:
+    def __init__(
+        self, context: rule_engine.Context, namespace: dict[str, Any], *, thing: str = "thing", trusted: bool = False
+    ) -> None:
         self.context = context
         self.namespace = namespace
         self.thing = thing
+        # Trusted: ``thing`` is known to be well-typed, as the evaluator's scopes are by construction: every
+        # top-level symbol holds a rule-engine-native value of its declared type (or None where nullable),
+        # and every OBJECT value is a dict with every declared attribute, holding native values of their
+        # declared types. On such input the interpreter's runtime type checks and coercions of symbol and
+        # attribute reads are no-ops, so trusted code leaves them out. Not for arbitrary input.
+        self.trusted = trusted
         self.needs_decimal_context = False
         """Whether some fragment must run with ``context.decimal_context`` as the current decimal context."""
         self._runtime = _Runtime(context)
@@ -539,6 +547,8 @@ class ExpressionCodegen:
         # comprehension variables: rule-engine name -> python name, outermost first
         self._scopes: list[tuple[str, str]] = []
         self._symbol: Callable[[str], str] = self._cached_symbol
+        # wraps the source of ``symbol.attribute`` reads of OBJECT symbols, e.g. to cache them (fragment)
+        self._attribute: Callable[[str, str, str], str] | None = None
         # top-level symbol -> function-local cache, initialised by function_source
         self._symbol_locals: dict[str, str] = {}
         # inline ``thing[name]`` only where the context resolves symbols exactly like that
@@ -581,7 +591,13 @@ class ExpressionCodegen:
 
     # -- public API -------------------------------------------------------------------------------
 
-    def fragment(self, expression: Any, *, symbol: Callable[[str], str] | None = None) -> str:
+    def fragment(
+        self,
+        expression: Any,
+        *,
+        symbol: Callable[[str], str] | None = None,
+        attribute: Callable[[str, str, str], str] | None = None,
+    ) -> str:
         """Python expression source evaluating *expression* (an ``ast.ExpressionBase``) like the interpreter.
 
         By default each top-level symbol is read from ``thing`` at most once per call of the function
@@ -589,12 +605,19 @@ class ExpressionCodegen:
         *symbol(name)* returns the source that reads top-level symbol *name*; it must evaluate to what
         :meth:`symbol_source` evaluates to (the resolver's value, or the default / SymbolResolutionError
         when missing). Coercion and type checks are added by the fragment. Raises :class:`NotCompilableError`.
+
+        *attribute(symbol, name, source)*, if given, wraps the source of every plain (not ``&.``) read of
+        attribute *name* of an OBJECT-typed top-level *symbol*, e.g. to read each such path once per item:
+        *source* evaluates to the attribute's value exactly as the interpreter's ``symbol.name`` does, and
+        depends on nothing but the symbol's value.
         """
         self._symbol = symbol or self._cached_symbol
+        self._attribute = attribute
         try:
             return self._expr(expression)
         finally:
             self._symbol = self._cached_symbol
+            self._attribute = None
 
     def symbol_source(self, name: str) -> str:
         """Source reading top-level symbol *name* from ``thing`` the way the context's resolver does."""
@@ -741,6 +764,8 @@ class ExpressionCodegen:
             # the interpreter searches comprehension scopes outermost first
             variable = next((python for name, python in self._scopes if name == node.name), None)
             read = variable if variable is not None else self._symbol(node.name)
+            if self.trusted and variable is None:
+                return read  # well-typed and native by the trusted contract: nothing to check or coerce
         result_type = node.result_type
         effective = DataType.NULLABLE.unwrap(result_type)
         if result_type == DataType.UNDEFINED or DataType.is_type(effective, DataType.OBJECT):
@@ -778,7 +803,11 @@ class ExpressionCodegen:
         obj, thing = self._temp(), self.thing
         if node._object_type is not None:
             slow = self._constant(functools.partial(self._runtime.object_attribute, node), "attribute")
-            if node._object_type.accessor is operator.getitem:
+            if node._object_type.accessor is operator.getitem and self.trusted:
+                # null (``&.``, or an error) is the interpreter's business: the slow path is exact for it
+                value = f"({obj}[{node.name!r}] if ({obj} := {self._expr(node.object, raw=True)}) is not None"
+                value += f" else {slow}({obj}, {thing}))"
+            elif node._object_type.accessor is operator.getitem:
                 key, dicts = repr(node.name), self._helper("dicts", _DICTS)
                 value = (
                     f"({obj}[{key}] if type({obj} := {self._expr(node.object, raw=True)}) in {dicts} and {key} in {obj}"
@@ -786,7 +815,18 @@ class ExpressionCodegen:
                 )
             else:
                 value = f"{slow}({self._expr(node.object)}, {thing})"
-            return value if raw else self._coerced(value)
+            if raw:
+                return value
+            symbol = node.object
+            if (
+                self._attribute is not None
+                and not node.safe
+                and isinstance(symbol, ast.SymbolExpression)
+                and symbol.scope is None
+                and not any(name == symbol.name for name, _ in self._scopes)
+            ):
+                return self._attribute(symbol.name, node.name, value if self.trusted else self._coerced(value))
+            return value if self.trusted else self._coerced(value)
         if any(name == node.name for name, _ in self._scopes):
             # the interpreter's fallback from attribute to symbol lookup sees the comprehension scopes
             raise NotCompilableError("attribute named like an enclosing comprehension variable is not compiled")

@@ -118,6 +118,9 @@ class Rounding(_Strict):
     def quantum(self) -> Decimal:
         return Decimal(1).scaleb(-self.places)
 
+    def apply(self, value: Decimal) -> Decimal:
+        return value.quantize(self.quantum, rounding=ROUNDING_MODES[self.mode])
+
 
 class Expectation(_Strict):
     outcome: Literal["accept", "enrich", "reject"]

@@ -19,10 +19,10 @@ from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import CompiledRule, CompiledRuleset, MessageTemplate
+from rules.compile import CompiledRule, CompiledRuleset
 from rules.compiler import CompiledExpression
 from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY, format_value
+from rules.schema import TIME_ENTRY
 from tests.conftest import ROOT
 
 ENTRIES = 6_000
@@ -35,25 +35,18 @@ class _Interpreted:
         self.evaluate = expression.rule.evaluate
 
 
-def _interpreted_message(message: MessageTemplate) -> MessageTemplate:
-    parts = message.parts
-
-    def render(scope: Any) -> str:
-        return "".join(p if isinstance(p, str) else format_value(p.rule.evaluate(scope)) for p in parts)
-
-    return replace(message, render=render)
-
-
 def _interpreted_rule(rule: CompiledRule) -> CompiledRule:
+    parts = tuple(p if isinstance(p, str) else _Interpreted(p) for p in rule.message.parts)
     return replace(
         rule,
         condition=_Interpreted(rule.condition),  # type: ignore[arg-type]
         assignments=tuple((spec, _Interpreted(e)) for spec, e in rule.assignments),  # type: ignore[misc]
-        message=_interpreted_message(rule.message),
+        message=replace(rule.message, parts=parts),
     )
 
 
 def _interpreted(ruleset: CompiledRuleset) -> CompiledRuleset:
+    """The ruleset run rule by rule, every expression by the interpreter: nothing generated is used."""
     return replace(ruleset, rules=tuple(_interpreted_rule(r) for r in ruleset.rules), run=None)
 
 
