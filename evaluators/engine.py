@@ -152,10 +152,13 @@ class Evaluator:
         """Bind and run every ruleset on a well-formed item, in order."""
         state = _ItemState(scope=dict(item.values), explain=explain)
         scope = state.scope
+        bind = self.binder.bind
         for ruleset, bindings, plans in self.stages:
             for binding in bindings:
                 if binding.name not in scope:
-                    self._resolve(binding, state)
+                    record = scope[binding.name] = bind(binding, scope)
+                    if record is None and binding.required:
+                        self._missing(binding, state)
             scope[PARAMS_SYMBOL] = ruleset.params
             resume_at: int | None = 0
             if ruleset.run is not None and not state.unbound:
@@ -169,17 +172,18 @@ class Evaluator:
 
     def _resolve(self, binding: Binding, state: _ItemState) -> None:
         """Look up one binding from the item as it is now; a missing required record rejects the item."""
-        scope = state.scope
-        record = self.binder.bind(binding, scope)
-        scope[binding.name] = record
+        record = state.scope[binding.name] = self.binder.bind(binding, state.scope)
         if record is not None or not binding.required:
             state.unbound.discard(binding.name)
-            return
+        else:
+            self._missing(binding, state)
+
+    def _missing(self, binding: Binding, state: _ItemState) -> None:
         if binding.name not in state.unbound:
             state.unbound.add(binding.name)
             state.rejected = True
             state.reasons.append(
-                Reason(f"refdata:{binding.name}", REFDATA_MISSING, self.binder.describe_missing(binding, scope),
+                Reason(f"refdata:{binding.name}", REFDATA_MISSING, self.binder.describe_missing(binding, state.scope),
                        Severity.ERROR, binding.found_by[-1] if binding.found_by else None)
             )
 
