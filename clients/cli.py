@@ -4,6 +4,11 @@
     tollgate validate FILE.csv|FILE.jsonl [--server HOST:PORT] [--format table|json]
     tollgate rules lint [DIR]
     tollgate rules test [DIR]
+    tollgate refdata load DIR [--partial] [--source TEXT] [--server HOST:PORT]
+    tollgate refdata upsert ENTITY FILE.csv|FILE.jsonl [--server HOST:PORT]
+    tollgate refdata delete ENTITY KEY... [--server HOST:PORT]        (KEY: P-300, or P-100/T-1)
+    tollgate refdata status [--format table|json] [--server HOST:PORT]
+    tollgate refdata diff SNAP_A SNAP_B [--format table|json] [--server HOST:PORT]
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from clients.client import ItemError, ValidationClient, ValidationResult
+from clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
 from rules.decisions import Decision, Outcome
 from rules.problems import Problem, ProblemsError
 
@@ -144,7 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import run
     from server.settings import Settings
 
-    names = ("host", "port", "rulesets", "refdata", "log_level", "workers")
+    names = ("host", "port", "rulesets", "refdata", "log_level", "workers", "redis_url", "redis_prefix",
+             "snapshots_kept")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return run(Settings(**overrides))
 
@@ -214,6 +220,179 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------------
+# Reference data
+
+
+def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
+    """Print a refused change with every problem (file:line: field: message), or the call's error."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            for violation in bad_request.field_violations:
+                where = f"{directory / violation.field}" if directory is not None else violation.field
+                print(f"{where}: {violation.description}", file=sys.stderr)
+    return EXIT_FAILED if error.code() is grpc.StatusCode.INVALID_ARGUMENT else EXIT_USAGE
+
+
+def _info_json(info: Any) -> dict[str, Any]:
+    return {"snapshot_id": info.snapshot_id, "source": info.source, "loaded_at": info.loaded_at,
+            "counts": dict(info.counts)}
+
+
+def _info_line(info: Any) -> str:
+    counts = ", ".join(f"{name} {count}" for name, count in sorted(info.counts.items()))
+    return f"{info.snapshot_id}  loaded {info.loaded_at}  from {info.source}  ({counts})"
+
+
+def cmd_refdata_load(args: argparse.Namespace) -> int:
+    try:
+        with RefDataClient(args.server, timeout=args.timeout) as client:
+            loaded = client.load_directory(args.directory, partial=args.partial, source=args.source)
+    except (OSError, FileNotFoundError) as error:
+        print(f"tollgate refdata load: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.RpcError as error:
+        return _refdata_error("load", error, args.directory)
+    for problem in loaded.rejected_rows:
+        path = args.directory / problem.path
+        where = f"{path}:{problem.line}" if problem.line else str(path)
+        print(f"{where}: {problem.field + ': ' if problem.field else ''}{problem.message} (row left out)",
+              file=sys.stderr)
+    print(f"loaded {_info_line(loaded.snapshot)}")
+    if loaded.rejected_rows:
+        print(f"{len(loaded.rejected_rows)} bad row(s) left out (--partial)")
+    return EXIT_OK
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .jsonl)")
+
+
+def cmd_refdata_upsert(args: argparse.Namespace) -> int:
+    try:
+        records = _read_records(args.file)
+        with RefDataClient(args.server, timeout=args.timeout) as client:
+            changed = client.upsert(args.entity, records)
+    except (OSError, ValueError) as error:
+        print(f"tollgate refdata upsert: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.RpcError as error:
+        return _refdata_error("upsert", error)
+    print(f"{changed.previous_snapshot_id or '(none)'} -> {_info_line(changed.snapshot)}")
+    return EXIT_OK
+
+
+def cmd_refdata_delete(args: argparse.Namespace) -> int:
+    from rules.schema import ENTITIES
+
+    entity = ENTITIES.get(args.entity)
+    if entity is None:
+        print(f"tollgate refdata delete: unknown entity {args.entity!r}; one of {', '.join(ENTITIES)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    keys = []
+    for text in args.keys:
+        values = text.split("/")
+        if len(values) != len(entity.key):
+            print(f"tollgate refdata delete: {text!r}: a {entity.name} key is {'/'.join(entity.key)}", file=sys.stderr)
+            return EXIT_USAGE
+        keys.append(dict(zip(entity.key, values, strict=True)))
+    try:
+        with RefDataClient(args.server, timeout=args.timeout) as client:
+            changed = client.delete(entity.name, keys)
+    except grpc.RpcError as error:
+        return _refdata_error("delete", error)
+    print(f"{changed.previous_snapshot_id} -> {_info_line(changed.snapshot)}")
+    return EXIT_OK
+
+
+def cmd_refdata_status(args: argparse.Namespace) -> int:
+    try:
+        with RefDataClient(args.server, timeout=args.timeout) as client:
+            status = client.status()
+    except grpc.RpcError as error:
+        return _refdata_error("status", error)
+    current = status.current if status.HasField("current") else None
+    if args.format == "json":
+        json.dump({
+            "current": _info_json(current) if current else None,
+            "kept": [_info_json(info) for info in status.kept],
+            "store": status.store,
+            "store_reachable": status.store_reachable,
+            "stale_seconds": status.stale_seconds,
+            "store_current_id": status.store_current_id or None,
+        }, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    print(f"current  {_info_line(current) if current else '(no reference data loaded)'}")
+    reachable = "reachable" if status.store_reachable else f"UNREACHABLE for {status.stale_seconds:.1f}s"
+    print(f"store    {status.store}, {reachable}; current there: {status.store_current_id or '(none)'}")
+    for info in status.kept:
+        print(f"kept     {_info_line(info)}")
+    return EXIT_OK
+
+
+def cmd_refdata_diff(args: argparse.Namespace) -> int:
+    try:
+        with RefDataClient(args.server, timeout=args.timeout) as client:
+            diff = client.diff(args.snapshot_a, args.snapshot_b)
+    except grpc.RpcError as error:
+        return _refdata_error("diff", error)
+    if args.format == "json":
+        json.dump({d.entity: {"added": list(d.added), "removed": list(d.removed), "changed": list(d.changed)}
+                   for d in diff.entities}, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    for entity in diff.entities:
+        for mark, keys in (("+", entity.added), ("-", entity.removed), ("~", entity.changed)):
+            for key in keys:
+                print(f"{mark} {entity.entity} {key}")
+    if not diff.entities:
+        print(f"{args.snapshot_a} and {args.snapshot_b} hold the same data")
+    return EXIT_OK
+
+
+def _add_refdata_commands(commands: Any) -> None:
+    refdata = commands.add_parser("refdata", help="load, change and inspect reference data snapshots")
+    sub = refdata.add_subparsers(dest="refdata_command", required=True)
+
+    def command(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default %(default)s)")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    load = command("load", "upload an export directory; it becomes the current snapshot", cmd_refdata_load)
+    load.add_argument("directory", type=Path, help="ENTITY.csv|.jsonl|.parquet files, or ENTITY/ folders of them")
+    load.add_argument("--partial", action="store_true", help="leave bad rows out (each reported) instead of refusing")
+    load.add_argument("--source", help="where the exports came from, shown in status (default: DIR)")
+    upsert = command("upsert", "replace every version of the records' keys", cmd_refdata_upsert)
+    upsert.add_argument("entity", help="project, task, worker, assignment, contract, rate_card, job_code")
+    upsert.add_argument("file", type=Path, help=".csv or .jsonl of records, as in an export")
+    delete = command("delete", "remove every version of the given keys", cmd_refdata_delete)
+    delete.add_argument("entity")
+    delete.add_argument("keys", nargs="+", help="key values, several fields joined by / (P-100/T-1)")
+    status = command("status", "the current snapshot, the snapshots kept, the store's state", cmd_refdata_status)
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    diff = command("diff", "records added (+), removed (-) and changed (~) between two snapshots", cmd_refdata_diff)
+    diff.add_argument("snapshot_a")
+    diff.add_argument("snapshot_b")
+    diff.add_argument("--format", choices=["table", "json"], default="table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollgate", description="Tollgate: validation of time-to-bill items.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -222,9 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--rulesets", type=Path, help="ruleset directory (default: the bundled rulesets)")
-    serve.add_argument("--refdata", type=Path, help="reference data directory (default: the bundled sample)")
+    serve.add_argument("--refdata", type=Path, help="reference data directory loaded at start; 'none' for none "
+                                                    "(default: the bundled sample; none with --redis-url)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default: one per core)")
+    serve.add_argument("--redis-url", help="keep reference snapshots in Redis, shared by every replica "
+                                           "(TOLLGATE_REDIS_URL; default: in this process)")
+    serve.add_argument("--redis-prefix", help="prefix of the Redis keys (default tollgate)")
+    serve.add_argument("--snapshots-kept", type=int, help="reference snapshots kept for replays (default 10)")
     serve.set_defaults(handler=cmd_serve)
 
     validate = commands.add_parser("validate", help="send a file of time entries and print the decisions")
@@ -243,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     test = rules.add_parser("test", help="run the tests written inside the rulesets")
     test.add_argument("directory", type=Path, nargs="?", default=None)
     test.set_defaults(handler=cmd_rules_test)
+
+    _add_refdata_commands(commands)
     return parser
 
 

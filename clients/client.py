@@ -6,7 +6,11 @@
             print(decision.item_id, decision.outcome, decision.codes)
 
 Large batches are split into chunks and sent over one streaming call; decisions come back in the
-order the items were given.
+order the items were given. ``snapshot_id=`` replays a batch against a kept reference snapshot.
+
+    with RefDataClient("127.0.0.1:50051") as refdata:
+        loaded = refdata.load_directory(Path("exports/2026-11-30"))
+        print(loaded.snapshot.snapshot_id, refdata.status().stale_seconds)
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
 from pydantic import BaseModel
 
+from evaluators.reference_loaders import SUFFIXES, file_stem
 from rules.decisions import (
     CORRELATION_METADATA_KEY,
     BatchSummary,
@@ -33,7 +39,9 @@ from rules.decisions import (
     RulesetRef,
 )
 from rules.model import Severity
-from rules.schema import TIME_ENTRY, FieldKind
+from rules.schema import ENTITIES, TIME_ENTRY, FieldKind
+from server.snapshot_pinning import SNAPSHOT_METADATA_KEY
+from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
 
@@ -151,11 +159,18 @@ class ValidationClient:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
     def validate_time_entries(
-        self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None
+        self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None,
+        snapshot_id: str | None = None,
     ) -> ValidationResult:
-        """Decide time entries; one call for a small batch, a stream of chunks for a large one."""
+        """Decide time entries; one call for a small batch, a stream of chunks for a large one.
+
+        ``snapshot_id`` decides against that kept reference snapshot instead of the current one: the
+        replay of a past decision, which names the snapshot it used in its provenance.
+        """
         correlation_id = correlation_id or uuid.uuid4().hex
-        metadata = ((CORRELATION_METADATA_KEY, correlation_id),)
+        metadata: tuple[tuple[str, str], ...] = ((CORRELATION_METADATA_KEY, correlation_id),)
+        if snapshot_id:
+            metadata += ((SNAPSHOT_METADATA_KEY, snapshot_id),)
         messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
         if len(messages) <= self.chunk_size:
             request = pb.ValidateTimeEntriesRequest(entries=messages)
@@ -172,3 +187,87 @@ class ValidationClient:
             raise RuntimeError(f"sent {len(messages)} items but received {len(decisions)} decisions")
         summary = BatchSummary.of(decisions)
         return ValidationResult(decisions, summary, correlation_id)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference data
+
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+def export_files(directory: Path) -> list[Path]:
+    """The files of an export directory the service loads: ENTITY.EXT, or the files of an ENTITY/ folder."""
+    stems = {file_stem(entity) for entity in ENTITIES.values()}
+    found = []
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.stem in stems and path.suffix in SUFFIXES:
+            found.append(path)
+        elif path.is_dir() and path.name in stems:
+            found.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix in SUFFIXES)
+    return found
+
+
+def _upload(directory: Path, files: Sequence[Path], header: refdata_pb2.LoadHeader,
+            chunk_bytes: int) -> Iterator[refdata_pb2.LoadRequest]:
+    yield refdata_pb2.LoadRequest(header=header)
+    for path in files:
+        relative = path.relative_to(directory).as_posix()
+        with path.open("rb") as handle:
+            while data := handle.read(chunk_bytes):
+                yield refdata_pb2.LoadRequest(chunk=refdata_pb2.FileChunk(path=relative, data=data))
+
+
+class RefDataClient:
+    """Loads, changes and inspects reference snapshots (ReferenceDataService); answers are the protobuf
+    messages of ``tollgate_api.v1.refdata_pb2``. Refused changes raise grpc.RpcError (INVALID_ARGUMENT,
+    with a google.rpc.BadRequest naming each problem)."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 300.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = refdata_pb2_grpc.ReferenceDataServiceStub(self._channel)
+
+    def __enter__(self) -> RefDataClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def load_directory(self, directory: Path, *, partial: bool = False, source: str | None = None,
+                       chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> refdata_pb2.LoadResponse:
+        """Upload an export directory; it becomes the current snapshot on every replica."""
+        files = export_files(directory)
+        if not files:
+            raise FileNotFoundError(f"{directory}: no exports (ENTITY.csv, .jsonl, .parquet, or ENTITY/ folders)")
+        header = refdata_pb2.LoadHeader(source=source or str(directory), partial=partial)
+        response: refdata_pb2.LoadResponse = self._stub.Load(_upload(directory, files, header, chunk_bytes),
+                                                             timeout=self.timeout)
+        return response
+
+    def upsert(self, entity: str, records: Iterable[Mapping[str, Any]], *,
+               if_current: str = "") -> refdata_pb2.ChangeResponse:
+        messages = [refdata_pb2.Record(fields={k: _wire(v) for k, v in record.items()}) for record in records]
+        response: refdata_pb2.ChangeResponse = self._stub.Upsert(
+            refdata_pb2.UpsertRequest(entity=entity, records=messages, if_current=if_current), timeout=self.timeout)
+        return response
+
+    def delete(self, entity: str, keys: Iterable[Mapping[str, str]], *,
+               if_current: str = "") -> refdata_pb2.ChangeResponse:
+        messages = [refdata_pb2.Record(fields=dict(key)) for key in keys]
+        response: refdata_pb2.ChangeResponse = self._stub.Delete(
+            refdata_pb2.DeleteRequest(entity=entity, keys=messages, if_current=if_current), timeout=self.timeout)
+        return response
+
+    def status(self) -> refdata_pb2.StatusResponse:
+        response: refdata_pb2.StatusResponse = self._stub.Status(refdata_pb2.StatusRequest(), timeout=self.timeout)
+        return response
+
+    def diff(self, from_snapshot_id: str, to_snapshot_id: str) -> refdata_pb2.DiffResponse:
+        response: refdata_pb2.DiffResponse = self._stub.Diff(
+            refdata_pb2.DiffRequest(from_snapshot_id=from_snapshot_id, to_snapshot_id=to_snapshot_id),
+            timeout=self.timeout)
+        return response

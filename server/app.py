@@ -14,17 +14,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from evaluators import ENGINE_VERSION
+from evaluators.redis_store import RedisSnapshotStore
+from evaluators.snapshot_store import InProcessStore, SnapshotStore
 from rules.problems import ProblemsError
 from server.correlation import CorrelationInterceptor
 from server.logs import configure_logging
+from server.refdata_service import ReferenceDataService
 from server.runtime import Runtime
 from server.settings import Settings
+from server.snapshot_pinning import SnapshotPinningInterceptor
 from server.validation_service import ValidationService
-from tollgate_api.v1 import validation_pb2, validation_pb2_grpc
+from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
 
 log = structlog.get_logger("tollgate.server")
 
 SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].full_name
+REFDATA_SERVICE_NAME = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
 
 
 @dataclass(slots=True)
@@ -39,32 +44,61 @@ class RunningServer:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish, then stop."""
         self.health.enter_graceful_shutdown()
         self.server.stop(self.grace_seconds).wait()
+        self.runtime.close()
+
+
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    if settings.redis_url:
+        return RedisSnapshotStore(settings.redis_url, prefix=settings.redis_prefix, keep=settings.snapshots_kept)
+    if settings.workers > 1:
+        log.warning("refdata_not_shared", workers=settings.workers,
+                    hint="each worker keeps its own snapshots; a load or change reaches one worker only: "
+                         "set --redis-url to share them")
+    return InProcessStore(keep=settings.snapshots_kept)
+
+
+def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> None:
+    """Health follows the data: deciding needs a snapshot; changing reference data needs the store.
+
+    A replica whose store is unreachable keeps deciding from the snapshot it holds, so "" and the
+    ValidationService stay SERVING (load balancers keep sending it work); the ReferenceDataService
+    reports NOT_SERVING, as loads and changes cannot be made, and its Status says how stale the data is.
+    """
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", SERVICE_NAME):
+        health_servicer.set(service, serving if runtime.has_data else not_serving)
+    health_servicer.set(REFDATA_SERVICE_NAME, serving if runtime.store_reachable else not_serving)
 
 
 def start(settings: Settings) -> RunningServer:
-    runtime = Runtime(settings.rulesets, settings.refdata)
+    runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate"),
-        interceptors=[CorrelationInterceptor()],
+        interceptors=[CorrelationInterceptor(), SnapshotPinningInterceptor(runtime)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", -1),
         ],
     )
     validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
+    refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(ReferenceDataService(runtime), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (SERVICE_NAME, REFDATA_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
         server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
+        runtime.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     server.start()
-    for service in ("", SERVICE_NAME):
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION)
+    runtime.on_change(lambda: _follow_health(runtime, health_servicer))
+    _follow_health(runtime, health_servicer)
+    log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION,
+             snapshot_id=runtime.generation.snapshot.snapshot_id if runtime.has_data else None,
+             store=runtime.store.description)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds)
 
 

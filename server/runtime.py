@@ -1,12 +1,23 @@
 """What the service decides with: the ruleset bundle and reference snapshot in force.
 
-Both are loaded whole and swapped in atomically. A reload that fails is refused and logged with
-every problem (file, line, rule id); the previous version keeps serving.
+Rulesets are loaded from files; reference snapshots come from a snapshot store (in-process, or Redis
+shared by every replica). Each pairing is a Generation, swapped in atomically: a batch is decided by
+exactly one generation, hence one snapshot, which every decision names. A reload that fails is
+refused and logged with every problem (file, line, rule id); the previous version keeps serving.
+
+The store tells the runtime of each new current snapshot (from any replica) and of whether it can be
+reached; while it cannot, the runtime keeps deciding from the snapshot it holds and says how stale
+that may be. A past snapshot can be pinned for one call, to replay a decision on the data it used.
 """
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +27,30 @@ from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
+from evaluators.snapshot_store import (
+    ANY_CURRENT,
+    InProcessStore,
+    SnapshotConflictError,
+    SnapshotInfo,
+    SnapshotStore,
+    StoreState,
+    StoreUnavailableError,
+)
 from rules.loader import RulesetBundle, load_rulesets
 from rules.problems import ProblemsError
 from rules.schema import ITEM_KINDS
 
 log = structlog.get_logger("tollgate.runtime")
+
+# Past snapshots held ready for replays, beyond the current one.
+REPLAY_GENERATIONS = 3
+
+# The generation one call is pinned to (a replay); None: the current one.
+_pinned: contextvars.ContextVar[Generation | None] = contextvars.ContextVar("tollgate_pinned", default=None)
+
+
+class NoReferenceDataError(RuntimeError):
+    """No snapshot has been loaded yet: nothing to decide against."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,36 +71,196 @@ class Generation:
         return cls(rulesets, snapshot, evaluators)
 
 
+@dataclass(frozen=True, slots=True)
+class ReferenceStatus:
+    current: SnapshotInfo | None
+    kept: list[SnapshotInfo]
+    store: str
+    store_reachable: bool
+    store_current_id: str | None
+    # Seconds since the store was last known reachable (0 while it is): how far behind the data may be.
+    stale_seconds: float
+
+
 class Runtime:
-    def __init__(self, rulesets_dir: Path, refdata_dir: Path) -> None:
+    def __init__(self, rulesets_dir: Path, refdata_dir: Path | None, store: SnapshotStore | None = None) -> None:
         self.rulesets_dir = rulesets_dir
         self.refdata_dir = refdata_dir
-        self._lock = threading.Lock()  # serialises reloads; readers never wait
-        self._generation = Generation.build(load_rulesets(rulesets_dir), load_snapshot(refdata_dir))
-        self._log_generation("loaded")
+        self.store: SnapshotStore = store or InProcessStore()
+        self._lock = threading.Lock()  # serialises changes; readers never wait
+        self._changed = threading.Condition(self._lock)
+        self._rulesets = load_rulesets(rulesets_dir)
+        self._generation: Generation | None = None
+        self._past: OrderedDict[str, Generation] = OrderedDict()
+        self._state = StoreState(True, dt.datetime.now(dt.UTC))
+        self._listeners: list[Callable[[], None]] = []
+        initial = self._initial_snapshot()
+        if initial is not None:
+            self._adopt(initial)
+        else:
+            log.warning("no_reference_data", store=self.store.description,
+                        hint="validation calls fail with FAILED_PRECONDITION until a snapshot is loaded")
+        self.store.watch(self._adopt, self._on_store_state)
+
+    def _initial_snapshot(self) -> ReferenceSnapshot | None:
+        """The store's current snapshot; else the export directory's, published to seed the store."""
+        try:
+            current = self.store.current()
+            if current is not None or self.refdata_dir is None:
+                return current
+            snapshot = load_snapshot(self.refdata_dir)
+            try:
+                self.store.publish(snapshot, if_current="")
+            except SnapshotConflictError:
+                return self.store.current()  # another replica seeded it first
+            return snapshot
+        except StoreUnavailableError as error:
+            # Serve what the directory holds (or nothing); the store's watcher catches up when it returns.
+            log.warning("store_unreachable_at_start", store=self.store.description, error=str(error))
+            self._state = StoreState(False, dt.datetime.now(dt.UTC))
+            return load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
+
+    # -- what calls decide with ----------------------------------------------------------------------
 
     @property
     def generation(self) -> Generation:
-        return self._generation
+        """The generation of this call: the pinned one (a replay), else the current one."""
+        generation = _pinned.get() or self._generation
+        if generation is None:
+            raise NoReferenceDataError(f"no reference data has been loaded ({self.store.description})")
+        return generation
+
+    @property
+    def has_data(self) -> bool:
+        return self._generation is not None
+
+    def generation_for(self, snapshot_id: str) -> Generation:
+        """A generation deciding with the kept snapshot ``snapshot_id`` and the current rulesets.
+
+        Raises SnapshotNotFoundError if the store does not keep it, StoreUnavailableError if the store
+        cannot be reached to fetch it.
+        """
+        current = self._generation
+        if current is not None and current.snapshot.snapshot_id == snapshot_id:
+            return current
+        with self._lock:
+            past = self._past.get(snapshot_id)
+            if past is not None and past.rulesets is self._rulesets:
+                self._past.move_to_end(snapshot_id)
+                return past
+        snapshot = self.store.fetch(snapshot_id)
+        with self._lock:
+            generation = Generation.build(self._rulesets, snapshot)
+            self._past[snapshot_id] = generation
+            while len(self._past) > REPLAY_GENERATIONS:
+                self._past.popitem(last=False)
+        return generation
+
+    @contextmanager
+    def pinned(self, generation: Generation | None) -> Iterator[None]:
+        """Within the block, ``generation`` (None: the current one) is what this thread decides with."""
+        _pinned.set(generation)
+        try:
+            yield
+        finally:
+            # Pool threads serve many calls: never let one call's pin leak into the next.
+            _pinned.set(None)
+
+    # -- changes -------------------------------------------------------------------------------------
+
+    def _adopt(self, snapshot: ReferenceSnapshot) -> None:
+        """Switch to ``snapshot`` (called by the store for each new current snapshot, in order)."""
+        with self._lock:
+            previous = self._generation
+            if previous is not None and previous.snapshot.snapshot_id == snapshot.snapshot_id:
+                return
+            self._generation = Generation.build(self._rulesets, snapshot)
+            if previous is not None:
+                self._past[previous.snapshot.snapshot_id] = previous
+                while len(self._past) > REPLAY_GENERATIONS:
+                    self._past.popitem(last=False)
+            self._changed.notify_all()
+        log.info("snapshot_switched", snapshot_id=snapshot.snapshot_id, source=snapshot.source,
+                 previous_snapshot_id=previous.snapshot.snapshot_id if previous else None,
+                 reference_counts=snapshot.counts())
+        self._notify_listeners()
+
+    def _on_store_state(self, state: StoreState) -> None:
+        with self._lock:
+            changed = state.reachable != self._state.reachable
+            self._state = state
+        if changed:
+            log.info("store_reachable" if state.reachable else "store_degraded", store=self.store.description)
+            self._notify_listeners()
+
+    def publish(self, snapshot: ReferenceSnapshot, *, if_current: str = ANY_CURRENT,
+                wait_seconds: float = 5.0) -> bool:
+        """Publish to the store and wait until this replica decides with it; False if it did not in time."""
+        self.store.publish(snapshot, if_current=if_current)
+        return self.wait_for(snapshot.snapshot_id, wait_seconds)
+
+    def wait_for(self, snapshot_id: str, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._generation is not None and self._generation.snapshot.snapshot_id == snapshot_id,
+                timeout=timeout,
+            )
 
     def reload(self) -> bool:
-        """Reload rulesets and reference data; on any problem keep the current generation."""
+        """Reload rulesets, and reference data from the export directory if there is one (published to
+        the store); on any problem keep the current generation."""
         with self._lock:
             try:
-                generation = Generation.build(load_rulesets(self.rulesets_dir), load_snapshot(self.refdata_dir))
+                rulesets = load_rulesets(self.rulesets_dir)
+                snapshot = load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
             except ProblemsError as error:
+                current = self._generation
                 log.error("reload_refused", problems=[str(p) for p in error.problems],
-                          serving_snapshot=self._generation.snapshot.snapshot_id)
+                          serving_snapshot=current.snapshot.snapshot_id if current else None)
                 return False
-            self._generation = generation
-            self._log_generation("reloaded")
-            return True
+            self._rulesets = rulesets
+            self._past.clear()
+            if self._generation is not None:
+                self._generation = Generation.build(rulesets, self._generation.snapshot)
+            log.info("rulesets_reloaded", rulesets=[f"{r.id}@{r.version}" for r in rulesets.all])
+        if snapshot is not None:
+            try:
+                self.publish(snapshot)
+            except StoreUnavailableError as error:
+                log.error("reload_refused", problems=[str(error)])
+                return False
+        return True
 
-    def _log_generation(self, event: str) -> None:
+    # -- status --------------------------------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when data arrives or the store's reachability changes (health follows)."""
+        self._listeners.append(listener)
+
+    def _notify_listeners(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def store_reachable(self) -> bool:
+        return self._state.reachable
+
+    def status(self) -> ReferenceStatus:
+        state = self._state
         generation = self._generation
-        log.info(
-            event,
-            rulesets=[f"{r.id}@{r.version}" for r in generation.rulesets.all],
-            snapshot_id=generation.snapshot.snapshot_id,
-            reference_counts=generation.snapshot.counts(),
+        try:
+            kept = self.store.kept()
+        except StoreUnavailableError:
+            kept = []
+        stale = 0.0 if state.reachable else (dt.datetime.now(dt.UTC) - state.since).total_seconds()
+        return ReferenceStatus(
+            current=SnapshotInfo.of(generation.snapshot) if generation else None,
+            kept=kept,
+            store=self.store.description,
+            store_reachable=state.reachable,
+            store_current_id=kept[0].snapshot_id if kept else state.current_id,
+            stale_seconds=stale,
         )
+
+    def close(self) -> None:
+        self.store.close()

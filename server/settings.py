@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,10 +20,32 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     rulesets: Path = Field(BUNDLED_RULESETS, description="directory of ruleset files")
-    refdata: Path = Field(BUNDLED_REFDATA, description="directory of reference data exports")
+    refdata: Path | None = Field(
+        BUNDLED_REFDATA,
+        description="directory of reference data exports loaded at start (with Redis: only into an empty store); "
+        "none: start without reference data. Default: the bundled sample, or none when redis_url is set",
+    )
+    redis_url: str | None = Field(None, description="keep snapshots in Redis, shared by every replica")
+    redis_prefix: str = Field("tollgate", min_length=1, description="prefix of every Redis key and channel")
+    snapshots_kept: int = Field(10, ge=1, description="reference snapshots kept for replaying past decisions")
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request accepted")
     max_batch_items: int = Field(50_000, ge=1, description="most items in one request (or one stream chunk)")
     workers: int = Field(os.cpu_count() or 1, ge=1, description="server processes sharing the port")
     threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("refdata", "redis_url", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: Any) -> Any:
+        # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its
+        # workers as text (None becomes "None"): these spellings mean "not set".
+        spelled = str(value).strip().lower() if isinstance(value, (str, Path)) else None
+        return None if spelled in ("", "none") else value
+
+    @model_validator(mode="after")
+    def _no_sample_data_in_a_shared_store(self) -> Settings:
+        # The bundled sample is for trying the service out; never seed it into a Redis other replicas share.
+        if self.redis_url and "refdata" not in self.model_fields_set:
+            self.refdata = None
+        return self

@@ -1,0 +1,237 @@
+"""The ReferenceDataService servicer: loads, upserts, deletes, status and diffs of reference snapshots.
+
+Every change makes a new snapshot and publishes it to the store (so every replica switches to it);
+the call answers once this replica decides with it. Refused changes name every problem (file:line:
+field for loads) in a google.rpc.BadRequest, and change nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from evaluators.reference_data import (
+    ReferenceSnapshot,
+    Table,
+    apply_changes,
+    build_snapshot,
+    load_exports,
+)
+from evaluators.reference_loaders import SUFFIXES
+from evaluators.snapshot_diff import diff_snapshots
+from evaluators.snapshot_store import (
+    ANY_CURRENT,
+    SnapshotConflictError,
+    SnapshotInfo,
+    SnapshotNotFoundError,
+    StoreUnavailableError,
+)
+from rules.problems import Problem, ProblemsError
+from rules.schema import ENTITIES
+from server.runtime import Runtime
+from tollgate_api.v1 import refdata_pb2 as pb
+from tollgate_api.v1 import refdata_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("tollgate.refdata")
+
+# Error details travel in trailing metadata, which is small (8 KiB by default): name the first problems
+# in detail and count the rest.
+MAX_PROBLEMS_IN_DETAILS = 40
+CONFLICT_RETRIES = 5
+SWITCH_WAIT_SECONDS = 5.0
+
+
+def snapshot_info_message(info: SnapshotInfo) -> pb.SnapshotInfo:
+    return pb.SnapshotInfo(snapshot_id=info.snapshot_id, source=info.source, loaded_at=info.loaded_at.isoformat(),
+                           counts=info.counts)
+
+
+def _problem_message(problem: Problem, root: Path | None) -> pb.Problem:
+    path = problem.path
+    if root is not None and Path(path).is_relative_to(root):
+        path = str(Path(path).relative_to(root))
+    return pb.Problem(path=path, line=problem.line or 0, field=problem.subject or "", message=problem.message)
+
+
+def _where(problem: pb.Problem) -> str:
+    return f"{problem.path}:{problem.line}" if problem.line else problem.path
+
+
+def _abort_with_problems(context: grpc.ServicerContext, what: str, problems: Sequence[Problem],
+                         root: Path | None = None) -> None:
+    messages = [_problem_message(p, root) for p in problems]
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=f"{_where(m)}: {m.field}" if m.field else _where(m),
+                                                    description=m.message)
+        for m in messages[:MAX_PROBLEMS_IN_DETAILS]
+    ]
+    first = messages[0]
+    summary = f"{what} refused: {len(messages)} problem(s), nothing changed; first: {_where(first)}: " \
+              f"{first.field + ': ' if first.field else ''}{first.message}"
+    if len(messages) > MAX_PROBLEMS_IN_DETAILS:
+        summary += f" (the first {MAX_PROBLEMS_IN_DETAILS} are in the details)"
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=violations))
+    context.abort_with_status(rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=summary, details=[detail])
+    ))
+
+
+def _upload_path(root: Path, relative: str, context: grpc.ServicerContext) -> Path:
+    """Where an uploaded file goes: inside the upload directory, as an entity file or a file of its folder."""
+    parts = PurePosixPath(relative).parts
+    if not parts or len(parts) > 2 or any(p in ("", ".", "..") for p in parts) or relative.startswith("/"):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"file path {relative!r}: give ENTITY.EXT or ENTITY/FILE.EXT relative to the export directory")
+    if PurePosixPath(relative).suffix not in SUFFIXES:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"file path {relative!r}: only {', '.join(SUFFIXES)} exports are loaded")
+    return root.joinpath(*parts)
+
+
+def _empty_snapshot() -> ReferenceSnapshot:
+    return build_snapshot({name: Table(entity, {}) for name, entity in ENTITIES.items()}, "empty")
+
+
+class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _publish(self, snapshot: ReferenceSnapshot, context: grpc.ServicerContext, *,
+                 if_current: str = ANY_CURRENT) -> None:
+        try:
+            switched = self.runtime.publish(snapshot, if_current=if_current, wait_seconds=SWITCH_WAIT_SECONDS)
+        except StoreUnavailableError as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish the snapshot: {error}")
+        if not switched:
+            log.warning("snapshot_published_not_yet_adopted", snapshot_id=snapshot.snapshot_id)
+
+    def Load(  # noqa: N802 - gRPC method name
+        self, requests: Iterator[pb.LoadRequest], context: grpc.ServicerContext
+    ) -> pb.LoadResponse:
+        header = pb.LoadHeader()
+        with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as directory:
+            root = Path(directory)
+            handles: dict[str, Any] = {}
+            try:
+                for request in requests:
+                    if request.HasField("header"):
+                        header = request.header
+                        continue
+                    chunk = request.chunk
+                    handle = handles.get(chunk.path)
+                    if handle is None:
+                        target = _upload_path(root, chunk.path, context)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        handle = handles[chunk.path] = target.open("wb")
+                    handle.write(chunk.data)
+            finally:
+                for handle in handles.values():
+                    handle.close()
+            if not handles:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no files uploaded")
+            source = header.source or f"upload of {', '.join(sorted(handles))}"
+            try:
+                loaded = load_exports(root, partial=header.partial, source=source)
+            except ProblemsError as error:
+                _abort_with_problems(context, "load", error.problems, root)
+            rejected = [_problem_message(p, root) for p in loaded.rejected]
+        self._publish(loaded.snapshot, context)
+        log.info("refdata_loaded", snapshot_id=loaded.snapshot.snapshot_id, source=source,
+                 counts=loaded.snapshot.counts(), rejected_rows=len(rejected))
+        return pb.LoadResponse(snapshot=snapshot_info_message(SnapshotInfo.of(loaded.snapshot)),
+                               rejected_rows=rejected)
+
+    def _change(self, context: grpc.ServicerContext, if_current: str,
+                make: Callable[[ReferenceSnapshot], ReferenceSnapshot]) -> pb.ChangeResponse:
+        """Apply a change to the store's current snapshot and publish it, retrying if another change won."""
+        for _attempt in range(1 if if_current else CONFLICT_RETRIES):
+            try:
+                current = self.runtime.store.current()
+            except StoreUnavailableError as error:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the current snapshot: {error}")
+            base_id = current.snapshot_id if current is not None else ""
+            if if_current and base_id != if_current:
+                break
+            try:
+                changed = make(current or _empty_snapshot())
+            except ProblemsError as error:
+                _abort_with_problems(context, "change", error.problems)
+            try:
+                self._publish(changed, context, if_current=base_id)
+            except SnapshotConflictError:
+                continue
+            log.info("refdata_changed", snapshot_id=changed.snapshot_id, previous_snapshot_id=base_id,
+                     source=changed.source)
+            return pb.ChangeResponse(snapshot=snapshot_info_message(SnapshotInfo.of(changed)),
+                                     previous_snapshot_id=base_id)
+        context.abort(grpc.StatusCode.ABORTED,
+                      f"the current snapshot changed while applying this change (expected {if_current or 'any'}); "
+                      "read the status and retry")
+        raise AssertionError("context.abort raises")  # pragma: no cover
+
+    def Upsert(  # noqa: N802 - gRPC method name
+        self, request: pb.UpsertRequest, context: grpc.ServicerContext
+    ) -> pb.ChangeResponse:
+        records = [dict(record.fields) for record in request.records]
+        if not records:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no records to upsert")
+        return self._change(context, request.if_current,
+                            lambda base: apply_changes(base, request.entity, upserts=records))
+
+    def Delete(  # noqa: N802 - gRPC method name
+        self, request: pb.DeleteRequest, context: grpc.ServicerContext
+    ) -> pb.ChangeResponse:
+        if request.entity not in ENTITIES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"unknown entity {request.entity!r}; one of {', '.join(ENTITIES)}")
+        entity = ENTITIES[request.entity]
+        keys = []
+        for position, record in enumerate(request.keys, start=1):
+            missing = [name for name in entity.key if not record.fields.get(name)]
+            if missing or set(record.fields) - set(entity.key):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"key {position}: a {entity.name} key has exactly the fields {', '.join(entity.key)}")
+            keys.append(tuple(record.fields[name] for name in entity.key))
+        if not keys:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no keys to delete")
+        return self._change(context, request.if_current,
+                            lambda base: apply_changes(base, entity.name, deletes=keys))
+
+    def Status(  # noqa: N802 - gRPC method name
+        self, request: pb.StatusRequest, context: grpc.ServicerContext
+    ) -> pb.StatusResponse:
+        status = self.runtime.status()
+        response = pb.StatusResponse(
+            kept=[snapshot_info_message(info) for info in status.kept],
+            store=status.store,
+            store_reachable=status.store_reachable,
+            stale_seconds=status.stale_seconds,
+            store_current_id=status.store_current_id or "",
+        )
+        if status.current is not None:
+            response.current.CopyFrom(snapshot_info_message(status.current))
+        return response
+
+    def Diff(  # noqa: N802 - gRPC method name
+        self, request: pb.DiffRequest, context: grpc.ServicerContext
+    ) -> pb.DiffResponse:
+        try:
+            before = self.runtime.store.fetch(request.from_snapshot_id)
+            after = self.runtime.store.fetch(request.to_snapshot_id)
+        except SnapshotNotFoundError as error:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except StoreUnavailableError as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return pb.DiffResponse(entities=[
+            pb.EntityDiff(entity=d.entity, added=d.added, removed=d.removed, changed=d.changed)
+            for d in diff_snapshots(before, after)
+        ])

@@ -1,0 +1,173 @@
+"""Replicas sharing reference snapshots through Redis: real server processes, real Redis.
+
+- a load through one replica is decided with by the other within a second;
+- Redis stopped and started again under load: no call fails, no decision is wrong, the replicas say
+  they are degraded and how stale, and catch up when Redis is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from clients.client import RefDataClient, ValidationClient
+from evaluators.reference_data import load_snapshot
+from server.app import REFDATA_SERVICE_NAME, SERVICE_NAME
+from tests.refdata_support import OwnRedis, ServerProcess, redis_prefix, servers, shared_redis_url, wait_until
+from tests.test_reference_data import REFDATA, copy_refdata, replace_in
+
+ENTRY = {"entry_id": "X-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
+         "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}
+
+
+def _bill_rate(target: str) -> tuple[str, str | None]:
+    """The snapshot a replica decides with and the bill rate it gives ENTRY."""
+    with ValidationClient(target, timeout=5) as client:
+        decision = client.validate_time_entries([ENTRY]).decisions[0]
+    assert decision.provenance is not None
+    rates = [e.new_value for e in decision.enrichments if e.field == "bill_rate"]
+    return decision.provenance.snapshot_id, rates[-1] if rates else None
+
+
+def _repriced(tmp_path: Path, rate: str) -> Path:
+    """The sample data with contract C-100's senior rate (R-10, 165.00) at ``rate``."""
+    copy = copy_refdata(tmp_path / rate)
+    replace_in(copy / "rate_cards.csv", "R-10,CONTRACT,C-100,SENIOR_CONSULTANT,USD,HOUR,165.00",
+               f"R-10,CONTRACT,C-100,SENIOR_CONSULTANT,USD,HOUR,{rate}")
+    return copy
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    with redis_prefix(shared_redis_url()) as own_prefix:
+        yield own_prefix
+
+
+def test_a_load_through_one_replica_is_used_by_the_other_within_a_second(prefix: str, tmp_path: Path) -> None:
+    url = shared_redis_url()
+    with servers(["--redis-url", url, "--redis-prefix", prefix, "--refdata", str(REFDATA)],
+                 ["--redis-url", url, "--redis-prefix", prefix]) as (first, second):
+        seeded, rate = _bill_rate(second.target)  # the second found what the first seeded
+        assert rate == "165.00"
+        assert _bill_rate(first.target)[0] == seeded
+        with RefDataClient(first.target) as refdata:
+            loaded = refdata.load_directory(_repriced(tmp_path, "170.00"))
+        new_id = loaded.snapshot.snapshot_id
+        assert _bill_rate(first.target) == (new_id, "170.00")  # the loading replica answers once it switched
+        took = wait_until(lambda: _bill_rate(second.target)[0] == new_id, timeout=1.0)
+        assert _bill_rate(second.target) == (new_id, "170.00")
+        with RefDataClient(second.target) as refdata:
+            status = refdata.status()
+        assert status.current.snapshot_id == new_id
+        assert [info.snapshot_id for info in status.kept] == [new_id, seeded]
+        assert status.store.startswith("redis redis://127.0.0.1:6379/15 prefix tollgate-test:")
+        assert took < 1.0
+
+
+def _hammer(targets: list[str], expected: dict[str, str], stop: threading.Event, failures: list[str],
+            calls: list[int]) -> None:
+    """Decide ENTRY on every replica in turn until ``stop``; record any failed call or wrong decision."""
+    clients = [ValidationClient(target, timeout=5) for target in targets]
+    try:
+        while not stop.is_set():
+            for client in clients:
+                try:
+                    decision = client.validate_time_entries([ENTRY]).decisions[0]
+                except grpc.RpcError as error:
+                    failures.append(f"{client.target}: {error.code().name}: {error.details()}")
+                    continue
+                assert decision.provenance is not None
+                rates = [e.new_value for e in decision.enrichments if e.field == "bill_rate"]
+                want = expected.get(decision.provenance.snapshot_id)
+                if not rates or rates[-1] != want:
+                    failures.append(f"{decision.provenance.snapshot_id}: bill rate {rates}, expected {want}")
+                calls[0] += 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_redis_stopped_and_restarted_under_load(tmp_path: Path) -> None:
+    own = OwnRedis(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    own.start()
+    first_data, second_data = _repriced(tmp_path, "170.00"), _repriced(tmp_path, "180.00")
+    try:
+        with servers(["--redis-url", own.url, "--refdata", str(first_data)], ["--redis-url", own.url]) as replicas:
+            first, second = replicas
+            first_id = _bill_rate(first.target)[0]
+            wait_until(lambda: _bill_rate(second.target)[0] == first_id, timeout=5)
+            # Ids name content, so the second load's id is known before it is loaded.
+            second_id = load_snapshot(second_data).snapshot_id
+            expected: dict[str, Any] = {first_id: "170.00", second_id: "180.00"}
+            stop, failures, calls = threading.Event(), [], [0]
+            load = [threading.Thread(target=_hammer, args=([r.target for r in replicas], expected, stop, failures,
+                                                           calls)) for _ in range(2)]
+            for thread in load:
+                thread.start()
+            try:
+                time.sleep(0.3)
+                own.kill()
+                for replica in replicas:
+                    wait_until(lambda r=replica: r.health(REFDATA_SERVICE_NAME)  # type: ignore[misc]
+                               == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+                time.sleep(1.0)
+                calls_while_down = calls[0]
+                for replica in replicas:
+                    assert replica.health(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+                    with RefDataClient(replica.target, timeout=5) as refdata:
+                        status = refdata.status()
+                    assert not status.store_reachable
+                    assert status.stale_seconds >= 1.0
+                    assert status.current.snapshot_id == first_id
+                    with pytest.raises(grpc.RpcError) as refused, RefDataClient(replica.target, timeout=10) as rd:
+                        rd.upsert("job_code", [{"job_code": "J-X", "labor_category": "X"}])
+                    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                own.start()
+                for replica in replicas:
+                    wait_until(lambda r=replica: r.health(REFDATA_SERVICE_NAME)  # type: ignore[misc]
+                               == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+                with RefDataClient(first.target) as refdata:
+                    assert refdata.load_directory(second_data).snapshot.snapshot_id == second_id
+                wait_until(lambda: _bill_rate(second.target)[0] == second_id, timeout=1.0)
+                time.sleep(0.3)
+            finally:
+                stop.set()
+                for thread in load:
+                    thread.join(timeout=10)
+            assert failures == []
+            assert calls_while_down > 0
+            with RefDataClient(second.target) as refdata:
+                status = refdata.status()
+            assert status.store_reachable
+            assert status.stale_seconds == 0
+            assert [info.snapshot_id for info in status.kept] == [second_id, first_id]
+    finally:
+        own.kill()
+
+
+def test_a_replica_started_while_redis_is_down_refuses_to_decide_then_catches_up(tmp_path: Path) -> None:
+    own = OwnRedis(tmp_path)
+    replica = ServerProcess("--redis-url", own.url)
+    try:
+        replica.wait_until_up()
+        assert replica.health(SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert replica.health(REFDATA_SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with ValidationClient(replica.target, timeout=5) as client, pytest.raises(grpc.RpcError) as refused:
+            client.validate_time_entries([ENTRY])
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        own.start()
+        with servers(["--redis-url", own.url, "--refdata", str(REFDATA)]) as (seeder,):
+            seeded = _bill_rate(seeder.target)[0]
+            wait_until(lambda: replica.health(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING, timeout=5)
+            assert _bill_rate(replica.target) == (seeded, "165.00")
+    finally:
+        replica.stop()
+        own.kill()
