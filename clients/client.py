@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from evaluators.reference_loaders import SUFFIXES, file_stem
 from rules.decisions import (
     CORRELATION_METADATA_KEY,
+    SNAPSHOT_METADATA_KEY,
     BatchSummary,
     Decision,
     Enrichment,
@@ -40,7 +41,6 @@ from rules.decisions import (
 )
 from rules.model import Severity
 from rules.schema import ENTITIES, TIME_ENTRY, FieldKind
-from server.snapshot_pinning import SNAPSHOT_METADATA_KEY
 from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc

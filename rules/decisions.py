@@ -12,6 +12,8 @@ from rules.model import Severity
 
 # gRPC metadata key carrying the caller's correlation id, echoed back and named in provenance.
 CORRELATION_METADATA_KEY = "x-correlation-id"
+# gRPC metadata key naming the reference snapshot a validation call is to be decided with (a replay).
+SNAPSHOT_METADATA_KEY = "x-tollgate-snapshot"
 
 
 class Outcome(enum.StrEnum):

@@ -22,7 +22,6 @@ from server.logs import configure_logging
 from server.refdata_service import ReferenceDataService
 from server.runtime import Runtime
 from server.settings import Settings
-from server.snapshot_pinning import SnapshotPinningInterceptor
 from server.validation_service import ValidationService
 from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
 
@@ -74,7 +73,7 @@ def start(settings: Settings) -> RunningServer:
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate"),
-        interceptors=[CorrelationInterceptor(), SnapshotPinningInterceptor(runtime)],
+        interceptors=[CorrelationInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", -1),

@@ -7,17 +7,15 @@ refused and logged with every problem (file, line, rule id); the previous versio
 
 The store tells the runtime of each new current snapshot (from any replica) and of whether it can be
 reached; while it cannot, the runtime keeps deciding from the snapshot it holds and says how stale
-that may be. A past snapshot can be pinned for one call, to replay a decision on the data it used.
+that may be. A call can name a kept past snapshot, to replay a decision on the data it used.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +42,6 @@ log = structlog.get_logger("tollgate.runtime")
 
 # Past snapshots held ready for replays, beyond the current one.
 REPLAY_GENERATIONS = 3
-
-# The generation one call is pinned to (a replay); None: the current one.
-_pinned: contextvars.ContextVar[Generation | None] = contextvars.ContextVar("tollgate_pinned", default=None)
 
 
 class NoReferenceDataError(RuntimeError):
@@ -124,8 +119,8 @@ class Runtime:
 
     @property
     def generation(self) -> Generation:
-        """The generation of this call: the pinned one (a replay), else the current one."""
-        generation = _pinned.get() or self._generation
+        """The current generation; NoReferenceDataError before any snapshot has been loaded."""
+        generation = self._generation
         if generation is None:
             raise NoReferenceDataError(f"no reference data has been loaded ({self.store.description})")
         return generation
@@ -155,16 +150,6 @@ class Runtime:
             while len(self._past) > REPLAY_GENERATIONS:
                 self._past.popitem(last=False)
         return generation
-
-    @contextmanager
-    def pinned(self, generation: Generation | None) -> Iterator[None]:
-        """Within the block, ``generation`` (None: the current one) is what this thread decides with."""
-        _pinned.set(generation)
-        try:
-            yield
-        finally:
-            # Pool threads serve many calls: never let one call's pin leak into the next.
-            _pinned.set(None)
 
     # -- changes -------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -13,15 +14,19 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
+from rules.decisions import SNAPSHOT_METADATA_KEY
 from rules.schema import TIME_ENTRY
 from server import codec
 from server.correlation import current_correlation_id
-from server.runtime import Runtime
+from server.runtime import Generation, Runtime
 from server.settings import Settings
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("tollgate.validation")
+
+_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
 
 
 def _abort_bad_request(context: grpc.ServicerContext, message: str, field: str, description: str) -> None:
@@ -40,7 +45,32 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         self.runtime = runtime
         self.max_items = settings.max_batch_items
 
-    def _decide(self, entries: Sequence[Any], context: grpc.ServicerContext) -> pb.ValidateTimeEntriesResponse:
+    def _generation(self, context: grpc.ServicerContext) -> Generation:
+        """What this call decides with: the snapshot it names (a replay), else the current one.
+
+        Aborts the call rather than decide against nothing (no data yet) or against the wrong data
+        (a snapshot that is not kept, or cannot be fetched now).
+        """
+        requested = next((str(v) for k, v in context.invocation_metadata() or () if k == SNAPSHOT_METADATA_KEY), None)
+        if requested is None:
+            if not self.runtime.has_data:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"no reference data loaded yet ({self.runtime.store.description}); load a snapshot "
+                              "with `tollgate refdata load DIR`, or start the service with --refdata DIR")
+            return self.runtime.generation
+        if not _SNAPSHOT_ID.match(requested):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{SNAPSHOT_METADATA_KEY}: {requested!r} is not a snapshot id (snap- and 12 hex digits)")
+        try:
+            return self.runtime.generation_for(requested)
+        except SnapshotNotFoundError as error:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"cannot replay: {error}")
+        except StoreUnavailableError as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}")
+        raise AssertionError("context.abort raises")  # pragma: no cover
+
+    def _decide(self, entries: Sequence[Any], generation: Generation,
+                context: grpc.ServicerContext) -> pb.ValidateTimeEntriesResponse:
         if len(entries) > self.max_items:
             _abort_bad_request(
                 context,
@@ -50,7 +80,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 f"at most {self.max_items} entries per request",
             )
         started = time.perf_counter()
-        evaluator = self.runtime.generation.evaluators[TIME_ENTRY.name]
+        evaluator = generation.evaluators[TIME_ENTRY.name]
         decisions = evaluator.evaluate_messages(entries)
         response = pb.ValidateTimeEntriesResponse()
         provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
@@ -69,10 +99,13 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
     def ValidateTimeEntries(  # noqa: N802 - gRPC method name
         self, request: pb.ValidateTimeEntriesRequest, context: grpc.ServicerContext
     ) -> pb.ValidateTimeEntriesResponse:
-        return self._decide(request.entries, context)
+        return self._decide(request.entries, self._generation(context), context)
 
     def StreamTimeEntries(  # noqa: N802 - gRPC method name
         self, requests: Iterator[pb.ValidateTimeEntriesRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ValidateTimeEntriesResponse]:
+        replay = any(k == SNAPSHOT_METADATA_KEY for k, _v in context.invocation_metadata() or ())
+        pinned = self._generation(context) if replay else None
         for request in requests:
-            yield self._decide(request.entries, context)
+            # Each chunk is decided by one generation: the replayed one, or whichever is current.
+            yield self._decide(request.entries, pinned or self._generation(context), context)

@@ -240,7 +240,7 @@ def test_a_bad_ruleset_is_refused_on_reload_and_the_previous_keeps_serving(tmp_p
 
 def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "TOLLGATE_SHUTDOWN_GRACE_SECONDS": "30"}
+    env = {**os.environ, "TOLLGATE_SHUTDOWN_GRACE_SECONDS": "20"}
     process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_answered = threading.Event()
@@ -264,7 +264,8 @@ def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: P
             first_answered.set()
             answered += [len(response.decisions) for response in responses]
         assert answered == [500] * 6
-        assert process.wait(timeout=30) == 0
+        # Well past the grace period, for a loaded machine: the call above is what stop() waited for.
+        assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()
