@@ -118,10 +118,24 @@ def date_value(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
+# A month of work dates recurs in every message: format each once. Keyed with the offset too, since
+# equal instants in different offsets are equal datetimes but print differently.
+_DATETIME_TEXT: dict[tuple[dt.datetime, dt.timedelta | None], str] = {}
+_DATETIME_TEXT_SIZE = 4096
+
+
 def _format_datetime(value: dt.datetime) -> str:
-    if value.utcoffset() == dt.timedelta(0) and value.time() == dt.time(0):
-        return value.date().isoformat()  # a date, as rule-engine holds dates
-    return value.isoformat()
+    key = (value, value.utcoffset())
+    text = _DATETIME_TEXT.get(key)
+    if text is None:
+        if value.utcoffset() == dt.timedelta(0) and value.time() == dt.time(0):
+            text = value.date().isoformat()  # a date, as rule-engine holds dates
+        else:
+            text = value.isoformat()
+        if len(_DATETIME_TEXT) >= _DATETIME_TEXT_SIZE:
+            _DATETIME_TEXT.clear()
+        _DATETIME_TEXT[key] = text
+    return text
 
 
 def _format_sequence(value: list[Any] | tuple[Any, ...]) -> str:
