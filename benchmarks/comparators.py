@@ -250,19 +250,24 @@ class NaiveRuleEngine:
 # rule id -> key of its boolean in the JDM's output
 ZEN_RULES: tuple[tuple[str, str], ...] = (
     ("PS-1", "PS_1"), ("PS-2", "PS_2"), ("PS-2.task", "PS_2_task"), ("PS-3", "PS_3"), ("PS-3.task", "PS_3_task"),
-    ("PS-3.assignment", "PS_3_assignment"),
-    ("LC-1", "LC_1"), ("LC-2", "LC_2"), ("LC-2.missing", "LC_2_missing"), ("LC-6", "LC_6"),
-    ("BE-1", "BE_1"), ("BE-2", "BE_2"), ("BE-2.billable", "BE_2_billable"), ("BE-6", "BE_6"), ("BE-7", "BE_7"),
-    ("BE-7.range", "BE_7_range"),
-    ("RC-2", "RC_2"), ("RC-1", "RC_1"), ("RC-5", "RC_5"), ("RC-6", "RC_6"),
+    ("PS-3.assignment", "PS_3_assignment"), ("PS-4", "PS_4"), ("PS-5", "PS_5"),
+    ("LC-1", "LC_1"), ("LC-2", "LC_2"), ("LC-2.missing", "LC_2_missing"), ("LC-3", "LC_3"), ("LC-5", "LC_5"),
+    ("LC-6", "LC_6"),
+    ("BE-8", "BE_8"), ("BE-1", "BE_1"), ("BE-2", "BE_2"), ("BE-2.billable", "BE_2_billable"), ("BE-3", "BE_3"),
+    ("BE-3.billable", "BE_3_billable"), ("BE-4", "BE_4"), ("BE-6", "BE_6"), ("BE-7", "BE_7"),
+    ("BE-7.range", "BE_7_range"), ("BE-5", "BE_5"),
+    ("RC-2", "RC_2"), ("RC-8", "RC_8"), ("RC-1", "RC_1"), ("RC-5", "RC_5"), ("RC-6", "RC_6"), ("RC-7", "RC_7"),
+    ("RC-4", "RC_4"), ("RC-4.missing", "RC_4_missing"),
 )
 # enriched field -> key of its final value in the JDM's output
 ZEN_VALUES = {
     "labor_category": "labor_category_1",
     "time_type": "time_type_1",
-    "billable": "billable_2",
-    "bill_rate": "bill_rate_2",
+    "billable": "billable_3",
+    "bill_rate": "bill_rate_4",
     "rate_source": "rate_source_1",
+    "currency": "currency_1",
+    "bill_status": "bill_status_2",
 }
 
 

@@ -7,10 +7,12 @@ codes), and ``Firm.write(directory)`` writes it as the export files the service 
 
 ``Firm.entries(n, seed)`` makes ``n`` time entries for November 2026 as wire dicts (strings, empty
 fields left out, like the rows of ``examples/timesheet-2026-11.csv``). The mix looks like real
-month-end data: most entries are enriched (labor category derived, rate resolved, overtime priced)
-or accepted, a few percent are rejected for a spread of reasons (closed or on-hold projects,
-terminated workers, summary tasks, closed-for-time windows, missing rates, internal activities
-billed to clients, bad hours, unknown references), and a very few are malformed.
+month-end data: most entries are enriched (labor category derived, rate resolved, overtime priced,
+discounts, rates converted to the contract's currency, billing holds) or accepted, a few percent are
+rejected for a spread of reasons (closed or on-hold projects, template projects, terminated workers,
+summary tasks, closed-for-time windows, missing rates, labor categories a contract does not allow,
+transaction controls, missing assignments, internal activities billed to clients, bad hours, changed
+billed entries, unknown references), and a very few are malformed.
 
 Everything is a pure function of the seed and the sizes: the same arguments give the same files
 (hence the same snapshot id) and the same entries.
@@ -75,6 +77,8 @@ def _iso(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (tuple, list)):
+        return "|".join(value)
     return str(value)
 
 
@@ -96,6 +100,8 @@ class Firm:
     assignments_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     internal_projects: list[str] = field(default_factory=list)
     category_of: dict[str, str | None] = field(default_factory=dict)  # worker -> true labor category
+    template_projects: list[str] = field(default_factory=list)
+    billed: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry id -> its billed_item row
 
     def counts(self) -> dict[str, int]:
         return {name: len(rows) for name, rows in self.rows.items()}
@@ -169,6 +175,8 @@ class Firm:
             project_id = assignment["project_id"]
         elif roll < 0.985:
             project_id = rng.choice(self.internal_projects)
+        elif roll < 0.987 and self.template_projects:  # time charged to a template by mistake
+            project_id = rng.choice(self.template_projects)
         else:  # time on a project the worker is not assigned to (or not yet, or no longer)
             project_id = rng.choice(list(self.projects))
         project = self.projects[project_id]
@@ -195,7 +203,8 @@ class Firm:
             "source_ref": f"psa:{entry_id.rsplit('-', 1)[-1]}",
         }
         if assignment is not None:
-            entry["role_code"] = assignment["role_code"]
+            # a few say another role than the assignment's
+            entry["role_code"] = assignment["role_code"] if rng.random() < 0.97 else rng.choice(ROLES)
             if rng.random() < 0.6:
                 entry["assignment_id"] = assignment["assignment_id"]
         category = self.category_of[worker_id]
@@ -232,6 +241,16 @@ class Firm:
             entry["worker_id"] = f"W-{rng.randint(900_000, 999_999)}"
         elif roll < 0.0085:
             entry["task_id"] = "T-99"
+
+        billed = self.billed.get(entry_id)
+        if billed is not None:  # sent again after it was billed: mostly as billed, sometimes changed
+            entry.update(worker_id=billed["worker_id"], project_id=billed["project_id"], task_id=billed["task_id"],
+                         work_date=billed["work_date"].isoformat(), hours=str(billed["hours"]), billable="true",
+                         time_type="REG", activity_code="DELIVERY", correction_of="")
+            entry.pop("assignment_id", None)
+            entry.pop("bill_rate", None)
+            if rng.random() < 0.35:
+                entry["hours"] = rng.choice(("4", "6", "7.5", "9"))
 
         if malformed_rate and rng.random() < malformed_rate:
             broken = rng.choice(("hours", "work_date", "billable", "entry_id"))
@@ -462,7 +481,107 @@ def generate_firm(people: int = 3000, seed: int = 20261130) -> Firm:
             standard, unit = CATEGORIES[category]
             rate("WORKER", worker["worker_id"], category, currency="USD", unit=unit,
                  amount=Decimal(standard or "140.00") * Decimal("1.2"))
+    _add_controls(firm, random.Random(f"firm-controls:{seed}:{people}"), contracts, client_projects)
     return firm
+
+
+BILLED_EVERY = 173  # every 173rd entry id (TE-0000173, ...) up to BILLED_UP_TO was billed already
+BILLED_UP_TO = 120_000
+FX_TO = {"EUR": ("USD", "0.92"), "GBP": ("USD", "0.79")}  # contract currency -> (rate currency, about)
+
+
+def _add_controls(
+    firm: Firm, rng: random.Random, contracts: list[dict[str, Any]], client_projects: list[str]
+) -> None:
+    """What the later catalogue rules read: contracts listing their labor categories, projects without a
+    contract, a template project, discounts, FX rates, billing holds, transaction controls and billed entries.
+    Drawn from their own random stream, so the rest of the firm is as it was without them."""
+    rows = firm.rows
+    # LC-3: a few time-and-materials contracts list the labor categories they bill (those they have rates for)
+    for contract in contracts:
+        if contract["billing_type"] == "TM" and rng.random() < 0.05:
+            listed = sorted({r["labor_category"] for r in rows["rate_card"]
+                             if r["scope"] == "CONTRACT" and r["scope_id"] == contract["contract_id"]})
+            contract["allowed_labor_categories"] = tuple(listed)
+    # PS-5: a few billable projects whose contract is not set up yet
+    for project_id in client_projects:
+        if rng.random() < 0.02:
+            for row in rows["project"]:
+                if row["project_id"] == project_id:
+                    row["contract_id"] = None
+            firm.projects[project_id]["contract_id"] = None
+    # PS-4: a template project (with tasks, as templates have)
+    template_id = f"P-{len(firm.projects) + 1:05d}"
+    rows["project"].append({"project_id": template_id, "name": "Template - T&M engagement", "status": "ACTIVE",
+                            "project_type": "CLIENT", "billing_type": "TM", "start_date": dt.date(2024, 1, 1),
+                            "is_template": True})
+    firm.projects[template_id] = {**rows["project"][-1], "_currency": "USD"}
+    firm.template_projects.append(template_id)
+    rows["task"].append({"project_id": template_id, "task_id": "T-1", "name": "Template task"})
+    firm.leaf_tasks[template_id] = ["T-1"]
+    # RC-7: discounts on some contract rates
+    for row in rows["rate_card"]:
+        if row["scope"] == "CONTRACT" and rng.random() < 0.1:
+            row["discount_pct"] = rng.choice((Decimal(5), Decimal("7.5"), Decimal(10)))
+    # RC-4: daily FX rates from USD (standard, worker and assignment rates) to the other contract currencies,
+    # published on weekdays from the 2nd (a rate on Sunday the 1st has none: NO_FX_RATE)
+    for currency, (source, about) in FX_TO.items():
+        for day in WEEKDAYS:
+            drift = Decimal(rng.randint(-150, 150)) / 10_000
+            rows["fx_rate"].append({"from_currency": source, "to_currency": currency, "rate_date": day,
+                                    "rate": Decimal(about) + drift})
+    # BE-5: billing holds on a few customers, contracts and projects, from a date in the month
+    hold_number = 0
+    for contract in contracts:
+        roll = rng.random()
+        if roll < 0.05:
+            hold_number += 1
+            scope, scope_id = (("CUSTOMER", contract["customer_id"]) if roll < 0.02 else
+                               ("CONTRACT", contract["contract_id"]))
+            rows["billing_hold"].append({"hold_id": f"H-{hold_number:05d}", "scope": scope, "scope_id": scope_id,
+                                         "reason": "credit review", "effective_from": rng.choice(DAYS[:25]),
+                                         "effective_to": rng.choice((None, MONTH_END + dt.timedelta(days=30)))})
+    for project_id in client_projects:
+        if rng.random() < 0.02:
+            hold_number += 1
+            rows["billing_hold"].append({"hold_id": f"H-{hold_number:05d}", "scope": "PROJECT",
+                                         "scope_id": project_id, "reason": "disputed milestone",
+                                         "effective_from": dt.date(2026, 10, 1), "effective_to": MID_MONTH})
+    # BE-3: transaction controls on some projects: travel not chargeable, a task or a worker not billable
+    control_number = 0
+
+    def control(project_id: str, **values: Any) -> None:
+        nonlocal control_number
+        control_number += 1
+        rows["transaction_control"].append({"control_id": f"TC-{control_number:05d}", "project_id": project_id,
+                                            "effective_from": dt.date(2026, 1, 1), **values})
+
+    for project_id in client_projects:
+        roll = rng.random()
+        if roll < 0.1:
+            control(project_id, activity_code="TRAVEL", chargeable=False, billable=False,
+                    reason="travel time is not chargeable")
+        elif roll < 0.15:
+            control(project_id, task_id=rng.choice(firm.leaf_tasks[project_id]), billable=False,
+                    reason="warranty work", effective_from=rng.choice(DAYS[:20]))
+        elif roll < 0.17:
+            assigned = [a["worker_id"] for a in rows["assignment"] if a["project_id"] == project_id]
+            if assigned:
+                control(project_id, worker_id=rng.choice(assigned), billable=False, reason="shadowing",
+                        effective_to=rng.choice(DAYS[5:25]))
+    # BE-8: entries billed already (every BILLED_EVERY-th entry id), on one of the worker's assignments
+    regulars = [w for w in firm.workers if w["_kind"] == "regular" and firm.assignments_of[w["worker_id"]]]
+    for number in range(BILLED_EVERY, BILLED_UP_TO + 1, BILLED_EVERY):
+        worker = rng.choice(regulars)
+        assignment = rng.choice(firm.assignments_of[worker["worker_id"]])
+        entry_id = f"TE-{number:07d}"
+        project_id = assignment["project_id"]
+        billed = {"entry_id": entry_id, "invoice_id": f"INV-{number:07d}", "billed_on": dt.date(2026, 11, 20),
+                  "project_id": project_id, "task_id": rng.choice(firm.leaf_tasks[project_id]),
+                  "work_date": rng.choice(WEEKDAYS[:10]), "hours": Decimal(8), "billable": True,
+                  "worker_id": worker["worker_id"]}
+        firm.billed[entry_id] = billed
+        rows["billed_item"].append({k: v for k, v in billed.items() if k != "worker_id"})
 
 
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

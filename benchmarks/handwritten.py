@@ -35,10 +35,15 @@ HOURS_PER_DAY = Decimal(8)
 OVERTIME_MULTIPLIER = Decimal("1.5")
 DOUBLE_TIME_MULTIPLIER = Decimal(2)
 CENT = Decimal("0.01")
+HUNDRED = Decimal(100)
+ENTERED_RATE_TOLERANCE_PCT = Decimal(1)
+ASSIGNMENT_REQUIRED_TYPES = ("CLIENT",)
+HOLD = "HOLD"
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 PS, LC, BE, RC = "project-status", "labor-category", "billing-eligibility", "rate-cards"
-ENRICH_RULES = frozenset({"LC-2", "LC-6", "BE-1", "BE-2.billable", "RC-1", "RC-5", "RC-6"})
+ENRICH_RULES = frozenset({"PS-5", "LC-2", "LC-6", "BE-1", "BE-2.billable", "BE-3.billable", "BE-5", "RC-1", "RC-5",
+                          "RC-6", "RC-7", "RC-4"})
 
 
 def _money(value: Decimal) -> Decimal:
@@ -49,13 +54,60 @@ def _differs(old: Any, new: Any) -> bool:
     return old != new or type(old) is not type(new)
 
 
+def _old(value: Any) -> str | None:
+    return None if value is None else fv(value)
+
+
+def _billed_changed(s: dict[str, Any], billed: dict[str, Any]) -> bool:
+    """BE-8: the billing fields of a billed entry, as sent, differ from what was billed."""
+    bill_rate, currency = s["bill_rate"], s["currency"]
+    return bool(
+        s["hours"] != billed["hours"] or s["billable"] != billed["billable"] or s["work_date"] != billed["work_date"]
+        or s["project_id"] != billed["project_id"] or s["task_id"] != billed["task_id"]
+        or (bill_rate is not None and bill_rate != billed["bill_rate"])
+        or (currency is not None and billed["currency"] is not None and currency != billed["currency"])
+    )
+
+
+def _no_assignment(s: dict[str, Any], project: dict[str, Any], assignment: dict[str, Any] | None) -> bool:
+    """BE-4: a client project, and no assignment of the worker on it covering the work date."""
+    if project["project_type"] not in ASSIGNMENT_REQUIRED_TYPES:
+        return False
+    if assignment is None:
+        return True
+    wd, finish = s["work_date"], assignment["finish_date"]
+    return bool(assignment["worker_id"] != s["worker_id"] or assignment["project_id"] != s["project_id"]
+                or wd < assignment["start_date"] or (finish is not None and wd > finish))
+
+
+def _entered_rate_differs(s: dict[str, Any], rate: dict[str, Any], contract: dict[str, Any] | None,
+                          bill_rate: Decimal, time_type: str) -> bool:
+    """RC-8: the rate entered differs from the rate row's hourly rate by more than the tolerance."""
+    currency = s["currency"]
+    if time_type in OVERTIME_TYPES or (rate["currency"] if currency is None else currency) != rate["currency"]:
+        return False
+    per = (contract["hours_per_day"] if contract is not None else HOURS_PER_DAY) if rate["unit"] == "DAY" else 1
+    return bool(abs(bill_rate * per - rate["bill_rate"]) * 100 > rate["bill_rate"] * ENTERED_RATE_TOLERANCE_PCT)
+
+
+def _discount(rate: dict[str, Any] | None, bill_rate: Decimal | None, billable: bool) -> Decimal | None:
+    """RC-7: the discounted rate, or None when the rule does not apply."""
+    if rate is None or bill_rate is None or not billable:
+        return None
+    discount = rate["discount_pct"]
+    if discount is None or discount == 0:
+        return None
+    return _money(bill_rate * (HUNDRED - discount) / HUNDRED)
+
+
 def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """(ids of the rules that fire, in order; final value of each field an enrich rule changed)."""
     project, task, worker = s["project"], s["task"], s["worker"]
     assignment, contract, job, rate = s["assignment"], s["contract"], s["job"], s["rate"]
     wd, submitted = s["work_date"], s["submitted_at"]
     labor_category, time_type, billable = s["labor_category"], s["time_type"], s["billable"]
-    bill_rate, rate_source = s["bill_rate"], s["rate_source"]
+    bill_rate, rate_source, bill_status = s["bill_rate"], s["rate_source"], s["bill_status"]
+    fx, hold, control, billed = s["fx"], s["hold"], s["control"], s["billed"]
     fired: list[str] = []
     changes: dict[str, Any] = {}
     # project-status
@@ -81,6 +133,13 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         closed = assignment["closed_for_time_at"]
         if closed is not None and (submitted is None or submitted >= closed):
             fired.append("PS-3.assignment")
+    if project is not None:
+        if project["is_template"]:
+            fired.append("PS-4")
+        if (billable and project["billable"] and project["billing_type"] in RATED_BILLING_TYPES and contract is None
+                and bill_status != HOLD):
+            bill_status = changes["bill_status"] = HOLD
+            fired.append("PS-5")
     # labor-category
     if worker is not None:
         ended = worker["termination_date"]
@@ -91,11 +150,20 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             fired.append("LC-2")
         if labor_category is None and job is None:
             fired.append("LC-2.missing")
-        if (project is not None and time_type in OVERTIME_TYPES and not worker["overtime_eligible"]
-                and not (contract is not None and contract["bills_overtime"])):
-            time_type = changes["time_type"] = "REG"
-            fired.append("LC-6")
+    if (contract is not None and labor_category is not None and billable and contract["allowed_labor_categories"]
+            and labor_category not in contract["allowed_labor_categories"]):
+        fired.append("LC-3")
+    role = s["role_code"]
+    if role is not None and assignment is not None and assignment["role_code"] is not None \
+            and role != assignment["role_code"]:
+        fired.append("LC-5")
+    if (worker is not None and project is not None and time_type in OVERTIME_TYPES and not worker["overtime_eligible"]
+            and not (contract is not None and contract["bills_overtime"])):
+        time_type = changes["time_type"] = "REG"
+        fired.append("LC-6")
     # billing-eligibility
+    if billed is not None and _billed_changed(s, billed):
+        fired.append("BE-8")
     if project is not None and billable and (
         not project["billable"] or project["billing_type"] not in RATED_BILLING_TYPES
     ):
@@ -107,6 +175,14 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         if billable and not task["billable"]:
             billable = changes["billable"] = False
             fired.append("BE-2.billable")
+    if control is not None:
+        if not control["chargeable"]:
+            fired.append("BE-3")
+        if billable and control["chargeable"] and not control["billable"]:
+            billable = changes["billable"] = False
+            fired.append("BE-3.billable")
+    if project is not None and _no_assignment(s, project, assignment):
+        fired.append("BE-4")
     activity = s["activity_code"]
     if (project is not None and activity is not None and billable and activity in INTERNAL_ACTIVITIES
             and project["project_type"] == "CLIENT"):
@@ -116,9 +192,15 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         fired.append("BE-7")
     if hours == ZERO or hours > MAX_HOURS or hours < MIN_HOURS:
         fired.append("BE-7.range")
+    if hold is not None and billable and bill_status != HOLD:
+        changes["bill_status"] = HOLD
+        fired.append("BE-5")
     # rate-cards
     if project is not None and billable and rate is None:
         fired.append("RC-2")
+    if rate is not None and bill_rate is not None and billable and _entered_rate_differs(s, rate, contract, bill_rate,
+                                                                                         time_type):
+        fired.append("RC-8")
     if rate is not None and billable:
         unit = rate["unit"]
         if unit == "HOUR":
@@ -148,8 +230,27 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             multiplier = OVERTIME_MULTIPLIER if multiplier is None else multiplier
         new_rate = _money(bill_rate * multiplier)
         if _differs(bill_rate, new_rate):
-            changes["bill_rate"] = new_rate
+            bill_rate = changes["bill_rate"] = new_rate
             fired.append("RC-6")
+    discounted = _discount(rate, bill_rate, billable)
+    if discounted is not None and _differs(bill_rate, discounted):
+        bill_rate = changes["bill_rate"] = discounted
+        fired.append("RC-7")
+    if (rate is not None and contract is not None and bill_rate is not None and billable
+            and rate["currency"] != contract["currency"]):
+        if fx is not None:
+            converted, currency = _money(bill_rate * fx["rate"]), contract["currency"]
+            changed = False
+            if _differs(bill_rate, converted):
+                changes["bill_rate"] = converted
+                changed = True
+            if _differs(s["currency"], currency):
+                changes["currency"] = currency
+                changed = True
+            if changed:
+                fired.append("RC-4")
+        else:
+            fired.append("RC-4.missing")
     return fired, changes
 
 
@@ -164,7 +265,8 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
     wd, submitted = s["work_date"], s["submitted_at"]
     project_id, task_id, worker_id = s["project_id"], s["task_id"], s["worker_id"]
     labor_category, time_type, billable = s["labor_category"], s["time_type"], s["billable"]
-    bill_rate, rate_source = s["bill_rate"], s["rate_source"]
+    bill_rate, rate_source, bill_status = s["bill_rate"], s["rate_source"], s["bill_status"]
+    fx, hold, control, billed = s["fx"], s["hold"], s["control"], s["billed"]
     reasons: list[Reason] = []
     enrichments: list[Enrichment] = []
     rejected = False
@@ -217,6 +319,20 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
             add(Reason("PS-3.assignment", "CLOSED_FOR_TIME",
                        f"Assignment {fv(assignment['assignment_id'])} of worker {worker_id} was closed for time at "
                        f"{fv(closed)}; entries submitted after that are not accepted.", ERROR, "assignment_id", PS))
+    if project is not None:
+        if project["is_template"]:
+            rejected = True
+            add(Reason("PS-4", "TEMPLATE_PROJECT",
+                       f"Project {project_id} ({fv(project['name'])}) is a template; charge the time to the "
+                       "engagement created from it.", ERROR, "project_id", PS))
+        if (billable and project["billable"] and project["billing_type"] in RATED_BILLING_TYPES and contract is None
+                and bill_status != HOLD):
+            add(Reason("PS-5", "NO_CONTRACT_HOLD",
+                       f"Billable project {project_id} has no contract in force on {fv(wd)} (contract: "
+                       f"{fv(project['contract_id'])}), so the time cannot be priced; billing is held until the "
+                       "contract is set up.", WARNING, "bill_status", PS))
+            enrichments.append(Enrichment("bill_status", _old(bill_status), HOLD, "PS-5"))
+            bill_status = HOLD
 
     # labor-category
     if worker is None:
@@ -243,15 +359,38 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
                        f"No labor category was sent and worker {worker_id}'s job code {fv(worker['job_code'])} maps "
                        f"to none on {fv(wd)}; add the job code to the HR mapping or send the labor category.",
                        ERROR, "labor_category", LC))
-        if (project is not None and time_type in OVERTIME_TYPES and not worker["overtime_eligible"]
-                and not (contract is not None and contract["bills_overtime"])):
-            add(Reason("LC-6", "OVERTIME_RETYPED",
-                       f"Worker {worker_id} is not overtime-eligible and contract {fv(project['contract_id'])} does "
-                       f"not bill overtime; {fv(time_type)} time recorded as REG.", WARNING, "time_type", LC))
-            enrichments.append(Enrichment("time_type", fv(time_type), "REG", "LC-6"))
-            time_type = "REG"
+    if (contract is not None and labor_category is not None and billable and contract["allowed_labor_categories"]
+            and labor_category not in contract["allowed_labor_categories"]):
+        rejected = True
+        add(Reason("LC-3", "LABOR_CATEGORY_NOT_ON_CONTRACT",
+                   f"Labor category {fv(labor_category)} is not billable on contract {fv(contract['contract_id'])}, "
+                   f"which allows {fv(contract['allowed_labor_categories'])}; record the time as non-billable or ask "
+                   "for the contract to be amended.", ERROR, "labor_category", LC))
+    role = s["role_code"]
+    if role is not None and assignment is not None and assignment["role_code"] is not None \
+            and role != assignment["role_code"]:
+        add(Reason("LC-5", "ROLE_MISMATCH",
+                   f"Role {fv(role)} differs from role {fv(assignment['role_code'])} on worker {worker_id}'s "
+                   f"assignment {fv(assignment['assignment_id'])} to project {project_id}; check the role on the "
+                   "timesheet.", WARNING, "role_code", LC))
+    if (worker is not None and project is not None and time_type in OVERTIME_TYPES and not worker["overtime_eligible"]
+            and not (contract is not None and contract["bills_overtime"])):
+        add(Reason("LC-6", "OVERTIME_RETYPED",
+                   f"Worker {worker_id} is not overtime-eligible and contract {fv(project['contract_id'])} does "
+                   f"not bill overtime; {fv(time_type)} time recorded as REG.", WARNING, "time_type", LC))
+        enrichments.append(Enrichment("time_type", fv(time_type), "REG", "LC-6"))
+        time_type = "REG"
 
     # billing-eligibility
+    if billed is not None and _billed_changed(s, billed):
+        rejected = True
+        add(Reason("BE-8", "BILLED_ENTRY_LOCKED",
+                   f"Entry {s['entry_id']} was billed on invoice {fv(billed['invoice_id'])} as {fv(billed['hours'])} "
+                   f"hours on {fv(billed['project_id'])}/{fv(billed['task_id'])} on {fv(billed['work_date'])} "
+                   f"(billable {fv(billed['billable'])}, rate {fv(billed['bill_rate'])}); it now says "
+                   f"{fv(s['hours'])} hours on {project_id}/{task_id} on {fv(wd)} (billable {fv(billable)}, rate "
+                   f"{fv(bill_rate)}). Billed entries cannot change: record a correction entry instead.",
+                   ERROR, "entry_id", BE))
     if project is not None and billable and (
         not project["billable"] or project["billing_type"] not in RATED_BILLING_TYPES
     ):
@@ -273,6 +412,28 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
                        INFO, "billable", BE))
             enrichments.append(Enrichment("billable", "true", "false", "BE-2.billable"))
             billable = False
+    if control is not None:
+        where = (f"project {project_id} (task {fv(control['task_id'])}, activity {fv(control['activity_code'])}, "
+                 f"worker {fv(control['worker_id'])})")
+        if not control["chargeable"]:
+            rejected = True
+            add(Reason("BE-3", "TRANSACTION_NOT_ALLOWED",
+                       f"Transaction control {fv(control['control_id'])} does not allow time on {where} on {fv(wd)}: "
+                       f"{fv(control['reason'])}.", ERROR, "task_id", BE))
+        if billable and control["chargeable"] and not control["billable"]:
+            add(Reason("BE-3.billable", "TRANSACTION_NOT_BILLABLE",
+                       f"Transaction control {fv(control['control_id'])} makes time on {where} non-billable on "
+                       f"{fv(wd)}: {fv(control['reason'])}; the time is recorded as cost only.", INFO, "billable", BE))
+            enrichments.append(Enrichment("billable", "true", "false", "BE-3.billable"))
+            billable = False
+    if project is not None and _no_assignment(s, project, assignment):
+        rejected = True
+        found = assignment or {"assignment_id": None, "start_date": None, "finish_date": None}
+        add(Reason("BE-4", "NO_ASSIGNMENT",
+                   f"Worker {worker_id} has no assignment on project {project_id} covering {fv(wd)} (assignment "
+                   f"{fv(found['assignment_id'])}: {fv(found['start_date'])} to {fv(found['finish_date'])}); ask "
+                   "the project manager for an assignment, or charge a project the worker is assigned to.",
+                   ERROR, "worker_id", BE))
     activity = s["activity_code"]
     if (project is not None and activity is not None and billable and activity in INTERNAL_ACTIVITIES
             and project["project_type"] == "CLIENT"):
@@ -291,6 +452,13 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
         add(Reason("BE-7.range", "HOURS_OUT_OF_RANGE",
                    f"{fv(hours)} hours cannot be recorded in one entry; enter between 0 and {fv(MAX_HOURS)} hours.",
                    ERROR, "hours", BE))
+    if hold is not None and billable and bill_status != HOLD:
+        add(Reason("BE-5", "BILLING_HOLD",
+                   f"{fv(hold['scope'])} {fv(hold['scope_id'])} is on billing hold {fv(hold['hold_id'])} from "
+                   f"{fv(hold['effective_from'])} to {fv(hold['effective_to'])} ({fv(hold['reason'])}); the time is "
+                   "kept at cost and billing is held until the hold is released.", WARNING, "bill_status", BE))
+        enrichments.append(Enrichment("bill_status", _old(bill_status), HOLD, "BE-5"))
+        bill_status = HOLD
 
     # rate-cards
     if project is not None and billable and rate is None:
@@ -299,6 +467,13 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
                    f"No rate for labor category {fv(labor_category)} on {fv(wd)} (looked for worker {worker_id}, "
                    f"assignment, contract {fv(project['contract_id'])}, project {project_id} and standard rates); "
                    "add a rate row or mark the entry non-billable.", ERROR, "bill_rate", RC))
+    if rate is not None and bill_rate is not None and billable and _entered_rate_differs(s, rate, contract, bill_rate,
+                                                                                         time_type):
+        add(Reason("RC-8", "ENTERED_RATE_DIFFERS",
+                   f"The rate entered, {fv(bill_rate)} {fv(rate['currency'])}/hour, differs by more than "
+                   f"{fv(ENTERED_RATE_TOLERANCE_PCT)}% from {fv(rate['bill_rate'])} {fv(rate['currency'])}/"
+                   f"{fv(rate['unit'])} of {fv(rate['source'])}; the rate card's rate is used.",
+                   WARNING, "bill_rate", RC))
     if rate is not None and billable and rate["unit"] in ("HOUR", "DAY"):
         hourly = rate["unit"] == "HOUR"
         per_day = HOURS_PER_DAY
@@ -340,6 +515,36 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
                        f"{fv(time_type)} rate applied to contract {fv(project['contract_id'])}'s base rate.",
                        INFO, "bill_rate", RC))
             enrichments.append(Enrichment("bill_rate", fv(bill_rate), fv(new_rate), "RC-6"))
+            bill_rate = new_rate
+    discounted = _discount(rate, bill_rate, billable)
+    if rate is not None and discounted is not None and _differs(bill_rate, discounted):
+        add(Reason("RC-7", "DISCOUNT_APPLIED",
+                   f"Discount of {fv(rate['discount_pct'])}% from {fv(rate['source'])} applied to {fv(bill_rate)} "
+                   f"{fv(rate['currency'])}.", INFO, "bill_rate", RC))
+        enrichments.append(Enrichment("bill_rate", _old(bill_rate), fv(discounted), "RC-7"))
+        bill_rate = discounted
+    if (rate is not None and contract is not None and bill_rate is not None and billable
+            and rate["currency"] != contract["currency"]):
+        if fx is not None:
+            converted, currency = _money(bill_rate * fx["rate"]), contract["currency"]
+            changed = []
+            if _differs(bill_rate, converted):
+                changed.append(Enrichment("bill_rate", fv(bill_rate), fv(converted), "RC-4"))
+            if _differs(s["currency"], currency):
+                changed.append(Enrichment("currency", _old(s["currency"]), fv(currency), "RC-4"))
+            if changed:
+                add(Reason("RC-4", "RATE_CONVERTED",
+                           f"Rate {fv(bill_rate)} {fv(rate['currency'])} converted to {fv(currency)} for contract "
+                           f"{fv(contract['contract_id'])} at {fv(fx['rate'])} ({fv(fx['from_currency'])}/"
+                           f"{fv(fx['to_currency'])} of {fv(fx['rate_date'])}), rounded to the cent half up.",
+                           INFO, "bill_rate", RC))
+                enrichments.extend(changed)
+        else:
+            rejected = True
+            add(Reason("RC-4.missing", "NO_FX_RATE",
+                       f"No {fv(rate['currency'])}/{fv(contract['currency'])} FX rate on or before {fv(wd)} to convert "
+                       f"{fv(rate['source'])} to contract {fv(contract['contract_id'])}'s currency; load the ERP's FX "
+                       "rates.", ERROR, "currency", RC))
 
     if rejected:
         # a rejected item is not enriched: the reasons of the enrich rules that acted are dropped

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from evaluators.reference_data import ReferenceSnapshot, Row, version_as_of
-from rules.schema import TIME_ENTRY, Binding, ItemKind, RateScope, format_value
+from rules.schema import TIME_ENTRY, Binding, HoldScope, ItemKind, RateScope, format_value
 
 Scope = dict[str, Any]
 
@@ -94,6 +94,67 @@ def _rate(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return None
 
 
+def _fx(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+    """The FX rate from the rate row's currency to the contract's (RC-4), published on the work date or,
+    for a day without a rate (a weekend, a holiday), the latest one before it."""
+    rate, contract = scope["rate"], scope["contract"]
+    if rate is None or contract is None or rate["currency"] == contract["currency"]:
+        return None
+    day = scope["work_date"]
+    best: Row | None = None
+    pair = (rate["currency"], contract["currency"])
+    for row in snapshot.table("fx_rate").find(("from_currency", "to_currency"), pair):
+        if row["rate_date"] <= day and (best is None or row["rate_date"] > best["rate_date"]) \
+                and version_as_of([row], day) is not None:
+            best = row
+    return best
+
+
+def _hold(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+    """A billing hold in force on the work date (BE-5): on the project, else its contract, else its customer;
+    among several on one scope, the lowest hold id."""
+    project, contract = scope["project"], scope["contract"]
+    if project is None:
+        return None
+    customer = project["customer_id"] or (contract["customer_id"] if contract is not None else None)
+    day = scope["work_date"]
+    table = snapshot.table("billing_hold")
+    for hold_scope, scope_id in ((HoldScope.PROJECT, scope["project_id"]), (HoldScope.CONTRACT, project["contract_id"]),
+                                 (HoldScope.CUSTOMER, customer)):
+        if scope_id is None:
+            continue
+        holds = [row for row in table.find(("scope", "scope_id"), (hold_scope, scope_id))
+                 if version_as_of([row], day) is not None]
+        if holds:
+            return min(holds, key=lambda row: row["hold_id"])
+    return None
+
+
+_CONTROL_FIELDS = ("task_id", "activity_code", "worker_id")
+
+
+def _control(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+    """The transaction control deciding the entry (BE-3): of the controls on the project in force on the work
+    date whose task, activity and worker are the entry's or empty (any), the one naming the most of them;
+    then the lowest control id."""
+    day = scope["work_date"]
+    best: tuple[int, str] | None = None
+    found: Row | None = None
+    for row in snapshot.table("transaction_control").find(("project_id",), (scope["project_id"],)):
+        if any(row[f] is not None and row[f] != scope[f] for f in _CONTROL_FIELDS):
+            continue
+        if version_as_of([row], day) is None:
+            continue
+        rank = (-sum(row[f] is not None for f in _CONTROL_FIELDS), row["control_id"])
+        if best is None or rank < best:
+            best, found = rank, row
+    return found
+
+
+def _billed(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+    return snapshot.table("billed_item").get((scope["entry_id"],), scope["work_date"])
+
+
 RESOLVERS: dict[str, dict[str, Resolver]] = {
     TIME_ENTRY.name: {
         "project": _project,
@@ -103,6 +164,10 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "contract": _contract,
         "job": _job,
         "rate": _rate,
+        "fx": _fx,
+        "hold": _hold,
+        "control": _control,
+        "billed": _billed,
     },
 }
 

@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import rule_engine
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 T = rule_engine.DataType
 
@@ -330,6 +330,16 @@ class Assignment(_Versioned):
     closed_for_time_at: dt.datetime | None = None
 
 
+def _split_list(value: Any) -> Any:
+    """A list cell of an export: ``A|B|C`` (CSV) or a JSON/Parquet list; empty means none."""
+    if isinstance(value, str):
+        return _parse_string_list(value)
+    return value
+
+
+StringList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+
+
 class Contract(_Versioned):
     contract_id: str
     customer_id: str | None = None
@@ -341,6 +351,8 @@ class Contract(_Versioned):
     bills_overtime: bool = False
     overtime_multiplier: Decimal = Decimal("1.5")
     double_time_multiplier: Decimal = Decimal(2)
+    allowed_labor_categories: StringList = Field(
+        (), description="labor categories the contract bills (LC-3); empty: any. In CSV: A|B|C")
 
 
 class RateScope(enum.StrEnum):
@@ -367,6 +379,61 @@ class RateCardRow(_Versioned):
 class JobCode(_Versioned):
     job_code: str
     labor_category: str
+
+
+class HoldScope(enum.StrEnum):
+    """What a billing hold is placed on (catalogue rule BE-5), most specific first."""
+
+    PROJECT = "PROJECT"
+    CONTRACT = "CONTRACT"
+    CUSTOMER = "CUSTOMER"
+
+
+class BillingHold(_Versioned):
+    """A billing hold (ERP): in force from effective_from to effective_to (inclusive; open-ended if empty)."""
+
+    hold_id: str
+    scope: HoldScope
+    scope_id: str = Field(description="the project, contract or customer id")
+    reason: str = ""
+
+
+class TransactionControl(_Versioned):
+    """A PSA transaction control (BE-3): on a project, optionally narrowed to a task, an activity and a
+    worker (empty: any), in force from effective_from to effective_to, deciding chargeable and billable."""
+
+    control_id: str
+    project_id: str
+    task_id: str | None = None
+    activity_code: str | None = None
+    worker_id: str | None = None
+    chargeable: bool = True
+    billable: bool = True
+    reason: str = ""
+
+
+class FxRate(_Versioned):
+    """A daily exchange rate (ERP): 1 from_currency = rate to_currency, published for rate_date."""
+
+    from_currency: str
+    to_currency: str
+    rate_date: dt.date
+    rate: Decimal = Field(gt=0)
+
+
+class BilledItem(_Versioned):
+    """A time entry already billed, as the ERP exported it, with the values it was billed at (BE-8)."""
+
+    entry_id: str
+    invoice_id: str
+    billed_on: dt.date | None = None
+    project_id: str
+    task_id: str
+    work_date: dt.date
+    hours: Decimal
+    billable: bool = True
+    bill_rate: Annotated[Decimal, Money] | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +467,10 @@ ENTITIES: dict[str, Entity] = {
         _entity("contract", Contract, "contract_id"),
         _entity("rate_card", RateCardRow, "rate_id", versioned_by=("scope", "scope_id", "labor_category")),
         _entity("job_code", JobCode, "job_code"),
+        _entity("billing_hold", BillingHold, "hold_id"),
+        _entity("transaction_control", TransactionControl, "control_id"),
+        _entity("fx_rate", FxRate, "from_currency", "to_currency", "rate_date"),
+        _entity("billed_item", BilledItem, "entry_id"),
     )
 }
 
@@ -483,6 +554,19 @@ TIME_ENTRY = ItemKind(
                 found_by=("labor_category",), also_reads=("worker_id", "project_id"),
                 depends_on=("project", "assignment", "contract"),
                 extra=(FieldSpec("source", FieldKind.STRING, False, "where the rate was found, e.g. CONTRACT C-100"),)),
+        Binding("fx", ENTITIES["fx_rate"], False,
+                "the rate from the rate row's currency to the contract's, published on the work date or the "
+                "latest before it",
+                depends_on=("rate", "contract")),
+        Binding("hold", ENTITIES["billing_hold"], False,
+                "a billing hold in force on the work date on the project, else its contract, else its customer",
+                also_reads=("project_id",), depends_on=("project", "contract")),
+        Binding("control", ENTITIES["transaction_control"], False,
+                "the most specific transaction control on the project in force on the work date matching the "
+                "task, activity and worker (a control naming more of them wins)",
+                also_reads=("project_id", "task_id", "activity_code", "worker_id")),
+        Binding("billed", ENTITIES["billed_item"], False, "entry_id: the entry as it was billed, if it was",
+                found_by=("entry_id",)),
     ),
 )
 ITEM_KINDS: dict[str, ItemKind] = {TIME_ENTRY.name: TIME_ENTRY}

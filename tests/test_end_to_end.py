@@ -57,7 +57,7 @@ def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str,
     assert decisions["TE-1003"][2]["bill_rate"] == "172.00"  # the contract rate changed on 2026-11-16
     assert decisions["TE-1006"][2]["bill_rate"] == "150.00"  # 1,200/day over 8 hours
     assert decisions["TE-1009"][:2] == ("reject", ["PROJECT_NOT_CHARGEABLE", "OUTSIDE_PROJECT_DATES",
-                                                   "WORKER_NOT_ACTIVE"])
+                                                   "WORKER_NOT_ACTIVE", "NO_ASSIGNMENT"])  # BE-4
     assert decisions["TE-1010"][:2] == ("reject", ["TASK_NOT_CHARGEABLE"])
     assert decisions["TE-1016"][:2] == ("reject", ["REFERENCE_DATA_MISSING", "REFERENCE_DATA_MISSING"])
     assert decisions["TE-1017"][:2] == ("reject", ["INVALID_FIELD"])
@@ -66,21 +66,21 @@ def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str,
 def test_sample_timesheet_through_the_client(client: ValidationClient, server: RunningServer) -> None:
     result = client.validate_time_entries(read_items(SAMPLE_TIMESHEET), correlation_id="e2e-sample-1")
     decisions = result.decisions
-    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1021)]
+    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1033)]
     _check_sample_decisions({
         d.item_id: (d.outcome.value, d.codes, {e.field: e.new_value for e in d.enrichments}) for d in decisions
     })
     rejected = _by_id(decisions)["TE-1009"]
     assert all(r.message and r.rule_id and r.ruleset_id for r in rejected.reasons)
-    assert {r.field for r in rejected.reasons} == {"project_id", "work_date", "worker_id"}
+    assert {r.field for r in rejected.reasons} == {"project_id", "work_date", "worker_id"}  # BE-4 names worker_id
     provenance = decisions[0].provenance
     assert provenance is not None
     assert provenance.correlation_id == "e2e-sample-1"
     assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
     assert [r.id for r in provenance.rulesets] == ["project-status", "labor-category", "billing-eligibility",
                                                    "rate-cards"]
-    assert result.summary.total == 20
-    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 20
+    assert result.summary.total == 32
+    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 32
     assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
 
 
@@ -104,7 +104,7 @@ def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
     assert table.returncode == 0, table.stderr
     expected_line = "TE-1009  reject   error PROJECT_NOT_CHARGEABLE [PS-1]: Project P-300 is CLOSED on 2026-11-17"
     assert expected_line in table.stdout
-    assert "20 items:" in table.stdout
+    assert "32 items:" in table.stdout
 
     failing = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1

@@ -231,7 +231,8 @@ def test_versions_as_of_the_work_date(evaluator: Evaluator) -> None:
     assert enriched(before)["bill_rate"] == "125.00"
     after = decide(evaluator, worker_id="W-3", project_id="P-300", work_date="2026-11-16")
     assert after.outcome is Outcome.REJECT
-    assert after.codes == ["PROJECT_NOT_CHARGEABLE", "OUTSIDE_PROJECT_DATES", "WORKER_NOT_ACTIVE"]
+    # BE-4: W-3's assignment A-3 ended with the project on 2026-11-15
+    assert after.codes == ["PROJECT_NOT_CHARGEABLE", "OUTSIDE_PROJECT_DATES", "WORKER_NOT_ACTIVE", "NO_ASSIGNMENT"]
 
 
 @pytest.mark.parametrize(

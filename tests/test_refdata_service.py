@@ -84,7 +84,7 @@ def test_a_replica_without_data_refuses_to_decide_until_a_load(empty_server: Run
             assert not refdata.status().HasField("current")
             loaded = refdata.load_directory(REFDATA)
         assert loaded.snapshot.snapshot_id == load_snapshot(REFDATA).snapshot_id
-        assert loaded.snapshot.counts["project"] == 8
+        assert loaded.snapshot.counts["project"] == 10
         decision = client.validate_time_entries([ENTRY]).decisions[0]
     assert decision.provenance is not None
     assert decision.provenance.snapshot_id == loaded.snapshot.snapshot_id
@@ -110,7 +110,7 @@ def test_a_csv_with_bad_rows_is_refused_with_file_line_field(sample_server: Runn
     assert f"{copy}/projects.csv:{first}: status: Field required (row left out)" in partial.stderr
     assert "2 bad row(s) left out" in partial.stdout
     counts = sample_server.runtime.generation.snapshot.counts()
-    assert (counts["project"], counts["worker"]) == (7, 5)
+    assert (counts["project"], counts["worker"]) == (9, 5)
 
 
 def test_an_interrupted_upload_changes_nothing(sample_server: RunningServer) -> None:

@@ -20,13 +20,17 @@ from rules.schema import TIME_ENTRY, date_value
 REFDATA = Path(__file__).resolve().parent.parent / "examples" / "refdata"
 
 EXPECTED_COUNTS = {
-    "project": 8,
-    "task": 10,
+    "project": 10,
+    "task": 12,
     "worker": 6,
-    "assignment": 8,
-    "contract": 3,
-    "rate_card": 8,
+    "assignment": 12,
+    "contract": 4,
+    "rate_card": 9,
     "job_code": 3,
+    "billing_hold": 2,
+    "transaction_control": 2,
+    "fx_rate": 42,
+    "billed_item": 2,
 }
 
 

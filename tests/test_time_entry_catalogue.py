@@ -1,0 +1,184 @@
+"""The later time-entry catalogue rules (PS-4, PS-5, LC-3, LC-5, RC-4, RC-7, RC-8, BE-3, BE-4, BE-5, BE-8) on
+the bundled sample data, and how their reference records are found (billing holds, transaction controls,
+FX rates, billed items) as of the work date."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clients.cli import read_items
+from evaluators import ENGINE_VERSION
+from evaluators.binding import SnapshotBinder
+from evaluators.engine import Evaluator
+from evaluators.items import ItemDecoder
+from evaluators.reference_data import ReferenceSnapshot, load_snapshot
+from rules.decisions import Decision
+from rules.loader import load_rulesets
+from rules.problems import ProblemsError
+from rules.schema import TIME_ENTRY
+from tests.conftest import ROOT, SAMPLE_TIMESHEET
+
+REFDATA = ROOT / "examples" / "refdata"
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> ReferenceSnapshot:
+    return load_snapshot(REFDATA)
+
+
+@pytest.fixture(scope="module")
+def sample(snapshot: ReferenceSnapshot) -> dict[str, Decision]:
+    rulesets = load_rulesets(ROOT / "rulesets").for_kind(TIME_ENTRY.name)
+    evaluator = Evaluator(TIME_ENTRY, rulesets, SnapshotBinder(TIME_ENTRY, snapshot), snapshot.snapshot_id,
+                          ENGINE_VERSION)
+    return {d.item_id: d for d in evaluator.evaluate(read_items(SAMPLE_TIMESHEET))}
+
+
+def _enriched(decision: Decision) -> dict[str, str | None]:
+    return {e.field: e.new_value for e in decision.enrichments}
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "outcome", "codes"),
+    [
+        ("TE-1021", "reject", ["TEMPLATE_PROJECT", "NO_ASSIGNMENT"]),  # PS-4; and nobody is assigned to a template
+        ("TE-1023", "reject", ["LABOR_CATEGORY_NOT_ON_CONTRACT"]),  # LC-3: C-300 bills consultants only
+        ("TE-1028", "reject", ["TRANSACTION_NOT_ALLOWED"]),  # BE-3: travel is not chargeable on P-100
+        ("TE-1030", "reject", ["NO_ASSIGNMENT"]),  # BE-4: W-2 is not assigned to P-300
+        ("TE-1032", "reject", ["BILLED_ENTRY_LOCKED"]),  # BE-8: billed as 8 hours, re-sent as 6
+        ("TE-1024", "enrich", ["LABOR_CATEGORY_DERIVED", "ROLE_MISMATCH", "RATE_RESOLVED"]),  # LC-5
+        ("TE-1027", "enrich", ["ENTERED_RATE_DIFFERS", "RATE_RESOLVED"]),  # RC-8
+    ],
+)
+def test_sample_decisions(sample: dict[str, Decision], entry_id: str, outcome: str, codes: list[str]) -> None:
+    decision = sample[entry_id]
+    assert (decision.outcome.value, decision.codes) == (outcome, codes)
+
+
+def test_a_billable_project_without_a_contract_is_held(sample: dict[str, Decision]) -> None:
+    decision = sample["TE-1022"]  # PS-5: P-810 has no contract yet
+    assert decision.codes[0] == "NO_CONTRACT_HOLD"
+    assert decision.reasons[0].severity.value == "warning"
+    assert _enriched(decision)["bill_status"] == "HOLD"
+    assert _enriched(decision)["bill_rate"] == "150.00"  # still priced (standard rate): the cost stays
+
+
+def test_a_rate_is_converted_at_the_latest_fx_rate_on_or_before_the_work_date(sample: dict[str, Decision]) -> None:
+    decision = sample["TE-1025"]  # Saturday 2026-11-21: Friday's USD/EUR rate 0.9207; 150 x 0.9207 = 138.105
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "RATE_RESOLVED", "RATE_CONVERTED"]
+    assert _enriched(decision)["bill_rate"] == "138.11"  # half up
+    converted = decision.reasons[-1].message
+    assert "at 0.9207 (USD/EUR of 2026-11-20)" in converted
+    assert "rounded to the cent half up" in converted
+
+
+def test_a_day_rate_with_a_discount(sample: dict[str, Decision]) -> None:
+    decision = sample["TE-1026"]  # RC-5 then RC-7: 1,400/day over 8 hours = 175.00, less 5% = 166.25 (EUR, no FX)
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "DAY_RATE_CONVERTED", "DISCOUNT_APPLIED"]
+    assert _enriched(decision)["bill_rate"] == "166.25"
+
+
+def test_a_transaction_control_makes_time_cost_only(sample: dict[str, Decision]) -> None:
+    decision = sample["TE-1029"]  # BE-3.billable: W-4 shadowing on P-100/T-3 until 2026-11-20
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "TRANSACTION_NOT_BILLABLE"]
+    assert _enriched(decision)["billable"] == "false"
+    assert "bill_rate" not in _enriched(decision)
+
+
+def test_a_billing_hold_from_its_start_date(sample: dict[str, Decision]) -> None:
+    assert "BILLING_HOLD" not in sample["TE-1025"].codes  # 2026-11-21: before the hold on C-400
+    decision = sample["TE-1031"]  # 2026-11-24: held, and still priced and converted
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "BILLING_HOLD", "RATE_RESOLVED", "RATE_CONVERTED"]
+    assert _enriched(decision)["bill_status"] == "HOLD"
+    assert _enriched(decision)["bill_rate"] == "138.03"  # 150 x 0.9202
+
+
+def test_earlier_sample_entries_keep_their_outcomes(sample: dict[str, Decision]) -> None:
+    assert sample["TE-1001"].outcome.value == "accept"
+    assert sample["TE-1008"].outcome.value == "enrich"
+    assert sample["TE-1020"].outcome.value == "enrich"  # internal project: no assignment needed (BE-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bindings
+
+
+def _bind(snapshot: ReferenceSnapshot, **entry: str) -> dict[str, Any]:
+    base = {"entry_id": "X-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
+            "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}
+    decoded = ItemDecoder(TIME_ENTRY).decode({**base, **entry}, 1)
+    assert not decoded.problems, decoded.problems
+    scope: dict[str, Any] = dict(decoded.values)
+    binder = SnapshotBinder(TIME_ENTRY, snapshot)
+    for binding in TIME_ENTRY.bindings:
+        scope[binding.name] = binder.bind(binding, scope)
+    return scope
+
+
+def _copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(REFDATA, tmp_path / "refdata"))
+
+
+def _append(path: Path, *rows: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.writelines(row + "\n" for row in rows)
+
+
+def test_fx_rate_of_the_work_date_or_the_latest_before(snapshot: ReferenceSnapshot) -> None:
+    assert _bind(snapshot, project_id="P-820", work_date="2026-11-24")["fx"]["rate_date"].date().isoformat() \
+        == "2026-11-24"
+    assert _bind(snapshot, project_id="P-820", work_date="2026-11-22")["fx"]["rate_date"].date().isoformat() \
+        == "2026-11-20"
+    assert _bind(snapshot, project_id="P-820", work_date="2026-11-01")["fx"] is None  # none published yet
+    assert _bind(snapshot, project_id="P-100")["fx"] is None  # the rate is in the contract's currency
+
+
+def test_billing_hold_on_the_project_before_the_contract_before_the_customer(
+    snapshot: ReferenceSnapshot, tmp_path: Path
+) -> None:
+    assert _bind(snapshot, project_id="P-820", work_date="2026-11-22")["hold"] is None
+    assert _bind(snapshot, project_id="P-820", work_date="2026-11-23")["hold"]["hold_id"] == "H-1"
+    assert _bind(snapshot, project_id="P-200", work_date="2026-06-15")["hold"]["hold_id"] == "H-2"  # customer
+    assert _bind(snapshot, project_id="P-200", work_date="2026-07-01")["hold"] is None  # ended
+    copy = _copy(tmp_path)
+    _append(copy / "billing_holds.csv", "H-3,PROJECT,P-820,scope dispute,2026-11-01,",
+            "H-0,CUSTOMER,CU-WAYNE,credit review,2026-11-01,")
+    loaded = load_snapshot(copy)
+    assert _bind(loaded, project_id="P-820", work_date="2026-11-24")["hold"]["hold_id"] == "H-3"
+    assert _bind(loaded, project_id="P-820", work_date="2026-11-10")["hold"]["hold_id"] == "H-3"
+
+
+def test_the_most_specific_transaction_control_wins(snapshot: ReferenceSnapshot, tmp_path: Path) -> None:
+    assert _bind(snapshot, activity_code="TRAVEL")["control"]["control_id"] == "TC-1"
+    assert _bind(snapshot, activity_code="DELIVERY")["control"] is None
+    assert _bind(snapshot, worker_id="W-4", task_id="T-3", work_date="2026-11-09")["control"]["control_id"] == "TC-2"
+    assert _bind(snapshot, worker_id="W-4", task_id="T-3", work_date="2026-11-23")["control"] is None  # ended
+    assert _bind(snapshot, worker_id="W-1", task_id="T-3", work_date="2026-11-09")["control"] is None
+    copy = _copy(tmp_path)
+    _append(copy / "transaction_controls.csv", "TC-3,P-100,T-1,TRAVEL,,true,true,travel to site is billable,,")
+    loaded = load_snapshot(copy)
+    assert _bind(loaded, activity_code="TRAVEL")["control"]["control_id"] == "TC-3"  # task + activity > activity
+    assert _bind(loaded, activity_code="TRAVEL", task_id="T-2")["control"]["control_id"] == "TC-1"
+
+
+def test_contract_labor_categories_are_read_from_a_list_cell(snapshot: ReferenceSnapshot) -> None:
+    assert snapshot.table("contract").get(("C-300",), _bind(snapshot)["work_date"])[
+        "allowed_labor_categories"] == ("CONSULTANT", "SENIOR_CONSULTANT")
+    assert _bind(snapshot)["contract"]["allowed_labor_categories"] == ()
+
+
+def test_billed_items_are_found_by_entry_id(snapshot: ReferenceSnapshot) -> None:
+    billed = _bind(snapshot, entry_id="TE-1032")["billed"]
+    assert (billed["invoice_id"], str(billed["hours"])) == ("INV-2026-0412", "8")
+    assert _bind(snapshot, entry_id="TE-1001")["billed"] is None
+
+
+def test_a_bad_fx_rate_row_is_refused_with_its_line(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    _append(copy / "fx_rates.csv", "USD,EUR,2026-12-01,-1")
+    with pytest.raises(ProblemsError, match=r"fx_rates\.csv:\d+: rate: "):
+        load_snapshot(copy)
