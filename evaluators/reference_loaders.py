@@ -2,7 +2,8 @@
 
 An export directory holds, per entity, one file (``projects.csv``, ``workers.jsonl``,
 ``rate_cards.parquet``) or one folder of files (``projects/part-0001.parquet``, ...) as ERP, PSA
-and HR extracts often come in parts. Files the loader does not know are ignored. Every row is
+and HR extracts often come in parts. A data file named after no entity is a problem (a misnamed
+export would otherwise be silently missing); other files are ignored. Every row is
 validated by its entity model; a bad row becomes a Problem naming the file, the line (the row
 number for Parquet, counting from 1) and the field.
 """
@@ -156,10 +157,18 @@ def read_exports(directory: Path, entities: Iterable[Entity] = ENTITIES.values()
     fatal: list[Problem] = []
     rows: dict[str, list[LocatedRow]] = {}
     files: dict[str, list[Path]] = {}
+    entities = list(entities)
     for entity in entities:
         found: list[Problem] = []
         files[entity.name] = entity_files(directory, entity, fatal)
         rows[entity.name] = [row for path in files[entity.name] for row in read_file(entity, path, found)]
         for problem in found:
             (problems if problem.line is not None else fatal).append(problem)
+    # A data file named after no entity is most likely an export under the wrong name: its rows would
+    # be silently missing, so it refuses the load (and is reported with --partial) rather than be ignored.
+    stems = {file_stem(entity) for entity in entities}
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix in SUFFIXES and path.stem not in stems:
+            problems.append(Problem(str(path), None, None,
+                                    f"not an export of any entity (expected one of {', '.join(sorted(stems))})"))
     return ExportRows(rows, files, problems, fatal)

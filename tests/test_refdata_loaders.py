@@ -79,6 +79,19 @@ def test_two_exports_of_one_entity_are_refused_even_when_partial(tmp_path: Path)
         load_exports(copy, partial=True)
 
 
+def test_a_misnamed_export_is_refused_not_silently_ignored(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    (copy / "billed_items.csv").rename(copy / "billed_entries.csv")
+    (copy / "README.txt").write_text("exported nightly from the ERP\n", encoding="utf-8")  # not data: ignored
+    with pytest.raises(ProblemsError) as refused:
+        load_exports(copy)
+    [problem] = refused.value.problems
+    assert problem.path == str(copy / "billed_entries.csv")
+    assert problem.message.startswith("not an export of any entity (expected one of assignments, billed_items, ")
+    partial = load_exports(copy, partial=True)  # with --partial: loaded without it, and said so
+    assert [p.path for p in partial.rejected] == [str(copy / "billed_entries.csv")]
+
+
 def test_bad_rows_in_jsonl_and_parquet_name_file_line_and_field(tmp_path: Path) -> None:
     copy = copy_refdata(tmp_path)
     (copy / "job_codes.csv").unlink()
