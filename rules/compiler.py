@@ -987,6 +987,8 @@ class ExpressionCodegen:
         and it is None exactly when the raw value is, so the coercion runs only where it could raise."""
         if not self._has_raw_form(node):
             return f"({self._expr(node)} is {'' if equal else 'not '}None)"
+        if self.trusted:  # native values coerce without raising: the raw value's None-ness is the answer
+            return f"({self._expr(node, raw=True)} is {'' if equal else 'not '}None)"
         value = self._temp()
         coercible, is_null = self._helper("coercible", _COERCIBLE), self._helper("is_null", self._runtime.is_null)
         raw = self._expr(node, raw=True)
