@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import grpc
 
 from clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
+from evaluators.reference_loaders import BadLine, json_lines
 from rules.decisions import Decision, Outcome
 from rules.problems import Problem, ProblemsError
 
@@ -61,17 +62,10 @@ def read_items(path: Path) -> list[dict[str, Any]]:
             return items
     if path.suffix in (".jsonl", ".ndjson"):
         items = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {error.msg}") from None
-                if not isinstance(value, dict):
-                    raise ValueError(f"{path}:{number}: each line must be a JSON object")
-                items.append(value)
+        for number, value in json_lines(path):
+            if isinstance(value, BadLine):
+                raise ValueError(f"{path}:{number}: {value.reason}")
+            items.append(value)
         return items
     raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .jsonl)")
 

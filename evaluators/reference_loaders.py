@@ -74,13 +74,14 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 @dataclass(frozen=True, slots=True)
-class _BadLine:
+class BadLine:
     """A line that is not a JSON object: reported for that line alone."""
 
     reason: str
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | _BadLine]]:
+def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
+    """The objects of a JSON Lines file, each with its line number; blank lines are skipped."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -88,9 +89,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | _BadLine]]:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
-                yield number, _BadLine(f"not valid JSON: {error.msg} (column {error.colno})")
+                yield number, BadLine(f"not valid JSON: {error.msg} (column {error.colno})")
                 continue
-            yield number, _without_missing(value) if isinstance(value, dict) else _BadLine("not a JSON object")
+            yield number, value if isinstance(value, dict) else BadLine("not a JSON object")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
+    for number, value in json_lines(path):
+        yield number, _without_missing(value) if isinstance(value, dict) else value
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -125,7 +131,7 @@ def read_file(entity: Entity, path: Path, problems: list[Problem]) -> list[Locat
     where = str(path)
     try:
         for line, raw in _READERS[path.suffix](path):
-            if isinstance(raw, _BadLine):
+            if isinstance(raw, BadLine):
                 problems.append(Problem(where, line, None, raw.reason))
                 continue
             row = validate_row(entity, raw, where, line, problems)

@@ -121,6 +121,14 @@ def test_jsonl_input_through_the_cli(server: RunningServer, tmp_path: Path) -> N
     assert outcomes == {"J-1": "enrich", "J-2": "reject"}
 
 
+def test_a_bad_jsonl_line_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "entries.jsonl"
+    path.write_text(json.dumps(_entry("J-1")) + "\n\n" + '{"entry_id": "J-2", hours: 8}\n')
+    completed = _run_cli("validate", str(path), "--server", f"127.0.0.1:{free_port()}")
+    assert completed.returncode == 2
+    assert f"{path}:3: not valid JSON: Expecting property name enclosed in double quotes" in completed.stderr
+
+
 def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:
     completed = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", f"127.0.0.1:{free_port()}",
                          "--timeout", "2")
