@@ -49,11 +49,21 @@ class RunningServer:
 def snapshot_store(settings: Settings) -> SnapshotStore:
     if settings.redis_url:
         return RedisSnapshotStore(settings.redis_url, prefix=settings.redis_prefix, keep=settings.snapshots_kept)
-    if settings.workers > 1:
-        log.warning("refdata_not_shared", workers=settings.workers,
-                    hint="each worker keeps its own snapshots; a load or change reaches one worker only: "
+    if settings.worker_group > 1:
+        log.warning("refdata_not_shared", workers=settings.worker_group,
+                    hint="each worker keeps its own snapshots, so loads and changes are refused: "
                          "set --redis-url to share them")
     return InProcessStore(keep=settings.snapshots_kept)
+
+
+def unshared_changes(settings: Settings) -> str | None:
+    """Why reference data changes must be refused here, if they must: with several workers and no
+    shared store, a change would reach the one worker that took the call, and the others would go on
+    deciding with the old data."""
+    if settings.worker_group > 1 and not settings.redis_url:
+        return (f"this server is one of {settings.worker_group} workers without a shared store, so a change "
+                "would reach one of them only; run with --redis-url to share reference data, or --workers 1")
+    return None
 
 
 def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> None:
@@ -80,7 +90,8 @@ def start(settings: Settings) -> RunningServer:
         ],
     )
     validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
-    refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(ReferenceDataService(runtime), server)
+    refdata_service = ReferenceDataService(runtime, refuse_changes=unshared_changes(settings))
+    refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(refdata_service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

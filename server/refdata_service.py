@@ -102,8 +102,13 @@ def _empty_snapshot() -> ReferenceSnapshot:
 
 
 class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, refuse_changes: str | None = None) -> None:
         self.runtime = runtime
+        self.refuse_changes = refuse_changes  # why loads and changes cannot be made here, if they cannot
+
+    def _changes_allowed(self, context: grpc.ServicerContext) -> None:
+        if self.refuse_changes is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse_changes)
 
     def _publish(self, snapshot: ReferenceSnapshot, context: grpc.ServicerContext, *,
                  if_current: str = ANY_CURRENT) -> None:
@@ -117,6 +122,7 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Load(  # noqa: N802 - gRPC method name
         self, requests: Iterator[pb.LoadRequest], context: grpc.ServicerContext
     ) -> pb.LoadResponse:
+        self._changes_allowed(context)
         header = pb.LoadHeader()
         with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as directory:
             root = Path(directory)
@@ -181,6 +187,7 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Upsert(  # noqa: N802 - gRPC method name
         self, request: pb.UpsertRequest, context: grpc.ServicerContext
     ) -> pb.ChangeResponse:
+        self._changes_allowed(context)
         records = [dict(record.fields) for record in request.records]
         if not records:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no records to upsert")
@@ -190,6 +197,7 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Delete(  # noqa: N802 - gRPC method name
         self, request: pb.DeleteRequest, context: grpc.ServicerContext
     ) -> pb.ChangeResponse:
+        self._changes_allowed(context)
         if request.entity not in ENTITIES:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"unknown entity {request.entity!r}; one of {', '.join(ENTITIES)}")

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request accepted")
     max_batch_items: int = Field(50_000, ge=1, description="most items in one request (or one stream chunk)")
     workers: int = Field(os.cpu_count() or 1, ge=1, description="server processes sharing the port")
+    worker_group: int = Field(1, ge=1, description="set by the supervisor: how many workers this process is one of")
     threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -30,6 +30,7 @@ def _worker_environment(settings: Settings, index: int) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         environment[f"TOLLGATE_{name.upper()}"] = str(value)
     environment["TOLLGATE_WORKERS"] = "1"
+    environment["TOLLGATE_WORKER_GROUP"] = str(settings.workers)
     environment["TOLLGATE_WORKER_INDEX"] = str(index)
     return environment
 

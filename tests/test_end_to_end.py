@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from clients.cli import read_items
-from clients.client import ValidationClient
+from clients.client import RefDataClient, ValidationClient
 from rules.decisions import Decision, Outcome
 from rules.schema import TimeEntry
 from server.app import SERVICE_NAME, RunningServer, start
@@ -299,6 +299,12 @@ def test_workers_share_one_port_and_stop_together() -> None:
                 client.validate_time_entries([_entry("W-1")])
             serving = {json.loads(line).get("process") for line in logs.lines() if '"decided"' in line}
         assert len(serving) == 2, f"calls were served by {serving}"
+        # Without a shared store a change would reach one worker only: refused, saying what to do.
+        with RefDataClient(f"127.0.0.1:{port}") as refdata, pytest.raises(grpc.RpcError) as refused:
+            refdata.delete("worker", [{"worker_id": "W-3"}])
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "one of 2 workers without a shared store" in refused.value.details()
+        assert "--redis-url" in refused.value.details()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
