@@ -101,6 +101,11 @@ def print_json(result: ValidationResult, out: TextIO) -> None:
             "rejected": result.summary.rejected,
             "by_reason_code": result.summary.by_reason_code,
         },
+        "rollups": [
+            {"group_id": r.group_id, "outcome": r.outcome.value, "total": r.total, "accepted": r.accepted,
+             "enriched": r.enriched, "rejected": r.rejected, "rejected_items": list(r.rejected_items)}
+            for r in result.rollups
+        ],
         "provenance": None if provenance is None else {
             "rulesets": [{"id": r.id, "version": r.version} for r in provenance.rulesets],
             "snapshot_id": provenance.snapshot_id,
@@ -125,6 +130,12 @@ def print_table(result: ValidationResult, out: TextIO) -> None:
         out.write(f"{decision.item_id:<{width}}  {decision.outcome.value:<7}  {first}\n".rstrip() + "\n")
         for line in rest:
             out.write(f"{'':<{width}}  {'':<7}  {line}\n")
+    if result.rollups:
+        out.write("\nTIMESHEET  OUTCOME  LINES\n")
+        for rollup in result.rollups:
+            failing = f"; rejected: {', '.join(rollup.rejected_items)}" if rollup.rejected_items else ""
+            out.write(f"{rollup.group_id:<9}  {rollup.outcome.value:<7}  {rollup.total} ({rollup.accepted} accepted, "
+                      f"{rollup.enriched} enriched, {rollup.rejected} rejected{failing})\n")
     summary = result.summary
     out.write(f"\n{summary.total} items: {summary.accepted} accepted, {summary.enriched} enriched, "
               f"{summary.rejected} rejected\n")
@@ -157,7 +168,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with ValidationClient(args.server, timeout=args.timeout) as client:
-            result = client.validate_time_entries(items, correlation_id=args.correlation_id)
+            result = client.validate_time_entries(items, correlation_id=args.correlation_id,
+                                                  all_or_nothing=args.all_or_nothing)
     except ItemError as error:
         print(f"tollgate validate: {args.file}: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -412,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
     validate.add_argument("--correlation-id", help="sent as x-correlation-id (default: generated)")
     validate.add_argument("--fail-on-reject", action="store_true", help="exit 1 if any item is rejected")
+    validate.add_argument("--all-or-nothing", action="store_true",
+                          help="a timesheet with a rejected line is rejected whole (default: each line on its own)")
     validate.set_defaults(handler=cmd_validate)
 
     rules = commands.add_parser("rules", help="check rulesets").add_subparsers(dest="rules_command", required=True)

@@ -37,6 +37,7 @@ from rules.decisions import (
     Outcome,
     Provenance,
     Reason,
+    Rollup,
     RulesetRef,
 )
 from rules.model import Severity
@@ -59,6 +60,7 @@ class ValidationResult:
     decisions: list[Decision]
     summary: BatchSummary
     correlation_id: str
+    rollups: list[Rollup]  # one per timesheet, in order of first appearance
 
     @property
     def rejected(self) -> list[Decision]:
@@ -128,10 +130,24 @@ def _provenance(message: Any) -> Provenance:
     )
 
 
-def _chunks(messages: Iterable[pb.TimeEntry], size: int) -> Iterator[list[pb.TimeEntry]]:
-    iterator = iter(messages)
-    while chunk := list(itertools.islice(iterator, size)):
+def chunks_by_timesheet(messages: Sequence[pb.TimeEntry], size: int) -> Iterator[list[pb.TimeEntry]]:
+    """Chunks of about ``size`` entries that never split a run of one timesheet's lines: the service
+    takes a timesheet whole (all or nothing, roll-ups) within one chunk."""
+    chunk: list[pb.TimeEntry] = []
+    # A line without a timesheet is a run of its own (object() never equals the next key).
+    for _timesheet, run in itertools.groupby(messages, key=lambda message: message.timesheet_id or object()):
+        lines = list(run)
+        if chunk and len(chunk) + len(lines) > size:
+            yield chunk
+            chunk = []
+        chunk.extend(lines)  # a timesheet longer than ``size`` goes whole into a chunk of its own
+    if chunk:
         yield chunk
+
+
+def _rollup(message: Any) -> Rollup:
+    return Rollup(message.group_id, _OUTCOMES[message.outcome], message.total, message.accepted, message.enriched,
+                  message.rejected, tuple(message.rejected_items))
 
 
 class ValidationClient:
@@ -160,33 +176,38 @@ class ValidationClient:
 
     def validate_time_entries(
         self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None,
-        snapshot_id: str | None = None,
+        snapshot_id: str | None = None, all_or_nothing: bool = False,
     ) -> ValidationResult:
         """Decide time entries; one call for a small batch, a stream of chunks for a large one.
 
         ``snapshot_id`` decides against that kept reference snapshot instead of the current one: the
         replay of a past decision, which names the snapshot it used in its provenance.
+        ``all_or_nothing``: a timesheet with a rejected line is rejected whole (send its lines together).
         """
+        acceptance = pb.ALL_OR_NOTHING if all_or_nothing else pb.PARTIAL
         correlation_id = correlation_id or uuid.uuid4().hex
         metadata: tuple[tuple[str, str], ...] = ((CORRELATION_METADATA_KEY, correlation_id),)
         if snapshot_id:
             metadata += ((SNAPSHOT_METADATA_KEY, snapshot_id),)
         messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
         if len(messages) <= self.chunk_size:
-            request = pb.ValidateTimeEntriesRequest(entries=messages)
+            request = pb.ValidateTimeEntriesRequest(entries=messages, acceptance=acceptance)
             responses: Iterable[Any] = [self._stub.ValidateTimeEntries(request, timeout=self.timeout,
                                                                        metadata=metadata)]
         else:
-            requests = (pb.ValidateTimeEntriesRequest(entries=chunk) for chunk in _chunks(messages, self.chunk_size))
+            requests = (pb.ValidateTimeEntriesRequest(entries=chunk, acceptance=acceptance)
+                        for chunk in chunks_by_timesheet(messages, self.chunk_size))
             responses = self._stub.StreamTimeEntries(requests, timeout=self.timeout, metadata=metadata)
         decisions: list[Decision] = []
+        rollups: list[Rollup] = []
         for response in responses:
             provenance = _provenance(response.provenance)
             decisions.extend(_decision(d, provenance) for d in response.decisions)
+            rollups.extend(_rollup(r) for r in response.rollups)
         if len(decisions) != len(messages):
             raise RuntimeError(f"sent {len(messages)} items but received {len(decisions)} decisions")
         summary = BatchSummary.of(decisions)
-        return ValidationResult(decisions, summary, correlation_id)
+        return ValidationResult(decisions, summary, correlation_id, rollups)
 
 
 # ---------------------------------------------------------------------------------------------------

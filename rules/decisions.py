@@ -90,3 +90,22 @@ class BatchSummary:
             rejected=outcomes[Outcome.REJECT],
             by_reason_code=dict(sorted(codes.items())),
         )
+
+
+class Acceptance(enum.StrEnum):
+    PARTIAL = "partial"  # each line on its own
+    ALL_OR_NOTHING = "all_or_nothing"  # one rejected line rejects its whole group (timesheet)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """The decisions of one group of lines (a timesheet) taken together."""
+
+    group_id: str
+    outcome: Outcome
+    total: int
+    accepted: int
+    enriched: int
+    rejected: int
+    rejected_items: tuple[str, ...]  # rejected on their own account (not only because of the group)
+

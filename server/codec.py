@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rules.decisions import BatchSummary, Decision, Outcome, Provenance
+from rules.decisions import Acceptance, BatchSummary, Decision, Outcome, Provenance, Rollup
 from rules.model import Severity
 from tollgate_api.v1 import validation_pb2 as pb
 
 OUTCOMES = {Outcome.ACCEPT: pb.ACCEPT, Outcome.ENRICH: pb.ENRICH, Outcome.REJECT: pb.REJECT}
+ACCEPTANCE = {pb.ACCEPTANCE_UNSPECIFIED: Acceptance.PARTIAL, pb.PARTIAL: Acceptance.PARTIAL,
+              pb.ALL_OR_NOTHING: Acceptance.ALL_OR_NOTHING}
 SEVERITIES = {Severity.INFO: pb.INFO, Severity.WARNING: pb.WARNING, Severity.ERROR: pb.ERROR}
 
 
-def fill_response(response: Any, decisions: Sequence[Decision], provenance: Provenance) -> None:
-    """Write decisions, their summary and the batch's provenance into a response message."""
+def fill_response(response: Any, decisions: Sequence[Decision], provenance: Provenance,
+                  rollups: Sequence[Rollup] = ()) -> None:
+    """Write decisions, their summary, roll-ups and the batch's provenance into a response message."""
     add = response.decisions.add
     for decision in decisions:
         out = add(item_id=decision.item_id, outcome=OUTCOMES[decision.outcome])
@@ -45,3 +48,7 @@ def fill_response(response: Any, decisions: Sequence[Decision], provenance: Prov
     response.provenance.correlation_id = provenance.correlation_id
     for ruleset in provenance.rulesets:
         response.provenance.rulesets.add(id=ruleset.id, version=ruleset.version)
+    for rollup in rollups:
+        response.rollups.add(group_id=rollup.group_id, outcome=OUTCOMES[rollup.outcome], total=rollup.total,
+                             accepted=rollup.accepted, enriched=rollup.enriched, rejected=rollup.rejected,
+                             rejected_items=rollup.rejected_items)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
 import grpc
 import structlog
@@ -14,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from evaluators.rollups import roll_up
 from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
 from rules.decisions import SNAPSHOT_METADATA_KEY
 from rules.schema import TIME_ENTRY
@@ -69,8 +69,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}")
         raise AssertionError("context.abort raises")  # pragma: no cover
 
-    def _decide(self, entries: Sequence[Any], generation: Generation,
+    def _decide(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
                 context: grpc.ServicerContext) -> pb.ValidateTimeEntriesResponse:
+        entries = request.entries
         if len(entries) > self.max_items:
             _abort_bad_request(
                 context,
@@ -81,10 +82,11 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             )
         started = time.perf_counter()
         evaluator = generation.evaluators[TIME_ENTRY.name]
-        decisions = evaluator.evaluate_messages(entries)
+        decisions, rollups = roll_up(evaluator.evaluate_messages(entries), [e.timesheet_id for e in entries],
+                                     codec.ACCEPTANCE[request.acceptance])
         response = pb.ValidateTimeEntriesResponse()
         provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
-        codec.fill_response(response, decisions, provenance)
+        codec.fill_response(response, decisions, provenance, rollups)
         log.info(
             "decided",
             items=len(decisions),
@@ -99,7 +101,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
     def ValidateTimeEntries(  # noqa: N802 - gRPC method name
         self, request: pb.ValidateTimeEntriesRequest, context: grpc.ServicerContext
     ) -> pb.ValidateTimeEntriesResponse:
-        return self._decide(request.entries, self._generation(context), context)
+        return self._decide(request, self._generation(context), context)
 
     def StreamTimeEntries(  # noqa: N802 - gRPC method name
         self, requests: Iterator[pb.ValidateTimeEntriesRequest], context: grpc.ServicerContext
@@ -108,4 +110,4 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         pinned = self._generation(context) if replay else None
         for request in requests:
             # Each chunk is decided by one generation: the replayed one, or whichever is current.
-            yield self._decide(request.entries, pinned or self._generation(context), context)
+            yield self._decide(request, pinned or self._generation(context), context)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tollgate_api/v1/validation.proto\x12\x0btollgate.v1\"\x95\x04\n\tTimeEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x14\n\x0ctimesheet_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x12\n\nproject_id\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x15\n\rassignment_id\x18\x06 \x01(\t\x12\x11\n\twork_date\x18\x07 \x01(\t\x12\r\n\x05hours\x18\x08 \x01(\t\x12\x11\n\ttime_type\x18\t \x01(\t\x12\x11\n\trole_code\x18\n \x01(\t\x12\x16\n\x0elabor_category\x18\x0b \x01(\t\x12\x10\n\x08\x62illable\x18\x0c \x01(\t\x12\x11\n\tbill_rate\x18\r \x01(\t\x12\x10\n\x08\x63urrency\x18\x0e \x01(\t\x12\x15\n\ractivity_code\x18\x0f \x01(\t\x12\x15\n\rsource_system\x18\x10 \x01(\t\x12\x12\n\nsource_ref\x18\x11 \x01(\t\x12\x14\n\x0csubmitted_at\x18\x12 \x01(\t\x12\x15\n\rcorrection_of\x18\x13 \x01(\t\x12\x13\n\x0b\x62ill_status\x18\x14 \x01(\t\x12\x32\n\x06\x63ustom\x18\x15 \x03(\x0b\x32\".tollgate.v1.TimeEntry.CustomEntry\x12\x13\n\x0brate_source\x18\x16 \x01(\t\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x1aValidateTimeEntriesRequest\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tollgate.v1.TimeEntry\"\x84\x01\n\x06Reason\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x08severity\x18\x04 \x01(\x0e\x32\x15.tollgate.v1.Severity\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x12\n\nruleset_id\x18\x06 \x01(\t\"x\n\nEnrichment\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07rule_id\x18\x04 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\")\n\nRulesetRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"|\n\nProvenance\x12)\n\x08rulesets\x18\x01 \x03(\x0b\x32\x17.tollgate.v1.RulesetRef\x12\x13\n\x0bsnapshot_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\"\x96\x01\n\x08\x44\x65\x63ision\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.tollgate.v1.Outcome\x12$\n\x07reasons\x18\x03 \x03(\x0b\x32\x13.tollgate.v1.Reason\x12,\n\x0b\x65nrichments\x18\x04 \x03(\x0b\x32\x17.tollgate.v1.Enrichment\"\xcd\x01\n\x0c\x42\x61tchSummary\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x10\n\x08\x65nriched\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12\x43\n\x0e\x62y_reason_code\x18\x05 \x03(\x0b\x32+.tollgate.v1.BatchSummary.ByReasonCodeEntry\x1a\x33\n\x11\x42yReasonCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xa0\x01\n\x1bValidateTimeEntriesResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.tollgate.v1.Decision\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.tollgate.v1.BatchSummary\x12+\n\nprovenance\x18\x03 \x01(\x0b\x32\x17.tollgate.v1.Provenance*F\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\n\n\x06\x45NRICH\x10\x02\x12\n\n\x06REJECT\x10\x03*F\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x08\n\x04INFO\x10\x01\x12\x0b\n\x07WARNING\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x32\xe9\x01\n\x11ValidationService\x12h\n\x13ValidateTimeEntries\x12\'.tollgate.v1.ValidateTimeEntriesRequest\x1a(.tollgate.v1.ValidateTimeEntriesResponse\x12j\n\x11StreamTimeEntries\x12\'.tollgate.v1.ValidateTimeEntriesRequest\x1a(.tollgate.v1.ValidateTimeEntriesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tollgate_api/v1/validation.proto\x12\x0btollgate.v1\"\x95\x04\n\tTimeEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x14\n\x0ctimesheet_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x12\n\nproject_id\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x15\n\rassignment_id\x18\x06 \x01(\t\x12\x11\n\twork_date\x18\x07 \x01(\t\x12\r\n\x05hours\x18\x08 \x01(\t\x12\x11\n\ttime_type\x18\t \x01(\t\x12\x11\n\trole_code\x18\n \x01(\t\x12\x16\n\x0elabor_category\x18\x0b \x01(\t\x12\x10\n\x08\x62illable\x18\x0c \x01(\t\x12\x11\n\tbill_rate\x18\r \x01(\t\x12\x10\n\x08\x63urrency\x18\x0e \x01(\t\x12\x15\n\ractivity_code\x18\x0f \x01(\t\x12\x15\n\rsource_system\x18\x10 \x01(\t\x12\x12\n\nsource_ref\x18\x11 \x01(\t\x12\x14\n\x0csubmitted_at\x18\x12 \x01(\t\x12\x15\n\rcorrection_of\x18\x13 \x01(\t\x12\x13\n\x0b\x62ill_status\x18\x14 \x01(\t\x12\x32\n\x06\x63ustom\x18\x15 \x03(\x0b\x32\".tollgate.v1.TimeEntry.CustomEntry\x12\x13\n\x0brate_source\x18\x16 \x01(\t\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x1aValidateTimeEntriesRequest\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tollgate.v1.TimeEntry\x12+\n\nacceptance\x18\x02 \x01(\x0e\x32\x17.tollgate.v1.Acceptance\"\x84\x01\n\x06Reason\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x08severity\x18\x04 \x01(\x0e\x32\x15.tollgate.v1.Severity\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x12\n\nruleset_id\x18\x06 \x01(\t\"x\n\nEnrichment\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07rule_id\x18\x04 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\")\n\nRulesetRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"|\n\nProvenance\x12)\n\x08rulesets\x18\x01 \x03(\x0b\x32\x17.tollgate.v1.RulesetRef\x12\x13\n\x0bsnapshot_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\"\x96\x01\n\x08\x44\x65\x63ision\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.tollgate.v1.Outcome\x12$\n\x07reasons\x18\x03 \x03(\x0b\x32\x13.tollgate.v1.Reason\x12,\n\x0b\x65nrichments\x18\x04 \x03(\x0b\x32\x17.tollgate.v1.Enrichment\"\xcd\x01\n\x0c\x42\x61tchSummary\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x10\n\x08\x65nriched\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12\x43\n\x0e\x62y_reason_code\x18\x05 \x03(\x0b\x32+.tollgate.v1.BatchSummary.ByReasonCodeEntry\x1a\x33\n\x11\x42yReasonCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xc6\x01\n\x1bValidateTimeEntriesResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.tollgate.v1.Decision\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.tollgate.v1.BatchSummary\x12+\n\nprovenance\x18\x03 \x01(\x0b\x32\x17.tollgate.v1.Provenance\x12$\n\x07rollups\x18\x04 \x03(\x0b\x32\x13.tollgate.v1.Rollup\"\x9e\x01\n\x06Rollup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.tollgate.v1.Outcome\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x05\x12\x10\n\x08\x65nriched\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x05\x12\x16\n\x0erejected_items\x18\x07 \x03(\t*I\n\nAcceptance\x12\x1a\n\x16\x41\x43\x43\x45PTANCE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PARTIAL\x10\x01\x12\x12\n\x0e\x41LL_OR_NOTHING\x10\x02*F\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\n\n\x06\x45NRICH\x10\x02\x12\n\n\x06REJECT\x10\x03*F\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x08\n\x04INFO\x10\x01\x12\x0b\n\x07WARNING\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x32\xe9\x01\n\x11ValidationService\x12h\n\x13ValidateTimeEntries\x12\'.tollgate.v1.ValidateTimeEntriesRequest\x1a(.tollgate.v1.ValidateTimeEntriesResponse\x12j\n\x11StreamTimeEntries\x12\'.tollgate.v1.ValidateTimeEntriesRequest\x1a(.tollgate.v1.ValidateTimeEntriesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMEENTRY_CUSTOMENTRY']._serialized_options = b'8\001'
   _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._loaded_options = None
   _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1606
-  _globals['_OUTCOME']._serialized_end=1676
-  _globals['_SEVERITY']._serialized_start=1678
-  _globals['_SEVERITY']._serialized_end=1748
+  _globals['_ACCEPTANCE']._serialized_start=1850
+  _globals['_ACCEPTANCE']._serialized_end=1923
+  _globals['_OUTCOME']._serialized_start=1925
+  _globals['_OUTCOME']._serialized_end=1995
+  _globals['_SEVERITY']._serialized_start=1997
+  _globals['_SEVERITY']._serialized_end=2067
   _globals['_TIMEENTRY']._serialized_start=50
   _globals['_TIMEENTRY']._serialized_end=583
   _globals['_TIMEENTRY_CUSTOMENTRY']._serialized_start=538
   _globals['_TIMEENTRY_CUSTOMENTRY']._serialized_end=583
   _globals['_VALIDATETIMEENTRIESREQUEST']._serialized_start=585
-  _globals['_VALIDATETIMEENTRIESREQUEST']._serialized_end=654
-  _globals['_REASON']._serialized_start=657
-  _globals['_REASON']._serialized_end=789
-  _globals['_ENRICHMENT']._serialized_start=791
-  _globals['_ENRICHMENT']._serialized_end=911
-  _globals['_RULESETREF']._serialized_start=913
-  _globals['_RULESETREF']._serialized_end=954
-  _globals['_PROVENANCE']._serialized_start=956
-  _globals['_PROVENANCE']._serialized_end=1080
-  _globals['_DECISION']._serialized_start=1083
-  _globals['_DECISION']._serialized_end=1233
-  _globals['_BATCHSUMMARY']._serialized_start=1236
-  _globals['_BATCHSUMMARY']._serialized_end=1441
-  _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._serialized_start=1390
-  _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._serialized_end=1441
-  _globals['_VALIDATETIMEENTRIESRESPONSE']._serialized_start=1444
-  _globals['_VALIDATETIMEENTRIESRESPONSE']._serialized_end=1604
-  _globals['_VALIDATIONSERVICE']._serialized_start=1751
-  _globals['_VALIDATIONSERVICE']._serialized_end=1984
+  _globals['_VALIDATETIMEENTRIESREQUEST']._serialized_end=699
+  _globals['_REASON']._serialized_start=702
+  _globals['_REASON']._serialized_end=834
+  _globals['_ENRICHMENT']._serialized_start=836
+  _globals['_ENRICHMENT']._serialized_end=956
+  _globals['_RULESETREF']._serialized_start=958
+  _globals['_RULESETREF']._serialized_end=999
+  _globals['_PROVENANCE']._serialized_start=1001
+  _globals['_PROVENANCE']._serialized_end=1125
+  _globals['_DECISION']._serialized_start=1128
+  _globals['_DECISION']._serialized_end=1278
+  _globals['_BATCHSUMMARY']._serialized_start=1281
+  _globals['_BATCHSUMMARY']._serialized_end=1486
+  _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._serialized_start=1435
+  _globals['_BATCHSUMMARY_BYREASONCODEENTRY']._serialized_end=1486
+  _globals['_VALIDATETIMEENTRIESRESPONSE']._serialized_start=1489
+  _globals['_VALIDATETIMEENTRIESRESPONSE']._serialized_end=1687
+  _globals['_ROLLUP']._serialized_start=1690
+  _globals['_ROLLUP']._serialized_end=1848
+  _globals['_VALIDATIONSERVICE']._serialized_start=2070
+  _globals['_VALIDATIONSERVICE']._serialized_end=2303
 # @@protoc_insertion_point(module_scope)

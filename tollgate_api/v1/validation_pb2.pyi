@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Acceptance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCEPTANCE_UNSPECIFIED: _ClassVar[Acceptance]
+    PARTIAL: _ClassVar[Acceptance]
+    ALL_OR_NOTHING: _ClassVar[Acceptance]
+
 class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
@@ -20,6 +26,9 @@ class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INFO: _ClassVar[Severity]
     WARNING: _ClassVar[Severity]
     ERROR: _ClassVar[Severity]
+ACCEPTANCE_UNSPECIFIED: Acceptance
+PARTIAL: Acceptance
+ALL_OR_NOTHING: Acceptance
 OUTCOME_UNSPECIFIED: Outcome
 ACCEPT: Outcome
 ENRICH: Outcome
@@ -85,10 +94,12 @@ class TimeEntry(_message.Message):
     def __init__(self, entry_id: _Optional[str] = ..., timesheet_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., work_date: _Optional[str] = ..., hours: _Optional[str] = ..., time_type: _Optional[str] = ..., role_code: _Optional[str] = ..., labor_category: _Optional[str] = ..., billable: _Optional[str] = ..., bill_rate: _Optional[str] = ..., currency: _Optional[str] = ..., activity_code: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., submitted_at: _Optional[str] = ..., correction_of: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., rate_source: _Optional[str] = ...) -> None: ...
 
 class ValidateTimeEntriesRequest(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "acceptance")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[TimeEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[TimeEntry, _Mapping]]] = ...) -> None: ...
+    acceptance: Acceptance
+    def __init__(self, entries: _Optional[_Iterable[_Union[TimeEntry, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("rule_id", "code", "message", "severity", "field", "ruleset_id")
@@ -172,11 +183,31 @@ class BatchSummary(_message.Message):
     def __init__(self, total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ..., by_reason_code: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ValidateTimeEntriesResponse(_message.Message):
-    __slots__ = ("decisions", "summary", "provenance")
+    __slots__ = ("decisions", "summary", "provenance", "rollups")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    ROLLUPS_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     summary: BatchSummary
     provenance: Provenance
-    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., summary: _Optional[_Union[BatchSummary, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    rollups: _containers.RepeatedCompositeFieldContainer[Rollup]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., summary: _Optional[_Union[BatchSummary, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., rollups: _Optional[_Iterable[_Union[Rollup, _Mapping]]] = ...) -> None: ...
+
+class Rollup(_message.Message):
+    __slots__ = ("group_id", "outcome", "total", "accepted", "enriched", "rejected", "rejected_items")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ENRICHED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    outcome: Outcome
+    total: int
+    accepted: int
+    enriched: int
+    rejected: int
+    rejected_items: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_items: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,60 @@
+"""Timesheets taken whole: roll-ups of their lines' decisions, and all-or-nothing acceptance.
+
+The PSA approval flow asks either for each line on its own (partial acceptance) or for a timesheet
+to pass or fail as one (all or nothing). With all or nothing, a timesheet with a rejected line has
+every other line rejected too, each saying which lines failed and why, so a person can act on it.
+Lines with no group id (no timesheet) stand alone either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup
+from rules.model import Severity
+
+GROUP_RULE = "GROUP"
+GROUP_REJECTED = "GROUP_REJECTED"
+
+
+def _group_reason(group_id: str, rejected: Sequence[Decision]) -> Reason:
+    causes = "; ".join(f"{d.item_id} ({', '.join(dict.fromkeys(d.codes))})" for d in rejected)
+    return Reason(
+        GROUP_RULE, GROUP_REJECTED,
+        f"timesheet {group_id} is accepted or rejected as a whole, and these lines were rejected: {causes}; "
+        "correct them and resubmit the timesheet",
+        Severity.ERROR,
+    )
+
+
+def _rollup(group_id: str, decisions: Sequence[Decision], rejected_items: tuple[str, ...]) -> Rollup:
+    outcomes = [d.outcome for d in decisions]
+    rejected = outcomes.count(Outcome.REJECT)
+    enriched = outcomes.count(Outcome.ENRICH)
+    outcome = Outcome.REJECT if rejected else Outcome.ENRICH if enriched else Outcome.ACCEPT
+    return Rollup(group_id, outcome, len(outcomes), outcomes.count(Outcome.ACCEPT), enriched, rejected,
+                  rejected_items)
+
+
+def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str],
+            acceptance: Acceptance) -> tuple[list[Decision], list[Rollup]]:
+    """Decisions (changed only for all or nothing) and one roll-up per group, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for position, group_id in enumerate(group_ids):
+        if group_id:
+            groups.setdefault(group_id, []).append(position)
+    decided = list(decisions)
+    rollups = []
+    for group_id, positions in groups.items():
+        own = [decided[p] for p in positions if decided[p].outcome is Outcome.REJECT]
+        if own and acceptance is Acceptance.ALL_OR_NOTHING:
+            reason = _group_reason(group_id, own)
+            for p in positions:
+                line = decided[p]
+                if line.outcome is not Outcome.REJECT:
+                    # Rejected, so not enriched: the enrich rules' reasons no longer apply (as in the engine).
+                    enriched_by = {e.rule_id for e in line.enrichments}
+                    kept = tuple(r for r in line.reasons if r.rule_id not in enriched_by)
+                    decided[p] = line._replace(outcome=Outcome.REJECT, reasons=(reason, *kept), enrichments=())
+        rollups.append(_rollup(group_id, [decided[p] for p in positions], tuple(d.item_id for d in own)))
+    return decided, rollups
