@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
+from evaluators.batch import batch_figures
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import PARAMS_SYMBOL, CompiledRule, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledRule, CompiledRuleset
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
 from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
+_NO_FIGURES: Mapping[str, Any] = {}  # the batch of a ruleset without aggregates
 RULE_ERROR = "RULE_EVALUATION_ERROR"
 
 
@@ -119,18 +121,41 @@ class Evaluator:
     def evaluate(self, items: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """One decision per item given as a mapping of wire values, in order."""
         decode = self.decoder.from_mapping
-        return [self.decide(decode(raw, position)) for position, raw in enumerate(items, start=1)]
+        return self.decide_batch([decode(raw, position) for position, raw in enumerate(items, start=1)])
 
     def evaluate_messages(self, messages: Sequence[Any]) -> list[Decision]:
         """One decision per item given as a protobuf message, in order (fields read directly)."""
         decode = self.decoder.from_message
-        return [self.decide(decode(message, position)) for position, message in enumerate(messages, start=1)]
+        return self.decide_batch([decode(message, position) for position, message in enumerate(messages, start=1)])
 
-    def decide(self, item: DecodedItem, fired: list[str] | None = None) -> Decision:
-        """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order."""
+    def decide_batch(self, items: Sequence[DecodedItem]) -> list[Decision]:
+        """Decide decoded items as one batch: batch aggregates see all of them."""
+        figures = self.batch_figures(items)
+        if figures is None:
+            return [self.decide(item) for item in items]
+        return [self.decide(item, batch=batch) for item, batch in zip(items, figures, strict=True)]
+
+    def batch_figures(self, items: Sequence[DecodedItem]) -> list[dict[str, Mapping[str, Any]]] | None:
+        """Per item, per ruleset with aggregates, the figures its rules read as ``batch.<name>``."""
+        with_aggregates = [r for r in self.rulesets if r.spec.aggregates]
+        if not with_aggregates:
+            return None
+        values = [None if item.problems else item.values for item in items]
+        per_item: list[dict[str, Mapping[str, Any]]] = [{} for _ in items]
+        for ruleset in with_aggregates:
+            for position, figures in enumerate(batch_figures(self.kind, ruleset.spec.aggregates, values)):
+                per_item[position][ruleset.id] = figures
+        return per_item
+
+    def decide(self, item: DecodedItem, fired: list[str] | None = None,
+               batch: Mapping[str, Mapping[str, Any]] | None = None) -> Decision:
+        """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order.
+
+        ``batch``: the item's batch figures (from ``batch_figures``); without it, the item is a batch of one.
+        """
         if item.problems:
             return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
-        state = self.run(item, explain=True)
+        state = self.run(item, explain=True, batch=batch)
         if fired is not None:
             fired.extend(state.fired)
         if state.rejected:
@@ -145,11 +170,13 @@ class Evaluator:
 
         What impact analysis needs (how many items each rule would touch), at the least cost.
         """
-        state = self.run(item, explain=False)
+        state = self.run(item, explain=False, batch=None)
         return state.fired, state.scope
 
-    def run(self, item: DecodedItem, *, explain: bool) -> _ItemState:
+    def run(self, item: DecodedItem, *, explain: bool, batch: Mapping[str, Mapping[str, Any]] | None) -> _ItemState:
         """Bind and run every ruleset on a well-formed item, in order."""
+        if batch is None:
+            batch = (self.batch_figures([item]) or [{}])[0]
         state = _ItemState(scope=dict(item.values), explain=explain)
         scope = state.scope
         bind = self.binder.bind
@@ -160,6 +187,7 @@ class Evaluator:
                     if record is None and binding.required:
                         self._missing(binding, state)
             scope[PARAMS_SYMBOL] = ruleset.params
+            scope[BATCH_SYMBOL] = batch.get(ruleset.id, _NO_FIGURES)
             resume_at: int | None = 0
             if ruleset.run is not None and not state.unbound:
                 resume_at = ruleset.run(scope, state, self)

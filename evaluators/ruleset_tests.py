@@ -2,8 +2,9 @@
 
 Each test evaluates its ruleset alone, on one item, with the reference records given in the test
 (merged over the ruleset's ``test_defaults``), and compares outcome, reason codes and enriched
-values. A rule counts as covered when some test makes it fire and some test evaluates it without
-firing: both sides of every rule are proven.
+values. A test's ``batch`` lists the other items decided in the same batch, for batch aggregates.
+A rule counts as covered when some test makes it fire and some test evaluates it without firing:
+both sides of every rule are proven.
 """
 
 from __future__ import annotations
@@ -130,7 +131,11 @@ def run_ruleset_tests(ruleset: CompiledRuleset, engine_version: str) -> RulesetT
             continue
         evaluator = Evaluator(kind, [ruleset], binder, TEST_SNAPSHOT, engine_version)
         fired: list[str] = []
-        decision = evaluator.decide(evaluator.decoder.decode(item, 1), fired)
+        # The test's item first, then the other items of its batch (merged over the defaults like it).
+        batch = [item, *(_wire_item(_merge(defaults.item, other)) for other in test.batch)]
+        decoded = [evaluator.decoder.decode(values, position) for position, values in enumerate(batch, start=1)]
+        figures = evaluator.batch_figures(decoded)
+        decision = evaluator.decide(decoded[0], fired, batch=figures[0] if figures else None)
         report.fired.update(fired)
         report.quiet |= {r.id for r in ruleset.rules} - set(fired)
         mismatches = _compare(kind, test, decision)

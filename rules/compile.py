@@ -29,6 +29,7 @@ from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value,
 T = rule_engine.DataType
 
 PARAMS_SYMBOL = "params"
+BATCH_SYMBOL = "batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +272,26 @@ class _RuleCompiler:
         self.symbol_types: dict[str, Any] = {name: f.rule_type for name, f in kind.fields.items()}
         self.symbol_types.update({b.name: b.rule_type() for b in kind.bindings})
         self.symbol_types[PARAMS_SYMBOL] = T.OBJECT("params", param_types, accessor=operator.getitem)
+        self.symbol_types[BATCH_SYMBOL] = T.OBJECT("batch", self._aggregate_types(), accessor=operator.getitem)
+
+    def _aggregate_types(self) -> dict[str, Any]:
+        """``batch.<name>`` (a decimal) and ``batch.<name>_items`` (the ids of the group) per aggregate."""
+        types: dict[str, Any] = {}
+        for name, spec in self.spec.aggregates.items():
+            where = ("aggregates", name)
+            if not name.isidentifier():
+                self._problem(where, None, f"aggregates.{name}: a name is letters, digits and _")
+            if spec.sum is not None:
+                summed = self.kind.fields.get(spec.sum)
+                if summed is None or summed.kind not in (FieldKind.DECIMAL, FieldKind.MONEY):
+                    self._problem((*where, "sum"), None, f"aggregates.{name}.sum: {spec.sum!r} is not a decimal field")
+            for field in spec.by:
+                if field not in self.kind.fields:
+                    self._problem((*where, "by"), None,
+                                  f"aggregates.{name}.by: {field!r} is not a {self.kind.name} field")
+            types[name] = T.FLOAT
+            types[name + "_items"] = T.ARRAY(T.STRING)
+        return types
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
         self.problems.append(Problem(self.path, yaml_source.line_of(self.document, loc), subject, message))

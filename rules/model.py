@@ -128,10 +128,28 @@ class Expectation(_Strict):
     enriched: dict[str, Any] = Field(default_factory=dict, description="field -> expected new value")
 
 
+class AggregateSpec(_Strict):
+    """A figure over the items of one batch, read by rules as ``batch.<name>`` (and ``batch.<name>_items``).
+
+    Items are grouped by the ``by`` fields (and by the ISO week or the day of their business date with
+    ``per``); ``sum`` adds up a decimal field, otherwise the items are counted. ``running`` gives each
+    item the total of its group up to and including itself, in a fixed order (business date, then id),
+    so the answer does not depend on the order the items arrive in.
+    """
+
+    sum: str | None = Field(None, description="the decimal field to add up; without it, items are counted")
+    by: list[str] = Field(min_length=1, description="item fields that make a group")
+    per: Literal["day", "week"] | None = Field(None, description="also group by the business date's day or ISO week")
+    running: bool = False
+
+
 class RulesetTest(_Strict):
     name: str
     item: dict[str, Any] = Field(default_factory=dict)
     refs: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    batch: list[dict[str, Any]] = Field(
+        default_factory=list, description="other items decided in the same batch (for batch aggregates)"
+    )
     expect: Expectation
 
 
@@ -150,6 +168,9 @@ class RulesetSpec(_Strict):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict, description="named constants, read as params.<name>")
     rounding: Rounding | None = None
+    aggregates: dict[str, AggregateSpec] = Field(
+        default_factory=dict, description="figures over the batch, read as batch.<name>"
+    )
     rules: list[RuleSpec] = Field(min_length=1)
     test_defaults: TestDefaults = Field(default_factory=TestDefaults)
     tests: list[RulesetTest] = Field(default_factory=list)

@@ -77,8 +77,8 @@ def test_sample_timesheet_through_the_client(client: ValidationClient, server: R
     assert provenance is not None
     assert provenance.correlation_id == "e2e-sample-1"
     assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
-    assert [r.id for r in provenance.rulesets] == ["project-status", "labor-category", "billing-eligibility",
-                                                   "rate-cards"]
+    assert [r.id for r in provenance.rulesets] == ["batch-checks", "project-status", "labor-category",
+                                                   "billing-eligibility", "rate-cards"]
     assert result.summary.total == 32
     assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 32
     assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
@@ -170,7 +170,10 @@ def test_typed_items_through_the_client(client: ValidationClient) -> None:
 
 
 def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) -> None:
-    entries = [_entry(f"S-{n:05d}", hours=str(1 + n % 8)) for n in range(2_500)]
+    weekdays = [day for day in (dt.date(2026, 11, d) for d in range(2, 28)) if day.weekday() < 5]
+    # Short entries spread over the month, so no worker's day goes past the batch checks' maximum.
+    entries = [_entry(f"S-{n:05d}", hours="0.1", work_date=weekdays[n % len(weekdays)].isoformat())
+               for n in range(2_500)]
     with ValidationClient(f"127.0.0.1:{server.port}", chunk_size=300) as chunked:
         result = chunked.validate_time_entries(entries)
     assert [d.item_id for d in result.decisions] == [e["entry_id"] for e in entries]

@@ -1,0 +1,83 @@
+"""Checks across a batch (rulesets/time_entry/05-batch-checks.yaml): the same answer in any order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.data import generate_firm
+from evaluators import ENGINE_VERSION
+from evaluators.batch import ITEMS_NAMED, batch_figures
+from evaluators.binding import SnapshotBinder
+from evaluators.engine import Evaluator
+from evaluators.reference_data import load_snapshot
+from rules.decisions import Decision, Outcome
+from rules.loader import load_rulesets
+from rules.model import AggregateSpec
+from rules.schema import TIME_ENTRY, date_value
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    snapshot = load_snapshot(ROOT / "examples" / "refdata")
+    return Evaluator(TIME_ENTRY, load_rulesets(ROOT / "rulesets").for_kind(TIME_ENTRY.name),
+                     SnapshotBinder(TIME_ENTRY, snapshot), snapshot.snapshot_id, ENGINE_VERSION)
+
+
+def _entry(entry_id: str, **values: Any) -> dict[str, Any]:
+    entry = {"entry_id": entry_id, "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
+             "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT",
+             "submitted_at": "2026-11-07T17:00:00Z"}
+    return {**entry, **values}
+
+
+def _by_id(decisions: list[Decision]) -> dict[str, Decision]:
+    return {d.item_id: d for d in decisions}
+
+
+def test_the_entry_that_overfills_a_day_is_rejected_whatever_the_order(evaluator: Evaluator) -> None:
+    day = [_entry("D-1", source_ref="a"), _entry("D-2", task_id="T-3", source_ref="b"),
+           _entry("D-3", hours="10", source_ref="c")]
+    decisions = _by_id(evaluator.evaluate(day))
+    assert decisions == _by_id(evaluator.evaluate(list(reversed(day))))
+    assert decisions["D-3"].codes == ["DAILY_HOURS_EXCEEDED"]
+    assert "D-1, D-2, D-3" in decisions["D-3"].reasons[0].message
+    assert decisions["D-1"].outcome is not Outcome.REJECT and decisions["D-2"].outcome is not Outcome.REJECT
+
+
+def test_a_repeated_source_reference_keeps_the_first(evaluator: Evaluator) -> None:
+    twice = [_entry("R-2", source_system="PSA", source_ref="psa:9", hours="2"),
+             _entry("R-1", source_system="PSA", source_ref="psa:9", hours="3")]
+    decisions = _by_id(evaluator.evaluate(twice))
+    assert decisions["R-1"].outcome is not Outcome.REJECT  # first by work date, then id
+    assert decisions["R-2"].codes == ["DUPLICATE_SOURCE_REF"]
+
+
+def test_a_generated_month_is_decided_the_same_in_any_order(tmp_path: Path) -> None:
+    firm = generate_firm(people=200, seed=3)
+    firm.write(tmp_path)
+    snapshot = load_snapshot(tmp_path)
+    evaluator = Evaluator(TIME_ENTRY, load_rulesets(ROOT / "rulesets").for_kind(TIME_ENTRY.name),
+                          SnapshotBinder(TIME_ENTRY, snapshot), snapshot.snapshot_id, ENGINE_VERSION)
+    entries = firm.entries(3_000, seed=4)
+    shuffled = list(entries)
+    random.Random(5).shuffle(shuffled)
+    assert _by_id(evaluator.evaluate(entries)) == _by_id(evaluator.evaluate(shuffled))
+
+
+def test_a_group_names_its_first_items_and_counts_the_rest() -> None:
+    day = date_value(dt.date(2026, 11, 3))
+    values = [{"entry_id": f"E-{n:02d}", "worker_id": "W-1", "work_date": day, "hours": Decimal(1)}
+              for n in range(ITEMS_NAMED + 3)]
+    figures = batch_figures(TIME_ENTRY, {"day": AggregateSpec(sum="hours", by=["worker_id"], per="day")},
+                            [*values, None])
+    assert figures[0]["day"] == ITEMS_NAMED + 3
+    assert figures[0]["day_items"][-1] == "and 3 more"
+    assert len(figures[0]["day_items"]) == ITEMS_NAMED + 1
+    assert figures[-1] == {}  # a malformed item takes no part
