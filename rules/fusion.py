@@ -71,7 +71,8 @@ class Engine(Protocol):
     def refresh(self, state: Any, fields: tuple[str, ...]) -> bool: ...
 
 
-RulesetFunction = Callable[[Any, Any, Any], int | None]
+# run(scope, state, engine) -> the index to resume from rule by rule, or None
+RulesetFunction = Callable[[dict[str, Any], DecisionState, Engine], int | None]
 
 
 class FusableRule(Protocol):
