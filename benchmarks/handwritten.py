@@ -182,7 +182,7 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             billable = changes["billable"] = False
             fired.append("BE-3.billable")
     if project is not None and _no_assignment(s, project, assignment):
-        fired.append("BE-4")
+        fired.append("BE-4" if assignment is None else "BE-4.dates")
     activity = s["activity_code"]
     if (project is not None and activity is not None and billable and activity in INTERNAL_ACTIVITIES
             and project["project_type"] == "CLIENT"):
@@ -428,12 +428,18 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
             billable = False
     if project is not None and _no_assignment(s, project, assignment):
         rejected = True
-        found = assignment or {"assignment_id": None, "start_date": None, "finish_date": None}
-        add(Reason("BE-4", "NO_ASSIGNMENT",
-                   f"Worker {worker_id} has no assignment on project {project_id} covering {fv(wd)} (assignment "
-                   f"{fv(found['assignment_id'])}: {fv(found['start_date'])} to {fv(found['finish_date'])}); ask "
-                   "the project manager for an assignment, or charge a project the worker is assigned to.",
-                   ERROR, "worker_id", BE))
+        if assignment is None:
+            add(Reason("BE-4", "NO_ASSIGNMENT",
+                       f"Worker {worker_id} has no assignment on project {project_id} covering {fv(wd)}; ask the "
+                       "project manager for an assignment, or charge a project the worker is assigned to.",
+                       ERROR, "worker_id", BE))
+        else:
+            add(Reason("BE-4.dates", "NO_ASSIGNMENT",
+                       f"Assignment {fv(assignment['assignment_id'])} (worker {fv(assignment['worker_id'])} on project "
+                       f"{fv(assignment['project_id'])}, {fv(assignment['start_date'])} to "
+                       f"{fv(assignment['finish_date'])}) does not cover worker {worker_id}'s time on project "
+                       f"{project_id} on {fv(wd)}; ask the project manager to extend it, or charge a project the "
+                       "worker is assigned to.", ERROR, "worker_id", BE))
     activity = s["activity_code"]
     if (project is not None and activity is not None and billable and activity in INTERNAL_ACTIVITIES
             and project["project_type"] == "CLIENT"):
