@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks.data import generate_firm
+from clients.client import ValidationClient
 from evaluators import ENGINE_VERSION
 from evaluators.batch import ITEMS_NAMED, batch_figures
 from evaluators.binding import SnapshotBinder
@@ -20,6 +21,8 @@ from rules.decisions import Decision, Outcome
 from rules.loader import load_rulesets
 from rules.model import AggregateSpec
 from rules.schema import TIME_ENTRY, date_value
+from server.app import start
+from server.settings import Settings
 from tests.conftest import ROOT
 
 
@@ -81,3 +84,27 @@ def test_a_group_names_its_first_items_and_counts_the_rest() -> None:
     assert figures[0]["day_items"][-1] == "and 3 more"
     assert len(figures[0]["day_items"]) == ITEMS_NAMED + 1
     assert figures[-1] == {}  # a malformed item takes no part
+
+
+def test_ten_thousand_mixed_entries_are_decided_in_one_call(tmp_path: Path) -> None:
+    firm = generate_firm(people=400, seed=8)
+    firm.write(tmp_path)
+    entries = firm.entries(10_000, seed=9)
+    # Overtime, a repeated source record and an overfull day, besides what the generator mixes in.
+    entries += [
+        {**entries[0], "entry_id": "X-OT", "time_type": "OT", "hours": "2"},
+        {**entries[1], "entry_id": "X-DUP"},
+        {**entries[2], "entry_id": "X-LONG", "hours": "23", "source_ref": "psa:x-long"},
+    ]
+    running = start(Settings(port=0, threads=2, refdata=tmp_path, log_level="warning"))
+    try:
+        with ValidationClient(f"127.0.0.1:{running.port}", chunk_size=20_000, timeout=120) as client:
+            result = client.validate_time_entries(entries)
+    finally:
+        running.stop()
+    assert len(result.decisions) == len(entries)
+    assert [d.item_id for d in result.decisions] == [e["entry_id"] for e in entries]
+    codes = result.summary.by_reason_code
+    assert {"DUPLICATE_SOURCE_REF", "DAILY_HOURS_EXCEEDED", "OVERTIME_RETYPED"} <= set(codes)
+    assert "RULE_EVALUATION_ERROR" not in codes
+    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == len(entries)
