@@ -112,6 +112,7 @@ class Evaluator:
             for ruleset in self.rulesets
         )
         self.refreshes = self._refresh_plan(kind)
+        self.rulesets_with_aggregates = tuple(r for r in self.rulesets if r.spec.aggregates)
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -137,7 +138,7 @@ class Evaluator:
 
     def batch_figures(self, items: Sequence[DecodedItem]) -> list[dict[str, Mapping[str, Any]]] | None:
         """Per item, per ruleset with aggregates, the figures its rules read as ``batch.<name>``."""
-        with_aggregates = [r for r in self.rulesets if r.spec.aggregates]
+        with_aggregates = self.rulesets_with_aggregates
         if not with_aggregates:
             return None
         values = [None if item.problems else item.values for item in items]

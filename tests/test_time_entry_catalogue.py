@@ -14,13 +14,13 @@ from clients.cli import read_items
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
-from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.decisions import Decision
 from rules.loader import load_rulesets
 from rules.problems import ProblemsError
 from rules.schema import TIME_ENTRY
 from tests.conftest import ROOT, SAMPLE_TIMESHEET
+from tests.test_reference_data import bind_all
 
 REFDATA = ROOT / "examples" / "refdata"
 
@@ -108,15 +108,7 @@ def test_earlier_sample_entries_keep_their_outcomes(sample: dict[str, Decision])
 
 
 def _bind(snapshot: ReferenceSnapshot, **entry: str) -> dict[str, Any]:
-    base = {"entry_id": "X-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
-            "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}
-    decoded = ItemDecoder(TIME_ENTRY).decode({**base, **entry}, 1)
-    assert not decoded.problems, decoded.problems
-    scope: dict[str, Any] = dict(decoded.values)
-    binder = SnapshotBinder(TIME_ENTRY, snapshot)
-    for binding in TIME_ENTRY.bindings:
-        scope[binding.name] = binder.bind(binding, scope)
-    return scope
+    return bind_all(snapshot, **{"entry_id": "X-1", "labor_category": "SENIOR_CONSULTANT", **entry})
 
 
 def _copy(tmp_path: Path) -> Path:
