@@ -45,7 +45,7 @@ class CeilingService(pb_grpc.ValidationServiceServicer):
     def ValidateTimeEntries(  # noqa: N802 - gRPC method name
         self, request: Any, context: grpc.ServicerContext
     ) -> Any:
-        response = pb.ValidateTimeEntriesResponse()
+        response = pb.ValidationResponse()
         add = response.decisions.add
         for entry in request.entries:
             add(item_id=entry.entry_id)

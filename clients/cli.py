@@ -1,7 +1,8 @@
 """The ``tollgate`` command line.
 
     tollgate serve [--host H] [--port P] [--rulesets DIR] [--refdata DIR]
-    tollgate validate FILE.csv|FILE.jsonl [--server HOST:PORT] [--format table|json]
+    tollgate validate FILE.csv|FILE.jsonl [--kind time_entry|expense_line|invoice] [--server HOST:PORT]
+                      [--format table|json] [--all-or-nothing] [--fail-on-reject]
     tollgate rules lint [DIR]
     tollgate rules test [DIR]
     tollgate refdata load DIR [--partial] [--source TEXT] [--server HOST:PORT]
@@ -70,6 +71,35 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .jsonl)")
 
 
+KIND_ID_FIELDS = {"time_entry": "entry_id", "expense_line": "expense_id", "invoice": "invoice_id"}
+
+
+def detect_kind(path: Path, items: Sequence[dict[str, Any]]) -> str:
+    """The item kind of a file, from the id field its items carry (entry_id, expense_id, invoice_id)."""
+    for kind, id_field in KIND_ID_FIELDS.items():
+        if items and all(id_field in item for item in items):
+            return kind
+    raise ValueError(f"{path}: cannot tell the item kind (no entry_id, expense_id or invoice_id in every item); "
+                     "say it with --kind")
+
+
+def invoices_of(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Invoices from a file: JSON Lines of whole invoices (header fields and ``lines``) pass as they are;
+    flat rows (one per line, header fields repeated, as in CSV) are gathered by invoice_id, in order."""
+    from clients.client import INVOICE_HEADER_FIELDS
+
+    invoices: dict[Any, dict[str, Any]] = {}
+    for position, item in enumerate(items, start=1):
+        if "lines" in item:
+            invoices[("whole", position)] = item
+            continue
+        header = {k: v for k, v in item.items() if k in INVOICE_HEADER_FIELDS}
+        line = {k: v for k, v in item.items() if k not in INVOICE_HEADER_FIELDS}
+        invoice = invoices.setdefault(("rows", item.get("invoice_id")), {**header, "lines": []})
+        invoice["lines"].append(line)
+    return list(invoices.values())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Printing decisions
 
@@ -90,7 +120,7 @@ def _decision_json(decision: Decision) -> dict[str, Any]:
     }
 
 
-def print_json(result: ValidationResult, out: TextIO) -> None:
+def print_json(result: ValidationResult, out: TextIO, group_name: str = "timesheet") -> None:
     provenance = result.decisions[0].provenance if result.decisions else None
     document = {
         "decisions": [_decision_json(d) for d in result.decisions],
@@ -117,7 +147,7 @@ def print_json(result: ValidationResult, out: TextIO) -> None:
     out.write("\n")
 
 
-def print_table(result: ValidationResult, out: TextIO) -> None:
+def print_table(result: ValidationResult, out: TextIO, group_name: str = "timesheet") -> None:
     width = max([len("ITEM"), *(len(d.item_id) for d in result.decisions)])
     out.write(f"{'ITEM':<{width}}  {'OUTCOME':<7}  DETAIL\n")
     for decision in result.decisions:
@@ -131,11 +161,14 @@ def print_table(result: ValidationResult, out: TextIO) -> None:
         for line in rest:
             out.write(f"{'':<{width}}  {'':<7}  {line}\n")
     if result.rollups:
-        out.write("\nTIMESHEET  OUTCOME  LINES\n")
+        heading = group_name.upper()
+        group_width = max([len(heading), *(len(r.group_id) for r in result.rollups)])
+        out.write(f"\n{heading:<{group_width}}  OUTCOME  LINES\n")
         for rollup in result.rollups:
             failing = f"; rejected: {', '.join(rollup.rejected_items)}" if rollup.rejected_items else ""
-            out.write(f"{rollup.group_id:<9}  {rollup.outcome.value:<7}  {rollup.total} ({rollup.accepted} accepted, "
-                      f"{rollup.enriched} enriched, {rollup.rejected} rejected{failing})\n")
+            counts = f"{rollup.accepted} accepted, {rollup.enriched} enriched, {rollup.rejected} rejected"
+            out.write(f"{rollup.group_id:<{group_width}}  {rollup.outcome.value:<7}  {rollup.total} "
+                      f"({counts}{failing})\n")
     summary = result.summary
     out.write(f"\n{summary.total} items: {summary.accepted} accepted, {summary.enriched} enriched, "
               f"{summary.rejected} rejected\n")
@@ -160,23 +193,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(Settings(**overrides))
 
 
+_GROUP_NAMES = {"time_entry": "timesheet", "expense_line": "expense report", "invoice": "invoice"}
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         items = read_items(args.file)
+        kind = args.kind or detect_kind(args.file, items)
     except (OSError, ValueError) as error:
         print(f"tollgate validate: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         with ValidationClient(args.server, timeout=args.timeout) as client:
-            result = client.validate_time_entries(items, correlation_id=args.correlation_id,
-                                                  all_or_nothing=args.all_or_nothing)
+            options: dict[str, Any] = {"correlation_id": args.correlation_id, "all_or_nothing": args.all_or_nothing}
+            if kind == "invoice":
+                result = client.validate_invoices(invoices_of(items), **options)
+            elif kind == "expense_line":
+                result = client.validate_expense_lines(items, **options)
+            else:
+                result = client.validate_time_entries(items, **options)
     except ItemError as error:
         print(f"tollgate validate: {args.file}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.RpcError as error:
         print(f"tollgate validate: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
         return EXIT_USAGE
-    (print_json if args.format == "json" else print_table)(result, sys.stdout)
+    (print_json if args.format == "json" else print_table)(result, sys.stdout, _GROUP_NAMES[kind])
     if args.fail_on_reject and any(d.outcome is Outcome.REJECT for d in result.decisions):
         return EXIT_FAILED
     return EXIT_OK
@@ -417,15 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--snapshots-kept", type=int, help="reference snapshots kept for replays (default 10)")
     serve.set_defaults(handler=cmd_serve)
 
-    validate = commands.add_parser("validate", help="send a file of time entries and print the decisions")
-    validate.add_argument("file", type=Path, help=".csv or .jsonl")
+    validate = commands.add_parser("validate", help="send a file of items and print the decisions")
+    validate.add_argument("file", type=Path, help=".csv or .jsonl (invoices: one row per line, or one invoice "
+                                                  "with its lines per JSON line)")
+    validate.add_argument("--kind", choices=sorted(KIND_ID_FIELDS),
+                          help="the item kind (default: told from the file's id column)")
     validate.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
     validate.add_argument("--format", choices=["table", "json"], default="table")
     validate.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
     validate.add_argument("--correlation-id", help="sent as x-correlation-id (default: generated)")
     validate.add_argument("--fail-on-reject", action="store_true", help="exit 1 if any item is rejected")
     validate.add_argument("--all-or-nothing", action="store_true",
-                          help="a timesheet with a rejected line is rejected whole (default: each line on its own)")
+                          help="a timesheet / expense report / invoice with a rejected line is rejected whole "
+                               "(default: each line on its own)")
     validate.set_defaults(handler=cmd_validate)
 
     rules = commands.add_parser("rules", help="check rulesets").add_subparsers(dest="rules_command", required=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -41,16 +41,13 @@ from rules.decisions import (
     RulesetRef,
 )
 from rules.model import Severity
-from rules.schema import ENTITIES, TIME_ENTRY, FieldKind
+from rules.schema import ENTITIES, EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, FieldKind, ItemKind
 from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
 
 _OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
 _SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}
-_SCALARS = frozenset(name for name, spec in TIME_ENTRY.fields.items() if spec.kind is not FieldKind.STRING_MAP)
-
-
 class ItemError(ValueError):
     """An item the client cannot even put on the wire (e.g. a field the item kind does not have)."""
 
@@ -60,7 +57,7 @@ class ValidationResult:
     decisions: list[Decision]
     summary: BatchSummary
     correlation_id: str
-    rollups: list[Rollup]  # one per timesheet, in order of first appearance
+    rollups: list[Rollup]  # one per timesheet / expense report / invoice, in order of first appearance
 
     @property
     def rejected(self) -> list[Decision]:
@@ -83,20 +80,67 @@ def _wire(value: Any) -> str:
     return str(value)
 
 
-def time_entry_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.TimeEntry:
-    values = item.model_dump() if isinstance(item, BaseModel) else item
-    unknown = sorted(set(values) - _SCALARS - {"custom"})
+def _fill(message: Any, kind: ItemKind, values: Mapping[str, Any], fields: Iterable[str]) -> None:
+    """Set ``fields`` of a message from python values: scalars as wire strings, lists and maps as such."""
+    for name in fields:
+        value = values.get(name)
+        if value is None:
+            continue
+        spec = kind.fields[name]
+        if spec.kind is FieldKind.STRING_MAP:
+            getattr(message, name).update({str(k): _wire(v) for k, v in value.items()})
+        elif spec.kind is FieldKind.STRING_LIST:
+            parts = value.split("|") if isinstance(value, str) else value
+            getattr(message, name).extend(text for text in (_wire(p).strip() for p in parts) if text)
+        else:
+            setattr(message, name, _wire(value))
+
+
+def _values(item: Mapping[str, Any] | BaseModel) -> Mapping[str, Any]:
+    return item.model_dump() if isinstance(item, BaseModel) else item
+
+
+def _check_fields(kind: ItemKind, values: Mapping[str, Any], allowed: Iterable[str], position: int,
+                  what: str) -> None:
+    unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise ItemError(
-            f"item {position} ({values.get('entry_id', 'no entry_id')}): unknown field(s) {', '.join(unknown)}; "
-            f"time entries have {', '.join(sorted(TIME_ENTRY.fields))}"
+            f"{what} {position} ({values.get(kind.id_field, 'no ' + kind.id_field)}): unknown field(s) "
+            f"{', '.join(unknown)}; {what}s have {', '.join(sorted(allowed))}"
         )
+
+
+def time_entry_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.TimeEntry:
+    values = _values(item)
+    _check_fields(TIME_ENTRY, values, TIME_ENTRY.fields, position, "time entry")
     message = pb.TimeEntry()
-    for name, value in values.items():
-        if name != "custom":
-            setattr(message, name, _wire(value))
-    custom = values.get("custom") or {}
-    message.custom.update({str(k): _wire(v) for k, v in custom.items()})
+    _fill(message, TIME_ENTRY, values, values)
+    return message
+
+
+def expense_line_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.ExpenseLine:
+    values = _values(item)
+    _check_fields(EXPENSE_LINE, values, EXPENSE_LINE.fields, position, "expense line")
+    message = pb.ExpenseLine()
+    _fill(message, EXPENSE_LINE, values, values)
+    return message
+
+
+INVOICE_HEADER_FIELDS = tuple(name for name in INVOICE_LINE.fields if name in INVOICE_LINE.header_fields)
+INVOICE_LINE_FIELDS = tuple(name for name in INVOICE_LINE.fields if name not in INVOICE_LINE.header_fields)
+
+
+def invoice_message(invoice: Mapping[str, Any], position: int) -> pb.Invoice:
+    """An invoice given as its header fields and ``lines``, a list of line mappings."""
+    header = {name: value for name, value in invoice.items() if name != "lines"}
+    _check_fields(INVOICE_LINE, {"line_id": invoice.get("invoice_id"), **header}, (*INVOICE_HEADER_FIELDS, "line_id"),
+                  position, "invoice")
+    message = pb.Invoice()
+    _fill(message, INVOICE_LINE, header, header)
+    for line_position, line in enumerate(invoice.get("lines") or (), start=1):
+        values = _values(line)
+        _check_fields(INVOICE_LINE, values, INVOICE_LINE_FIELDS, line_position, f"invoice {position} line")
+        _fill(message.lines.add(), INVOICE_LINE, values, values)
     return message
 
 
@@ -130,17 +174,22 @@ def _provenance(message: Any) -> Provenance:
     )
 
 
-def chunks_by_timesheet(messages: Sequence[pb.TimeEntry], size: int) -> Iterator[list[pb.TimeEntry]]:
-    """Chunks of about ``size`` entries that never split a run of one timesheet's lines: the service
-    takes a timesheet whole (all or nothing, roll-ups) within one chunk."""
-    chunk: list[pb.TimeEntry] = []
-    # A line without a timesheet is a run of its own (object() never equals the next key).
-    for _timesheet, run in itertools.groupby(messages, key=lambda message: message.timesheet_id or object()):
+def chunks_by_group(messages: Sequence[Any], size: int, group_field: str, weight: Callable[[Any], int] = lambda _m: 1,
+                    ) -> Iterator[list[Any]]:
+    """Chunks of about ``size`` items that never split a run of one group's lines (a timesheet, an expense
+    report): the service takes a group whole (all or nothing, roll-ups) within one chunk. ``weight``: how
+    many items a message holds (an invoice holds its lines)."""
+    chunk: list[Any] = []
+    held = 0
+    # A line without a group is a run of its own (object() never equals the next key).
+    for _group, run in itertools.groupby(messages, key=lambda message: getattr(message, group_field) or object()):
         lines = list(run)
-        if chunk and len(chunk) + len(lines) > size:
+        count = sum(weight(line) for line in lines)
+        if chunk and held + count > size:
             yield chunk
-            chunk = []
-        chunk.extend(lines)  # a timesheet longer than ``size`` goes whole into a chunk of its own
+            chunk, held = [], 0
+        chunk.extend(lines)  # a group larger than ``size`` goes whole into a chunk of its own
+        held += count
     if chunk:
         yield chunk
 
@@ -184,28 +233,60 @@ class ValidationClient:
         replay of a past decision, which names the snapshot it used in its provenance.
         ``all_or_nothing``: a timesheet with a rejected line is rejected whole (send its lines together).
         """
+        messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
+        return self._validate(
+            messages, lambda chunk, acceptance: pb.ValidateTimeEntriesRequest(entries=chunk, acceptance=acceptance),
+            self._stub.ValidateTimeEntries, self._stub.StreamTimeEntries, TIME_ENTRY.group_field,
+            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing)
+
+    def validate_expense_lines(
+        self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None,
+        snapshot_id: str | None = None, all_or_nothing: bool = False,
+    ) -> ValidationResult:
+        """Decide expense lines, as ``validate_time_entries``; roll-ups and all or nothing per expense report."""
+        messages = [expense_line_message(item, position) for position, item in enumerate(items, start=1)]
+        return self._validate(
+            messages, lambda chunk, acceptance: pb.ValidateExpenseLinesRequest(lines=chunk, acceptance=acceptance),
+            self._stub.ValidateExpenseLines, self._stub.StreamExpenseLines, EXPENSE_LINE.group_field,
+            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing)
+
+    def validate_invoices(
+        self, invoices: Iterable[Mapping[str, Any]], *, correlation_id: str | None = None,
+        snapshot_id: str | None = None, all_or_nothing: bool = False,
+    ) -> ValidationResult:
+        """Decide invoices, each a mapping of header fields with ``lines``: one decision per line (in order),
+        one roll-up per invoice. ``all_or_nothing``: a rejected line rejects its whole invoice."""
+        messages = [invoice_message(invoice, position) for position, invoice in enumerate(invoices, start=1)]
+        return self._validate(
+            messages, lambda chunk, acceptance: pb.ValidateInvoicesRequest(invoices=chunk, acceptance=acceptance),
+            self._stub.ValidateInvoices, self._stub.StreamInvoices, "invoice_id",
+            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing,
+            weight=lambda invoice: len(invoice.lines))
+
+    def _validate(self, messages: Sequence[Any], request: Callable[[list[Any], pb.Acceptance], Any], unary: Any,
+                  stream: Any, group_field: str, *, correlation_id: str | None, snapshot_id: str | None,
+                  all_or_nothing: bool, weight: Callable[[Any], int] = lambda _m: 1) -> ValidationResult:
         acceptance = pb.ALL_OR_NOTHING if all_or_nothing else pb.PARTIAL
         correlation_id = correlation_id or uuid.uuid4().hex
         metadata: tuple[tuple[str, str], ...] = ((CORRELATION_METADATA_KEY, correlation_id),)
         if snapshot_id:
             metadata += ((SNAPSHOT_METADATA_KEY, snapshot_id),)
-        messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
-        if len(messages) <= self.chunk_size:
-            request = pb.ValidateTimeEntriesRequest(entries=messages, acceptance=acceptance)
-            responses: Iterable[Any] = [self._stub.ValidateTimeEntries(request, timeout=self.timeout,
-                                                                       metadata=metadata)]
+        expected = sum(weight(message) for message in messages)
+        if expected <= self.chunk_size:
+            responses: Iterable[Any] = [unary(request(list(messages), acceptance), timeout=self.timeout,
+                                              metadata=metadata)]
         else:
-            requests = (pb.ValidateTimeEntriesRequest(entries=chunk, acceptance=acceptance)
-                        for chunk in chunks_by_timesheet(messages, self.chunk_size))
-            responses = self._stub.StreamTimeEntries(requests, timeout=self.timeout, metadata=metadata)
+            requests = (request(chunk, acceptance)
+                        for chunk in chunks_by_group(messages, self.chunk_size, group_field, weight))
+            responses = stream(requests, timeout=self.timeout, metadata=metadata)
         decisions: list[Decision] = []
         rollups: list[Rollup] = []
         for response in responses:
             provenance = _provenance(response.provenance)
             decisions.extend(_decision(d, provenance) for d in response.decisions)
             rollups.extend(_rollup(r) for r in response.rollups)
-        if len(decisions) != len(messages):
-            raise RuntimeError(f"sent {len(messages)} items but received {len(decisions)} decisions")
+        if len(decisions) != expected:
+            raise RuntimeError(f"sent {expected} items but received {len(decisions)} decisions")
         summary = BatchSummary.of(decisions)
         return ValidationResult(decisions, summary, correlation_id, rollups)
 

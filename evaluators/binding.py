@@ -6,11 +6,12 @@ each one is found in a reference snapshot is defined here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
 from evaluators.reference_data import ReferenceSnapshot, Row, version_as_of
-from rules.schema import TIME_ENTRY, Binding, HoldScope, ItemKind, RateScope, format_value
+from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, RateScope, format_value
 
 Scope = dict[str, Any]
 
@@ -21,28 +22,27 @@ class Binder(Protocol):
     def describe_missing(self, binding: Binding, scope: Scope) -> str: ...
 
 
-Resolver = Callable[[ReferenceSnapshot, Scope], Row | None]
+Resolver = Callable[[ReferenceSnapshot, Scope, Any], Row | None]  # (snapshot, item scope, business date)
 
 
-def _project(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
-    return snapshot.table("project").get((scope["project_id"],), scope["work_date"])
+def _project(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("project").get((scope["project_id"],), day)
 
 
-def _task(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
-    return snapshot.table("task").get((scope["project_id"], scope["task_id"]), scope["work_date"])
+def _task(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("task").get((scope["project_id"], scope["task_id"]), day)
 
 
-def _worker(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
-    return snapshot.table("worker").get((scope["worker_id"],), scope["work_date"])
+def _worker(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("worker").get((scope["worker_id"],), day)
 
 
 def _covers(row: Row, day: Any) -> bool:
     return bool(row["start_date"] <= day and (row["finish_date"] is None or day <= row["finish_date"]))
 
 
-def _assignment(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _assignment(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     table = snapshot.table("assignment")
-    day = scope["work_date"]
     if scope["assignment_id"]:
         return table.get((scope["assignment_id"],), day)
     candidates = table.find(("worker_id", "project_id"), (scope["worker_id"], scope["project_id"]))
@@ -54,21 +54,21 @@ def _assignment(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return covering[0] if covering else None
 
 
-def _contract(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _contract(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     project = scope["project"]
     if project is None or project["contract_id"] is None:
         return None
-    return snapshot.table("contract").get((project["contract_id"],), scope["work_date"])
+    return snapshot.table("contract").get((project["contract_id"],), day)
 
 
-def _job(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _job(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     worker = scope["worker"]
     if worker is None or worker["job_code"] is None:
         return None
-    return snapshot.table("job_code").get((worker["job_code"],), scope["work_date"])
+    return snapshot.table("job_code").get((worker["job_code"],), day)
 
 
-def _rate(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _rate(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     """The most specific rate row in force (RC-1, RC-2): worker > assignment > contract > project > standard."""
     category = scope["labor_category"]
     if category is None:
@@ -86,7 +86,7 @@ def _rate(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
         if scope_id is None:
             continue
         rows = table.find(("scope", "scope_id", "labor_category"), (rate_scope, scope_id, category))
-        row = version_as_of(rows, scope["work_date"])
+        row = version_as_of(rows, day)
         if row is not None:
             where = f"{rate_scope} {scope_id}" if scope_id else str(rate_scope)
             source = f"{where} (rate {row['rate_id']})"
@@ -94,13 +94,12 @@ def _rate(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return None
 
 
-def _fx(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _fx(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     """The FX rate from the rate row's currency to the contract's (RC-4), published on the work date or,
     for a day without a rate (a weekend, a holiday), the latest one before it."""
     rate, contract = scope["rate"], scope["contract"]
     if rate is None or contract is None or rate["currency"] == contract["currency"]:
         return None
-    day = scope["work_date"]
     best: Row | None = None
     pair = (rate["currency"], contract["currency"])
     for row in snapshot.table("fx_rate").find(("from_currency", "to_currency"), pair):
@@ -110,17 +109,10 @@ def _fx(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return best
 
 
-def _hold(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
-    """A billing hold in force on the work date (BE-5): on the project, else its contract, else its customer;
-    among several on one scope, the lowest hold id."""
-    project, contract = scope["project"], scope["contract"]
-    if project is None:
-        return None
-    customer = project["customer_id"] or (contract["customer_id"] if contract is not None else None)
-    day = scope["work_date"]
+def _first_hold(snapshot: ReferenceSnapshot, day: Any, scopes: Iterable[tuple[HoldScope, str | None]]) -> Row | None:
+    """The billing hold in force on ``day`` on the first scope that has one; among several, the lowest id."""
     table = snapshot.table("billing_hold")
-    for hold_scope, scope_id in ((HoldScope.PROJECT, scope["project_id"]), (HoldScope.CONTRACT, project["contract_id"]),
-                                 (HoldScope.CUSTOMER, customer)):
+    for hold_scope, scope_id in scopes:
         if scope_id is None:
             continue
         holds = [row for row in table.find(("scope", "scope_id"), (hold_scope, scope_id))
@@ -130,14 +122,23 @@ def _hold(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return None
 
 
+def _hold(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    """A billing hold in force on the business date (BE-5): on the project, else its contract, else its customer."""
+    project, contract = scope["project"], scope["contract"]
+    if project is None:
+        return None
+    customer = project["customer_id"] or (contract["customer_id"] if contract is not None else None)
+    return _first_hold(snapshot, day, ((HoldScope.PROJECT, scope["project_id"]),
+                                       (HoldScope.CONTRACT, project["contract_id"]), (HoldScope.CUSTOMER, customer)))
+
+
 _CONTROL_FIELDS = ("task_id", "activity_code", "worker_id")
 
 
-def _control(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
+def _control(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     """The transaction control deciding the entry (BE-3): of the controls on the project in force on the work
     date whose task, activity and worker are the entry's or empty (any), the one naming the most of them;
     then the lowest control id."""
-    day = scope["work_date"]
     best: tuple[int, str] | None = None
     found: Row | None = None
     for row in snapshot.table("transaction_control").find(("project_id",), (scope["project_id"],)):
@@ -151,8 +152,136 @@ def _control(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
     return found
 
 
-def _billed(snapshot: ReferenceSnapshot, scope: Scope) -> Row | None:
-    return snapshot.table("billed_item").get((scope["entry_id"],), scope["work_date"])
+def _billed(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("billed_item").get((scope["entry_id"],), day)
+
+
+def _contract_line_of(item_class: str) -> Resolver:
+    def resolve(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+        """The contract's line for this item class covering the date, else its first such line (by id), so
+        that a date outside every line can be told apart from a class the contract does not bill (CT-1, CT-2)."""
+        contract = scope["contract"]
+        if contract is None:
+            return None
+        lines = [row for row in snapshot.table("contract_line").find(("contract_id", "item_class"),
+                                                                     (contract["contract_id"], item_class))
+                 if version_as_of([row], day) is not None]
+        lines.sort(key=lambda row: row["line_id"])
+        covering = [row for row in lines
+                    if row["start_date"] <= day and (row["end_date"] is None or day <= row["end_date"])]
+        chosen = covering or lines
+        return chosen[0] if chosen else None
+    return resolve
+
+
+def _policy(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("expense_policy").get((scope["expense_type"],), day)
+
+
+def _per_diem(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    """The daily cap at the most specific place known (EX-2): US-NY-NYC, then US-NY, then US, then DEFAULT."""
+    location = scope["location"] or ""
+    parts = location.split("-") if location else []
+    places = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)] + ["DEFAULT"]
+    table = snapshot.table("per_diem_rate")
+    for place in places:
+        row = table.get((place, scope["expense_type"]), day)
+        if row is not None:
+            return row
+    return None
+
+
+def _mileage(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("mileage_rate").get((scope["currency"],), day)
+
+
+def _expense_terms(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    contract = scope["contract"]
+    if contract is None:
+        return None
+    table = snapshot.table("contract_expense_term")
+    return table.get((contract["contract_id"], scope["expense_type"]), day) or \
+        table.get((contract["contract_id"], "*"), day)
+
+
+def _invoice_contract(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("contract").get((scope["contract_id"],), day)
+
+
+def _customer(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("customer").get((scope["customer_id"],), day)
+
+
+def _invoice_hold(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return _first_hold(snapshot, day, ((HoldScope.CONTRACT, scope["contract_id"]),
+                                       (HoldScope.CUSTOMER, scope["customer_id"])))
+
+
+def _receivables_period(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    periods = [row for row in snapshot.table("accounting_period").find(("module",), ("AR",))
+               if row["start_date"] <= day <= row["end_date"] and version_as_of([row], day) is not None]
+    return min(periods, key=lambda row: row["period_id"]) if periods else None
+
+
+def jurisdiction(customer: Row) -> str:
+    """Where a customer is taxed: its country, or country-region where the region taxes (US states)."""
+    if customer["country"] == "US" and customer["region"]:
+        return f"US-{customer['region']}"
+    return str(customer["country"])
+
+
+def _taxability(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    customer = scope["customer"]
+    if customer is None:
+        return None
+    return snapshot.table("taxability").get((jurisdiction(customer), scope["service_category"]), day)
+
+
+def _exemption(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    """The exemption certificate valid on the date (TX-5), else the latest expired one, so a rule can warn."""
+    customer = scope["customer"]
+    if customer is None:
+        return None
+    certificates = [row for row in snapshot.table("exemption_certificate").find(
+        ("customer_id", "jurisdiction"), (customer["customer_id"], jurisdiction(customer)))
+        if row["effective_from"] is None or row["effective_from"] <= day]
+    valid = [row for row in certificates if version_as_of([row], day) is not None]
+    if valid:
+        return min(valid, key=lambda row: row["certificate_id"])
+    expired = sorted(certificates, key=lambda row: (row["effective_to"], row["certificate_id"]))
+    return expired[-1] if expired else None
+
+
+def _tax(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    return snapshot.table("tax_code").get((scope["tax_code"],), day) if scope["tax_code"] else None
+
+
+def _sources(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
+    """What the ledger says of the line's source items (IV-1, IV-2), as one record rules can read."""
+    table = snapshot.table("work_item")
+    missing, unaccepted, elsewhere, other_contract = [], [], [], []
+    total = Decimal(0)
+    for item_id in scope["source_ids"]:
+        row = table.get((item_id,), day)
+        if row is None:
+            missing.append(item_id)
+            continue
+        if row["status"] != "ACCEPTED":
+            unaccepted.append(item_id)
+        if row["invoice_id"] is not None and row["invoice_id"] != scope["invoice_id"]:
+            elsewhere.append(item_id)
+        if row["contract_id"] is not None and row["contract_id"] != scope["contract_id"]:
+            other_contract.append(item_id)
+        if row["status"] == "ACCEPTED" and item_id not in elsewhere:
+            total += row["amount"]
+    return {
+        "count": Decimal(len(scope["source_ids"])),
+        "missing_ids": tuple(missing),
+        "unaccepted_ids": tuple(unaccepted),
+        "invoiced_elsewhere_ids": tuple(elsewhere),
+        "other_contract_ids": tuple(other_contract),
+        "billable_total": total,
+    }
 
 
 RESOLVERS: dict[str, dict[str, Resolver]] = {
@@ -168,6 +297,30 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "hold": _hold,
         "control": _control,
         "billed": _billed,
+        "contract_line": _contract_line_of("TIME"),
+    },
+    EXPENSE_LINE.name: {
+        "project": _project,
+        "task": _task,
+        "worker": _worker,
+        "assignment": _assignment,
+        "contract": _contract,
+        "hold": _hold,
+        "contract_line": _contract_line_of("EXPENSE"),
+        "policy": _policy,
+        "per_diem": _per_diem,
+        "mileage": _mileage,
+        "expense_terms": _expense_terms,
+    },
+    INVOICE_LINE.name: {
+        "contract": _invoice_contract,
+        "customer": _customer,
+        "hold": _invoice_hold,
+        "period": _receivables_period,
+        "taxability": _taxability,
+        "exemption": _exemption,
+        "tax": _tax,
+        "sources": _sources,
     },
 }
 
@@ -178,9 +331,10 @@ class SnapshotBinder:
         self.kind = kind
         self.snapshot = snapshot
         self.resolvers = RESOLVERS[kind.name]
+        self.date_field = kind.date_field
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
-        return self.resolvers[binding.name](self.snapshot, scope)
+        return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         fields = tuple(f for f in binding.entity.key if f in self.kind.fields)

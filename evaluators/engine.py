@@ -124,10 +124,17 @@ class Evaluator:
         decode = self.decoder.from_mapping
         return self.decide_batch([decode(raw, position) for position, raw in enumerate(items, start=1)])
 
-    def evaluate_messages(self, messages: Sequence[Any]) -> list[Decision]:
-        """One decision per item given as a protobuf message, in order (fields read directly)."""
+    def evaluate_messages(self, messages: Sequence[Any], headers: Sequence[Any] | None = None) -> list[Decision]:
+        """One decision per item given as a protobuf message, in order (fields read directly).
+
+        ``headers``: for an item kind with header fields (invoice lines), each item's header message.
+        """
         decode = self.decoder.from_message
-        return self.decide_batch([decode(message, position) for position, message in enumerate(messages, start=1)])
+        if headers is None:
+            return self.decide_batch([decode(message, position)
+                                      for position, message in enumerate(messages, start=1)])
+        return self.decide_batch([decode(message, position, header) for position, (message, header)
+                                  in enumerate(zip(messages, headers, strict=True), start=1)])
 
     def decide_batch(self, items: Sequence[DecodedItem]) -> list[Decision]:
         """Decide decoded items as one batch: batch aggregates see all of them."""

@@ -39,6 +39,13 @@ def _text(value: Any) -> str:
     return value if type(value) is str else str(value)
 
 
+def _string_list(value: Any) -> tuple[str, ...]:
+    """A list field: a repeated field or list as given, or wire text ``A|B|C``; blanks dropped."""
+    if isinstance(value, str):
+        value = value.split("|")
+    return tuple(text for text in (str(part).strip() for part in value) if text)
+
+
 def _slow(spec: FieldSpec, text: str, problems: list[Reason]) -> Any:
     """The reference parse, for what the inlined fast path does not settle: the value, or None and a problem."""
     try:
@@ -66,6 +73,7 @@ class ItemDecoder:
             "problem": _problem,
             "_slow": _slow,
             "_text": _text,
+            "_string_list": _string_list,
             "names": self.names,
             "kind_name": kind.name,
             "id_field": kind.id_field,
@@ -93,11 +101,14 @@ class ItemDecoder:
         ):
             blocks = []
             for index, spec in enumerate(specs):
-                raw = f"m.{spec.name}" if variant == "from_message" else f"m.get({spec.name!r})"
-                text = read.format(spec.name)
+                if variant == "from_message":
+                    # An invoice line's header fields are read from its invoice message.
+                    raw = text = f"{'h' if spec.name in kind.header_fields else 'm'}.{spec.name}"
+                else:
+                    raw, text = f"m.get({spec.name!r})", read.format(spec.name)
                 blocks.append(self._field_block(index, spec, spec.name in kind.required, raw, text))
             source = (
-                f"def {variant}(m, position):\n"
+                f"def {variant}(m, position, h=None):\n"
                 "    problems = []\n"
                 + "".join(blocks)
                 + extra
@@ -105,7 +116,8 @@ class ItemDecoder:
                 "    return DecodedItem(str(values[id_field] or f'(item {position})'), values, problems)\n"
             )
             exec(compile(source, f"<decoder {kind.name} {variant}>", "exec"), namespace)
-        self.from_message: Callable[[Any, int], DecodedItem] = namespace["from_message"]
+        # from_message(line, position, header): ``header`` is the message holding the header fields, if any.
+        self.from_message: Callable[..., DecodedItem] = namespace["from_message"]
         self.from_mapping: Callable[[Mapping[str, Any], int], DecodedItem] = namespace["from_mapping"]
 
     def decode(self, raw: Mapping[str, Any], position: int) -> DecodedItem:
@@ -117,6 +129,8 @@ class ItemDecoder:
         v = f"v{index}"
         if spec.kind is FieldKind.STRING_MAP:
             return f"    t = {raw}\n    {v} = {{str(k): str(x) for k, x in t.items()}} if t else {{}}\n"
+        if spec.kind is FieldKind.STRING_LIST:
+            return f"    t = {raw}\n    {v} = _string_list(t) if t else ()\n"
         if spec.kind is FieldKind.STRING:
             parse = f"        {v} = t\n"
         elif spec.kind in (FieldKind.DECIMAL, FieldKind.MONEY):

@@ -1,4 +1,5 @@
-"""Timesheets taken whole: roll-ups of their lines' decisions, and all-or-nothing acceptance.
+"""Groups of lines taken whole (timesheets, expense reports, invoices): roll-ups of their lines' decisions,
+and all-or-nothing acceptance.
 
 The PSA approval flow asks either for each line on its own (partial acceptance) or for a timesheet
 to pass or fail as one (all or nothing). With all or nothing, a timesheet with a rejected line has
@@ -17,12 +18,12 @@ GROUP_RULE = "GROUP"
 GROUP_REJECTED = "GROUP_REJECTED"
 
 
-def _group_reason(group_id: str, rejected: Sequence[Decision]) -> Reason:
+def _group_reason(group_name: str, group_id: str, rejected: Sequence[Decision]) -> Reason:
     causes = "; ".join(f"{d.item_id} ({', '.join(dict.fromkeys(d.codes))})" for d in rejected)
     return Reason(
         GROUP_RULE, GROUP_REJECTED,
-        f"timesheet {group_id} is accepted or rejected as a whole, and these lines were rejected: {causes}; "
-        "correct them and resubmit the timesheet",
+        f"{group_name} {group_id} is accepted or rejected as a whole, and these lines were rejected: {causes}; "
+        f"correct them and resubmit the {group_name}",
         Severity.ERROR,
     )
 
@@ -36,8 +37,8 @@ def _rollup(group_id: str, decisions: Sequence[Decision], rejected_items: tuple[
                   rejected_items)
 
 
-def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str],
-            acceptance: Acceptance) -> tuple[list[Decision], list[Rollup]]:
+def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str], acceptance: Acceptance,
+            group_name: str = "timesheet") -> tuple[list[Decision], list[Rollup]]:
     """Decisions (changed only for all or nothing) and one roll-up per group, in order of first appearance."""
     groups: dict[str, list[int]] = {}
     for position, group_id in enumerate(group_ids):
@@ -48,7 +49,7 @@ def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str],
     for group_id, positions in groups.items():
         own = [decided[p] for p in positions if decided[p].outcome is Outcome.REJECT]
         if own and acceptance is Acceptance.ALL_OR_NOTHING:
-            reason = _group_reason(group_id, own)
+            reason = _group_reason(group_name, group_id, own)
             for p in positions:
                 line = decided[p]
                 if line.outcome is not Outcome.REJECT:

@@ -162,7 +162,7 @@ class RulesetSpec(_Strict):
     ruleset: str = Field(pattern=r"^[a-z][a-z0-9_\-]*$", description="ruleset id")
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="semantic version; immutable once published")
     effective_from: dt.date
-    applies_to: Literal["time_entry"]
+    applies_to: Literal["time_entry", "expense_line", "invoice_line"]
     order: int = Field(description="rulesets for one item kind run in ascending order")
     owner: str
     description: str = ""

@@ -241,6 +241,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+def _split_list(value: Any) -> Any:
+    """A list cell of an export: ``A|B|C`` (CSV) or a JSON/Parquet list; empty means none."""
+    if isinstance(value, str):
+        return _parse_string_list(value)
+    return value
+
+
+StringList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Items
 
@@ -262,6 +272,7 @@ class TimeEntry(_Model):
     billable: bool = True
     bill_rate: Annotated[Decimal, Money] | None = None
     rate_source: str | None = Field(None, description="where the bill rate came from (RC-1)")
+    bill_amount: Annotated[Decimal, Money] | None = Field(None, description="hours x bill rate, once rated")
     currency: str | None = None
     activity_code: str | None = None
     source_system: str | None = None
@@ -271,6 +282,66 @@ class TimeEntry(_Model):
     bill_status: str | None = None
     custom: dict[str, str] = Field(default_factory=dict)
 
+
+class ExpenseLine(_Model):
+    """An expense line of an expense report (PRODUCT.md §2)."""
+
+    expense_id: str = Field(min_length=1)
+    report_id: str | None = None
+    worker_id: str = Field(min_length=1)
+    project_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1)
+    assignment_id: str | None = None
+    expense_date: dt.date
+    expense_type: str = Field(min_length=1, description="MEALS, LODGING, PER_DIEM, MILEAGE, AIRFARE, ...")
+    amount: Annotated[Decimal, Money]
+    currency: str = Field(min_length=1)
+    payment_method: str | None = None
+    receipt_attached: bool = False
+    location: str | None = Field(None, description="where the expense was incurred, e.g. US-NY-NYC or DE-BE")
+    miles: Decimal | None = None
+    attendees: StringList = Field((), description="who attended (meals); in CSV: A|B|C")
+    purpose: str | None = None
+    billable: bool = True
+    billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part billed to the client (EX-2)")
+    non_billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part over a cap (EX-2)")
+    bill_amount: Annotated[Decimal, Money] | None = Field(None, description="what the client is billed (CT-5)")
+    bill_status: str | None = None
+    source_system: str | None = None
+    source_ref: str | None = None
+    custom: dict[str, str] = Field(default_factory=dict)
+
+
+class InvoiceLine(_Model):
+    """One line of an invoice, with its invoice's header fields (PRODUCT.md §2).
+
+    An invoice arrives whole (a header and its lines); each line is decided as an item carrying the
+    header's fields, and the invoice is the roll-up of its lines.
+    """
+
+    line_id: str = Field(min_length=1)
+    invoice_id: str = Field(min_length=1)
+    invoice_number: str | None = None
+    invoice_date: dt.date
+    contract_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    currency: str = Field(min_length=1)
+    po_number: str | None = None
+    supplier_vat_id: str | None = None
+    customer_vat_id: str | None = None
+    tax_legend: str | None = Field(None, description="text printed on the invoice, e.g. the reverse-charge legend")
+    line_type: str = Field("TIME", description="TIME, EXPENSE, FIXED_FEE, MILESTONE")
+    service_category: str = Field("PROFESSIONAL_SERVICES", description="what is sold, for taxability (TX-4)")
+    source_ids: StringList = Field((), description="ids of the time entries / expense lines billed; CSV: A|B|C")
+    quantity: Decimal | None = None
+    rate: Annotated[Decimal, Money] | None = None
+    amount: Annotated[Decimal, Money]
+    tax_code: str | None = None
+    tax_rate: Decimal | None = None
+    tax_amount: Annotated[Decimal, Money] | None = None
+    revenue_treatment: str | None = None
+    bill_status: str | None = None
+    custom: dict[str, str] = Field(default_factory=dict)
 
 # ---------------------------------------------------------------------------------------------------
 # Reference entities. Every row may carry effective_from / effective_to (inclusive): a key with
@@ -328,16 +399,6 @@ class Assignment(_Versioned):
     start_date: dt.date
     finish_date: dt.date | None = None
     closed_for_time_at: dt.datetime | None = None
-
-
-def _split_list(value: Any) -> Any:
-    """A list cell of an export: ``A|B|C`` (CSV) or a JSON/Parquet list; empty means none."""
-    if isinstance(value, str):
-        return _parse_string_list(value)
-    return value
-
-
-StringList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
 
 
 class Contract(_Versioned):
@@ -436,6 +497,118 @@ class BilledItem(_Versioned):
     currency: str | None = None
 
 
+class ContractLine(_Versioned):
+    """A line of a contract (ERP): which item class it bills, its dates and its not-to-exceed limit
+    (CT-1..CT-4). ``consumed_amount`` is what was billed against the limit before this batch."""
+
+    contract_id: str
+    line_id: str
+    item_class: str = Field(description="TIME or EXPENSE")
+    start_date: dt.date
+    end_date: dt.date | None = None
+    nte_limit: Annotated[Decimal, Money] | None = Field(None, description="not-to-exceed amount; empty: no cap")
+    nte_type: str = Field("HARD", description="HARD (reject what would cross it) or SOFT (warn)")
+    consumed_amount: Annotated[Decimal, Money] = Decimal(0)
+
+
+class ContractExpenseTerm(_Versioned):
+    """How a contract bills an expense type (CT-5); expense_type ``*`` is the contract's default."""
+
+    contract_id: str
+    expense_type: str
+    terms: str = Field(description="AT_COST, MARKUP, NOT_BILLABLE or CAPPED")
+    markup_pct: Decimal | None = None
+    cap_amount: Annotated[Decimal, Money] | None = None
+
+
+class Customer(_Versioned):
+    """A customer (ERP): where it is, its VAT id, whether it needs a PO on invoices (TX-*, IV-6)."""
+
+    customer_id: str
+    name: str = ""
+    country: str = Field(description="ISO 3166 alpha-2, e.g. DE")
+    region: str | None = Field(None, description="state or province, e.g. NM for New Mexico")
+    vat_id: str | None = None
+    vat_id_valid: bool = Field(True, description="the VAT id was verified (e.g. in VIES)")
+    po_required: bool = False
+
+
+class TaxCode(_Versioned):
+    """A tax code (ERP), active from effective_from to effective_to (TX-7)."""
+
+    tax_code: str
+    jurisdiction: str = Field(description="country, or country-region for US states: US-NM")
+    rate: Decimal = Field(description="percent, e.g. 19 for 19%")
+    description: str = ""
+
+
+class Taxability(_Versioned):
+    """Whether a jurisdiction taxes a service category, and with which tax code (TX-4)."""
+
+    jurisdiction: str
+    service_category: str
+    taxable: bool
+    tax_code: str | None = None
+
+
+class ExemptionCertificate(_Versioned):
+    """A customer's tax exemption in a jurisdiction, valid from effective_from to effective_to (TX-5)."""
+
+    certificate_id: str
+    customer_id: str
+    jurisdiction: str
+
+
+class AccountingPeriod(_Versioned):
+    """An accounting period (ERP) of one module (AR, AP, PA): its dates and whether it is open (IV-9)."""
+
+    module: str
+    period_id: str
+    start_date: dt.date
+    end_date: dt.date
+    status: str = Field(description="OPEN or CLOSED")
+
+
+class ExpensePolicy(_Versioned):
+    """The expense policy for one expense type (PSA): receipts, billability, meal rules (EX-1, EX-6, EX-8)."""
+
+    expense_type: str
+    receipt_threshold: Annotated[Decimal, Money] | None = Field(None, description="receipt required at or above")
+    receipt_always: bool = False
+    billable: bool = True
+    needs_attendees: bool = False
+
+
+class PerDiemRate(_Versioned):
+    """The daily cap for an expense type at a location (EX-2); location DEFAULT applies elsewhere."""
+
+    location: str
+    expense_type: str
+    daily_cap: Annotated[Decimal, Money]
+    currency: str
+
+
+class MileageRate(_Versioned):
+    """The rate per mile (EX-4), in force from effective_from, in one currency."""
+
+    currency: str
+    rate_per_mile: Annotated[Decimal, Money]
+
+
+class WorkItem(_Versioned):
+    """A time entry or expense line as the ledger holds it after validation (PSA/ERP): what invoices
+    bill (IV-1, IV-2). ``invoice_id`` is the live invoice it is on, if any."""
+
+    item_id: str
+    item_class: str = Field(description="TIME or EXPENSE")
+    contract_id: str | None = None
+    project_id: str | None = None
+    amount: Annotated[Decimal, Money]
+    currency: str
+    status: str = Field(description="ACCEPTED, REJECTED or PENDING")
+    invoice_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Entity:
     """A reference entity: its model, the fields forming its key, and its typed fields."""
@@ -471,6 +644,17 @@ ENTITIES: dict[str, Entity] = {
         _entity("transaction_control", TransactionControl, "control_id"),
         _entity("fx_rate", FxRate, "from_currency", "to_currency", "rate_date"),
         _entity("billed_item", BilledItem, "entry_id"),
+        _entity("contract_line", ContractLine, "contract_id", "line_id"),
+        _entity("contract_expense_term", ContractExpenseTerm, "contract_id", "expense_type"),
+        _entity("customer", Customer, "customer_id"),
+        _entity("tax_code", TaxCode, "tax_code"),
+        _entity("taxability", Taxability, "jurisdiction", "service_category"),
+        _entity("exemption_certificate", ExemptionCertificate, "certificate_id"),
+        _entity("accounting_period", AccountingPeriod, "module", "period_id"),
+        _entity("expense_policy", ExpensePolicy, "expense_type"),
+        _entity("per_diem_rate", PerDiemRate, "location", "expense_type"),
+        _entity("mileage_rate", MileageRate, "currency"),
+        _entity("work_item", WorkItem, "item_id"),
     )
 }
 
@@ -506,14 +690,19 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class ItemKind:
-    """An item kind: its model, the field naming each item, and its business date."""
+    """An item kind: its model, the field naming each item, its business date, and the group its items
+    are rolled up into (a timesheet, an expense report, an invoice)."""
 
     name: str
     model: type[BaseModel]
     id_field: str
     date_field: str
+    group_field: str
+    group_name: str
     fields: Mapping[str, FieldSpec]
     bindings: tuple[Binding, ...]
+    # Fields an item takes from its group's header rather than its own message (an invoice line's invoice).
+    header_fields: frozenset[str] = frozenset()
 
     @property
     def required(self) -> frozenset[str]:
@@ -530,22 +719,43 @@ class ItemKind:
         return values
 
 
+def _project_bindings(date: str) -> tuple[Binding, ...]:
+    """The PSA records a time entry or an expense line is charged to, as of its business date."""
+    return (
+        Binding("project", ENTITIES["project"], True, f"project_id, as of the {date}", found_by=("project_id",)),
+        Binding("task", ENTITIES["task"], True, f"project_id + task_id, as of the {date}",
+                found_by=("project_id", "task_id")),
+        Binding("worker", ENTITIES["worker"], True, f"worker_id, as of the {date}", found_by=("worker_id",)),
+        Binding("assignment", ENTITIES["assignment"], False,
+                f"assignment_id, else the worker's assignment on the project covering the {date}",
+                found_by=("assignment_id",), also_reads=("worker_id", "project_id")),
+        Binding("contract", ENTITIES["contract"], False, f"the project's contract, as of the {date}",
+                depends_on=("project",)),
+    )
+
+
+def _contract_line_binding(item_class: str, date: str) -> Binding:
+    return Binding("contract_line", ENTITIES["contract_line"], False,
+                   f"the contract's {item_class} line covering the {date} (else its first {item_class} line)",
+                   depends_on=("contract",))
+
+
+def _hold_binding(date: str) -> Binding:
+    return Binding("hold", ENTITIES["billing_hold"], False,
+                   f"a billing hold in force on the {date} on the project, else its contract, else its customer",
+                   also_reads=("project_id",), depends_on=("project", "contract"))
+
+
 TIME_ENTRY = ItemKind(
     "time_entry",
     TimeEntry,
     "entry_id",
     "work_date",
+    "timesheet_id",
+    "timesheet",
     field_specs(TimeEntry),
     (
-        Binding("project", ENTITIES["project"], True, "project_id, as of the work date", found_by=("project_id",)),
-        Binding("task", ENTITIES["task"], True, "project_id + task_id, as of the work date",
-                found_by=("project_id", "task_id")),
-        Binding("worker", ENTITIES["worker"], True, "worker_id, as of the work date", found_by=("worker_id",)),
-        Binding("assignment", ENTITIES["assignment"], False,
-                "assignment_id, else the worker's assignment on the project covering the work date",
-                found_by=("assignment_id",), also_reads=("worker_id", "project_id")),
-        Binding("contract", ENTITIES["contract"], False, "the project's contract, as of the work date",
-                depends_on=("project",)),
+        *_project_bindings("work date"),
         Binding("job", ENTITIES["job_code"], False, "the worker's job code, as of the work date",
                 depends_on=("worker",)),
         Binding("rate", ENTITIES["rate_card"], False,
@@ -558,15 +768,93 @@ TIME_ENTRY = ItemKind(
                 "the rate from the rate row's currency to the contract's, published on the work date or the "
                 "latest before it",
                 depends_on=("rate", "contract")),
-        Binding("hold", ENTITIES["billing_hold"], False,
-                "a billing hold in force on the work date on the project, else its contract, else its customer",
-                also_reads=("project_id",), depends_on=("project", "contract")),
+        _hold_binding("work date"),
         Binding("control", ENTITIES["transaction_control"], False,
                 "the most specific transaction control on the project in force on the work date matching the "
                 "task, activity and worker (a control naming more of them wins)",
                 also_reads=("project_id", "task_id", "activity_code", "worker_id")),
         Binding("billed", ENTITIES["billed_item"], False, "entry_id: the entry as it was billed, if it was",
                 found_by=("entry_id",)),
+        _contract_line_binding("TIME", "work date"),
     ),
 )
-ITEM_KINDS: dict[str, ItemKind] = {TIME_ENTRY.name: TIME_ENTRY}
+
+EXPENSE_LINE = ItemKind(
+    "expense_line",
+    ExpenseLine,
+    "expense_id",
+    "expense_date",
+    "report_id",
+    "expense report",
+    field_specs(ExpenseLine),
+    (
+        *_project_bindings("expense date"),
+        _hold_binding("expense date"),
+        _contract_line_binding("EXPENSE", "expense date"),
+        Binding("policy", ENTITIES["expense_policy"], False, "the expense policy for the expense type, as of the "
+                "expense date", found_by=("expense_type",)),
+        Binding("per_diem", ENTITIES["per_diem_rate"], False,
+                "the daily cap for the expense type at the location (else its country, else DEFAULT), as of the "
+                "expense date", found_by=("location",), also_reads=("expense_type",)),
+        Binding("mileage", ENTITIES["mileage_rate"], False, "the rate per mile in the expense's currency, as of the "
+                "expense date", found_by=("currency",)),
+        Binding("expense_terms", ENTITIES["contract_expense_term"], False,
+                "the contract's billing terms for the expense type (else its * terms), as of the expense date",
+                also_reads=("expense_type",), depends_on=("contract",)),
+    ),
+)
+
+# What the ledger knows of an invoice line's source items (IV-1, IV-2), worked out from work_item rows.
+SOURCE_SUMMARY = Entity(
+    "source_summary",
+    WorkItem,
+    (),
+    {spec.name: spec for spec in (
+        FieldSpec("count", FieldKind.DECIMAL, False, "how many source ids the line names"),
+        FieldSpec("missing_ids", FieldKind.STRING_LIST, False, "source ids the ledger does not know"),
+        FieldSpec("unaccepted_ids", FieldKind.STRING_LIST, False, "source items not accepted"),
+        FieldSpec("invoiced_elsewhere_ids", FieldKind.STRING_LIST, False,
+                  "source items already on another live invoice"),
+        FieldSpec("other_contract_ids", FieldKind.STRING_LIST, False, "source items of another contract"),
+        FieldSpec("billable_total", FieldKind.MONEY, False,
+                  "the sum of the accepted source items not on another invoice"),
+    )},
+    (),
+)
+
+INVOICE_LINE = ItemKind(
+    "invoice_line",
+    InvoiceLine,
+    "line_id",
+    "invoice_date",
+    "invoice_id",
+    "invoice",
+    field_specs(InvoiceLine),
+    (
+        Binding("contract", ENTITIES["contract"], True, "contract_id, as of the invoice date",
+                found_by=("contract_id",)),
+        Binding("customer", ENTITIES["customer"], True, "customer_id, as of the invoice date",
+                found_by=("customer_id",)),
+        Binding("hold", ENTITIES["billing_hold"], False,
+                "a billing hold in force on the invoice date on the contract, else the customer",
+                also_reads=("contract_id", "customer_id")),
+        Binding("period", ENTITIES["accounting_period"], False,
+                "the receivables (AR) period containing the invoice date"),
+        Binding("taxability", ENTITIES["taxability"], False,
+                "whether the customer's jurisdiction (country, or US state: US-NM) taxes the service category, "
+                "as of the invoice date", also_reads=("service_category",), depends_on=("customer",)),
+        Binding("exemption", ENTITIES["exemption_certificate"], False,
+                "the customer's exemption certificate for its jurisdiction valid on the invoice date, else the "
+                "latest one that expired before it", depends_on=("customer",)),
+        Binding("tax", ENTITIES["tax_code"], False, "the line's tax code, active on the invoice date",
+                found_by=("tax_code",)),
+        Binding("sources", SOURCE_SUMMARY, True, "the line's source_ids looked up in the work items",
+                also_reads=("source_ids", "invoice_id", "contract_id")),
+    ),
+    header_fields=frozenset({
+        "invoice_id", "invoice_number", "invoice_date", "contract_id", "customer_id", "currency", "po_number",
+        "supplier_vat_id", "customer_vat_id", "tax_legend",
+    }),
+)
+
+ITEM_KINDS: dict[str, ItemKind] = {kind.name: kind for kind in (TIME_ENTRY, EXPENSE_LINE, INVOICE_LINE)}

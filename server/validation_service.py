@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import structlog
@@ -16,7 +17,7 @@ from grpc_status import rpc_status
 from evaluators.rollups import roll_up
 from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
 from rules.decisions import SNAPSHOT_METADATA_KEY
-from rules.schema import TIME_ENTRY
+from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from server import codec
 from server.correlation import current_correlation_id
 from server.runtime import Generation, Runtime
@@ -26,6 +27,7 @@ from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("tollgate.validation")
 
+_NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOICE_LINE.name: "invoice lines"}
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
 
 
@@ -69,26 +71,30 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}")
         raise AssertionError("context.abort raises")  # pragma: no cover
 
-    def _decide(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
-                context: grpc.ServicerContext) -> pb.ValidateTimeEntriesResponse:
-        entries = request.entries
-        if len(entries) > self.max_items:
+    def _decide(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, *, acceptance: pb.Acceptance,
+                generation: Generation, context: grpc.ServicerContext, field: str) -> pb.ValidationResponse:
+        """Decide one request's items of ``kind`` (``headers``: each line's invoice, for invoice lines)."""
+        if len(lines) > self.max_items:
             _abort_bad_request(
                 context,
-                f"{len(entries)} entries in one request; the limit is {self.max_items}. "
-                "Split the batch, or send it in chunks with StreamTimeEntries.",
-                "entries",
-                f"at most {self.max_items} entries per request",
+                f"{len(lines)} {_NOUNS[kind.name]} in one request; the limit is {self.max_items}. "
+                "Split the batch, or send it in chunks with the streaming call.",
+                field,
+                f"at most {self.max_items} items per request",
             )
         started = time.perf_counter()
-        evaluator = generation.evaluators[TIME_ENTRY.name]
-        decisions, rollups = roll_up(evaluator.evaluate_messages(entries), [e.timesheet_id for e in entries],
-                                     codec.ACCEPTANCE[request.acceptance])
-        response = pb.ValidateTimeEntriesResponse()
+        evaluator = generation.evaluators[kind.name]
+        decided = evaluator.evaluate_messages(lines, headers)
+        group_field = kind.group_field
+        group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
+            else [getattr(line, group_field) for line in lines]
+        decisions, rollups = roll_up(decided, group_ids, codec.ACCEPTANCE[acceptance], kind.group_name)
+        response = pb.ValidationResponse()
         provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
         codec.fill_response(response, decisions, provenance, rollups)
         log.info(
             "decided",
+            kind=kind.name,
             items=len(decisions),
             accepted=response.summary.accepted,
             enriched=response.summary.enriched,
@@ -98,16 +104,60 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         )
         return response
 
-    def ValidateTimeEntries(  # noqa: N802 - gRPC method name
-        self, request: pb.ValidateTimeEntriesRequest, context: grpc.ServicerContext
-    ) -> pb.ValidateTimeEntriesResponse:
-        return self._decide(request, self._generation(context), context)
+    def _time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
+                      context: grpc.ServicerContext) -> pb.ValidationResponse:
+        return self._decide(TIME_ENTRY, request.entries, None, acceptance=request.acceptance, generation=generation,
+                            context=context, field="entries")
 
-    def StreamTimeEntries(  # noqa: N802 - gRPC method name
-        self, requests: Iterator[pb.ValidateTimeEntriesRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.ValidateTimeEntriesResponse]:
+    def _expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
+                       context: grpc.ServicerContext) -> pb.ValidationResponse:
+        return self._decide(EXPENSE_LINE, request.lines, None, acceptance=request.acceptance, generation=generation,
+                            context=context, field="lines")
+
+    def _invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
+                  context: grpc.ServicerContext) -> pb.ValidationResponse:
+        lines = [(line, invoice) for invoice in request.invoices for line in invoice.lines]
+        return self._decide(INVOICE_LINE, [line for line, _ in lines], [invoice for _, invoice in lines],
+                            acceptance=request.acceptance, generation=generation, context=context, field="invoices")
+
+    def _unary(self, decide: Callable[[Any, Generation, grpc.ServicerContext], pb.ValidationResponse],
+               request: Any, context: grpc.ServicerContext) -> pb.ValidationResponse:
+        return decide(request, self._generation(context), context)
+
+    def _stream(self, decide: Callable[[Any, Generation, grpc.ServicerContext], pb.ValidationResponse],
+                requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.ValidationResponse]:
         replay = any(k == SNAPSHOT_METADATA_KEY for k, _v in context.invocation_metadata() or ())
         pinned = self._generation(context) if replay else None
         for request in requests:
             # Each chunk is decided by one generation: the replayed one, or whichever is current.
-            yield self._decide(request, pinned or self._generation(context), context)
+            yield decide(request, pinned or self._generation(context), context)
+
+    def ValidateTimeEntries(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateTimeEntriesRequest, context: grpc.ServicerContext
+    ) -> pb.ValidationResponse:
+        return self._unary(self._time_entries, request, context)
+
+    def StreamTimeEntries(  # noqa: N802 - gRPC method name
+        self, requests: Iterator[pb.ValidateTimeEntriesRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ValidationResponse]:
+        return self._stream(self._time_entries, requests, context)
+
+    def ValidateExpenseLines(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateExpenseLinesRequest, context: grpc.ServicerContext
+    ) -> pb.ValidationResponse:
+        return self._unary(self._expense_lines, request, context)
+
+    def StreamExpenseLines(  # noqa: N802 - gRPC method name
+        self, requests: Iterator[pb.ValidateExpenseLinesRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ValidationResponse]:
+        return self._stream(self._expense_lines, requests, context)
+
+    def ValidateInvoices(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateInvoicesRequest, context: grpc.ServicerContext
+    ) -> pb.ValidationResponse:
+        return self._unary(self._invoices, request, context)
+
+    def StreamInvoices(  # noqa: N802 - gRPC method name
+        self, requests: Iterator[pb.ValidateInvoicesRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ValidationResponse]:
+        return self._stream(self._invoices, requests, context)

@@ -87,7 +87,7 @@ def test_a_misnamed_export_is_refused_not_silently_ignored(tmp_path: Path) -> No
         load_exports(copy)
     [problem] = refused.value.problems
     assert problem.path == str(copy / "billed_entries.csv")
-    assert problem.message.startswith("not an export of any entity (expected one of assignments, billed_items, ")
+    assert problem.message.startswith("not an export of any entity (expected one of accounting_periods, assignments, ")
     partial = load_exports(copy, partial=True)  # with --partial: loaded without it, and said so
     assert [p.path for p in partial.rejected] == [str(copy / "billed_entries.csv")]
 

@@ -31,6 +31,19 @@ EXPECTED_COUNTS = {
     "transaction_control": 2,
     "fx_rate": 42,
     "billed_item": 2,
+    # expense lines
+    "contract_line": 0,
+    "contract_expense_term": 0,
+    "expense_policy": 0,
+    "per_diem_rate": 0,
+    "mileage_rate": 0,
+    # invoices
+    "customer": 0,
+    "tax_code": 0,
+    "taxability": 0,
+    "exemption_certificate": 0,
+    "accounting_period": 0,
+    "work_item": 0,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients.client import ValidationClient, chunks_by_timesheet
+from clients.client import ValidationClient, chunks_by_group
 from evaluators.rollups import GROUP_REJECTED, roll_up
 from rules.decisions import Acceptance, Decision, Enrichment, Outcome, Reason
 from rules.model import Severity
@@ -63,7 +63,8 @@ def _lines(*timesheets: str) -> list[pb.TimeEntry]:
     (["A", "", "B", "B"], 3, [["A", ""], ["B", "B"]]),
 ])
 def test_chunks_never_split_a_timesheet(timesheets: list[str], size: int, chunks: list[list[str]]) -> None:
-    assert [[m.timesheet_id for m in chunk] for chunk in chunks_by_timesheet(_lines(*timesheets), size)] == chunks
+    chunked = chunks_by_group(_lines(*timesheets), size, "timesheet_id")
+    assert [[m.timesheet_id for m in chunk] for chunk in chunked] == chunks
 
 
 def test_all_or_nothing_over_grpc_through_the_client(client: ValidationClient) -> None:

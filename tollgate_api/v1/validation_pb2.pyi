@@ -39,7 +39,7 @@ WARNING: Severity
 ERROR: Severity
 
 class TimeEntry(_message.Message):
-    __slots__ = ("entry_id", "timesheet_id", "worker_id", "project_id", "task_id", "assignment_id", "work_date", "hours", "time_type", "role_code", "labor_category", "billable", "bill_rate", "currency", "activity_code", "source_system", "source_ref", "submitted_at", "correction_of", "bill_status", "custom", "rate_source")
+    __slots__ = ("entry_id", "timesheet_id", "worker_id", "project_id", "task_id", "assignment_id", "work_date", "hours", "time_type", "role_code", "labor_category", "billable", "bill_rate", "currency", "activity_code", "source_system", "source_ref", "submitted_at", "correction_of", "bill_status", "custom", "rate_source", "bill_amount")
     class CustomEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class TimeEntry(_message.Message):
     BILL_STATUS_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
     RATE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BILL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     timesheet_id: str
     worker_id: str
@@ -91,7 +92,146 @@ class TimeEntry(_message.Message):
     bill_status: str
     custom: _containers.ScalarMap[str, str]
     rate_source: str
-    def __init__(self, entry_id: _Optional[str] = ..., timesheet_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., work_date: _Optional[str] = ..., hours: _Optional[str] = ..., time_type: _Optional[str] = ..., role_code: _Optional[str] = ..., labor_category: _Optional[str] = ..., billable: _Optional[str] = ..., bill_rate: _Optional[str] = ..., currency: _Optional[str] = ..., activity_code: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., submitted_at: _Optional[str] = ..., correction_of: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., rate_source: _Optional[str] = ...) -> None: ...
+    bill_amount: str
+    def __init__(self, entry_id: _Optional[str] = ..., timesheet_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., work_date: _Optional[str] = ..., hours: _Optional[str] = ..., time_type: _Optional[str] = ..., role_code: _Optional[str] = ..., labor_category: _Optional[str] = ..., billable: _Optional[str] = ..., bill_rate: _Optional[str] = ..., currency: _Optional[str] = ..., activity_code: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., submitted_at: _Optional[str] = ..., correction_of: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., rate_source: _Optional[str] = ..., bill_amount: _Optional[str] = ...) -> None: ...
+
+class ExpenseLine(_message.Message):
+    __slots__ = ("expense_id", "report_id", "worker_id", "project_id", "task_id", "assignment_id", "expense_date", "expense_type", "amount", "currency", "payment_method", "receipt_attached", "location", "miles", "attendees", "purpose", "billable", "billable_amount", "non_billable_amount", "bill_amount", "bill_status", "source_system", "source_ref", "custom")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXPENSE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPENSE_DATE_FIELD_NUMBER: _ClassVar[int]
+    EXPENSE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    MILES_FIELD_NUMBER: _ClassVar[int]
+    ATTENDEES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    BILLABLE_FIELD_NUMBER: _ClassVar[int]
+    BILLABLE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    NON_BILLABLE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    BILL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    BILL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REF_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    expense_id: str
+    report_id: str
+    worker_id: str
+    project_id: str
+    task_id: str
+    assignment_id: str
+    expense_date: str
+    expense_type: str
+    amount: str
+    currency: str
+    payment_method: str
+    receipt_attached: str
+    location: str
+    miles: str
+    attendees: _containers.RepeatedScalarFieldContainer[str]
+    purpose: str
+    billable: str
+    billable_amount: str
+    non_billable_amount: str
+    bill_amount: str
+    bill_status: str
+    source_system: str
+    source_ref: str
+    custom: _containers.ScalarMap[str, str]
+    def __init__(self, expense_id: _Optional[str] = ..., report_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., expense_date: _Optional[str] = ..., expense_type: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., receipt_attached: _Optional[str] = ..., location: _Optional[str] = ..., miles: _Optional[str] = ..., attendees: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., billable: _Optional[str] = ..., billable_amount: _Optional[str] = ..., non_billable_amount: _Optional[str] = ..., bill_amount: _Optional[str] = ..., bill_status: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ValidateExpenseLinesRequest(_message.Message):
+    __slots__ = ("lines", "acceptance")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[ExpenseLine]
+    acceptance: Acceptance
+    def __init__(self, lines: _Optional[_Iterable[_Union[ExpenseLine, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
+
+class Invoice(_message.Message):
+    __slots__ = ("invoice_id", "invoice_number", "invoice_date", "contract_id", "customer_id", "currency", "po_number", "supplier_vat_id", "customer_vat_id", "tax_legend", "lines")
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_DATE_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PO_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SUPPLIER_VAT_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_VAT_ID_FIELD_NUMBER: _ClassVar[int]
+    TAX_LEGEND_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    invoice_id: str
+    invoice_number: str
+    invoice_date: str
+    contract_id: str
+    customer_id: str
+    currency: str
+    po_number: str
+    supplier_vat_id: str
+    customer_vat_id: str
+    tax_legend: str
+    lines: _containers.RepeatedCompositeFieldContainer[InvoiceLine]
+    def __init__(self, invoice_id: _Optional[str] = ..., invoice_number: _Optional[str] = ..., invoice_date: _Optional[str] = ..., contract_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., currency: _Optional[str] = ..., po_number: _Optional[str] = ..., supplier_vat_id: _Optional[str] = ..., customer_vat_id: _Optional[str] = ..., tax_legend: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ...) -> None: ...
+
+class InvoiceLine(_message.Message):
+    __slots__ = ("line_id", "line_type", "service_category", "source_ids", "quantity", "rate", "amount", "tax_code", "tax_rate", "tax_amount", "revenue_treatment", "bill_status", "custom")
+    class CustomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    LINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    TAX_CODE_FIELD_NUMBER: _ClassVar[int]
+    TAX_RATE_FIELD_NUMBER: _ClassVar[int]
+    TAX_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_TREATMENT_FIELD_NUMBER: _ClassVar[int]
+    BILL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    line_id: str
+    line_type: str
+    service_category: str
+    source_ids: _containers.RepeatedScalarFieldContainer[str]
+    quantity: str
+    rate: str
+    amount: str
+    tax_code: str
+    tax_rate: str
+    tax_amount: str
+    revenue_treatment: str
+    bill_status: str
+    custom: _containers.ScalarMap[str, str]
+    def __init__(self, line_id: _Optional[str] = ..., line_type: _Optional[str] = ..., service_category: _Optional[str] = ..., source_ids: _Optional[_Iterable[str]] = ..., quantity: _Optional[str] = ..., rate: _Optional[str] = ..., amount: _Optional[str] = ..., tax_code: _Optional[str] = ..., tax_rate: _Optional[str] = ..., tax_amount: _Optional[str] = ..., revenue_treatment: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ValidateInvoicesRequest(_message.Message):
+    __slots__ = ("invoices", "acceptance")
+    INVOICES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    invoices: _containers.RepeatedCompositeFieldContainer[Invoice]
+    acceptance: Acceptance
+    def __init__(self, invoices: _Optional[_Iterable[_Union[Invoice, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
 
 class ValidateTimeEntriesRequest(_message.Message):
     __slots__ = ("entries", "acceptance")
@@ -182,7 +322,7 @@ class BatchSummary(_message.Message):
     by_reason_code: _containers.ScalarMap[str, int]
     def __init__(self, total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ..., by_reason_code: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
-class ValidateTimeEntriesResponse(_message.Message):
+class ValidationResponse(_message.Message):
     __slots__ = ("decisions", "summary", "provenance", "rollups")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]

@@ -38,12 +38,32 @@ class ValidationServiceStub:
         self.ValidateTimeEntries = channel.unary_unary(
                 '/tollgate.v1.ValidationService/ValidateTimeEntries',
                 request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.FromString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.StreamTimeEntries = channel.stream_stream(
                 '/tollgate.v1.ValidationService/StreamTimeEntries',
                 request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.FromString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                _registered_method=True)
+        self.ValidateExpenseLines = channel.unary_unary(
+                '/tollgate.v1.ValidationService/ValidateExpenseLines',
+                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                _registered_method=True)
+        self.StreamExpenseLines = channel.stream_stream(
+                '/tollgate.v1.ValidationService/StreamExpenseLines',
+                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                _registered_method=True)
+        self.ValidateInvoices = channel.unary_unary(
+                '/tollgate.v1.ValidationService/ValidateInvoices',
+                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                _registered_method=True)
+        self.StreamInvoices = channel.stream_stream(
+                '/tollgate.v1.ValidationService/StreamInvoices',
+                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
 
 
@@ -66,18 +86,64 @@ class ValidationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateExpenseLines(self, request, context):
+        """Decides one batch of expense lines (an expense report, or a chunk of a larger batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamExpenseLines(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateInvoices(self, request, context):
+        """Decides invoices line by line; each invoice is rolled up from its lines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamInvoices(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ValidationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ValidateTimeEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTimeEntries,
                     request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.SerializeToString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'StreamTimeEntries': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamTimeEntries,
                     request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.SerializeToString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+            ),
+            'ValidateExpenseLines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateExpenseLines,
+                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+            ),
+            'StreamExpenseLines': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamExpenseLines,
+                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+            ),
+            'ValidateInvoices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateInvoices,
+                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+            ),
+            'StreamInvoices': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamInvoices,
+                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
+                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -107,7 +173,7 @@ class ValidationService:
             target,
             '/tollgate.v1.ValidationService/ValidateTimeEntries',
             tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.FromString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -134,7 +200,115 @@ class ValidationService:
             target,
             '/tollgate.v1.ValidationService/StreamTimeEntries',
             tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesResponse.FromString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateExpenseLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.ValidationService/ValidateExpenseLines',
+            tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExpenseLines(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tollgate.v1.ValidationService/StreamExpenseLines',
+            tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateInvoices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.ValidationService/ValidateInvoices',
+            tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamInvoices(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tollgate.v1.ValidationService/StreamInvoices',
+            tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
