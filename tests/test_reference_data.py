@@ -32,7 +32,7 @@ EXPECTED_COUNTS = {
     "fx_rate": 42,
     "billed_item": 2,
     # expense lines
-    "contract_line": 0,
+    "contract_line": 7,
     "contract_expense_term": 0,
     "expense_policy": 0,
     "per_diem_rate": 0,
