@@ -162,6 +162,7 @@ def _decision(message: Any, provenance: Provenance) -> Decision:
             for e in message.enrichments
         ),
         provenance=provenance,
+        rulesets=tuple(RulesetRef(r.id, r.version) for r in message.rulesets),
     )
 
 

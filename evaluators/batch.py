@@ -1,58 +1,108 @@
 """Figures over a whole batch (``aggregates:`` in a ruleset), which rules read as ``batch.<name>``.
 
-Daily and weekly hours per worker, duplicates, running totals: each item gets the figure of its
-group, and ``<name>_items``, the ids of the items in the group (the first ten, then "and N more").
-Groups and running totals are taken in a fixed order (business date, then id, then position), so
-the answer is the same whatever order the items arrive in. Only well-formed items count; a
-malformed one is rejected on its own.
+Daily and weekly hours per worker, duplicates, running totals against a cap: each item gets the figure
+of its group, and ``<name>_items``, the ids of the items counted in the group (the first ten, then
+"and N more"). Groups and running totals are taken in a fixed order (business date, then id, then
+position), so the answer is the same whatever order the items arrive in.
+
+The items counted are those still standing when the ruleset runs (well-formed, not rejected by an
+earlier ruleset). An item that does not count, or that a running total's limit leaves out, still gets
+the figure it would have had, without changing anyone else's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from rules.model import AggregateSpec
+from rules.compile import ITEMS_SUFFIX, CompiledAggregate
 from rules.schema import ItemKind
 
-ITEMS_SUFFIX = "_items"
 # How many ids ``<name>_items`` names: a reason names the items involved, but a group of hundreds would
 # make every one of its messages hundreds of ids long. Past this, the last element says how many more.
 ITEMS_NAMED = 10
+_ZERO = Decimal(0)
 
 
-def _group_key(spec: AggregateSpec, values: Mapping[str, Any], date_field: str) -> tuple[Any, ...]:
-    key = tuple(values[field] for field in spec.by)
-    if spec.per == "day":
-        return (*key, values[date_field].date())
-    if spec.per == "week":
-        year, week, _day = values[date_field].isocalendar()
+@dataclass(slots=True)
+class _Member:
+    position: int
+    item_id: str
+    counts: bool
+    amount: Decimal
+    start: Decimal
+    limit: Decimal | None
+
+
+def _group_key(aggregate: CompiledAggregate, scope: Mapping[str, Any], date_field: str) -> tuple[Any, ...]:
+    key = tuple(expression.evaluate(scope) for expression in aggregate.by)
+    per = aggregate.spec.per
+    if per == "day":
+        return (*key, scope[date_field].date())
+    if per == "week":
+        year, week, _day = scope[date_field].isocalendar()
         return (*key, year, week)
     return key
 
 
-def batch_figures(kind: ItemKind, aggregates: Mapping[str, AggregateSpec],
-                  items: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
-    """For each item (its values, or None if malformed), the batch figures its rules read."""
-    figures: list[dict[str, Any]] = [{} for _ in items]
-    present = sorted(
-        ((position, values) for position, values in enumerate(items) if values is not None),
-        key=lambda pair: (pair[1][kind.date_field], str(pair[1][kind.id_field]), pair[0]),
-    )
-    for name, spec in aggregates.items():
-        groups: dict[tuple[Any, ...], list[tuple[int, Mapping[str, Any]]]] = {}
-        for position, values in present:
-            groups.setdefault(_group_key(spec, values, kind.date_field), []).append((position, values))
+def _decimal(expression: Any, scope: Mapping[str, Any], default: Decimal | None) -> Decimal | None:
+    if expression is None:
+        return default
+    value = expression.evaluate(scope)
+    return default if value is None else value
+
+
+def _named(members: Sequence[_Member]) -> tuple[str, ...]:
+    ids = tuple(member.item_id for member in members[:ITEMS_NAMED])
+    if len(members) > ITEMS_NAMED:
+        ids += (f"and {len(members) - ITEMS_NAMED} more",)
+    return ids
+
+
+def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scopes: Sequence[Mapping[str, Any]],
+                  counting: Sequence[bool]) -> list[dict[str, Any]]:
+    """For each item (its scope as it enters the ruleset), the batch figures its rules read.
+
+    ``counting[i]``: whether item i counts in the figures (false: rejected by an earlier ruleset).
+    """
+    figures: list[dict[str, Any]] = [{} for _ in scopes]
+    date_field, id_field = kind.date_field, kind.id_field
+    order = sorted(range(len(scopes)), key=lambda i: (scopes[i][date_field], str(scopes[i][id_field]), i))
+    for aggregate in aggregates:
+        name, items_name, running = aggregate.name, aggregate.name + ITEMS_SUFFIX, aggregate.spec.running
+        groups: dict[tuple[Any, ...], list[_Member]] = {}
+        for position in order:
+            scope = scopes[position]
+            try:
+                key = _group_key(aggregate, scope, date_field)
+                amount = _decimal(aggregate.sum, scope, Decimal(1)) if aggregate.sum else Decimal(1)
+                start = _decimal(aggregate.start, scope, _ZERO)
+                limit = _decimal(aggregate.limit, scope, None)
+            except Exception:  # e.g. a record the item lacks: it is rejected for that already
+                figures[position][name], figures[position][items_name] = _ZERO, ()
+                continue
+            assert amount is not None and start is not None
+            member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
+            groups.setdefault(key, []).append(member)
         for members in groups.values():
-            ids = tuple(str(values[kind.id_field]) for _position, values in members[:ITEMS_NAMED])
-            if len(members) > ITEMS_NAMED:
-                ids += (f"and {len(members) - ITEMS_NAMED} more",)
-            amounts = [(values[spec.sum] or Decimal(0)) if spec.sum else Decimal(1) for _position, values in members]
-            total = sum(amounts, Decimal(0))
-            so_far = Decimal(0)
-            for (position, _values), amount in zip(members, amounts, strict=True):
-                so_far += amount
-                figures[position][name] = so_far if spec.running else total
-                figures[position][name + ITEMS_SUFFIX] = ids
+            counted = [member for member in members if member.counts]
+            if running:
+                so_far = members[0].start
+                for member in members:
+                    total = so_far + member.amount
+                    figures[member.position][name] = total
+                    within = member.limit is None or total <= member.limit
+                    if member.counts and within:
+                        so_far = total
+                    elif member.counts:
+                        counted.remove(member)  # left out by the limit: the items after it do not count it
+            else:
+                total = sum((member.amount for member in counted), _ZERO)
+                for member in members:
+                    figures[member.position][name] = total if member.counts else total + member.amount
+            named = _named(counted)
+            for member in members:
+                figures[member.position][items_name] = named
     return figures

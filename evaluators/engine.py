@@ -8,6 +8,7 @@ required reference record or an error inside a rule rejects the item with a reas
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,11 +21,12 @@ from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledRule, CompiledRul
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
-from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, format_value
+from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
 _NO_FIGURES: Mapping[str, Any] = {}  # the batch of a ruleset without aggregates
 RULE_ERROR = "RULE_EVALUATION_ERROR"
+NO_RULESET_IN_FORCE = "NO_RULESET_IN_FORCE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +86,28 @@ class _ItemState:
     rejected: bool = False
     unbound: set[str] = field(default_factory=set)  # required bindings that could not be found
     fired: list[str] = field(default_factory=list)  # rule ids, in order: what ruleset tests measure coverage by
+    versions: list[RulesetRef] = field(default_factory=list)  # the ruleset versions that judged it (when a choice)
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """One version of a ruleset, with what running it needs worked out once."""
+
+    ruleset: CompiledRuleset
+    bindings: tuple[Binding, ...]
+    plans: tuple[_RulePlan, ...]
+    effective_from: dt.datetime  # as rule values hold dates
+    ref: RulesetRef
 
 
 class Evaluator:
     """Evaluates batches of one item kind; build one per (rulesets, reference snapshot).
 
-    Each ruleset runs as its fused function (rules/fusion.py). When an item lacks a required
-    reference record, the rulesets run rule by rule instead, skipping the rules that read it.
+    The rulesets run in order, each over the whole batch before the next (so that figures over the batch
+    see the items as earlier rulesets left them: rated, retyped, rejected). Each item is judged by the
+    version of each ruleset in force on its business date. Each version runs as its fused function
+    (rules/fusion.py); when an item lacks a required reference record, rule by rule instead, skipping the
+    rules that read it.
     """
 
     def __init__(
@@ -106,13 +123,20 @@ class Evaluator:
         self.binder = binder
         self.decoder = ItemDecoder(kind)
         self.bindings = {b.name: b for b in kind.bindings}
-        self.stages = tuple(
-            (ruleset, tuple(self.bindings[name] for name in ruleset.bindings),
-             tuple(_RulePlan.of(ruleset, rule) for rule in ruleset.rules))
-            for ruleset in self.rulesets
-        )
+        versions: dict[str, list[_Version]] = {}
+        for ruleset in self.rulesets:
+            versions.setdefault(ruleset.id, []).append(_Version(
+                ruleset,
+                tuple(self.bindings[name] for name in ruleset.bindings),
+                tuple(_RulePlan.of(ruleset, rule) for rule in ruleset.rules),
+                date_value(ruleset.spec.effective_from),
+                RulesetRef(ruleset.id, ruleset.version),
+            ))
+        self.stages = tuple(tuple(sorted(vs, key=lambda v: v.effective_from)) for vs in versions.values())
+        # Decisions name the versions that judged them only when there is a choice; otherwise the
+        # response's provenance (every ruleset, one version each) says it once for all.
+        self.names_versions = any(len(stage) > 1 for stage in self.stages)
         self.refreshes = self._refresh_plan(kind)
-        self.rulesets_with_aggregates = tuple(r for r in self.rulesets if r.spec.aggregates)
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -138,73 +162,106 @@ class Evaluator:
 
     def decide_batch(self, items: Sequence[DecodedItem]) -> list[Decision]:
         """Decide decoded items as one batch: batch aggregates see all of them."""
-        figures = self.batch_figures(items)
-        if figures is None:
-            return [self.decide(item) for item in items]
-        return [self.decide(item, batch=batch) for item, batch in zip(items, figures, strict=True)]
+        states = self.run_batch(items, explain=True)
+        return [self.decision(item, state) for item, state in zip(items, states, strict=True)]
 
-    def batch_figures(self, items: Sequence[DecodedItem]) -> list[dict[str, Mapping[str, Any]]] | None:
-        """Per item, per ruleset with aggregates, the figures its rules read as ``batch.<name>``."""
-        with_aggregates = self.rulesets_with_aggregates
-        if not with_aggregates:
-            return None
-        values = [None if item.problems else item.values for item in items]
-        per_item: list[dict[str, Mapping[str, Any]]] = [{} for _ in items]
-        for ruleset in with_aggregates:
-            for position, figures in enumerate(batch_figures(self.kind, ruleset.spec.aggregates, values)):
-                per_item[position][ruleset.id] = figures
-        return per_item
-
-    def decide(self, item: DecodedItem, fired: list[str] | None = None,
-               batch: Mapping[str, Mapping[str, Any]] | None = None) -> Decision:
-        """Decide one item; ``fired``, if given, receives the ids of the rules that acted, in order.
-
-        ``batch``: the item's batch figures (from ``batch_figures``); without it, the item is a batch of one.
-        """
-        if item.problems:
-            return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
-        state = self.run(item, explain=True, batch=batch)
-        if fired is not None:
+    def decide(self, item: DecodedItem, fired: list[str] | None = None) -> Decision:
+        """Decide one item as a batch of one; ``fired``, if given, receives the ids of the rules that acted."""
+        state = self.run_batch([item], explain=True)[0]
+        if fired is not None and state is not None:
             fired.extend(state.fired)
+        return self.decision(item, state)
+
+    def decision(self, item: DecodedItem, state: _ItemState | None) -> Decision:
+        """The decision for an item from its state after ``run_batch`` (None: it was malformed)."""
+        if state is None:
+            return Decision(item.item_id, Outcome.REJECT, tuple(item.problems))
+        versions = tuple(state.versions)
         if state.rejected:
             # A rejected item is not enriched, so what enrich rules said about it does not apply.
             reasons = tuple(r for i, r in enumerate(state.reasons) if i not in state.enrichment_reasons)
-            return Decision(item.item_id, Outcome.REJECT, reasons)
+            return Decision(item.item_id, Outcome.REJECT, reasons, rulesets=versions)
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
-        return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments))
+        return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments), rulesets=versions)
 
     def rules_fired(self, item: DecodedItem) -> tuple[list[str], Scope]:
         """Which rules act on a well-formed item, in order, and the item as they leave it; no messages.
 
         What impact analysis needs (how many items each rule would touch), at the least cost.
         """
-        state = self.run(item, explain=False, batch=None)
+        state = self.run_batch([item], explain=False)[0]
+        assert state is not None, "rules_fired takes well-formed items"
         return state.fired, state.scope
 
-    def run(self, item: DecodedItem, *, explain: bool, batch: Mapping[str, Mapping[str, Any]] | None) -> _ItemState:
-        """Bind and run every ruleset on a well-formed item, in order."""
-        if batch is None:
-            batch = (self.batch_figures([item]) or [{}])[0]
-        state = _ItemState(scope=dict(item.values), explain=explain)
+    def run_batch(self, items: Sequence[DecodedItem], *, explain: bool) -> list[_ItemState | None]:
+        """Run every ruleset, in order, over the well-formed items of a batch; None for a malformed item."""
+        states = [None if item.problems else _ItemState(scope=dict(item.values), explain=explain) for item in items]
+        live = [state for state in states if state is not None]
+        date_field = self.kind.date_field
+        for versions in self.stages:
+            if len(versions) == 1 and all(state.scope[date_field] >= versions[0].effective_from for state in live):
+                self._run_version(versions[0], live)
+                continue
+            judged: dict[int, list[_ItemState]] = {}
+            for state in live:
+                index = self._version_in_force(versions, state)
+                if index is not None:
+                    judged.setdefault(index, []).append(state)
+            for index, group in judged.items():
+                self._run_version(versions[index], group)
+        return states
+
+    def _version_in_force(self, versions: Sequence[_Version], state: _ItemState) -> int | None:
+        """The index of the version in force on the item's business date; none in force rejects the item."""
+        day = state.scope[self.kind.date_field]
+        for index in range(len(versions) - 1, -1, -1):
+            if versions[index].effective_from <= day:
+                return index
+        first = versions[0]
+        state.rejected = True
+        state.reasons.append(Reason(
+            f"ruleset:{first.ruleset.id}", NO_RULESET_IN_FORCE,
+            f"no version of ruleset {first.ruleset.id} is in force on {format_value(day)}: the earliest, "
+            f"{first.ruleset.version}, takes effect on {format_value(first.effective_from)}",
+            Severity.ERROR, self.kind.date_field, first.ruleset.id))
+        return None
+
+    def _bind(self, bindings: Sequence[Binding], state: _ItemState) -> None:
         scope = state.scope
         bind = self.binder.bind
-        for ruleset, bindings, plans in self.stages:
-            for binding in bindings:
-                if binding.name not in scope:
-                    record = scope[binding.name] = bind(binding, scope)
-                    if record is None and binding.required:
-                        self._missing(binding, state)
-            scope[PARAMS_SYMBOL] = ruleset.params
-            scope[BATCH_SYMBOL] = batch.get(ruleset.id, _NO_FIGURES)
+        for binding in bindings:
+            if binding.name not in scope:
+                record = scope[binding.name] = bind(binding, scope)
+                if record is None and binding.required:
+                    self._missing(binding, state)
+
+    def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
+        """Bind and run one ruleset version on the items it judges."""
+        ruleset, bindings, plans = version.ruleset, version.bindings, version.plans
+        figures: list[dict[str, Any]] | None = None
+        if ruleset.aggregates:
+            # The figures read the records the ruleset binds, for every item, before any rule runs.
+            for state in states:
+                self._bind(bindings, state)
+            figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
+                                    [not state.rejected for state in states])
+        params, run, names_versions = ruleset.params, ruleset.run, self.names_versions
+        for index, state in enumerate(states):
+            scope = state.scope
+            if figures is None:
+                self._bind(bindings, state)
+            scope[PARAMS_SYMBOL] = params
+            scope[BATCH_SYMBOL] = figures[index] if figures is not None else _NO_FIGURES
+            if names_versions:
+                state.versions.append(version.ref)
             resume_at: int | None = 0
-            if ruleset.run is not None and not state.unbound:
-                resume_at = ruleset.run(scope, state, self)
+            if run is not None and not state.unbound:
+                resume_at = run(scope, state, self)
                 if resume_at is None:
                     continue
             for plan in plans[resume_at:]:
                 if not (plan.rule.symbols & state.unbound):
                     self._apply(plan, state)
-        return state
 
     def _resolve(self, binding: Binding, state: _ItemState) -> None:
         """Look up one binding from the item as it is now; a missing required record rejects the item."""

@@ -130,12 +130,12 @@ def run_ruleset_tests(ruleset: CompiledRuleset, engine_version: str) -> RulesetT
             report.failures.append(Problem(ruleset.path, line, test.name, f"bad refs: {error}"))
             continue
         evaluator = Evaluator(kind, [ruleset], binder, TEST_SNAPSHOT, engine_version)
-        fired: list[str] = []
         # The test's item first, then the other items of its batch (merged over the defaults like it).
         batch = [item, *(_wire_item(_merge(defaults.item, other)) for other in test.batch)]
         decoded = [evaluator.decoder.decode(values, position) for position, values in enumerate(batch, start=1)]
-        figures = evaluator.batch_figures(decoded)
-        decision = evaluator.decide(decoded[0], fired, batch=figures[0] if figures else None)
+        state = evaluator.run_batch(decoded, explain=True)[0]
+        decision = evaluator.decision(decoded[0], state)
+        fired = state.fired if state is not None else []
         report.fired.update(fired)
         report.quiet |= {r.id for r in ruleset.rules} - set(fired)
         mismatches = _compare(kind, test, decision)

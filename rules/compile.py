@@ -22,7 +22,7 @@ import yaml
 from rules import yaml_source
 from rules.compiler import CompiledExpression, NotCompilableError, compile_expression
 from rules.fusion import RulesetFunction, fuse
-from rules.model import Action, Rounding, RulesetSpec, RuleSpec, Severity
+from rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
 from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
@@ -76,6 +76,22 @@ class CompiledRule:
         return self.spec.code, self.severity, self.spec.field
 
 
+ITEMS_SUFFIX = "_items"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAggregate:
+    """An aggregate with its expressions compiled (see AggregateSpec for what each part means)."""
+
+    name: str
+    spec: AggregateSpec
+    by: tuple[CompiledExpression, ...]
+    sum: CompiledExpression | None
+    start: CompiledExpression | None
+    limit: CompiledExpression | None
+    symbols: frozenset[str]  # what the expressions read: the ruleset must bind these before working it out
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRuleset:
     spec: RulesetSpec
@@ -85,6 +101,7 @@ class CompiledRuleset:
     rules: tuple[CompiledRule, ...]
     params: Mapping[str, Any]
     bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
+    aggregates: tuple[CompiledAggregate, ...]  # figures over the batch, worked out before the rules run
     run: RulesetFunction | None  # the rules' requires and conditions fused into one function (rules/fusion.py)
     source: str  # the generated source of ``run``, or why there is none
 
@@ -211,6 +228,11 @@ def _context(symbol_types: Mapping[str, Any]) -> rule_engine.Context:
     )
 
 
+def _is_decimal(data_type: Any) -> bool:
+    """A decimal, possibly null, or a type rule-engine only knows at run time."""
+    return _not_null(data_type) in (T.FLOAT, T.UNDEFINED)
+
+
 def _type_name(data_type: Any) -> str:
     if T.is_type(data_type, T.NULLABLE):
         return f"{_type_name(data_type.inner_type)} or null"
@@ -272,32 +294,45 @@ class _RuleCompiler:
         self.symbol_types: dict[str, Any] = {name: f.rule_type for name, f in kind.fields.items()}
         self.symbol_types.update({b.name: b.rule_type() for b in kind.bindings})
         self.symbol_types[PARAMS_SYMBOL] = T.OBJECT("params", param_types, accessor=operator.getitem)
-        self.symbol_types[BATCH_SYMBOL] = T.OBJECT("batch", self._aggregate_types(), accessor=operator.getitem)
+        self.aggregates = self._aggregates()
+        figures: dict[str, Any] = {}
+        for aggregate in self.aggregates:
+            figures[aggregate.name] = T.FLOAT
+            figures[aggregate.name + ITEMS_SUFFIX] = T.ARRAY(T.STRING)
+        self.symbol_types[BATCH_SYMBOL] = T.OBJECT("batch", figures, accessor=operator.getitem)
 
-    def _aggregate_types(self) -> dict[str, Any]:
-        """``batch.<name>`` (a decimal) and ``batch.<name>_items`` (the ids of the group) per aggregate."""
-        types: dict[str, Any] = {}
+    def _aggregates(self) -> tuple[CompiledAggregate, ...]:
+        """Compile each aggregate's expressions against the item as it enters the ruleset (no ``batch``)."""
+        aggregates = []
         for name, spec in self.spec.aggregates.items():
             where = ("aggregates", name)
             if not name.isidentifier():
                 self._problem(where, None, f"aggregates.{name}: a name is letters, digits and _")
-            if spec.sum is not None:
-                summed = self.kind.fields.get(spec.sum)
-                if summed is None or summed.kind not in (FieldKind.DECIMAL, FieldKind.MONEY):
-                    self._problem((*where, "sum"), None, f"aggregates.{name}.sum: {spec.sum!r} is not a decimal field")
-            for field in spec.by:
-                if field not in self.kind.fields:
-                    self._problem((*where, "by"), None,
-                                  f"aggregates.{name}.by: {field!r} is not a {self.kind.name} field")
-            types[name] = T.FLOAT
-            types[name + "_items"] = T.ARRAY(T.STRING)
-        return types
+            context = _context(self.symbol_types)
+            expressions: dict[str, CompiledExpression | None] = {}
+            for part in ("sum", "start", "limit"):
+                text = getattr(spec, part)
+                if text is None:
+                    expressions[part] = None
+                    continue
+                expression = self._expression(text, context, (*where, part), None, f"aggregates.{name}.{part}")
+                if expression is not None and not _is_decimal(expression.result_type):
+                    self._problem((*where, part), None, f"aggregates.{name}.{part}: `{text}` is "
+                                  f"{_type_name(expression.result_type)}, not a decimal")
+                expressions[part] = expression
+            by = [self._expression(text, context, (*where, "by", index), None, f"aggregates.{name}.by")
+                  for index, text in enumerate(spec.by)]
+            if all(e is not None for e in by):
+                aggregates.append(CompiledAggregate(
+                    name, spec, tuple(e for e in by if e is not None), expressions["sum"], expressions["start"],
+                    expressions["limit"], frozenset(context.symbols)))
+        return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
         self.problems.append(Problem(self.path, yaml_source.line_of(self.document, loc), subject, message))
 
     def _expression(
-        self, text: str, context: rule_engine.Context, loc: Sequence[Any], rule_id: str, what: str
+        self, text: str, context: rule_engine.Context, loc: Sequence[Any], rule_id: str | None, what: str
     ) -> CompiledExpression | None:
         try:
             return compile_expression(text, context)
@@ -322,7 +357,7 @@ class _RuleCompiler:
         self._check_money_rounding()
         if self.problems:
             raise ProblemsError(self.problems)
-        used = frozenset().union(*(r.symbols for r in rules))
+        used = frozenset().union(*(r.symbols for r in rules), *(a.symbols for a in self.aggregates))
         refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings))
         rounding = self.spec.rounding.apply if self.spec.rounding else None
         try:
@@ -337,6 +372,7 @@ class _RuleCompiler:
             rules=tuple(rules),
             params=self.params,
             bindings=self._bindings_with_dependencies(used),
+            aggregates=self.aggregates,
             run=run,
             source=source,
         )

@@ -62,6 +62,9 @@ class Decision(NamedTuple):
     reasons: tuple[Reason, ...] = ()
     enrichments: tuple[Enrichment, ...] = ()
     provenance: Provenance | None = None
+    # The ruleset versions that judged this item, in the order they ran, when several versions of a ruleset
+    # are loaded (each item is judged by the version in force on its business date); else empty.
+    rulesets: tuple[RulesetRef, ...] = ()
 
     @property
     def codes(self) -> list[str]:

@@ -47,13 +47,7 @@ def load_rulesets(directory: Path) -> RulesetBundle:
             compiled.append(compile_ruleset(path))
         except ProblemsError as error:
             problems.extend(error.problems)
-    first_seen: dict[str, CompiledRuleset] = {}
-    for ruleset in compiled:
-        earlier = first_seen.setdefault(ruleset.id, ruleset)
-        if earlier is not ruleset:
-            problems.append(
-                Problem(ruleset.path, 1, None, f"ruleset id {ruleset.id!r} is also defined in {earlier.path}")
-            )
+    problems.extend(_version_problems(compiled))
     if problems:
         raise ProblemsError(problems)
     by_kind: dict[str, list[CompiledRuleset]] = defaultdict(list)
@@ -61,5 +55,33 @@ def load_rulesets(directory: Path) -> RulesetBundle:
         by_kind[ruleset.kind.name].append(ruleset)
     return RulesetBundle(
         source=str(directory),
-        by_kind={kind: tuple(sorted(rs, key=lambda r: (r.spec.order, r.id))) for kind, rs in by_kind.items()},
+        by_kind={kind: tuple(sorted(rs, key=lambda r: (r.spec.order, r.id, r.spec.effective_from)))
+                 for kind, rs in by_kind.items()},
     )
+
+
+def _version_problems(compiled: list[CompiledRuleset]) -> list[Problem]:
+    """Several versions of one ruleset may be loaded, each judging the items dated from its effective_from
+    on; they must differ in version and in effective date, and agree on the item kind and the order."""
+    problems = []
+    first_seen: dict[str, CompiledRuleset] = {}
+    seen: dict[tuple[str, str], CompiledRuleset] = {}
+    starting: dict[tuple[str, object], CompiledRuleset] = {}
+    for ruleset in compiled:
+        first = first_seen.setdefault(ruleset.id, ruleset)
+        same_version = seen.setdefault((ruleset.id, ruleset.version), ruleset)
+        same_start = starting.setdefault((ruleset.id, ruleset.spec.effective_from), ruleset)
+        where = f"ruleset {ruleset.id!r}"
+        if same_version is not ruleset:
+            problems.append(Problem(ruleset.path, 1, None, f"{where} version {ruleset.version} is also defined in "
+                                    f"{same_version.path}; a published version is immutable: give this one a new "
+                                    "version number"))
+        elif same_start is not ruleset:
+            problems.append(Problem(ruleset.path, 1, None, f"{where} version {ruleset.version} takes effect on "
+                                    f"{ruleset.spec.effective_from}, as version {same_start.version} does "
+                                    f"({same_start.path}); one version is in force on a day"))
+        elif first is not ruleset and (first.kind is not ruleset.kind or first.spec.order != ruleset.spec.order):
+            problems.append(Problem(ruleset.path, 1, None, f"{where} version {ruleset.version} must apply to the "
+                                    f"same items in the same order as version {first.version} ({first.path}): "
+                                    f"applies_to {first.kind.name}, order {first.spec.order}"))
+    return problems

@@ -131,16 +131,34 @@ class Expectation(_Strict):
 class AggregateSpec(_Strict):
     """A figure over the items of one batch, read by rules as ``batch.<name>`` (and ``batch.<name>_items``).
 
-    Items are grouped by the ``by`` fields (and by the ISO week or the day of their business date with
-    ``per``); ``sum`` adds up a decimal field, otherwise the items are counted. ``running`` gives each
+    ``by``, ``sum``, ``start`` and ``limit`` are expressions over the item as it enters the ruleset (its
+    fields, as enriched by earlier rulesets, and the reference records the ruleset reads). Items are
+    grouped by the values of ``by`` (and by the ISO week or the day of their business date with ``per``);
+    ``sum`` adds up a decimal (null counts as 0), otherwise the items are counted. ``running`` gives each
     item the total of its group up to and including itself, in a fixed order (business date, then id),
-    so the answer does not depend on the order the items arrive in.
+    so the answer does not depend on the order the items arrive in; ``start`` is where a running total
+    begins (e.g. the amount already consumed). With ``limit``, an item that would take the running total
+    past the limit is left out of the total for the items after it: it is the one to reject, never part
+    of it, and the items after it may still fit (a hard not-to-exceed cap, CT-4).
     """
 
-    sum: str | None = Field(None, description="the decimal field to add up; without it, items are counted")
-    by: list[str] = Field(min_length=1, description="item fields that make a group")
+    sum: str | None = Field(None, description="decimal expression to add up; without it, items are counted")
+    by: list[str] = Field(min_length=1, description="expressions whose values make a group")
     per: Literal["day", "week"] | None = Field(None, description="also group by the business date's day or ISO week")
     running: bool = False
+    start: str | None = Field(None, description="running totals start here (a decimal expression; null is 0)")
+    limit: str | None = Field(None, description="items that would take the running total past it are left out")
+
+    @field_validator("sum", "start", "limit", mode="before")
+    @classmethod
+    def _scalar_text(cls, value: Any) -> Any:
+        return _expression_text(value)
+
+    @model_validator(mode="after")
+    def _running_for_start_and_limit(self) -> AggregateSpec:
+        if (self.start is not None or self.limit is not None) and not self.running:
+            raise ValueError("start and limit apply to running totals: add running: true")
+        return self
 
 
 class RulesetTest(_Strict):

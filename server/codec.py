@@ -30,6 +30,8 @@ def fill_response(response: Any, decisions: Sequence[Decision], provenance: Prov
                 field=reason.field or "",
                 ruleset_id=reason.ruleset_id or "",
             )
+        for ruleset in decision.rulesets:
+            out.rulesets.add(id=ruleset.id, version=ruleset.version)
         for enrichment in decision.enrichments:
             out.enrichments.add(
                 field=enrichment.field,

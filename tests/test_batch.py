@@ -17,13 +17,15 @@ from evaluators.batch import ITEMS_NAMED, batch_figures
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import load_snapshot
+from rules.compile import compile_ruleset
 from rules.decisions import Decision, Outcome
 from rules.loader import load_rulesets
-from rules.model import AggregateSpec
 from rules.schema import TIME_ENTRY, date_value
 from server.app import start
 from server.settings import Settings
 from tests.conftest import ROOT
+
+BATCH_CHECKS = ROOT / "rulesets" / "time_entry" / "05-batch-checks.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +80,15 @@ def test_a_group_names_its_first_items_and_counts_the_rest() -> None:
     day = date_value(dt.date(2026, 11, 3))
     values = [{"entry_id": f"E-{n:02d}", "worker_id": "W-1", "work_date": day, "hours": Decimal(1)}
               for n in range(ITEMS_NAMED + 3)]
-    figures = batch_figures(TIME_ENTRY, {"day": AggregateSpec(sum="hours", by=["worker_id"], per="day")},
-                            [*values, None])
-    assert figures[0]["day"] == ITEMS_NAMED + 3
-    assert figures[0]["day_items"][-1] == "and 3 more"
-    assert len(figures[0]["day_items"]) == ITEMS_NAMED + 1
-    assert figures[-1] == {}  # a malformed item takes no part
+    weekly = [a for a in compile_ruleset(BATCH_CHECKS).aggregates if a.name == "weekly_hours"]
+    rejected_earlier = {**values[0], "entry_id": "E-99"}
+    figures = batch_figures(TIME_ENTRY, weekly, [*values, rejected_earlier], [True] * len(values) + [False])
+    assert figures[0]["weekly_hours"] == ITEMS_NAMED + 3
+    assert figures[0]["weekly_hours_items"][-1] == "and 3 more"
+    assert len(figures[0]["weekly_hours_items"]) == ITEMS_NAMED + 1
+    # An item rejected by an earlier ruleset takes no part, but sees what it would have made the total.
+    assert figures[-1]["weekly_hours"] == ITEMS_NAMED + 4
+    assert "E-99" not in figures[-1]["weekly_hours_items"]
 
 
 def test_ten_thousand_mixed_entries_are_decided_in_one_call(tmp_path: Path) -> None:

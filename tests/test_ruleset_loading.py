@@ -17,8 +17,8 @@ from rules.problems import Problem, ProblemsError
 
 HEADER = """\
 ruleset: {ruleset}
-version: 1.0.0
-effective_from: 2026-01-01
+version: {version}
+effective_from: {effective_from}
 applies_to: time_entry
 order: {order}
 owner: revenue-controls@example.com
@@ -45,10 +45,12 @@ def rule_yaml(**parts: str | None) -> str:
 
 
 def ruleset_yaml(
-    *rules: str, ruleset: str = "demo", order: int = 10, extra: str = "", tests: str = ""
+    *rules: str, ruleset: str = "demo", order: int = 10, extra: str = "", tests: str = "", version: str = "1.0.0",
+    effective_from: str = "2026-01-01",
 ) -> str:
     body = "".join(rules) if rules else rule_yaml()
-    return HEADER.format(ruleset=ruleset, order=order) + extra + "rules:\n" + body + tests
+    header = HEADER.format(ruleset=ruleset, order=order, version=version, effective_from=effective_from)
+    return header + extra + "rules:\n" + body + tests
 
 
 def write_ruleset(directory: Path, *rules: str, name: str = "demo.yaml", **options: object) -> Path:
@@ -422,7 +424,7 @@ def test_duplicate_rule_id(tmp_path: Path) -> None:
     assert problem.message == "rule id appears twice (first as rule #1)"
 
 
-def test_duplicate_ruleset_id_across_files(tmp_path: Path) -> None:
+def test_the_same_version_twice_is_refused(tmp_path: Path) -> None:
     first = write_ruleset(tmp_path, name="a.yaml", ruleset="same")
     second = write_ruleset(tmp_path, name="b.yaml", ruleset="same", order=20)
     with pytest.raises(ProblemsError) as caught:
@@ -430,7 +432,38 @@ def test_duplicate_ruleset_id_across_files(tmp_path: Path) -> None:
     [problem] = caught.value.problems
     assert problem.path == str(second)
     assert problem.line == line_with(second, "ruleset: same")
-    assert problem.message == f"ruleset id 'same' is also defined in {first}"
+    assert problem.message == (f"ruleset 'same' version 1.0.0 is also defined in {first}; a published version is "
+                               "immutable: give this one a new version number")
+
+
+def test_two_versions_in_force_on_one_day_are_refused(tmp_path: Path) -> None:
+    first = write_ruleset(tmp_path, name="a.yaml", ruleset="same")
+    second = write_ruleset(tmp_path, name="b.yaml", ruleset="same", version="1.1.0")
+    [problem] = problems_of_bundle(tmp_path)
+    assert problem.path == str(second)
+    assert problem.message == (f"ruleset 'same' version 1.1.0 takes effect on 2026-01-01, as version 1.0.0 does "
+                               f"({first}); one version is in force on a day")
+
+
+def test_versions_must_run_in_the_same_place(tmp_path: Path) -> None:
+    first = write_ruleset(tmp_path, name="a.yaml", ruleset="same")
+    write_ruleset(tmp_path, name="b.yaml", ruleset="same", version="2.0.0", effective_from="2026-11-15", order=20)
+    [problem] = problems_of_bundle(tmp_path)
+    assert problem.message == (f"ruleset 'same' version 2.0.0 must apply to the same items in the same order as "
+                               f"version 1.0.0 ({first}): applies_to time_entry, order 10")
+
+
+def test_versions_of_a_ruleset_load_side_by_side(tmp_path: Path) -> None:
+    write_ruleset(tmp_path, name="a.yaml", ruleset="same")
+    write_ruleset(tmp_path, name="b.yaml", ruleset="same", version="2.0.0", effective_from="2026-11-15")
+    loaded = load_rulesets(tmp_path).for_kind("time_entry")
+    assert [(r.id, r.version) for r in loaded] == [("same", "1.0.0"), ("same", "2.0.0")]
+
+
+def problems_of_bundle(directory: Path) -> list[Problem]:
+    with pytest.raises(ProblemsError) as caught:
+        load_rulesets(directory)
+    return caught.value.problems
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -290,16 +290,18 @@ class Provenance(_message.Message):
     def __init__(self, rulesets: _Optional[_Iterable[_Union[RulesetRef, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., engine_version: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("item_id", "outcome", "reasons", "enrichments")
+    __slots__ = ("item_id", "outcome", "reasons", "enrichments", "rulesets")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     ENRICHMENTS_FIELD_NUMBER: _ClassVar[int]
+    RULESETS_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     outcome: Outcome
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     enrichments: _containers.RepeatedCompositeFieldContainer[Enrichment]
-    def __init__(self, item_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., enrichments: _Optional[_Iterable[_Union[Enrichment, _Mapping]]] = ...) -> None: ...
+    rulesets: _containers.RepeatedCompositeFieldContainer[RulesetRef]
+    def __init__(self, item_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., enrichments: _Optional[_Iterable[_Union[Enrichment, _Mapping]]] = ..., rulesets: _Optional[_Iterable[_Union[RulesetRef, _Mapping]]] = ...) -> None: ...
 
 class BatchSummary(_message.Message):
     __slots__ = ("total", "accepted", "enriched", "rejected", "by_reason_code")
