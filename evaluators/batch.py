@@ -77,29 +77,35 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             scope = scopes[position]
             try:
                 key = _group_key(aggregate, scope, date_field)
-                amount = _decimal(aggregate.sum, scope, Decimal(1)) if aggregate.sum else Decimal(1)
+                amount = _decimal(aggregate.sum, scope, _ZERO) if aggregate.sum else Decimal(1)
                 start = _decimal(aggregate.start, scope, _ZERO)
                 limit = _decimal(aggregate.limit, scope, None)
             except Exception:  # e.g. a record the item lacks: it is rejected for that already
                 figures[position][name], figures[position][items_name] = _ZERO, ()
                 continue
             assert amount is not None and start is not None
+            if aggregate.round_amount is not None:
+                amount = aggregate.round_amount(amount)
             member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
             groups.setdefault(key, []).append(member)
         for members in groups.values():
-            counted = [member for member in members if member.counts]
+            left_out: set[int] = set()  # positions a limit leaves out: the items after them do not count them
             if running:
                 so_far = members[0].start
                 for member in members:
                     total = so_far + member.amount
                     figures[member.position][name] = total
-                    within = member.limit is None or total <= member.limit
-                    if member.counts and within:
+                    if not member.counts:
+                        continue
+                    if member.limit is None or total <= member.limit:
                         so_far = total
-                    elif member.counts:
-                        counted.remove(member)  # left out by the limit: the items after it do not count it
-            else:
-                total = sum((member.amount for member in counted), _ZERO)
+                    else:
+                        left_out.add(member.position)
+            # A sum names the items that add to it; a count, every item counted.
+            counted = [member for member in members if member.counts and member.position not in left_out
+                       and (member.amount or not aggregate.sum)]
+            if not running:
+                total = sum((member.amount for member in members if member.counts), _ZERO)
                 for member in members:
                     figures[member.position][name] = total if member.counts else total + member.amount
             named = _named(counted)

@@ -36,7 +36,10 @@ class LocatedRow:
 
 
 def file_stem(entity: Entity) -> str:
-    """The export name of an entity, without extension: ``rate_cards`` for rate_card."""
+    """The export name of an entity, without extension: ``rate_cards`` for rate_card, ``expense_policies``
+    for expense_policy."""
+    if entity.name.endswith("y") and entity.name[-2:-1] not in "aeiou":
+        return entity.name[:-1] + "ies"
     return entity.name + "s"
 
 

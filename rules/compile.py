@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -90,6 +90,7 @@ class CompiledAggregate:
     start: CompiledExpression | None
     limit: CompiledExpression | None
     symbols: frozenset[str]  # what the expressions read: the ruleset must bind these before working it out
+    round_amount: Callable[[Decimal], Decimal] | None  # ``rounded``: the ruleset's rounding rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,10 +323,15 @@ class _RuleCompiler:
                 expressions[part] = expression
             by = [self._expression(text, context, (*where, "by", index), None, f"aggregates.{name}.by")
                   for index, text in enumerate(spec.by)]
+            rounding = self.spec.rounding
+            if spec.rounded and rounding is None:
+                self._problem((*where, "rounded"), None, f"aggregates.{name}.rounded: state the rounding rule in "
+                              "the ruleset (rounding: {places: 2, mode: half_up})")
             if all(e is not None for e in by):
                 aggregates.append(CompiledAggregate(
                     name, spec, tuple(e for e in by if e is not None), expressions["sum"], expressions["start"],
-                    expressions["limit"], frozenset(context.symbols)))
+                    expressions["limit"], frozenset(context.symbols),
+                    rounding.apply if spec.rounded and rounding is not None else None))
         return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:

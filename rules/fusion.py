@@ -230,10 +230,12 @@ class _Fuser:
                 f"    if explain:\n"
                 f"        enrichments.append(Enrichment({spec.name!r}, wire(o{k}), wire(n{k}), {rule.id!r}))\n"
             )
-        body.append(f"{_RESET}\n")
+        # Records found by a changed field are looked up again before the symbols are read afresh, so the
+        # rules after this one see the new records (as the rule-by-rule path does).
         refreshed = tuple(spec.name for spec, _e in rule.assignments if spec.name in self.refreshing_fields)
         if refreshed:
             body.append(f"if engine.refresh(state, {refreshed!r}):\n    return {index + 1}\n")
+        body.append(f"{_RESET}\n")
         lines.append(_indent("".join(body), 4))
         return "".join(lines)
 

@@ -148,6 +148,7 @@ class AggregateSpec(_Strict):
     running: bool = False
     start: str | None = Field(None, description="running totals start here (a decimal expression; null is 0)")
     limit: str | None = Field(None, description="items that would take the running total past it are left out")
+    rounded: bool = Field(False, description="round each item's amount by the ruleset's rounding rule (money)")
 
     @field_validator("sum", "start", "limit", mode="before")
     @classmethod

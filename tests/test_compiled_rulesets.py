@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,40 @@ def test_compiled_decisions_equal_the_interpreters(snapshot: tuple[Any, Referenc
     assert set(outcomes) == {"accept", "enrich", "reject"}
     codes = {r.code for d in compiled for r in d.reasons}
     assert len(codes) >= 15, codes
+
+
+REFRESHING_RULESET = """\
+ruleset: refresh-demo
+version: 1.0.0
+effective_from: 2026-01-01
+applies_to: time_entry
+order: 10
+owner: revenue-controls@example.com
+rules:
+  - id: XX-1
+    title: A missing labor category becomes the senior one
+    when: labor_category == null
+    action: enrich
+    set: {labor_category: "'SENIOR_CONSULTANT'"}
+    code: CATEGORY_SET
+    message: set
+  - id: XX-2
+    title: The rate found by the new category is read in the same ruleset
+    when: rate == null
+    action: warn
+    code: NO_RATE_AFTER_ENRICHMENT
+    message: no rate for {labor_category}
+"""
+
+
+def test_a_record_found_by_an_enriched_field_is_looked_up_again_before_the_next_rule(tmp_path: Path) -> None:
+    (tmp_path / "refresh.yaml").write_text(REFRESHING_RULESET, encoding="utf-8")
+    [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
+    assert fused.run is not None
+    reference_data = load_snapshot(ROOT / "examples" / "refdata")
+    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
+             "work_date": "2026-11-03", "hours": "8"}
+    [compiled] = _evaluator((fused,), reference_data).evaluate([entry])
+    [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
+    assert compiled == interpreted
+    assert compiled.codes == ["CATEGORY_SET"]  # the rate row for SENIOR_CONSULTANT was found

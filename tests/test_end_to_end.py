@@ -53,7 +53,7 @@ def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str,
     outcome, _codes, enriched = decisions["TE-1002"]
     assert outcome == "enrich"
     assert enriched == {"labor_category": "SENIOR_CONSULTANT", "bill_rate": "165.00",
-                        "rate_source": "CONTRACT C-100 (rate R-10)"}
+                        "rate_source": "CONTRACT C-100 (rate R-10)", "bill_amount": "1237.50"}
     assert decisions["TE-1003"][2]["bill_rate"] == "172.00"  # the contract rate changed on 2026-11-16
     assert decisions["TE-1006"][2]["bill_rate"] == "150.00"  # 1,200/day over 8 hours
     assert decisions["TE-1009"][:2] == ("reject", ["PROJECT_NOT_CHARGEABLE", "OUTSIDE_PROJECT_DATES",
@@ -66,7 +66,7 @@ def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str,
 def test_sample_timesheet_through_the_client(client: ValidationClient, server: RunningServer) -> None:
     result = client.validate_time_entries(read_items(SAMPLE_TIMESHEET), correlation_id="e2e-sample-1")
     decisions = result.decisions
-    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1033)]
+    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1036)]
     _check_sample_decisions({
         d.item_id: (d.outcome.value, d.codes, {e.field: e.new_value for e in d.enrichments}) for d in decisions
     })
@@ -78,9 +78,9 @@ def test_sample_timesheet_through_the_client(client: ValidationClient, server: R
     assert provenance.correlation_id == "e2e-sample-1"
     assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
     assert [r.id for r in provenance.rulesets] == ["batch-checks", "project-status", "labor-category",
-                                                   "billing-eligibility", "rate-cards"]
-    assert result.summary.total == 32
-    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 32
+                                                   "billing-eligibility", "rate-cards", "contract-terms"]
+    assert result.summary.total == 35
+    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 35
     assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
 
 
@@ -104,7 +104,7 @@ def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
     assert table.returncode == 0, table.stderr
     expected_line = "TE-1009  reject   error PROJECT_NOT_CHARGEABLE [PS-1]: Project P-300 is CLOSED on 2026-11-17"
     assert expected_line in table.stdout
-    assert "32 items:" in table.stdout
+    assert "35 items:" in table.stdout
 
     failing = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1
@@ -166,7 +166,9 @@ def test_typed_items_through_the_client(client: ValidationClient) -> None:
     decision = client.validate_time_entries([entry]).decisions[0]
     assert decision.outcome is Outcome.ENRICH
     # W-2's worker rate of 130.00 (RC-1), at 1.5 times for overtime (RC-6), from the typed decimal and date.
-    assert [(e.field, e.new_value) for e in decision.enrichments][-1] == ("bill_rate", "195.00")
+    enriched = [(e.field, e.new_value) for e in decision.enrichments]
+    assert [value for field, value in enriched if field == "bill_rate"][-1] == "195.00"
+    assert enriched[-1] == ("bill_amount", "585.00")  # 3 hours at 195.00 (CT-3.amount)
 
 
 def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) -> None:

@@ -24,7 +24,7 @@ EXPECTED_COUNTS = {
     "task": 12,
     "worker": 6,
     "assignment": 12,
-    "contract": 4,
+    "contract": 5,
     "rate_card": 9,
     "job_code": 3,
     "billing_hold": 2,
@@ -33,17 +33,17 @@ EXPECTED_COUNTS = {
     "billed_item": 2,
     # expense lines
     "contract_line": 7,
-    "contract_expense_term": 0,
-    "expense_policy": 0,
-    "per_diem_rate": 0,
-    "mileage_rate": 0,
+    "contract_expense_term": 7,
+    "expense_policy": 11,
+    "per_diem_rate": 12,
+    "mileage_rate": 4,
     # invoices
-    "customer": 0,
-    "tax_code": 0,
-    "taxability": 0,
-    "exemption_certificate": 0,
-    "accounting_period": 0,
-    "work_item": 0,
+    "customer": 8,
+    "tax_code": 7,
+    "taxability": 5,
+    "exemption_certificate": 2,
+    "accounting_period": 5,
+    "work_item": 17,
 }
 
 

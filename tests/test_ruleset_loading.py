@@ -615,5 +615,5 @@ def test_an_empty_or_missing_directory_is_refused(tmp_path: Path) -> None:
 def test_the_shipped_rulesets_load() -> None:
     bundle = load_rulesets(Path(__file__).resolve().parent.parent / "rulesets")
     assert [r.id for r in bundle.for_kind("time_entry")] == [
-        "batch-checks", "project-status", "labor-category", "billing-eligibility", "rate-cards",
+        "batch-checks", "project-status", "labor-category", "billing-eligibility", "rate-cards", "contract-terms",
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -50,7 +49,7 @@ def test_each_item_is_judged_by_the_version_in_force_on_its_date(client: Validat
     assert "more than 10" in second.reasons[0].message
     # The other rulesets have one version each: every decision names them all, in the order they ran.
     assert [r.id for r in second.rulesets] == [
-        "batch-checks", "project-status", "labor-category", "billing-eligibility", "rate-cards"]
+        "batch-checks", "project-status", "labor-category", "billing-eligibility", "rate-cards", "contract-terms"]
 
 
 def test_an_item_dated_before_every_version_is_rejected(client: ValidationClient) -> None:

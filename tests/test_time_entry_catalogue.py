@@ -50,8 +50,14 @@ def _enriched(decision: Decision) -> dict[str, str | None]:
         ("TE-1028", "reject", ["TRANSACTION_NOT_ALLOWED"]),  # BE-3: travel is not chargeable on P-100
         ("TE-1030", "reject", ["NO_ASSIGNMENT"]),  # BE-4: W-2 is not assigned to P-300
         ("TE-1032", "reject", ["BILLED_ENTRY_LOCKED"]),  # BE-8: billed as 8 hours, re-sent as 6
-        ("TE-1024", "enrich", ["LABOR_CATEGORY_DERIVED", "ROLE_MISMATCH", "RATE_RESOLVED"]),  # LC-5
-        ("TE-1027", "enrich", ["ENTERED_RATE_DIFFERS", "RATE_RESOLVED"]),  # RC-8
+        ("TE-1024", "enrich", ["LABOR_CATEGORY_DERIVED", "ROLE_MISMATCH", "RATE_RESOLVED", "BILL_AMOUNT"]),  # LC-5
+        ("TE-1027", "enrich", ["ENTERED_RATE_DIFFERS", "RATE_RESOLVED", "BILL_AMOUNT"]),  # RC-8
+        # CT-4: C-100's time line has 8,665.50 left of its hard limit when the batch starts; TE-1033 (1,376.00
+        # on 27 November, after the rest of the month) would cross it, TE-1034 (516.00) still fits.
+        ("TE-1033", "reject", ["NOT_TO_EXCEED_LIMIT"]),
+        ("TE-1034", "enrich", ["RATE_RESOLVED", "BILL_AMOUNT"]),
+        # CT-3: C-300's time line has a soft limit; TE-1035 takes it past, and is held.
+        ("TE-1035", "enrich", ["LABOR_CATEGORY_DERIVED", "RATE_RESOLVED", "BILL_AMOUNT", "NOT_TO_EXCEED_REACHED"]),
     ],
 )
 def test_sample_decisions(sample: dict[str, Decision], entry_id: str, outcome: str, codes: list[str]) -> None:
@@ -69,16 +75,16 @@ def test_a_billable_project_without_a_contract_is_held(sample: dict[str, Decisio
 
 def test_a_rate_is_converted_at_the_latest_fx_rate_on_or_before_the_work_date(sample: dict[str, Decision]) -> None:
     decision = sample["TE-1025"]  # Saturday 2026-11-21: Friday's USD/EUR rate 0.9207; 150 x 0.9207 = 138.105
-    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "RATE_RESOLVED", "RATE_CONVERTED"]
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "RATE_RESOLVED", "RATE_CONVERTED", "BILL_AMOUNT"]
     assert _enriched(decision)["bill_rate"] == "138.11"  # half up
-    converted = decision.reasons[-1].message
+    converted = decision.reasons[2].message
     assert "at 0.9207 (USD/EUR of 2026-11-20)" in converted
     assert "rounded to the cent half up" in converted
 
 
 def test_a_day_rate_with_a_discount(sample: dict[str, Decision]) -> None:
     decision = sample["TE-1026"]  # RC-5 then RC-7: 1,400/day over 8 hours = 175.00, less 5% = 166.25 (EUR, no FX)
-    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "DAY_RATE_CONVERTED", "DISCOUNT_APPLIED"]
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "DAY_RATE_CONVERTED", "DISCOUNT_APPLIED", "BILL_AMOUNT"]
     assert _enriched(decision)["bill_rate"] == "166.25"
 
 
@@ -92,9 +98,22 @@ def test_a_transaction_control_makes_time_cost_only(sample: dict[str, Decision])
 def test_a_billing_hold_from_its_start_date(sample: dict[str, Decision]) -> None:
     assert "BILLING_HOLD" not in sample["TE-1025"].codes  # 2026-11-21: before the hold on C-400
     decision = sample["TE-1031"]  # 2026-11-24: held, and still priced and converted
-    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "BILLING_HOLD", "RATE_RESOLVED", "RATE_CONVERTED"]
+    assert decision.codes == ["LABOR_CATEGORY_DERIVED", "BILLING_HOLD", "RATE_RESOLVED", "RATE_CONVERTED",
+                              "BILL_AMOUNT"]
     assert _enriched(decision)["bill_status"] == "HOLD"
     assert _enriched(decision)["bill_rate"] == "138.03"  # 150 x 0.9202
+
+
+def test_a_hard_limit_names_the_items_counted_and_skips_the_one_it_rejects(sample: dict[str, Decision]) -> None:
+    rejected = sample["TE-1033"].reasons[0].message
+    assert "would take contract C-100 line L1 to 250710.50, over its hard not-to-exceed limit of 250000.00" \
+        in rejected
+    assert "241500.00 billed before" in rejected
+    assert _enriched(sample["TE-1034"])["bill_amount"] == "516.00"  # 249,850.50 with it: within the limit
+    held = sample["TE-1035"]
+    assert _enriched(held)["bill_status"] == "HOLD"
+    assert "reaches 180500.00 with this entry, past its soft not-to-exceed limit of 180000.00" \
+        in held.reasons[-1].message
 
 
 def test_earlier_sample_entries_keep_their_outcomes(sample: dict[str, Decision]) -> None:
