@@ -569,6 +569,23 @@ def _add_controls(
             if assigned:
                 control(project_id, worker_id=rng.choice(assigned), billable=False, reason="shadowing",
                         effective_to=rng.choice(DAYS[5:25]))
+    # CT-1..CT-4: a time and an expense line per contract; a few contracts bill no time (CT-2), a few time lines
+    # end mid-month (CT-1), some have a not-to-exceed limit close to what is consumed already (hard or soft)
+    for contract in contracts:
+        roll = rng.random()
+        if roll < 0.03:
+            continue
+        line = {"contract_id": contract["contract_id"], "line_id": "L1", "item_class": "TIME",
+                "start_date": contract["start_date"], "end_date": contract["end_date"]}
+        if roll < 0.08:
+            line["end_date"] = MID_MONTH
+        elif roll < 0.28:
+            consumed = Decimal(rng.randint(50, 400) * 1000)
+            line.update(nte_limit=consumed + Decimal(rng.randint(5, 40) * 1000), consumed_amount=consumed,
+                        nte_type="HARD" if roll < 0.18 else "SOFT")
+        rows["contract_line"].append(line)
+        rows["contract_line"].append({**line, "line_id": "L2", "item_class": "EXPENSE", "nte_limit": None,
+                                      "consumed_amount": Decimal(0), "nte_type": "HARD"})
     # BE-8: entries billed already (every BILLED_EVERY-th entry id), on one of the worker's assignments
     regulars = [w for w in firm.workers if w["_kind"] == "regular" and firm.assignments_of[w["worker_id"]]]
     for number in range(BILLED_EVERY, BILLED_UP_TO + 1, BILLED_EVERY):

@@ -77,6 +77,7 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             scope = scopes[position]
             try:
                 key = _group_key(aggregate, scope, date_field)
+                elements = None if aggregate.each is None else dict.fromkeys(aggregate.each.evaluate(scope) or ())
                 amount = _decimal(aggregate.sum, scope, _ZERO) if aggregate.sum else Decimal(1)
                 start = _decimal(aggregate.start, scope, _ZERO)
                 limit = _decimal(aggregate.limit, scope, None)
@@ -87,14 +88,21 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             if aggregate.round_amount is not None:
                 amount = aggregate.round_amount(amount)
             member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
-            groups.setdefault(key, []).append(member)
+            if elements is None:
+                groups.setdefault(key, []).append(member)
+                continue
+            if not elements:
+                figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
+            for element in elements:
+                groups.setdefault((*key, element), []).append(member)
         for members in groups.values():
             left_out: set[int] = set()  # positions a limit leaves out: the items after them do not count them
+            group_figures: dict[int, Decimal] = {}
             if running:
                 so_far = members[0].start
                 for member in members:
                     total = so_far + member.amount
-                    figures[member.position][name] = total
+                    group_figures[member.position] = total
                     if not member.counts:
                         continue
                     if member.limit is None or total <= member.limit:
@@ -107,8 +115,10 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             if not running:
                 total = sum((member.amount for member in members if member.counts), _ZERO)
                 for member in members:
-                    figures[member.position][name] = total if member.counts else total + member.amount
+                    group_figures[member.position] = total if member.counts else total + member.amount
             named = _named(counted)
-            for member in members:
-                figures[member.position][items_name] = named
+            for position, value in group_figures.items():
+                # An item in several groups (``each``) reads the largest figure, and that group's items.
+                if name not in figures[position] or value > figures[position][name]:
+                    figures[position][name], figures[position][items_name] = value, named
     return figures

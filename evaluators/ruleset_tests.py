@@ -60,8 +60,8 @@ def _merge(default: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str,
 
 
 def _wire_item(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Test items go through the same decoding as items on the wire."""
-    return {k: v if v is None or isinstance(v, dict) else format_value(v) for k, v in values.items()}
+    """Test items go through the same decoding as items on the wire (lists as lists, like a repeated field)."""
+    return {k: v if v is None or isinstance(v, (dict, list, tuple)) else format_value(v) for k, v in values.items()}
 
 
 def _records(kind: ItemKind, refs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Row | None]:

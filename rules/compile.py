@@ -91,6 +91,7 @@ class CompiledAggregate:
     limit: CompiledExpression | None
     symbols: frozenset[str]  # what the expressions read: the ruleset must bind these before working it out
     round_amount: Callable[[Decimal], Decimal] | None  # ``rounded``: the ruleset's rounding rule
+    each: CompiledExpression | None  # a list: the item joins one group per element
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,11 +328,18 @@ class _RuleCompiler:
             if spec.rounded and rounding is None:
                 self._problem((*where, "rounded"), None, f"aggregates.{name}.rounded: state the rounding rule in "
                               "the ruleset (rounding: {places: 2, mode: half_up})")
+            each = None
+            if spec.each is not None:
+                each = self._expression(spec.each, context, (*where, "each"), None, f"aggregates.{name}.each")
+                if each is not None and not T.is_type(_not_null(each.result_type), T.ARRAY) \
+                        and each.result_type != T.UNDEFINED:
+                    self._problem((*where, "each"), None, f"aggregates.{name}.each: `{spec.each}` is "
+                                  f"{_type_name(each.result_type)}, not a list")
             if all(e is not None for e in by):
                 aggregates.append(CompiledAggregate(
                     name, spec, tuple(e for e in by if e is not None), expressions["sum"], expressions["start"],
                     expressions["limit"], frozenset(context.symbols),
-                    rounding.apply if spec.rounded and rounding is not None else None))
+                    rounding.apply if spec.rounded and rounding is not None else None, each))
         return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:

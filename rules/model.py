@@ -139,18 +139,21 @@ class AggregateSpec(_Strict):
     so the answer does not depend on the order the items arrive in; ``start`` is where a running total
     begins (e.g. the amount already consumed). With ``limit``, an item that would take the running total
     past the limit is left out of the total for the items after it: it is the one to reject, never part
-    of it, and the items after it may still fit (a hard not-to-exceed cap, CT-4).
+    of it, and the items after it may still fit (a hard not-to-exceed cap, CT-4). With ``each`` (a list),
+    an item joins one group per element and reads the largest of its figures (and that group's items).
     """
 
     sum: str | None = Field(None, description="decimal expression to add up; without it, items are counted")
-    by: list[str] = Field(min_length=1, description="expressions whose values make a group")
+    by: list[str] = Field(default_factory=list, description="expressions whose values make a group")
     per: Literal["day", "week"] | None = Field(None, description="also group by the business date's day or ISO week")
     running: bool = False
     start: str | None = Field(None, description="running totals start here (a decimal expression; null is 0)")
     limit: str | None = Field(None, description="items that would take the running total past it are left out")
     rounded: bool = Field(False, description="round each item's amount by the ruleset's rounding rule (money)")
+    each: str | None = Field(None, description="a list expression: the item joins one group per element (e.g. "
+                                               "each source id an invoice line bills) and gets its largest figure")
 
-    @field_validator("sum", "start", "limit", mode="before")
+    @field_validator("sum", "start", "limit", "each", mode="before")
     @classmethod
     def _scalar_text(cls, value: Any) -> Any:
         return _expression_text(value)
@@ -159,6 +162,10 @@ class AggregateSpec(_Strict):
     def _running_for_start_and_limit(self) -> AggregateSpec:
         if (self.start is not None or self.limit is not None) and not self.running:
             raise ValueError("start and limit apply to running totals: add running: true")
+        if not self.by and self.each is None:
+            raise ValueError("say what makes a group: by (a list of expressions), each (a list), or both")
+        if self.each is not None and self.limit is not None:
+            raise ValueError("a limit applies to one running total per item: it cannot be used with each")
         return self
 
 

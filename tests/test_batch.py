@@ -110,6 +110,7 @@ def test_ten_thousand_mixed_entries_are_decided_in_one_call(tmp_path: Path) -> N
     assert len(result.decisions) == len(entries)
     assert [d.item_id for d in result.decisions] == [e["entry_id"] for e in entries]
     codes = result.summary.by_reason_code
-    assert {"DUPLICATE_SOURCE_REF", "DAILY_HOURS_EXCEEDED", "OVERTIME_RETYPED"} <= set(codes)
+    assert {"DUPLICATE_SOURCE_REF", "DAILY_HOURS_EXCEEDED", "OVERTIME_RETYPED", "NOT_TO_EXCEED_LIMIT",
+            "NOT_TO_EXCEED_REACHED"} <= set(codes)
     assert "RULE_EVALUATION_ERROR" not in codes
     assert result.summary.accepted + result.summary.enriched + result.summary.rejected == len(entries)

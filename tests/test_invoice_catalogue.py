@@ -15,6 +15,7 @@ The sample, examples/invoices-2026-11.jsonl (we invoice from the Netherlands):
 - INV-2026-1106 Wayne, dated in October, a closed receivables period (IV-9).
 - INV-2026-1107 Wayne in USD (IV-5), without the customer's VAT id (IV-4) or a purchase order (IV-6).
 - INV-2026-1108 Wayne after contract C-400's billing hold starts on 23 November: held (IV-6).
+- INV-2026-1109 Wayne, a day after INV-2026-1102, billing one of its time entries again (IV-2.batch).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
     "INV-2026-1106-1": ("reject", ["PERIOD_NOT_OPEN"]),
     "INV-2026-1107-1": ("reject", ["CURRENCY_NOT_CONTRACT_CURRENCY", "EU_INVOICE_CONTENT_MISSING", "PO_REQUIRED"]),
     "INV-2026-1108-1": ("enrich", ["REVERSE_CHARGE", "BILLING_HOLD"]),
+    "INV-2026-1109-1": ("reject", ["SOURCE_BILLED_TWICE"]),
 }
 
 # invoice id -> (outcome, accepted, enriched, rejected, lines rejected on their own account)
@@ -77,6 +79,7 @@ ROLLUPS: dict[str, tuple[str, int, int, int, tuple[str, ...]]] = {
     "INV-2026-1106": ("reject", 0, 0, 1, ("INV-2026-1106-1",)),
     "INV-2026-1107": ("reject", 0, 0, 1, ("INV-2026-1107-1",)),
     "INV-2026-1108": ("enrich", 0, 1, 0, ()),
+    "INV-2026-1109": ("reject", 0, 0, 1, ("INV-2026-1109-1",)),
 }
 
 
@@ -277,7 +280,7 @@ def test_sample_invoices_through_the_client(client: ValidationClient, server: Ru
     assert provenance.correlation_id == "e2e-invoices-1"
     assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
     assert [r.id for r in provenance.rulesets] == ["tax-treatment", "tax-rates", "invoice-validation"]
-    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (2, 7, 7)
+    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (2, 7, 8)
 
 
 def test_all_or_nothing_rejects_an_invoice_with_a_rejected_line(client: ValidationClient) -> None:
@@ -306,7 +309,7 @@ def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     assert "INV-2026-1102-1  enrich   tax_code: (none) -> RC  [TX-1]" in table.stdout
     assert "INV-2026-1106-1  reject   error PERIOD_NOT_OPEN [IV-9]: Invoice date 2026-10-30" in table.stdout
     assert "INV-2026-1105  reject   6 (0 accepted, 1 enriched, 5 rejected;" in table.stdout
-    assert "16 items: 2 accepted, 7 enriched, 7 rejected" in table.stdout
+    assert "17 items: 2 accepted, 7 enriched, 8 rejected" in table.stdout
 
     completed = _run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice", "--server", target,
                          "--format", "json", "--all-or-nothing")

@@ -467,6 +467,30 @@ def problems_of_bundle(directory: Path) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Aggregates
+
+
+@pytest.mark.parametrize(("aggregate", "message"), [
+    ("{sum: worker_id, by: [worker_id]}", "aggregates.total.sum: `worker_id` is string, not a decimal"),
+    ("{sum: hours, by: [wroker_id]}", "aggregates.total.by: unknown symbol: 'wroker_id' (did you mean 'worker_id'?)"),
+    ("{sum: hours, by: [worker_id], start: 10}", "aggregates.total: Value error, start and limit apply to running "
+                                                 "totals: add running: true"),
+    ("{sum: hours}", "aggregates.total: Value error, say what makes a group: by (a list of expressions), each (a "
+                     "list), or both"),
+    ("{each: custom, running: true}", "aggregates.total.each: `custom` is mapping, not a list"),
+    ("{each: source_ref, running: true, limit: 1}",
+     "aggregates.total: Value error, a limit applies to one running total per item: it cannot be used with each"),
+    ("{sum: hours, by: [worker_id], rounded: true}", "aggregates.total.rounded: state the rounding rule in the "
+                                                     "ruleset (rounding: {places: 2, mode: half_up})"),
+])
+def test_a_bad_aggregate_is_refused_naming_it(tmp_path: Path, aggregate: str, message: str) -> None:
+    path = write_ruleset(tmp_path, extra=f"aggregates:\n  total: {aggregate}\n")
+    problem = only_problem(path)
+    assert problem.message.startswith(message), problem.message
+    assert problem.line == line_with(path, "total:")
+
+
+# ---------------------------------------------------------------------------------------------------
 # Messages and params
 
 
