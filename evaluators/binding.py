@@ -6,20 +6,29 @@ each one is found in a reference snapshot is defined here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import datetime as dt
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 from evaluators.reference_data import ReferenceSnapshot, Row, version_as_of
+from rules.compile import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
+from rules.problems import Problem
 from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, RateScope, format_value
 
 Scope = dict[str, Any]
+_DAWN = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class Binder(Protocol):
     def bind(self, binding: Binding, scope: Scope) -> Row | None: ...
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str: ...
+
+    def lookup(self, lookup: CompiledLookup, scope: Scope) -> Row | None: ...
+
+    def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]: ...
 
 
 Resolver = Callable[[ReferenceSnapshot, Scope, Any], Row | None]  # (snapshot, item scope, business date)
@@ -178,19 +187,6 @@ def _policy(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     return snapshot.table("expense_policy").get((scope["expense_type"],), day)
 
 
-def _per_diem(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
-    """The daily cap at the most specific place known (EX-2): US-NY-NYC, then US-NY, then US, then DEFAULT."""
-    location = scope["location"] or ""
-    parts = location.split("-") if location else []
-    places = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)] + ["DEFAULT"]
-    table = snapshot.table("per_diem_rate")
-    for place in places:
-        row = table.get((place, scope["expense_type"]), day)
-        if row is not None:
-            return row
-    return None
-
-
 def _mileage(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     return snapshot.table("mileage_rate").get((scope["currency"],), day)
 
@@ -228,13 +224,6 @@ def jurisdiction(customer: Row) -> str:
     if customer["country"] == "US" and customer["region"]:
         return f"US-{customer['region']}"
     return str(customer["country"])
-
-
-def _taxability(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
-    customer = scope["customer"]
-    if customer is None:
-        return None
-    return snapshot.table("taxability").get((jurisdiction(customer), scope["service_category"]), day)
 
 
 def _exemption(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
@@ -308,7 +297,6 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "hold": _hold,
         "contract_line": _contract_line_of("EXPENSE"),
         "policy": _policy,
-        "per_diem": _per_diem,
         "mileage": _mileage,
         "expense_terms": _expense_terms,
     },
@@ -317,12 +305,44 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "customer": _customer,
         "hold": _invoice_hold,
         "period": _receivables_period,
-        "taxability": _taxability,
         "exemption": _exemption,
         "tax": _tax,
         "sources": _sources,
     },
 }
+
+def _overlaps(rows: Sequence[Row], columns: tuple[str, ...], latest: str | None) -> Iterator[str]:
+    """Describe each pair of rows agreeing on ``columns`` that could both be found on one day."""
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[c] for c in columns), []).append(row)
+    for values, group in groups.items():
+        if len(group) < 2:
+            continue
+        if latest is not None:
+            dates: dict[Any, Row] = {}
+            for row in group:
+                if row[latest] in dates and _ranges_meet(dates[row[latest]], row):
+                    yield f"{_describe(columns, values)} twice for {format_value(row[latest])}"
+                dates.setdefault(row[latest], row)
+            continue
+        ordered = sorted(group, key=lambda row: row["effective_from"] or _DAWN)
+        for earlier, later in itertools.pairwise(ordered):
+            if _ranges_meet(earlier, later):
+                yield (f"{_describe(columns, values)} from {format_value(earlier['effective_from'])} to "
+                       f"{format_value(earlier['effective_to'])} and from {format_value(later['effective_from'])} "
+                       f"to {format_value(later['effective_to'])}")
+
+
+def _ranges_meet(earlier: Row, later: Row) -> bool:
+    """Whether two rows' effective ranges (inclusive, open when empty) share a day; ``earlier`` starts first."""
+    end, start = earlier["effective_to"], later["effective_from"]
+    return end is None or start is None or start <= end
+
+
+def _describe(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    return ", ".join(f"{c} {format_value(v)}" for c, v in zip(columns, values, strict=True))
+
 
 class SnapshotBinder:
     """Finds bindings in one reference snapshot."""
@@ -335,6 +355,46 @@ class SnapshotBinder:
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
+
+    def lookup(self, lookup: CompiledLookup, scope: Scope) -> Row | None:
+        """The row the first way of the lookup finds in force on the day (see LookupSpec), or None."""
+        day = lookup.as_of.evaluate(scope) if lookup.as_of is not None else scope[self.date_field]
+        if day is None:
+            return None
+        table = self.snapshot.table(lookup.entity.name)
+        latest = lookup.latest_on_or_before
+        for precedence, level in enumerate(lookup.levels, start=1):
+            values = tuple(expression.evaluate(scope) for _column, expression in level)
+            if None in values:
+                continue  # this way does not apply to the item (e.g. no assignment)
+            rows = table.find(lookup.columns(precedence), values)
+            if latest is None:
+                row = version_as_of(rows, day)
+            else:
+                on_or_before = [r for r in rows if r[latest] <= day and version_as_of([r], day) is not None]
+                row = max(on_or_before, key=lambda r: r[latest]) if on_or_before else None
+            if row is not None:
+                return {**row, LOOKUP_PRECEDENCE: Decimal(precedence)}
+        return None
+
+    def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
+        """Rows one way of a lookup could find together, in force on the same day: the lookup would depend
+        on the order rows happen to be stored in, so the pairing of ruleset and data is refused."""
+        problems = []
+        for ruleset in rulesets:
+            for lookup in ruleset.lookups:
+                table = self.snapshot.table(lookup.entity.name)
+                for precedence in range(1, len(lookup.levels) + 1):
+                    columns = lookup.columns(precedence)
+                    rows = [row for versions in table.by_key.values() for row in versions]
+                    for clash in _overlaps(rows, columns, lookup.latest_on_or_before):
+                        problems.append(Problem(
+                            ruleset.path, lookup.line, lookup.name,
+                            f"lookups.{lookup.name}: way {precedence} ({', '.join(columns)}) finds more than one "
+                            f"{lookup.entity.name} row in force on the same day in reference snapshot "
+                            f"{self.snapshot.snapshot_id}: {clash}; correct the data or make the match more specific"))
+                        break  # one example per way is enough to act on
+        return problems
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         fields = tuple(f for f in binding.entity.key if f in self.kind.fields)
@@ -349,13 +409,19 @@ class SnapshotBinder:
 
 
 class FixedBinder:
-    """Bindings given outright, as in a ruleset's tests: ``refs: {project: {...}, rate: null}``."""
+    """Bindings and lookups given outright, as in a ruleset's tests: ``refs: {project: {...}, rate: null}``."""
 
     def __init__(self, records: Mapping[str, Row | None]) -> None:
         self.records = records
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.records.get(binding.name)
+
+    def lookup(self, lookup: CompiledLookup, scope: Scope) -> Row | None:
+        return self.records.get(lookup.name)
+
+    def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
+        return []
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         return f"{binding.name} is not given in the test's refs"

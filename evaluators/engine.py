@@ -17,10 +17,11 @@ from typing import Any, cast
 from evaluators.batch import batch_figures
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledRule, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRule, CompiledRuleset
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
+from rules.problems import ProblemsError
 from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
@@ -87,6 +88,7 @@ class _ItemState:
     unbound: set[str] = field(default_factory=set)  # required bindings that could not be found
     fired: list[str] = field(default_factory=list)  # rule ids, in order: what ruleset tests measure coverage by
     versions: list[RulesetRef] = field(default_factory=list)  # the ruleset versions that judged it (when a choice)
+    lookups: tuple[CompiledLookup, ...] = ()  # the running ruleset's, looked up again when what they read changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class _Version:
     ruleset: CompiledRuleset
     bindings: tuple[Binding, ...]
     plans: tuple[_RulePlan, ...]
+    lookups: tuple[CompiledLookup, ...]
     effective_from: dt.datetime  # as rule values hold dates
     ref: RulesetRef
 
@@ -129,6 +132,7 @@ class Evaluator:
                 ruleset,
                 tuple(self.bindings[name] for name in ruleset.bindings),
                 tuple(_RulePlan.of(ruleset, rule) for rule in ruleset.rules),
+                ruleset.lookups,
                 date_value(ruleset.spec.effective_from),
                 RulesetRef(ruleset.id, ruleset.version),
             ))
@@ -137,6 +141,9 @@ class Evaluator:
         # response's provenance (every ruleset, one version each) says it once for all.
         self.names_versions = any(len(stage) > 1 for stage in self.stages)
         self.refreshes = self._refresh_plan(kind)
+        problems = binder.lookup_problems(self.rulesets)
+        if problems:
+            raise ProblemsError(problems)
         self.provenance = Provenance(
             rulesets=tuple(RulesetRef(r.id, r.version) for r in self.rulesets),
             snapshot_id=snapshot_id,
@@ -235,21 +242,30 @@ class Evaluator:
                 if record is None and binding.required:
                     self._missing(binding, state)
 
+    def _look_up(self, lookups: Sequence[CompiledLookup], state: _ItemState) -> None:
+        scope = state.scope
+        for lookup in lookups:
+            scope[lookup.name] = self.binder.lookup(lookup, scope)
+
     def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
         """Bind and run one ruleset version on the items it judges."""
-        ruleset, bindings, plans = version.ruleset, version.bindings, version.plans
+        ruleset, bindings, plans, lookups = version.ruleset, version.bindings, version.plans, version.lookups
         figures: list[dict[str, Any]] | None = None
         if ruleset.aggregates:
             # The figures read the records the ruleset binds, for every item, before any rule runs.
             for state in states:
                 self._bind(bindings, state)
+                self._look_up(lookups, state)
             figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
                                     [not state.rejected for state in states])
         params, run, names_versions = ruleset.params, ruleset.run, self.names_versions
         for index, state in enumerate(states):
             scope = state.scope
+            state.lookups = lookups
             if figures is None:
                 self._bind(bindings, state)
+                if lookups:
+                    self._look_up(lookups, state)
             scope[PARAMS_SYMBOL] = params
             scope[BATCH_SYMBOL] = figures[index] if figures is not None else _NO_FIGURES
             if names_versions:
@@ -303,6 +319,12 @@ class Evaluator:
         for binding in stale:
             if binding.name in state.scope:
                 self._resolve(binding, state)
+        if state.lookups:
+            changed = {*fields, *(b.name for b in stale)}
+            for lookup in state.lookups:
+                if lookup.symbols & changed:
+                    state.scope[lookup.name] = self.binder.lookup(lookup, state.scope)
+                    changed.add(lookup.name)  # a later lookup reading this one is looked up again too
         return bool(state.unbound)
 
     def fail(self, state: _ItemState, ruleset_id: str, rule_id: str, field: str | None, error: Exception) -> None:

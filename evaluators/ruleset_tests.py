@@ -19,11 +19,11 @@ from evaluators.binding import FixedBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import Row
 from rules import yaml_source
-from rules.compile import CompiledRuleset
+from rules.compile import LOOKUP_PRECEDENCE, CompiledRuleset
 from rules.decisions import Decision
 from rules.model import RulesetTest
 from rules.problems import Problem
-from rules.schema import FieldValueError, ItemKind, format_value
+from rules.schema import Entity, FieldKind, FieldSpec, FieldValueError, ItemKind, format_value
 
 TEST_SNAPSHOT = "ruleset-test"
 
@@ -64,22 +64,27 @@ def _wire_item(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v if v is None or isinstance(v, (dict, list, tuple)) else format_value(v) for k, v in values.items()}
 
 
-def _records(kind: ItemKind, refs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Row | None]:
-    bindings = {b.name: b for b in kind.bindings}
+def _records(ruleset: CompiledRuleset, refs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Row | None]:
+    """The records a test gives, by binding or lookup name, validated like rows of their tables."""
+    kind = ruleset.kind
+    sources: dict[str, tuple[Entity, tuple[FieldSpec, ...]]] = {b.name: (b.entity, b.extra) for b in kind.bindings}
+    precedence = FieldSpec(LOOKUP_PRECEDENCE, FieldKind.DECIMAL, False, "")
+    sources.update({lookup.name: (lookup.entity, (precedence,)) for lookup in ruleset.lookups})
     records: dict[str, Row | None] = {}
     for name, given in refs.items():
-        binding = bindings.get(name)
-        if binding is None:
-            raise ValueError(f"refs.{name}: {kind.name} items have no binding {name!r} "
-                             f"(known: {', '.join(bindings)})")
+        if name not in sources:
+            raise ValueError(f"refs.{name}: {kind.name} items have no binding or lookup {name!r} "
+                             f"(known: {', '.join(sources)})")
         if given is None:
             records[name] = None
             continue
-        extra_names = {spec.name for spec in binding.extra}
-        row = binding.entity.model.model_validate({k: v for k, v in given.items() if k not in extra_names})
-        record = binding.entity.native(row)
-        for spec in binding.extra:
-            record[spec.name] = spec.native(given.get(spec.name))
+        entity, extra = sources[name]
+        extra_names = {spec.name for spec in extra}
+        row = entity.model.model_validate({k: v for k, v in given.items() if k not in extra_names})
+        record = entity.native(row)
+        for spec in extra:
+            value = given.get(spec.name, 1 if spec is precedence else None)  # a lookup found by its first way
+            record[spec.name] = spec.native(value)
         records[name] = record
     return records
 
@@ -125,7 +130,7 @@ def run_ruleset_tests(ruleset: CompiledRuleset, engine_version: str) -> RulesetT
             for name, given in test.refs.items()
         })
         try:
-            binder = FixedBinder(_records(kind, refs))
+            binder = FixedBinder(_records(ruleset, refs))
         except (ValueError, pydantic.ValidationError) as error:
             report.failures.append(Problem(ruleset.path, line, test.name, f"bad refs: {error}"))
             continue

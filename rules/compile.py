@@ -24,7 +24,7 @@ from rules.compiler import CompiledExpression, NotCompilableError, compile_expre
 from rules.fusion import RulesetFunction, fuse
 from rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
-from rules.schema import ITEM_KINDS, FieldKind, FieldSpec, ItemKind, date_value, format_value
+from rules.schema import ENTITIES, ITEM_KINDS, Entity, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
 T = rule_engine.DataType
 
@@ -77,6 +77,23 @@ class CompiledRule:
 
 
 ITEMS_SUFFIX = "_items"
+LOOKUP_PRECEDENCE = "precedence"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLookup:
+    """A lookup with its match expressions compiled (see LookupSpec for what each part means)."""
+
+    name: str
+    entity: Entity
+    levels: tuple[tuple[tuple[str, CompiledExpression], ...], ...]  # per way, most specific first: (column, value)
+    as_of: CompiledExpression | None
+    latest_on_or_before: str | None
+    symbols: frozenset[str]  # what the expressions read: bound first, and looked up again when they change
+    line: int | None
+
+    def columns(self, precedence: int) -> tuple[str, ...]:
+        return tuple(column for column, _expression in self.levels[precedence - 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +120,7 @@ class CompiledRuleset:
     rules: tuple[CompiledRule, ...]
     params: Mapping[str, Any]
     bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
+    lookups: tuple[CompiledLookup, ...]  # reference tables looked up per item, after the bindings
     aggregates: tuple[CompiledAggregate, ...]  # figures over the batch, worked out before the rules run
     run: RulesetFunction | None  # the rules' requires and conditions fused into one function (rules/fusion.py)
     source: str  # the generated source of ``run``, or why there is none
@@ -296,12 +314,68 @@ class _RuleCompiler:
         self.symbol_types: dict[str, Any] = {name: f.rule_type for name, f in kind.fields.items()}
         self.symbol_types.update({b.name: b.rule_type() for b in kind.bindings})
         self.symbol_types[PARAMS_SYMBOL] = T.OBJECT("params", param_types, accessor=operator.getitem)
+        self.lookups = self._lookups()
         self.aggregates = self._aggregates()
         figures: dict[str, Any] = {}
         for aggregate in self.aggregates:
             figures[aggregate.name] = T.FLOAT
             figures[aggregate.name + ITEMS_SUFFIX] = T.ARRAY(T.STRING)
         self.symbol_types[BATCH_SYMBOL] = T.OBJECT("batch", figures, accessor=operator.getitem)
+
+    def _lookups(self) -> tuple[CompiledLookup, ...]:
+        """Compile each lookup's match expressions; each lookup becomes a symbol for the rules (and the
+        lookups after it), typed as its table's row (with ``precedence``) or null."""
+        lookups = []
+        for name, spec in self.spec.lookups.items():
+            where = ("lookups", name)
+            before = len(self.problems)
+            if name in self.symbol_types:
+                self._problem(where, None, f"lookups.{name}: {name!r} is already a field, a record or params; "
+                              "choose another name")
+                continue
+            entity = ENTITIES.get(spec.table)
+            if entity is None:
+                self._problem((*where, "table"), None, f"lookups.{name}.table: no reference table {spec.table!r} "
+                              f"(known: {', '.join(sorted(ENTITIES))})")
+                continue
+            context = _context(self.symbol_types)
+            levels = []
+            for index, level in enumerate(spec.match):
+                compiled = []
+                for column, text in level.items():
+                    loc = (*where, "match", index, column)
+                    column_spec = entity.fields.get(column)
+                    if column_spec is None:
+                        self._problem(loc, None, f"lookups.{name}.match: {spec.table} has no column {column!r}")
+                        continue
+                    expression = self._expression(text, context, loc, None, f"lookups.{name}.match.{column}")
+                    if expression is None:
+                        continue
+                    result = _not_null(expression.result_type)
+                    if result != T.UNDEFINED and not T.is_compatible(_not_null(column_spec.rule_type), result):
+                        self._problem(loc, None, f"lookups.{name}.match.{column}: `{text}` is {_type_name(result)}, "
+                                      f"{spec.table}.{column} is {_type_name(column_spec.rule_type)}")
+                    compiled.append((column, expression))
+                levels.append(tuple(compiled))
+            as_of = None
+            if spec.as_of is not None:
+                as_of = self._expression(spec.as_of, context, (*where, "as_of"), None, f"lookups.{name}.as_of")
+                if as_of is not None and _not_null(as_of.result_type) not in (T.DATETIME, T.UNDEFINED):
+                    self._problem((*where, "as_of"), None, f"lookups.{name}.as_of: `{spec.as_of}` is "
+                                  f"{_type_name(as_of.result_type)}, not a date")
+            latest = spec.latest_on_or_before
+            if latest is not None and (latest not in entity.fields
+                                       or entity.fields[latest].kind is not FieldKind.DATE):
+                self._problem((*where, "latest_on_or_before"), None, f"lookups.{name}.latest_on_or_before: "
+                              f"{spec.table} has no date column {latest!r}")
+            if len(self.problems) > before:
+                continue
+            attributes = {field.name: field.rule_type for field in entity.fields.values()}
+            attributes[LOOKUP_PRECEDENCE] = T.FLOAT
+            self.symbol_types[name] = T.NULLABLE(T.OBJECT(spec.table, attributes, accessor=operator.getitem))
+            lookups.append(CompiledLookup(name, entity, tuple(levels), as_of, latest, frozenset(context.symbols),
+                                          yaml_source.line_of(self.document, where)))
+        return tuple(lookups)
 
     def _aggregates(self) -> tuple[CompiledAggregate, ...]:
         """Compile each aggregate's expressions against the item as it enters the ruleset (no ``batch``)."""
@@ -371,8 +445,10 @@ class _RuleCompiler:
         self._check_money_rounding()
         if self.problems:
             raise ProblemsError(self.problems)
-        used = frozenset().union(*(r.symbols for r in rules), *(a.symbols for a in self.aggregates))
-        refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings))
+        used = frozenset().union(*(r.symbols for r in rules), *(a.symbols for a in self.aggregates),
+                                 *(lookup.symbols for lookup in self.lookups))
+        refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings),
+                                              *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
         rounding = self.spec.rounding.apply if self.spec.rounding else None
         try:
             run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields)
@@ -386,6 +462,7 @@ class _RuleCompiler:
             rules=tuple(rules),
             params=self.params,
             bindings=self._bindings_with_dependencies(used),
+            lookups=self.lookups,
             aggregates=self.aggregates,
             run=run,
             source=source,

@@ -169,6 +169,33 @@ class AggregateSpec(_Strict):
         return self
 
 
+class LookupSpec(_Strict):
+    """A reference table the ruleset looks up for each item, read by rules as ``<name>`` (null: no row).
+
+    ``match`` lists the ways to find the row, most specific first (a rate for the worker, then the
+    assignment, the contract, the project, the standard card): each maps table columns to expressions over
+    the item (its fields, the records it is bound to, the params, the lookups declared before it). The
+    first way whose values are all known and that finds a row in force on the item's business date (or
+    ``as_of``) wins; the row carries ``precedence``, the 1-based number of the way that found it. Rows
+    that one way could find together must not be in force on the same day: such data is refused when the
+    ruleset meets it. ``latest_on_or_before`` names a date column instead (daily FX rates): the row with
+    the latest such date on or before the day wins.
+    """
+
+    table: str = Field(description="the reference entity, e.g. rate_card")
+    match: list[dict[str, str]] = Field(min_length=1, description="column -> expression, most specific first")
+    as_of: str | None = Field(None, description="the date to look up as of (default: the item's business date)")
+    latest_on_or_before: str | None = Field(None, description="a date column: the latest row on or before the day")
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _match_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{k: _expression_text(v) for k, v in level.items()} if isinstance(level, dict) else level
+                    for level in value]
+        return value
+
+
 class RulesetTest(_Strict):
     name: str
     item: dict[str, Any] = Field(default_factory=dict)
@@ -194,6 +221,9 @@ class RulesetSpec(_Strict):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict, description="named constants, read as params.<name>")
     rounding: Rounding | None = None
+    lookups: dict[str, LookupSpec] = Field(
+        default_factory=dict, description="reference tables looked up per item, read as <name>"
+    )
     aggregates: dict[str, AggregateSpec] = Field(
         default_factory=dict, description="figures over the batch, read as batch.<name>"
     )

@@ -793,9 +793,6 @@ EXPENSE_LINE = ItemKind(
         _contract_line_binding("EXPENSE", "expense date"),
         Binding("policy", ENTITIES["expense_policy"], False, "the expense policy for the expense type, as of the "
                 "expense date", found_by=("expense_type",)),
-        Binding("per_diem", ENTITIES["per_diem_rate"], False,
-                "the daily cap for the expense type at the location (else its country, else DEFAULT), as of the "
-                "expense date", found_by=("location",), also_reads=("expense_type",)),
         Binding("mileage", ENTITIES["mileage_rate"], False, "the rate per mile in the expense's currency, as of the "
                 "expense date", found_by=("currency",)),
         Binding("expense_terms", ENTITIES["contract_expense_term"], False,
@@ -838,9 +835,6 @@ INVOICE_LINE = ItemKind(
                 also_reads=("contract_id", "customer_id")),
         Binding("period", ENTITIES["accounting_period"], False,
                 "the receivables (AR) period containing the invoice date"),
-        Binding("taxability", ENTITIES["taxability"], False,
-                "whether the customer's jurisdiction (country, or US state: US-NM) taxes the service category, "
-                "as of the invoice date", also_reads=("service_category",), depends_on=("customer",)),
         Binding("exemption", ENTITIES["exemption_certificate"], False,
                 "the customer's exemption certificate for its jurisdiction valid on the invoice date, else the "
                 "latest one that expired before it", depends_on=("customer",)),

@@ -20,6 +20,7 @@ from evaluators.engine import Evaluator
 from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from evaluators.rollups import GROUP_REJECTED
+from rules.compile import compile_ruleset
 from rules.decisions import Decision, Outcome
 from rules.loader import load_rulesets
 from rules.schema import EXPENSE_LINE
@@ -190,12 +191,19 @@ def _bind(snapshot: ReferenceSnapshot, **line: str) -> dict[str, Any]:
 def test_per_diem_cap_from_the_most_specific_place(
     snapshot: ReferenceSnapshot, location: str, expense_type: str, found: str, cap: str
 ) -> None:
-    per_diem = _bind(snapshot, location=location, expense_type=expense_type)["per_diem"]
+    per_diem = _per_diem(snapshot, location=location, expense_type=expense_type)
+    assert per_diem is not None
     assert (per_diem["location"], format(per_diem["daily_cap"], "f")) == (found, cap)
 
 
 def test_no_per_diem_for_types_without_a_cap(snapshot: ReferenceSnapshot) -> None:
-    assert _bind(snapshot, location="US-NY-NYC", expense_type="TAXI")["per_diem"] is None
+    assert _per_diem(snapshot, location="US-NY-NYC", expense_type="TAXI") is None
+
+
+def _per_diem(snapshot: ReferenceSnapshot, **line: str) -> Any:
+    """The per-diem cap as the expense-policy ruleset looks it up (its ``lookups: per_diem``)."""
+    [lookup] = compile_ruleset(ROOT / "rulesets" / "expense_line" / "20-expense-policy.yaml").lookups
+    return SnapshotBinder(EXPENSE_LINE, snapshot).lookup(lookup, _bind(snapshot, **line))
 
 
 def test_mileage_rate_of_the_expense_date(snapshot: ReferenceSnapshot) -> None:

@@ -36,6 +36,7 @@ from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
+from rules.compile import compile_ruleset
 from rules.decisions import Decision
 from rules.loader import load_rulesets
 from rules.schema import INVOICE_LINE, format_value
@@ -215,12 +216,18 @@ def test_a_tax_code_is_bound_only_while_active(snapshot: ReferenceSnapshot) -> N
     assert bind_line(snapshot, tax_code="US-NM-GRT4875", invoice_date="2026-11-15")["tax"] is None
 
 
+def _taxability(snapshot: ReferenceSnapshot, **line: str) -> Any:
+    """Taxability as the tax-treatment ruleset looks it up (its ``lookups: taxability``)."""
+    [lookup] = compile_ruleset(ROOT / "rulesets" / "invoice_line" / "10-tax-treatment.yaml").lookups
+    return SnapshotBinder(INVOICE_LINE, snapshot).lookup(lookup, bind_line(snapshot, **line))
+
+
 def test_taxability_by_state_as_of_the_date(snapshot: ReferenceSnapshot) -> None:
-    assert bind_line(snapshot, invoice_date="2026-11-10")["taxability"]["tax_code"] == "US-NM-GRT5125"
-    assert bind_line(snapshot)["taxability"]["tax_code"] == "US-NM-GRT4875"
-    oregon = bind_line(snapshot, customer_id="CU-GLOBEX", contract_id="C-200")["taxability"]
+    assert _taxability(snapshot, invoice_date="2026-11-10")["tax_code"] == "US-NM-GRT5125"
+    assert _taxability(snapshot)["tax_code"] == "US-NM-GRT4875"
+    oregon = _taxability(snapshot, customer_id="CU-GLOBEX", contract_id="C-200")
     assert (oregon["jurisdiction"], oregon["taxable"]) == ("US-OR", False)
-    assert bind_line(snapshot, customer_id="CU-WAYNE", contract_id="C-400")["taxability"] is None  # no EU rows
+    assert _taxability(snapshot, customer_id="CU-WAYNE", contract_id="C-400") is None  # no EU rows
 
 
 def test_exemption_certificates_valid_or_latest_expired(snapshot: ReferenceSnapshot) -> None:
