@@ -28,13 +28,15 @@ from typing import Any
 
 import rule_engine
 
+from benchmarks.handwritten import rate_source_of
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.items import DecodedItem, ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import PARAMS_SYMBOL, CompiledRuleset
+from rules.compile import PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
 from rules.decisions import Decision, Outcome
+from rules.problems import Problem
 from rules.schema import Binding, FieldKind, ItemKind, format_value
 
 JDM_PATH = Path(__file__).with_name("time_entry_checks.jdm.json")
@@ -61,6 +63,14 @@ class RecordingBinder:
         self.records.setdefault(scope[self.id_field], {})[binding.name] = record
         return record
 
+    def lookup(self, lookup: CompiledLookup, scope: Scope) -> Any:
+        record = self.inner.lookup(lookup, scope)
+        self.records.setdefault(scope[self.id_field], {})[lookup.name] = record
+        return record
+
+    def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
+        return self.inner.lookup_problems(rulesets)
+
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         return self.inner.describe_missing(binding, scope)
 
@@ -75,6 +85,12 @@ class PreboundBinder:
 
     def bind(self, binding: Binding, scope: Scope) -> Any:
         return self.records[scope[self.id_field]].get(binding.name)
+
+    def lookup(self, lookup: CompiledLookup, scope: Scope) -> Any:
+        return self.records[scope[self.id_field]].get(lookup.name)
+
+    def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
+        return []  # the real binder checked the data when the records were recorded
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         return self.inner.describe_missing(binding, scope)
@@ -108,7 +124,7 @@ def prebind(
         )
     decoder = ItemDecoder(kind)
     items, scopes = [], []
-    names = [b.name for b in kind.bindings]
+    names = [b.name for b in kind.bindings] + [lookup.name for r in rulesets for lookup in r.lookups]
     for position, raw in enumerate(entries, start=1):
         item = decoder.decode(raw, position)
         if item.problems:
@@ -286,7 +302,11 @@ def zen_value(value: Any) -> Any:
 
 
 def zen_context(scope: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: zen_value(v) for k, v in scope.items() if k != PARAMS_SYMBOL}
+    context = {k: zen_value(v) for k, v in scope.items() if k != PARAMS_SYMBOL}
+    if scope.get("rate") is not None:
+        # The JDM reads where the rate was found as rate.source; the rate cards compute it from the row.
+        context["rate"]["source"] = rate_source_of(scope["rate"])
+    return context
 
 
 def zen_outcome(result: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:

@@ -46,6 +46,11 @@ ENRICH_RULES = frozenset({"PS-5", "LC-2", "LC-6", "BE-1", "BE-2.billable", "BE-3
                           "RC-6", "RC-7", "RC-4"})
 
 
+def rate_source_of(rate: dict[str, Any]) -> str:
+    """Where a rate row was found, as the rate-cards ruleset writes rate_source: CONTRACT C-100 (rate R-10)."""
+    where = f"{rate['scope']} {rate['scope_id']}" if rate["scope_id"] else str(rate["scope"])
+    return f"{where} (rate {rate['rate_id']})"
+
 def _money(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
@@ -211,7 +216,7 @@ def checks(s: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         else:
             new_rate = None
         if new_rate is not None:
-            new_source = rate["source"]
+            new_source = rate_source_of(rate)
             changed = False
             if _differs(bill_rate, new_rate):
                 bill_rate = changes["bill_rate"] = new_rate
@@ -478,7 +483,7 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
         add(Reason("RC-8", "ENTERED_RATE_DIFFERS",
                    f"The rate entered, {fv(bill_rate)} {fv(rate['currency'])}/hour, differs by more than "
                    f"{fv(ENTERED_RATE_TOLERANCE_PCT)}% from {fv(rate['bill_rate'])} {fv(rate['currency'])}/"
-                   f"{fv(rate['unit'])} of {fv(rate['source'])}; the rate card's rate is used.",
+                   f"{fv(rate['unit'])} of {fv(rate_source_of(rate))}; the rate card's rate is used.",
                    WARNING, "bill_rate", RC))
     if rate is not None and billable and rate["unit"] in ("HOUR", "DAY"):
         hourly = rate["unit"] == "HOUR"
@@ -489,7 +494,7 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
             if contract is not None and contract["hours_per_day"] is not None:
                 per_day = contract["hours_per_day"]
             new_rate = _money(rate["bill_rate"] / per_day)
-        new_source = rate["source"]
+        new_source = rate_source_of(rate)
         changed = []
         if _differs(bill_rate, new_rate):
             changed.append(Enrichment("bill_rate", None if bill_rate is None else fv(bill_rate), fv(new_rate),
@@ -525,7 +530,7 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
     discounted = _discount(rate, bill_rate, billable)
     if rate is not None and discounted is not None and _differs(bill_rate, discounted):
         add(Reason("RC-7", "DISCOUNT_APPLIED",
-                   f"Discount of {fv(rate['discount_pct'])}% from {fv(rate['source'])} applied to {fv(bill_rate)} "
+                   f"Discount of {fv(rate['discount_pct'])}% from {fv(rate_source)} applied to {fv(bill_rate)} "
                    f"{fv(rate['currency'])}.", INFO, "bill_rate", RC))
         enrichments.append(Enrichment("bill_rate", _old(bill_rate), fv(discounted), "RC-7"))
         bill_rate = discounted
@@ -549,7 +554,7 @@ def decide(item_id: str, s: dict[str, Any]) -> Decision:
             rejected = True
             add(Reason("RC-4.missing", "NO_FX_RATE",
                        f"No {fv(rate['currency'])}/{fv(contract['currency'])} FX rate on or before {fv(wd)} to convert "
-                       f"{fv(rate['source'])} to contract {fv(contract['contract_id'])}'s currency; load the ERP's FX "
+                       f"{fv(rate_source)} to contract {fv(contract['contract_id'])}'s currency; load the ERP's FX "
                        "rates.", ERROR, "currency", RC))
 
     if rejected:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from evaluators.reference_data import ReferenceSnapshot, Row, version_as_of
 from rules.compile import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
 from rules.problems import Problem
-from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, RateScope, format_value
+from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, format_value
 
 Scope = dict[str, Any]
 _DAWN = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -75,47 +75,6 @@ def _job(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     if worker is None or worker["job_code"] is None:
         return None
     return snapshot.table("job_code").get((worker["job_code"],), day)
-
-
-def _rate(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
-    """The most specific rate row in force (RC-1, RC-2): worker > assignment > contract > project > standard."""
-    category = scope["labor_category"]
-    if category is None:
-        return None
-    project, assignment = scope["project"], scope["assignment"]
-    scope_ids = {
-        RateScope.WORKER: scope["worker_id"],
-        RateScope.ASSIGNMENT: assignment["assignment_id"] if assignment else None,
-        RateScope.CONTRACT: project["contract_id"] if project else None,
-        RateScope.PROJECT: scope["project_id"],
-        RateScope.STANDARD: "",
-    }
-    table = snapshot.table("rate_card")
-    for rate_scope, scope_id in scope_ids.items():
-        if scope_id is None:
-            continue
-        rows = table.find(("scope", "scope_id", "labor_category"), (rate_scope, scope_id, category))
-        row = version_as_of(rows, day)
-        if row is not None:
-            where = f"{rate_scope} {scope_id}" if scope_id else str(rate_scope)
-            source = f"{where} (rate {row['rate_id']})"
-            return {**row, "source": source}
-    return None
-
-
-def _fx(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
-    """The FX rate from the rate row's currency to the contract's (RC-4), published on the work date or,
-    for a day without a rate (a weekend, a holiday), the latest one before it."""
-    rate, contract = scope["rate"], scope["contract"]
-    if rate is None or contract is None or rate["currency"] == contract["currency"]:
-        return None
-    best: Row | None = None
-    pair = (rate["currency"], contract["currency"])
-    for row in snapshot.table("fx_rate").find(("from_currency", "to_currency"), pair):
-        if row["rate_date"] <= day and (best is None or row["rate_date"] > best["rate_date"]) \
-                and version_as_of([row], day) is not None:
-            best = row
-    return best
 
 
 def _first_hold(snapshot: ReferenceSnapshot, day: Any, scopes: Iterable[tuple[HoldScope, str | None]]) -> Row | None:
@@ -281,8 +240,6 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "assignment": _assignment,
         "contract": _contract,
         "job": _job,
-        "rate": _rate,
-        "fx": _fx,
         "hold": _hold,
         "control": _control,
         "billed": _billed,

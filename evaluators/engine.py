@@ -243,9 +243,20 @@ class Evaluator:
                     self._missing(binding, state)
 
     def _look_up(self, lookups: Sequence[CompiledLookup], state: _ItemState) -> None:
-        scope = state.scope
         for lookup in lookups:
+            self._look_up_one(lookup, state)
+
+    def _look_up_one(self, lookup: CompiledLookup, state: _ItemState) -> None:
+        """Put what a lookup finds in the item's scope: nothing when it reads a required record the item lacks
+        (the item is rejected for that already); an error in its expressions rejects the item, naming it."""
+        scope = state.scope
+        scope[lookup.name] = None
+        if lookup.symbols & state.unbound:
+            return
+        try:
             scope[lookup.name] = self.binder.lookup(lookup, scope)
+        except Exception as error:
+            self.fail(state, lookup.ruleset_id, f"lookup:{lookup.name}", None, error)
 
     def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
         """Bind and run one ruleset version on the items it judges."""
@@ -323,7 +334,7 @@ class Evaluator:
             changed = {*fields, *(b.name for b in stale)}
             for lookup in state.lookups:
                 if lookup.symbols & changed:
-                    state.scope[lookup.name] = self.binder.lookup(lookup, state.scope)
+                    self._look_up_one(lookup, state)
                     changed.add(lookup.name)  # a later lookup reading this one is looked up again too
         return bool(state.unbound)
 

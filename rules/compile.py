@@ -85,6 +85,7 @@ class CompiledLookup:
     """A lookup with its match expressions compiled (see LookupSpec for what each part means)."""
 
     name: str
+    ruleset_id: str
     entity: Entity
     levels: tuple[tuple[tuple[str, CompiledExpression], ...], ...]  # per way, most specific first: (column, value)
     as_of: CompiledExpression | None
@@ -373,8 +374,8 @@ class _RuleCompiler:
             attributes = {field.name: field.rule_type for field in entity.fields.values()}
             attributes[LOOKUP_PRECEDENCE] = T.FLOAT
             self.symbol_types[name] = T.NULLABLE(T.OBJECT(spec.table, attributes, accessor=operator.getitem))
-            lookups.append(CompiledLookup(name, entity, tuple(levels), as_of, latest, frozenset(context.symbols),
-                                          yaml_source.line_of(self.document, where)))
+            lookups.append(CompiledLookup(name, self.spec.ruleset, entity, tuple(levels), as_of, latest,
+                                          frozenset(context.symbols), yaml_source.line_of(self.document, where)))
         return tuple(lookups)
 
     def _aggregates(self) -> tuple[CompiledAggregate, ...]:

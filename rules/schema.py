@@ -758,16 +758,6 @@ TIME_ENTRY = ItemKind(
         *_project_bindings("work date"),
         Binding("job", ENTITIES["job_code"], False, "the worker's job code, as of the work date",
                 depends_on=("worker",)),
-        Binding("rate", ENTITIES["rate_card"], False,
-                "the rate row for the labor category effective on the work date, most specific first: "
-                "worker > assignment > contract > project > standard",
-                found_by=("labor_category",), also_reads=("worker_id", "project_id"),
-                depends_on=("project", "assignment", "contract"),
-                extra=(FieldSpec("source", FieldKind.STRING, False, "where the rate was found, e.g. CONTRACT C-100"),)),
-        Binding("fx", ENTITIES["fx_rate"], False,
-                "the rate from the rate row's currency to the contract's, published on the work date or the "
-                "latest before it",
-                depends_on=("rate", "contract")),
         _hold_binding("work date"),
         Binding("control", ENTITIES["transaction_control"], False,
                 "the most specific transaction control on the project in force on the work date matching the "

@@ -96,18 +96,18 @@ order: 10
 owner: revenue-controls@example.com
 rules:
   - id: XX-1
-    title: A missing labor category becomes the senior one
-    when: labor_category == null
+    title: Time without an activity is travel
+    when: activity_code == null
     action: enrich
-    set: {labor_category: "'SENIOR_CONSULTANT'"}
-    code: CATEGORY_SET
+    set: {activity_code: "'TRAVEL'"}
+    code: ACTIVITY_SET
     message: set
   - id: XX-2
-    title: The rate found by the new category is read in the same ruleset
-    when: rate == null
+    title: The transaction control found by the new activity is read in the same ruleset
+    when: control == null
     action: warn
-    code: NO_RATE_AFTER_ENRICHMENT
-    message: no rate for {labor_category}
+    code: NO_CONTROL_AFTER_ENRICHMENT
+    message: no control for {activity_code}
 """
 
 
@@ -121,4 +121,4 @@ def test_a_record_found_by_an_enriched_field_is_looked_up_again_before_the_next_
     [compiled] = _evaluator((fused,), reference_data).evaluate([entry])
     [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
     assert compiled == interpreted
-    assert compiled.codes == ["CATEGORY_SET"]  # the rate row for SENIOR_CONSULTANT was found
+    assert compiled.codes == ["ACTIVITY_SET"]  # P-100's control for TRAVEL (TC-1) was found

@@ -330,16 +330,24 @@ def test_requires_of_a_binding_the_rule_does_not_otherwise_read(tmp_path: Path, 
     assert [d.codes for d in decisions] == [["LONG_ENTRY"], []]
 
 
-def test_bindings_follow_enrichments_across_rulesets(tmp_path: Path, snapshot: ReferenceSnapshot) -> None:
+def test_lookups_follow_enrichments_across_rulesets(tmp_path: Path, snapshot: ReferenceSnapshot) -> None:
     directory = tmp_path / "rulesets"
     shutil.copytree(RULESETS, directory)
+    # A ruleset before the labor category is derived looks the rate up too (for unusually high rates): it
+    # finds none; the rate cards, after LC-2, look it up again with the derived category.
     ruleset_file(directory, """\
   - id: ZZ-5
     title: Rates are read early (for a warning about unusually high rates)
-    when: (rate&.bill_rate ?? 0) > 1000 and rate&.unit == 'HOUR'
+    when: (early_rate&.bill_rate ?? 0) > 1000 and early_rate&.unit == 'HOUR'
     action: warn
     code: HIGH_RATE
     message: high
+""", extra="""\
+lookups:
+  early_rate:
+    table: rate_card
+    match:
+      - {scope: "'CONTRACT'", scope_id: project.contract_id, labor_category: labor_category}
 """)
     evaluator = make_evaluator(load_rulesets(directory).for_kind("time_entry"), snapshot)
     decision = decide(evaluator)

@@ -1,16 +1,15 @@
 """Lookup tables declared in a ruleset (``lookups:``): which table, which ways to match it, most specific
 first, as of the item's business date; the rows found are what rules read. Checked against the sample
-reference data, against the built-in rate binding, and for what is refused at load."""
+reference data and for what is refused at load. (The shipped rate cards' own lookups are checked in
+tests/test_reference_data.py and tests/test_time_entry_catalogue.py.)"""
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from pathlib import Path
 
 import pytest
 
-from clients.cli import read_items
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
@@ -18,8 +17,7 @@ from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import CompiledRuleset, compile_ruleset
 from rules.problems import ProblemsError
 from rules.schema import TIME_ENTRY
-from tests.conftest import ROOT, SAMPLE_TIMESHEET
-from tests.test_reference_data import bind_all
+from tests.conftest import ROOT
 from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, write_ruleset
 
 REFDATA = ROOT / "examples" / "refdata"
@@ -54,25 +52,6 @@ def snapshot() -> ReferenceSnapshot:
 
 def _ruleset(tmp_path: Path, *rules: str, lookups: str = RATE_LOOKUPS) -> CompiledRuleset:
     return compile_ruleset(write_ruleset(tmp_path, *rules or (QUOTE_RATE,), extra=lookups))
-
-
-def test_a_declared_lookup_finds_what_the_built_in_rate_binding_finds(tmp_path: Path,
-                                                                     snapshot: ReferenceSnapshot) -> None:
-    ruleset = _ruleset(tmp_path)
-    rate, fx = ruleset.lookups
-    binder = SnapshotBinder(TIME_ENTRY, snapshot)
-    compared = 0
-    entries = [e for e in read_items(SAMPLE_TIMESHEET) if e["entry_id"] not in ("TE-1016", "TE-1017")]
-    for entry, category in itertools.product(entries, ("SENIOR_CONSULTANT", "CONSULTANT", "PRINCIPAL")):
-        scope = bind_all(snapshot, **{**entry, "labor_category": category})
-        found = binder.lookup(rate, scope)
-        built_in = scope["rate"]
-        assert (found and found["rate_id"]) == (built_in and built_in["rate_id"]), entry["entry_id"]
-        scope["card_rate"] = found
-        converted = binder.lookup(fx, scope)
-        assert (converted and converted["rate"]) == (scope["fx"] and scope["fx"]["rate"]), entry["entry_id"]
-        compared += 1
-    assert compared == len(entries) * 3
 
 
 def test_the_most_specific_way_wins_and_says_which_it_was(tmp_path: Path, snapshot: ReferenceSnapshot) -> None:

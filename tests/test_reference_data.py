@@ -14,10 +14,12 @@ import pytest
 from evaluators.binding import SnapshotBinder
 from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
+from rules.compile import compile_ruleset
 from rules.problems import ProblemsError
 from rules.schema import TIME_ENTRY, date_value
 
-REFDATA = Path(__file__).resolve().parent.parent / "examples" / "refdata"
+ROOT = Path(__file__).resolve().parent.parent
+REFDATA = ROOT / "examples" / "refdata"
 
 EXPECTED_COUNTS = {
     "project": 10,
@@ -334,11 +336,17 @@ def bind_all(snapshot: ReferenceSnapshot, **entry: str) -> dict[str, Any]:
     return scope
 
 
+RATE_CARDS = ROOT / "rulesets" / "time_entry" / "40-rate-cards.yaml"
+
+
 def rate_of(snapshot: ReferenceSnapshot, **entry: str) -> tuple[str, Decimal, str, str] | None:
-    rate = bind_all(snapshot, **entry)["rate"]
+    """The rate row the shipped rate cards' ``lookups: rate`` finds (RC-1, RC-2), and where it was found."""
+    lookup = next(lookup for lookup in compile_ruleset(RATE_CARDS).lookups if lookup.name == "rate")
+    rate = SnapshotBinder(TIME_ENTRY, snapshot).lookup(lookup, bind_all(snapshot, **entry))
     if rate is None:
         return None
-    return rate["rate_id"], rate["bill_rate"], rate["unit"], rate["source"]
+    where = f"{rate['scope']} {rate['scope_id']}".strip()
+    return rate["rate_id"], rate["bill_rate"], rate["unit"], f"{where} (rate {rate['rate_id']})"
 
 
 def test_core_bindings(snapshot: ReferenceSnapshot) -> None:
@@ -347,7 +355,7 @@ def test_core_bindings(snapshot: ReferenceSnapshot) -> None:
     assert scope["task"]["name"] == "Build and configure"
     assert scope["worker"]["name"] == "Ada Byron"
     assert scope["job"]["labor_category"] == "SENIOR_CONSULTANT"
-    assert scope["rate"] is None  # no labor category on the entry: no rate
+    assert rate_of(snapshot) is None  # no labor category on the entry: no rate
 
 
 def test_worker_override_beats_standard(snapshot: ReferenceSnapshot) -> None:

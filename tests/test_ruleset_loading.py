@@ -272,26 +272,25 @@ def test_when_of_nullable_boolean_suggests_discharging_null(tmp_path: Path) -> N
 
 
 def test_nullable_binding_without_discharge_is_refused(tmp_path: Path) -> None:
-    path = write_ruleset(tmp_path, rule_yaml(when="rate.bill_rate > 1"))
+    path = write_ruleset(tmp_path, rule_yaml(when="contract.hours_per_day > 1"))
     problem = only_problem(path)
-    assert_names(problem, path, line_with(path, "when: rate.bill_rate"), "XX-1")
+    assert_names(problem, path, line_with(path, "when: contract.hours_per_day"), "XX-1")
     assert "nullable" in problem.message
     assert "??" in problem.message  # says how to discharge the null
-    assert "`rate.bill_rate > 1`" in problem.message
+    assert "`contract.hours_per_day > 1`" in problem.message
 
 
 def test_requires_makes_a_nullable_binding_type_check(tmp_path: Path) -> None:
-    path = write_ruleset(tmp_path, rule_yaml(when="rate.bill_rate > 1", requires="[rate]"))
+    path = write_ruleset(tmp_path, rule_yaml(when="contract.hours_per_day > 1", requires="[contract]"))
     ruleset = compile_ruleset(path)
     rule = ruleset.rules[0]
-    assert rule.requires == (("rate",),)
-    # The rule reads rate, so the ruleset binds it together with what rate is resolved from.
-    assert "rate" in ruleset.bindings
-    assert {"project", "assignment", "contract"} <= set(ruleset.bindings)
+    assert rule.requires == (("contract",),)
+    # The rule reads contract, so the ruleset binds it together with what it is resolved from (the project).
+    assert {"project", "contract"} <= set(ruleset.bindings)
 
 
 def test_safe_navigation_discharges_null_without_requires(tmp_path: Path) -> None:
-    path = write_ruleset(tmp_path, rule_yaml(when="(rate&.bill_rate ?? 0) > 1"))
+    path = write_ruleset(tmp_path, rule_yaml(when="(contract&.hours_per_day ?? 0) > 1"))
     assert compile_ruleset(path).rules[0].requires == ()
 
 
@@ -313,10 +312,10 @@ def test_requires_unknown_symbol(tmp_path: Path) -> None:
 
 
 def test_requires_unknown_attribute(tmp_path: Path) -> None:
-    path = write_ruleset(tmp_path, rule_yaml(requires="[rate.bil_rate]"))
+    path = write_ruleset(tmp_path, rule_yaml(requires="[contract.hours_per_dya]"))
     problem = only_problem(path)
     assert_names(problem, path, line_with(path, "requires: "), "XX-1")
-    assert problem.message == "requires rate.bil_rate: rate has no attribute 'bil_rate'"
+    assert problem.message == "requires contract.hours_per_dya: contract has no attribute 'hours_per_dya'"
 
 
 def test_requires_of_a_never_null_symbol_is_pointless(tmp_path: Path) -> None:
@@ -349,7 +348,7 @@ def test_set_with_a_wrong_type(tmp_path: Path) -> None:
 
 
 def test_set_of_a_nullable_value_into_a_non_null_field(tmp_path: Path) -> None:
-    path = write_ruleset(tmp_path, enrich_rule(set="{hours: 'rate&.bill_rate'}"))
+    path = write_ruleset(tmp_path, enrich_rule(set="{hours: 'contract&.hours_per_day'}"))
     problem = only_problem(path)
     assert_names(problem, path, line_with(path, "set: {"), "XX-2")
     assert "can be null" in problem.message

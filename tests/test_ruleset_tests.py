@@ -21,6 +21,11 @@ applies_to: time_entry
 order: 10
 owner: qa@example.com
 rounding: {places: 2, mode: half_up}
+lookups:
+  rate:
+    table: rate_card
+    match:
+      - {scope: "'STANDARD'", scope_id: "''", labor_category: labor_category}
 """
 
 RULES = """\
@@ -50,8 +55,7 @@ test_defaults:
          labor_category: SENIOR_CONSULTANT}
   refs:
     project: {project_id: P-100, status: ACTIVE, start_date: 2026-01-05}
-    rate: {rate_id: R-1, scope: STANDARD, labor_category: SENIOR_CONSULTANT, currency: USD, bill_rate: 150.00,
-           source: STANDARD (rate R-1)}
+    rate: {rate_id: R-1, scope: STANDARD, labor_category: SENIOR_CONSULTANT, currency: USD, bill_rate: 150.00}
 """
 
 PASSING_TESTS = """\

@@ -15,6 +15,7 @@ from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
+from rules.compile import compile_ruleset
 from rules.decisions import Decision
 from rules.loader import load_rulesets
 from rules.problems import ProblemsError
@@ -139,13 +140,20 @@ def _append(path: Path, *rows: str) -> None:
         handle.writelines(row + "\n" for row in rows)
 
 
+def _fx(snapshot: ReferenceSnapshot, **entry: str) -> Any:
+    """The FX rate the shipped rate cards look up (``lookups: fx``, after ``lookups: rate``)."""
+    scope = _bind(snapshot, **entry)
+    binder = SnapshotBinder(TIME_ENTRY, snapshot)
+    for lookup in compile_ruleset(ROOT / "rulesets" / "time_entry" / "40-rate-cards.yaml").lookups:
+        scope[lookup.name] = binder.lookup(lookup, scope)
+    return scope["fx"]
+
+
 def test_fx_rate_of_the_work_date_or_the_latest_before(snapshot: ReferenceSnapshot) -> None:
-    assert _bind(snapshot, project_id="P-820", work_date="2026-11-24")["fx"]["rate_date"].date().isoformat() \
-        == "2026-11-24"
-    assert _bind(snapshot, project_id="P-820", work_date="2026-11-22")["fx"]["rate_date"].date().isoformat() \
-        == "2026-11-20"
-    assert _bind(snapshot, project_id="P-820", work_date="2026-11-01")["fx"] is None  # none published yet
-    assert _bind(snapshot, project_id="P-100")["fx"] is None  # the rate is in the contract's currency
+    assert _fx(snapshot, project_id="P-820", work_date="2026-11-24")["rate_date"].date().isoformat() == "2026-11-24"
+    assert _fx(snapshot, project_id="P-820", work_date="2026-11-22")["rate_date"].date().isoformat() == "2026-11-20"
+    assert _fx(snapshot, project_id="P-820", work_date="2026-11-01") is None  # none published yet
+    assert _fx(snapshot, project_id="P-100") is None  # the rate is in the contract's currency
 
 
 def test_billing_hold_on_the_project_before_the_contract_before_the_customer(
