@@ -54,11 +54,30 @@ def _decimal(expression: Any, scope: Mapping[str, Any], default: Decimal | None)
     return default if value is None else value
 
 
-def _named(members: Sequence[_Member]) -> tuple[str, ...]:
-    ids = tuple(member.item_id for member in members[:ITEMS_NAMED])
-    if len(members) > ITEMS_NAMED:
-        ids += (f"and {len(members) - ITEMS_NAMED} more",)
-    return ids
+def _named(members: Sequence[_Member], last: _Member | None = None) -> tuple[str, ...]:
+    """The ids of ``members`` (and ``last``), the first ten, then how many more."""
+    count = len(members) + (last is not None)
+    ids = [member.item_id for member in members[:ITEMS_NAMED]]
+    if last is not None and len(ids) < ITEMS_NAMED:
+        ids.append(last.item_id)
+    if count > ITEMS_NAMED:
+        ids.append(f"and {count - ITEMS_NAMED} more")
+    return tuple(ids)
+
+
+def _names_so_far(members: Sequence[_Member], counted: Sequence[_Member]) -> dict[int, tuple[str, ...]]:
+    """For a running figure, each item names the counted items up to itself (and itself, if it is not one
+    of them: the item the figure is about)."""
+    counted_positions = {member.position for member in counted}
+    so_far: list[_Member] = []
+    names = {}
+    for member in members:
+        if member.position in counted_positions:
+            so_far.append(member)
+            names[member.position] = _named(so_far)
+        else:
+            names[member.position] = _named(so_far, member)
+    return names
 
 
 def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scopes: Sequence[Mapping[str, Any]],
@@ -112,13 +131,15 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             # A sum names the items that add to it; a count, every item counted.
             counted = [member for member in members if member.counts and member.position not in left_out
                        and (member.amount or not aggregate.sum)]
-            if not running:
+            if running:
+                names = _names_so_far(members, counted)
+            else:
                 total = sum((member.amount for member in members if member.counts), _ZERO)
                 for member in members:
                     group_figures[member.position] = total if member.counts else total + member.amount
-            named = _named(counted)
+                names = dict.fromkeys(group_figures, _named(counted))
             for position, value in group_figures.items():
                 # An item in several groups (``each``) reads the largest figure, and that group's items.
                 if name not in figures[position] or value > figures[position][name]:
-                    figures[position][name], figures[position][items_name] = value, named
+                    figures[position][name], figures[position][items_name] = value, names[position]
     return figures
