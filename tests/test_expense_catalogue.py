@@ -47,8 +47,12 @@ EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "EX-1008": ("accept", [], {}),  # already billed at cost
     "EX-1009": ("reject", ["RECEIPT_REQUIRED"], {}),  # EX-1.threshold: a 96.00 taxi without a receipt
     # ER-2026-11-102: mileage at the rate of the expense date (0.70 until 2026-11-15, 0.725 from 2026-11-16)
-    "EX-1011": ("enrich", ["EXPENSE_AT_COST"], {"bill_amount": "84.00"}),  # 120 x 0.70
-    "EX-1012": ("enrich", ["EXPENSE_AT_COST"], {"bill_amount": "87.00"}),  # 120 x 0.725
+    # 120 x 0.70 and 120 x 0.725: the last expenses on C-100, whose expense line's soft limit of 20,000.00
+    # (19,200.00 billed before) they take past: held for billing (CT-3.expense).
+    "EX-1011": ("enrich", ["EXPENSE_AT_COST", "NOT_TO_EXCEED_REACHED"], {"bill_amount": "84.00",
+                                                                       "bill_status": "HOLD"}),
+    "EX-1012": ("enrich", ["EXPENSE_AT_COST", "NOT_TO_EXCEED_REACHED"], {"bill_amount": "87.00",
+                                                                       "bill_status": "HOLD"}),
     "EX-1013": ("reject", ["MILEAGE_ABOVE_RATE"], {}),  # EX-4: 87.00 claimed on 2026-11-13, allowance 84.00
     "EX-1014": ("reject", ["MILEAGE_MISSING_MILES"], {}),  # EX-4.miles
     "EX-1015": ("enrich", ["EXPENSE_TYPE_NOT_BILLABLE"], {"billable": "false"}),  # EX-6: entertainment
@@ -87,7 +91,7 @@ EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
 
 REPORTS = ["ER-2026-11-101", "ER-2026-11-102", "ER-2026-11-103", "ER-2026-11-104", "ER-2026-11-105",
            "ER-2026-11-106"]
-EXPENSE_RULESETS = ["expense-charging", "expense-policy", "expense-contract-terms"]
+EXPENSE_RULESETS = ["expense-charging", "expense-policy", "expense-contract-terms", "expense-limits"]
 
 
 @pytest.fixture(scope="module")
