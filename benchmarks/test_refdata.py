@@ -5,10 +5,12 @@
 
 1. Loading: a generated export of N rows (default 1,000,000: projects, tasks, workers, assignments)
    loaded by ``load_snapshot`` in a fresh process, which reports its time and peak RSS; then the same
-   snapshot published to Redis and fetched by a second store, as a replica does on a switch.
+   snapshot published to Redis and fetched by a second store, as a replica without it does; then one
+   worker upserted, from making the new snapshot until a replica watching the store decides with it.
 2. Switching under load: one thread decides a 20-entry batch in a loop while another publishes a new
    snapshot (an upsert of one worker) every 100 ms; the longest time between two answers, against the
-   same loop with no switches.
+   same loop with no switches. Then a replica answering while it adopts a whole new snapshot of
+   120,000 rows from Redis (fetching, decoding, indexing), with the GC's full collections meanwhile.
 3. Lookups: ``Table.get`` of one worker in the held snapshot, against one Redis GET round trip of the
    same record (what deciding against a shared cache without an in-process copy would cost per lookup).
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import statistics
@@ -104,6 +107,7 @@ def test_loading_a_million_rows(big_exports: Path) -> None:
     snapshot = load_snapshot(big_exports)
     prefix = f"tollgate-bench:{uuid.uuid4().hex}"
     publisher, replica = RedisSnapshotStore(url, prefix=prefix), RedisSnapshotStore(url, prefix=prefix)
+    runtime: Runtime | None = None
     try:
         started = time.perf_counter()
         publisher.publish(snapshot)
@@ -111,21 +115,30 @@ def test_loading_a_million_rows(big_exports: Path) -> None:
         started = time.perf_counter()
         fetched = replica.fetch(snapshot.snapshot_id)
         fetched_in = time.perf_counter() - started
+        assert fetched.counts() == snapshot.counts()
+        del fetched
+        # A replica serving the snapshot (it holds it: the fetch above), watching the store for changes.
+        runtime = Runtime(ROOT / "rulesets", None, replica)
+        # One worker upserted on the publishing replica (as its Upsert call does), until the other decides with it.
+        started = time.perf_counter()
         changed = apply_changes(snapshot, "worker", upserts=[{"worker_id": "W-NEW", "status": "ACTIVE",
                                                               "hire_date": "2026-11-01"}])
-        started = time.perf_counter()
+        changed_in = time.perf_counter() - started
         publisher.publish(changed)
-        replica.fetch(changed.snapshot_id)
+        assert runtime.wait_for(changed.snapshot_id, 30)
         upsert_switch = time.perf_counter() - started
-        stored = sum(len(b) for b in redis.Redis.from_url(url).mget(
-            [f"{prefix}:table:{d}" for d in snapshot.digests.values()]) if b)
-        print(f"publish to Redis {published:.1f} s ({stored / 1e6:,.0f} MB compressed); a replica fetches and "
-              f"decodes it in {fetched_in:.1f} s; an upsert of one worker published and fetched in "
-              f"{upsert_switch:.2f} s")
-        assert fetched.counts() == snapshot.counts()
+        client = redis.Redis.from_url(url)
+        stored = sum(int(client.strlen(key)) for pattern in ("segment", "table")  # table: as stored before segments
+                     for key in client.scan_iter(match=f"{prefix}:{pattern}:*"))
+        print(f"publish to Redis {published:.2f} s ({stored / 1e6:,.0f} MB compressed); a replica fetches and "
+              f"decodes it in {fetched_in:.2f} s; an upsert of one worker reaches another replica in "
+              f"{upsert_switch:.2f} s (making the new snapshot: {changed_in:.2f} s)")
     finally:
+        if runtime is not None:
+            runtime.close()
+        else:
+            replica.close()
         publisher.close()
-        replica.close()
         client = redis.Redis.from_url(url)
         keys = list(client.scan_iter(match=f"{prefix}:*"))
         if keys:
@@ -172,24 +185,88 @@ def _gaps(runtime: Runtime, seconds: float, switching: bool) -> list[float]:
 
 
 def test_switching_snapshots_under_load(tmp_path: Path) -> None:
-    generate_exports(tmp_path / "exports", 100_000)
-    for sample in (ROOT / "examples" / "refdata").iterdir():  # the sample's rows, so the entries decide normally
-        if not (tmp_path / "exports" / sample.name).exists():
-            (tmp_path / "exports" / sample.name).write_bytes(sample.read_bytes())
-    runtime = Runtime(ROOT / "rulesets", tmp_path / "exports")
+    runtime = Runtime(ROOT / "rulesets", _with_sample(tmp_path / "exports", 100_000))
     try:
+        _gaps(runtime, 0.5, switching=False)  # warm: the first calls build the indexes they need
         quiet = _gaps(runtime, 2.0, switching=False)
         busy = _gaps(runtime, 3.0, switching=True)
     finally:
         runtime.close()
+    print(f"\nanswering a 20-entry batch, 100k-row snapshot: no switches: {_describe(quiet)}")
+    print(f"switching to a new snapshot every 100 ms: {_describe(busy)}")
 
-    def describe(gaps: list[float]) -> str:
-        ordered = sorted(gaps)
-        return (f"p50 {statistics.median(ordered) * 1000:.2f} ms, p99 {ordered[int(len(ordered) * 0.99)] * 1000:.2f} "
-                f"ms, max {ordered[-1] * 1000:.2f} ms over {len(ordered):,} answers")
 
-    print(f"\nanswering a 20-entry batch, 100k-row snapshot: no switches: {describe(quiet)}")
-    print(f"switching to a new snapshot every 100 ms: {describe(busy)}")
+def _describe(gaps: list[float]) -> str:
+    ordered = sorted(gaps)
+    return (f"p50 {statistics.median(ordered) * 1000:.2f} ms, p99 {ordered[int(len(ordered) * 0.99)] * 1000:.2f} "
+            f"ms, max {ordered[-1] * 1000:.2f} ms over {len(ordered):,} answers")
+
+
+def _with_sample(directory: Path, rows: int) -> Path:
+    generate_exports(directory, rows)
+    for sample in (ROOT / "examples" / "refdata").iterdir():  # the sample's rows, so the entries decide normally
+        if not (directory / sample.name).exists():
+            (directory / sample.name).write_bytes(sample.read_bytes())
+    return directory
+
+
+def test_a_replica_switching_to_a_whole_new_snapshot_under_load(tmp_path: Path) -> None:
+    """A replica answering 20-entry batches while its watcher fetches, decodes and adopts a snapshot of
+    120,000 new rows from Redis (a full load published by another replica): the longest times between
+    answers, and the full collections of the cyclic GC meanwhile."""
+    url = _redis_or_skip()
+    first = load_snapshot(_with_sample(tmp_path / "first", 100_000))
+    second = load_snapshot(_with_sample(tmp_path / "second", 120_000))
+    prefix = f"tollgate-bench:{uuid.uuid4().hex}"
+    publisher = RedisSnapshotStore(url, prefix=prefix)
+    publisher.publish(first)
+    runtime = Runtime(ROOT / "rulesets", None, RedisSnapshotStore(url, prefix=prefix))
+    full_collections: list[float] = []
+    collecting = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                collecting[0] = time.perf_counter()
+            else:
+                full_collections.append(time.perf_counter() - collecting[0])
+
+    gc.callbacks.append(on_gc)
+    entries = _entries(20)
+    try:
+        def answer(seconds: float) -> list[float]:
+            gaps, last = [], time.perf_counter()
+            deadline = last + seconds
+            while last < deadline:
+                runtime.generation.evaluators["time_entry"].evaluate(entries)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+            return gaps
+
+        answer(0.5)  # warm: the first calls build the indexes they need
+        quiet = answer(2.0)
+        publishing = threading.Timer(0.1, publisher.publish, args=(second,))
+        publishing.start()
+        started = time.perf_counter()
+        busy = answer(0.2)
+        while runtime.generation.snapshot.snapshot_id != second.snapshot_id and time.perf_counter() - started < 60:
+            busy += answer(0.1)
+        adopted_in = time.perf_counter() - started - 0.1
+        busy += answer(0.3)
+        publishing.join()
+    finally:
+        gc.callbacks.remove(on_gc)
+        runtime.close()
+        publisher.close()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    assert runtime.generation.snapshot.snapshot_id == second.snapshot_id
+    print(f"\nanswering a 20-entry batch, 100k-row snapshot held: {_describe(quiet)}")
+    print(f"while a replica adopts a whole new 120k-row snapshot from Redis ({adopted_in:.2f} s): {_describe(busy)}; "
+          f"full GC collections: {', '.join(f'{c * 1000:.0f} ms' for c in full_collections) or 'none'}")
 
 
 def test_lookup_in_process_vs_network_round_trip(benchmark: Any) -> None:

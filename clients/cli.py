@@ -188,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.settings import Settings
 
     names = ("host", "port", "rulesets", "refdata", "log_level", "workers", "redis_url", "redis_prefix",
-             "snapshots_kept")
+             "snapshots_kept", "metrics_port", "max_upload_bytes")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return run(Settings(**overrides))
 
@@ -457,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(TOLLGATE_REDIS_URL; default: in this process)")
     serve.add_argument("--redis-prefix", help="prefix of the Redis keys (default tollgate)")
     serve.add_argument("--snapshots-kept", type=int, help="reference snapshots kept for replays (default 10)")
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics; with "
+                                                        "--workers N, worker i on PORT+i (default 0: off)")
+    serve.add_argument("--max-upload-bytes", type=int, help="the largest reference data upload accepted "
+                                                            "(default 1 GiB)")
     serve.set_defaults(handler=cmd_serve)
 
     validate = commands.add_parser("validate", help="send a file of items and print the decisions")

@@ -309,6 +309,7 @@ class SnapshotBinder:
         self.snapshot = snapshot
         self.resolvers = RESOLVERS[kind.name]
         self.date_field = kind.date_field
+        self._found_rows: dict[tuple[int, int], Row] = {}
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
@@ -318,21 +319,29 @@ class SnapshotBinder:
         day = lookup.as_of.evaluate(scope) if lookup.as_of is not None else scope[self.date_field]
         if day is None:
             return None
-        table = self.snapshot.table(lookup.entity.name)
+        find = self.snapshot.table(lookup.entity.name).find
         latest = lookup.latest_on_or_before
-        for precedence, level in enumerate(lookup.levels, start=1):
-            values = tuple(expression.evaluate(scope) for _column, expression in level)
+        for precedence, (columns, values_of) in enumerate(lookup.ways, start=1):
+            values = values_of(scope)
             if None in values:
                 continue  # this way does not apply to the item (e.g. no assignment)
-            rows = table.find(lookup.columns(precedence), values)
+            rows = find(columns, values)
             if latest is None:
                 row = version_as_of(rows, day)
             else:
                 on_or_before = [r for r in rows if r[latest] <= day and version_as_of([r], day) is not None]
                 row = max(on_or_before, key=lambda r: r[latest]) if on_or_before else None
             if row is not None:
-                return {**row, LOOKUP_PRECEDENCE: Decimal(precedence)}
+                return self._found(row, precedence)
         return None
+
+    def _found(self, row: Row, precedence: int) -> Row:
+        """The row as a lookup gives it, with the way that found it; made once per row and way."""
+        key = (id(row), precedence)  # rows live as long as the snapshot this binder holds
+        found = self._found_rows.get(key)
+        if found is None:
+            found = self._found_rows[key] = {**row, LOOKUP_PRECEDENCE: Decimal(precedence)}
+        return found
 
     def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
         """Rows one way of a lookup could find together, in force on the same day: the lookup would depend

@@ -8,9 +8,10 @@ required reference record or an error inside a rule rejects the item with a reas
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -149,6 +150,15 @@ class Evaluator:
             snapshot_id=snapshot_id,
             engine_version=engine_version,
         )
+
+    def for_snapshot(self, binder: Binder, snapshot_id: str) -> Evaluator:
+        """This evaluator deciding against another reference snapshot, sharing everything else (rule plans,
+        the generated item decoder): building one anew compiles the decoder, which holds the GIL for
+        milliseconds in one go. The data is not checked against the lookups here: see Runtime.publish."""
+        rebound = copy.copy(self)
+        rebound.binder = binder
+        rebound.provenance = replace(self.provenance, snapshot_id=snapshot_id)
+        return rebound
 
     def evaluate(self, items: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """One decision per item given as a mapping of wire values, in order."""

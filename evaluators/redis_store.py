@@ -2,14 +2,16 @@
 
 Keys, under a prefix (default ``tollgate``):
 
-- ``{prefix}:table:{digest}``: one table, canonical encoding (``snapshot_codec``), compressed.
-  Content-addressed, so a snapshot made by upserting one project shares every other table with its
-  base, and a replica decodes only the tables it does not hold yet.
-- ``{prefix}:snapshot:{id}``: the manifest of a snapshot: source, loaded at, counts, table digests.
+- ``{prefix}:segment:{digest}``: one segment of a table (the rows whose keys hash to it), canonical
+  encoding (``snapshot_codec``), compressed. Content-addressed, so a snapshot made by upserting one
+  project shares every other table, and every other segment of the project table, with its base: the
+  publisher writes, and a replica fetches and decodes, only the segments it does not hold yet.
+- ``{prefix}:snapshot:{id}``: the manifest of a snapshot: source, loaded at, counts, table digests and
+  each table's segment digests.
 - ``{prefix}:current``: the id of the current snapshot; ``{prefix}:kept``: kept ids, newest first.
 - channel ``{prefix}:published``: the id of each snapshot made current.
 
-Publishing writes the tables and the manifest first, with an expiry, then one Lua script (atomic in
+Publishing writes the segments and the manifest first, with an expiry, then one Lua script (atomic in
 Redis) checks they are all there, makes them permanent, sets current, trims the kept list to N,
 deletes what only trimmed snapshots used, and notifies. A loader killed before the script leaves
 only blobs that expire; current never names a snapshot that is not whole.
@@ -25,7 +27,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -33,8 +37,10 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from rules.schema import ENTITIES, Entity
+
 from . import snapshot_codec
-from .reference_data import ReferenceSnapshot, Table, build_table
+from .reference_data import Key, ReferenceSnapshot, Row, Segment, Table, Versions, group_rows
 from .snapshot_store import (
     ANY_CURRENT,
     DEFAULT_KEEP,
@@ -66,10 +72,12 @@ local manifest_key = prefix .. ':snapshot:' .. id
 local manifest_json = redis.call('GET', manifest_key)
 if not manifest_json then return redis.error_reply('INCOMPLETE manifest of ' .. id .. ' is missing') end
 local manifest = cjson.decode(manifest_json)
-for entity, digest in pairs(manifest.digests) do
-  if redis.call('PERSIST', prefix .. ':table:' .. digest) == 0
-     and redis.call('EXISTS', prefix .. ':table:' .. digest) == 0 then
-    return redis.error_reply('INCOMPLETE table ' .. entity .. ' of ' .. id .. ' is missing')
+for entity, digests in pairs(manifest.segments) do
+  for _, digest in ipairs(digests) do
+    if redis.call('PERSIST', prefix .. ':segment:' .. digest) == 0
+       and redis.call('EXISTS', prefix .. ':segment:' .. digest) == 0 then
+      return redis.error_reply('INCOMPLETE a segment of table ' .. entity .. ' of ' .. id .. ' is missing')
+    end
   end
 end
 redis.call('PERSIST', manifest_key)
@@ -78,19 +86,31 @@ redis.call('LREM', kept_key, 0, id)
 redis.call('LPUSH', kept_key, id)
 local dropped = redis.call('LRANGE', kept_key, keep, -1)
 redis.call('LTRIM', kept_key, 0, keep - 1)
+-- The blobs a manifest names: its segments, or the whole tables of a snapshot stored by an earlier version.
+local function blobs(manifest_json)
+  local manifest, keys = cjson.decode(manifest_json), {}
+  if manifest.segments then
+    for _, digests in pairs(manifest.segments) do
+      for _, digest in ipairs(digests) do keys[#keys + 1] = prefix .. ':segment:' .. digest end
+    end
+  else
+    for _, digest in pairs(manifest.digests) do keys[#keys + 1] = prefix .. ':table:' .. digest end
+  end
+  return keys
+end
 if #dropped > 0 then
   local live = {}
   for _, kept_id in ipairs(redis.call('LRANGE', kept_key, 0, -1)) do
     local kept_manifest = redis.call('GET', prefix .. ':snapshot:' .. kept_id)
     if kept_manifest then
-      for _, digest in pairs(cjson.decode(kept_manifest).digests) do live[digest] = true end
+      for _, key in ipairs(blobs(kept_manifest)) do live[key] = true end
     end
   end
   for _, dropped_id in ipairs(dropped) do
     local dropped_manifest = redis.call('GET', prefix .. ':snapshot:' .. dropped_id)
     if dropped_manifest then
-      for _, digest in pairs(cjson.decode(dropped_manifest).digests) do
-        if not live[digest] then redis.call('DEL', prefix .. ':table:' .. digest) end
+      for _, key in ipairs(blobs(dropped_manifest)) do
+        if not live[key] then redis.call('DEL', key) end
       end
     end
     redis.call('DEL', prefix .. ':snapshot:' .. dropped_id)
@@ -107,6 +127,7 @@ def _manifest(snapshot: ReferenceSnapshot) -> str:
         "source": snapshot.source,
         "loaded_at": snapshot.loaded_at.isoformat(),
         "digests": dict(snapshot.digests),
+        "segments": {name: [segment.digest for segment in table.segments()] for name, table in snapshot.tables.items()},
         "counts": snapshot.counts(),
     })
 
@@ -121,6 +142,47 @@ def _safe_url(url: str) -> str:
     scheme, _, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     return f"{scheme}://{credentials.split(':')[0] + ':***@' if at else ''}{host}"
+
+
+class _Plan:
+    """How a replica makes one table of a snapshot it fetches: from the latest table of the entity it
+    holds, replacing only the segments that differ, or from every segment when it holds none cut the
+    same way."""
+
+    def __init__(self, layout: list[str], base: Table | None) -> None:
+        self.layout = layout  # the table's segment digests
+        self.held = base.segments() if base is not None else None
+        if self.held is not None and len(self.held) != len(layout):
+            self.held = None
+        self.base = base if self.held is not None else None
+
+    def missing(self) -> list[str]:
+        if self.held is None:
+            return list(self.layout)
+        return [digest for digest, segment in zip(self.layout, self.held, strict=True) if digest != segment.digest]
+
+    def build(self, entity: Entity, digest: str, blobs: Mapping[str, object], where: str) -> Table:
+        segments: list[Segment] = []
+        timeless: dict[Key, Row] = {}
+        dated: dict[Key, Versions] = {}
+        replaced: set[Key] = set()
+        for index, segment_digest in enumerate(self.layout):
+            if self.held is not None and self.held[index].digest == segment_digest:
+                segments.append(self.held[index])
+                continue
+            blob = blobs.get(segment_digest)
+            if not isinstance(blob, bytes):
+                raise SnapshotNotFoundError(f"a segment of table {entity.name} of {where} is gone")
+            _, rows = snapshot_codec.decode_rows(snapshot_codec.decompress(blob))
+            segment_timeless, segment_dated = group_rows(entity, rows)
+            segments.append(Segment(sorted([*segment_timeless, *segment_dated]), blob, segment_digest))
+            timeless.update(segment_timeless)
+            dated.update(segment_dated)
+            if self.held is not None:
+                replaced.update(self.held[index].keys)
+        if self.base is None:
+            return Table.of(entity, timeless, dated, segments=segments, digest=digest)
+        return self.base.patched(replaced, timeless, dated, segments=segments, digest=digest)
 
 
 class RedisSnapshotStore:
@@ -138,9 +200,10 @@ class RedisSnapshotStore:
         )
         self._publish = self._redis.register_script(_PUBLISH_SCRIPT)
         # Decoded tables by digest, for the last ``keep`` snapshots seen: a new snapshot that shares
-        # tables with one of them (an upsert changes one table) decodes only what is new.
+        # tables with one of them (an upsert changes one table) decodes only what is new, and a changed
+        # table is derived from the latest one of its entity, decoding only the segments that differ.
         self._tables: dict[str, Table] = {}
-        self._recent: OrderedDict[str, list[str]] = OrderedDict()  # snapshot id -> its digests, oldest first
+        self._recent: OrderedDict[str, dict[str, str]] = OrderedDict()  # snapshot id -> table digests, oldest first
         self._tables_lock = threading.Lock()
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -152,20 +215,18 @@ class RedisSnapshotStore:
 
     def publish(self, snapshot: ReferenceSnapshot, *, if_current: str = ANY_CURRENT) -> None:
         try:
+            segments = {segment.digest: segment for table in snapshot.tables.values() for segment in table.segments()}
             present = self._redis.pipeline(transaction=False)
-            digests = dict(snapshot.digests)
-            for digest in digests.values():
+            for digest in segments:
                 # Extend the expiry of a blob a killed loader left behind (GT: never shorten one, and a
                 # permanent blob stays permanent).
-                present.expire(self._key("table", digest), PENDING_SECONDS, gt=True)
-                present.exists(self._key("table", digest))
+                present.expire(self._key("segment", digest), PENDING_SECONDS, gt=True)
+                present.exists(self._key("segment", digest))
             answers = present.execute()[1::2]
             writes = self._redis.pipeline(transaction=False)
-            for (name, digest), exists in zip(digests.items(), answers, strict=True):
+            for segment, exists in zip(segments.values(), answers, strict=True):
                 if not exists:
-                    table = snapshot.tables[name]
-                    blob = snapshot_codec.compress(snapshot_codec.encode_rows(table.entity, table.by_key))
-                    writes.set(self._key("table", digest), blob, ex=PENDING_SECONDS)
+                    writes.set(self._key("segment", segment.digest), segment.blob, ex=PENDING_SECONDS)
             writes.set(self._key("snapshot", snapshot.snapshot_id), _manifest(snapshot), ex=PENDING_SECONDS)
             writes.execute()
             self._publish(args=[self.prefix, snapshot.snapshot_id, self.keep, if_current])
@@ -198,33 +259,47 @@ class RedisSnapshotStore:
             if not isinstance(raw, bytes):
                 raise SnapshotNotFoundError(f"snapshot {snapshot_id} is not kept in {self.description}")
             manifest = json.loads(raw)
+            if "segments" not in manifest:
+                raise SnapshotNotFoundError(f"snapshot {snapshot_id} in {self.description} was stored by an earlier "
+                                            "version of Tollgate, in a format this one does not read: load the "
+                                            "reference data again")
             digests: dict[str, str] = manifest["digests"]
+            layouts: dict[str, list[str]] = manifest["segments"]
             with self._tables_lock:
                 tables = {name: self._tables.get(digest) for name, digest in digests.items()}
-            missing = [name for name, table in tables.items() if table is None]
-            blobs = self._redis.mget([self._key("table", digests[name]) for name in missing]) if missing else []
+                bases = {name: self._latest(name) for name, table in tables.items() if table is None}
+            plans = {name: _Plan(layouts[name], base) for name, base in bases.items()}
+            wanted = sorted({digest for plan in plans.values() for digest in plan.missing()})
+            blobs = dict(zip(wanted, self._redis.mget([self._key("segment", d) for d in wanted]), strict=True)) \
+                if wanted else {}
         except redis.RedisError as error:
             raise StoreUnavailableError(f"{self.description}: {error}") from error
-        for name, blob in zip(missing, blobs, strict=True):
-            if not isinstance(blob, bytes):
-                raise SnapshotNotFoundError(f"table {name} of snapshot {snapshot_id} is gone from {self.description}")
-            entity, rows = snapshot_codec.decode_rows(snapshot_codec.decompress(blob))
-            tables[name] = build_table(entity, rows)
+        for name, plan in plans.items():
+            tables[name] = plan.build(ENTITIES[name], digests[name], blobs,
+                                      f"snapshot {snapshot_id} in {self.description}")
         whole = {name: table for name, table in tables.items() if table is not None}
         snapshot = ReferenceSnapshot(snapshot_id, manifest["source"], dt.datetime.fromisoformat(manifest["loaded_at"]),
                                      whole, digests)
         self._remember(snapshot)
         return snapshot
 
+    def _latest(self, entity: str) -> Table | None:
+        """The table of ``entity`` in the latest snapshot seen (what a changed table is derived from)."""
+        for digests in reversed(self._recent.values()):
+            table = self._tables.get(digests.get(entity, ""))
+            if table is not None:
+                return table
+        return None
+
     def _remember(self, snapshot: ReferenceSnapshot) -> None:
         with self._tables_lock:
             for name, digest in snapshot.digests.items():
                 self._tables[digest] = snapshot.tables[name]
             self._recent.pop(snapshot.snapshot_id, None)
-            self._recent[snapshot.snapshot_id] = list(snapshot.digests.values())
+            self._recent[snapshot.snapshot_id] = dict(snapshot.digests)
             while len(self._recent) > self.keep:
                 self._recent.popitem(last=False)
-            live = {digest for digests in self._recent.values() for digest in digests}
+            live = {digest for digests in self._recent.values() for digest in digests.values()}
             self._tables = {digest: table for digest, table in self._tables.items() if digest in live}
 
     def kept(self) -> list[SnapshotInfo]:
@@ -258,7 +333,8 @@ class RedisSnapshotStore:
                         reachable, failures = True, 0
                         on_state(StoreState(True, dt.datetime.now(dt.UTC), current))
                     if current is not None and current != delivered:
-                        self._deliver(on_current, self.fetch(current))
+                        seen_at = time.perf_counter()
+                        self._deliver(on_current, self.fetch(current), seen_at)
                         delivered = current
                     # Wait for a message or the recheck interval, whichever comes first.
                     pubsub.get_message(timeout=RECHECK_SECONDS)
@@ -276,9 +352,9 @@ class RedisSnapshotStore:
                 pubsub.close()
 
     @staticmethod
-    def _deliver(on_current: OnCurrent, snapshot: ReferenceSnapshot) -> None:
+    def _deliver(on_current: OnCurrent, snapshot: ReferenceSnapshot, seen_at: float) -> None:
         try:
-            on_current(snapshot)
+            on_current(snapshot, seen_at)
         except Exception:
             # The replica could not use it (it logs why); trying the same snapshot again would fail again.
             log.exception("snapshot_not_adopted", snapshot_id=snapshot.snapshot_id)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,14 @@ from rules.schema import ENTITIES, Entity
 from . import snapshot_codec
 from .reference_loaders import LocatedRow, file_stem, read_exports, validate_row
 
-__all__ = ["LoadedExports", "ReferenceSnapshot", "Row", "Table", "apply_changes", "build_snapshot", "build_table",
-           "file_stem", "load_exports", "load_snapshot", "version_as_of"]
+__all__ = ["ByKey", "LoadedExports", "ReferenceSnapshot", "Row", "Segment", "Table", "apply_changes",
+           "build_snapshot", "build_table", "file_stem", "group_rows", "load_exports", "load_snapshot",
+           "split_versions", "version_as_of"]
 
 Row = Mapping[str, Any]
 Key = tuple[Any, ...]
+# A key's versions, by start; tuples: tables derived from one another share them, so they must not change.
+Versions = tuple[Row, ...]
 
 _DAWN = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -53,43 +59,270 @@ def starts(row: Row) -> dt.datetime:
     return row["effective_from"] or _DAWN
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The rows of a table whose keys hash to one segment (``snapshot_codec``), as stored."""
+
+    keys: list[Key]  # sorted
+    blob: bytes  # snapshot_codec.segment_blob: header and lines, compressed
+    digest: str  # of the blob's uncompressed content: the name it is stored under
+
+
+def _undated(row: Row) -> bool:
+    return row["effective_from"] is None and row["effective_to"] is None
+
+
+def split_versions(by_key: Mapping[Key, Sequence[Row]]) -> tuple[dict[Key, Row], dict[Key, Versions]]:
+    """The keys with a single undated version (their row), and the others (their versions)."""
+    timeless: dict[Key, Row] = {}
+    dated: dict[Key, Versions] = {}
+    for key, versions in by_key.items():
+        if len(versions) == 1 and _undated(versions[0]):
+            timeless[key] = versions[0]
+        else:
+            dated[key] = tuple(versions)
+    return timeless, dated
+
+
+def group_rows(entity: Entity, rows: list[dict[str, Any]]) -> tuple[dict[Key, Row], dict[Key, Versions]]:
+    """Rows in canonical order (keys sorted, versions by start) by key, split as ``split_versions`` does."""
+    keys = _values_of(entity.key, rows)
+    if len(set(keys)) == len(keys):  # one version per key, as most are: grouped in C loops
+        undated = list(map(operator.and_, map(operator.is_, map(itemgetter("effective_from"), rows), repeat(None)),
+                           map(operator.is_, map(itemgetter("effective_to"), rows), repeat(None))))
+        timeless: dict[Key, Row] = dict(compress(zip(keys, rows, strict=True), undated))
+        if len(timeless) == len(keys):
+            return timeless, {}
+        return timeless, dict(compress(zip(keys, zip(rows), strict=True), map(operator.not_, undated)))
+    grouped: dict[Key, list[Row]] = defaultdict(list)
+    for key, row in zip(keys, rows, strict=True):
+        grouped[key].append(row)
+    return split_versions(grouped)
+
+
+class ByKey(Mapping[Key, Versions]):
+    """A table's rows by key, every version, by start: a read-only view over how the table keeps them."""
+
+    __slots__ = ("_dated", "_timeless")
+
+    def __init__(self, timeless: dict[Key, Row], dated: dict[Key, Versions]) -> None:
+        self._timeless = timeless
+        self._dated = dated
+
+    def __getitem__(self, key: Key) -> Versions:
+        row = self._timeless.get(key)
+        return (row,) if row is not None else self._dated[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._timeless or key in self._dated
+
+    def __iter__(self) -> Iterator[Key]:
+        return chain(self._timeless, self._dated)
+
+    def __len__(self) -> int:
+        return len(self._timeless) + len(self._dated)
+
+
+def _values_of(fields: tuple[str, ...], rows: Sequence[Row]) -> list[Key]:
+    """Each row's values of ``fields``, as tuples."""
+    return list(zip(*(map(itemgetter(name), rows) for name in fields), strict=True))
+
+
+class _Index:
+    """Rows by the values of some fields; kept as ``Table`` keeps its rows (values found once apart)."""
+
+    __slots__ = ("many", "one")
+
+    def __init__(self, one: dict[Key, Row], many: dict[Key, Versions]) -> None:
+        self.one = one
+        self.many = many
+
+    @classmethod
+    def build(cls, fields: tuple[str, ...], rows: Iterable[Row], *, sliced: bool) -> _Index:
+        rows = list(rows)
+        values = _values_of(fields, rows)
+        if len(set(values)) == len(values):  # unique values: built in C loops
+            return cls(dict(zip(values, rows, strict=True)), {})
+        grouped: dict[Key, list[Row]] = defaultdict(list)
+        for done, (value, row) in enumerate(zip(values, rows, strict=True), start=1):
+            grouped[value].append(row)
+            if sliced and done % 1000 == 0:
+                snapshot_codec.pause_between_slices()
+        one = {value: found[0] for value, found in grouped.items() if len(found) == 1}
+        return cls(one, {value: tuple(found) for value, found in grouped.items() if len(found) > 1})
+
+    def find(self, value: Key) -> Versions:
+        row = self.one.get(value)
+        return (row,) if row is not None else self.many.get(value, ())
+
+    def patched(self, fields: tuple[str, ...], gone: list[Row], came: list[Row]) -> _Index:
+        """A copy without the rows ``gone`` and with the rows ``came``; never changes this one (it may be
+        serving)."""
+        one, many = self.one.copy(), self.many.copy()
+        for row in gone:
+            value = tuple(row[f] for f in fields)
+            if one.get(value) is row:
+                del one[value]
+            elif value in many:
+                remaining = tuple(r for r in many.pop(value) if r is not row)
+                if len(remaining) == 1:
+                    one[value] = remaining[0]
+                elif remaining:
+                    many[value] = remaining
+        for row in came:
+            value = tuple(row[f] for f in fields)
+            if value in one:
+                many[value] = (one.pop(value), row)
+            elif value in many:
+                many[value] = (*many[value], row)
+            else:
+                one[value] = row
+        return _Index(one, many)
+
+
 class Table:
-    """The rows of one entity, indexed by key; more indexes are built on first use."""
+    """The rows of one entity, by key; indexes by other fields are built on first use.
 
-    entity: Entity
-    by_key: dict[Key, list[Row]]
-    _indexes: dict[tuple[str, ...], dict[Key, list[Row]]] = field(default_factory=dict)
-    # Keys with a single version in force at all times, as most are: found without looking at dates.
-    _timeless: dict[Key, Row] = field(default_factory=dict)
+    Rows are kept in two dicts: keys with a single version in force at all times, as most are, map to
+    their row (found without looking at dates), and the others to their versions. No object per key
+    beyond its key and row, both of which the cyclic GC stops tracking: a table of a million rows adds
+    nothing to the full collections of the process, which would otherwise walk it and stop every
+    thread for the time it takes (about a second).
 
-    def __post_init__(self) -> None:
-        self._timeless = {
-            key: versions[0]
-            for key, versions in self.by_key.items()
-            if len(versions) == 1 and versions[0]["effective_from"] is None and versions[0]["effective_to"] is None
-        }
+    A table derived from another by a few changed keys (``changed``, ``patched``) shares everything
+    else with it: its unchanged segments are not encoded again, and its indexes are patched.
+    """
+
+    __slots__ = ("_dated", "_digest", "_indexes", "_rows", "_segments", "_timeless", "by_key", "entity")
+
+    def __init__(self, entity: Entity, by_key: Mapping[Key, Sequence[Row]], *, digest: str | None = None,
+                 segments: list[Segment] | None = None) -> None:
+        timeless, dated = split_versions(by_key)
+        self._set(entity, timeless, dated, digest=digest, segments=segments)
+
+    @classmethod
+    def of(cls, entity: Entity, timeless: dict[Key, Row], dated: dict[Key, Versions], *, digest: str | None = None,
+           segments: list[Segment] | None = None) -> Table:
+        """A table of rows already split (``split_versions``, ``group_rows``)."""
+        table = cls.__new__(cls)
+        table._set(entity, timeless, dated, digest=digest, segments=segments)
+        return table
+
+    def _set(self, entity: Entity, timeless: dict[Key, Row], dated: dict[Key, Versions], *, digest: str | None,
+             segments: list[Segment] | None, indexes: dict[tuple[str, ...], _Index] | None = None,
+             rows: int | None = None) -> None:
+        self.entity = entity
+        self._timeless = timeless
+        self._dated = dated
+        self.by_key = ByKey(timeless, dated)
+        self._indexes = indexes or {}
+        self._rows = len(timeless) + sum(map(len, dated.values())) if rows is None else rows
+        self._segments = segments
+        self._digest = digest
 
     def get(self, key: Key, day: dt.datetime) -> Row | None:
         row = self._timeless.get(key)
         if row is not None:
             return row
-        versions = self.by_key.get(key)
+        versions = self._dated.get(key)
         return version_as_of(versions, day) if versions else None
 
-    def find(self, fields: tuple[str, ...], values: Key) -> list[Row]:
+    def find(self, fields: tuple[str, ...], values: Key) -> Versions:
         """All rows (every version) whose ``fields`` equal ``values``."""
         index = self._indexes.get(fields)
         if index is None:
-            index = defaultdict(list)
-            for versions in self.by_key.values():
-                for row in versions:
-                    index[tuple(row[f] for f in fields)].append(row)
-            self._indexes[fields] = index = dict(index)
-        return index.get(values, [])
+            index = self._indexes[fields] = _Index.build(fields, self._all_rows(), sliced=False)
+        return index.find(values)
+
+    def _all_rows(self) -> Iterator[Row]:
+        return chain(self._timeless.values(), chain.from_iterable(self._dated.values()))
+
+    def index_fields(self) -> list[tuple[str, ...]]:
+        """The fields of every index built so far (what lookups have needed)."""
+        return list(self._indexes)
+
+    def build_indexes(self, wanted: Iterable[tuple[str, ...]]) -> None:
+        """Build the indexes ``wanted`` now, in slices, so that no call waits for one to be built."""
+        for fields in wanted:
+            if fields not in self._indexes:
+                self._indexes[fields] = _Index.build(fields, self._all_rows(), sliced=True)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.by_key.values())
+        return self._rows
+
+    # -- canonical encoding --------------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        if self._segments is None:
+            self._encode()
+        assert self._segments is not None
+        return self._segments
+
+    def digest(self) -> str:
+        """The hash of the table's canonical encoding (``snapshot_codec``)."""
+        if self._digest is None:
+            segments = self.segments()
+            if self._digest is None:  # segments taken over from another table: hash their lines again
+                hashed = hashlib.sha256(snapshot_codec.table_header(self.entity, len(segments)))
+                for segment in segments:
+                    hashed.update(snapshot_codec.segment_body(segment.blob))
+                self._digest = hashed.hexdigest()
+        return self._digest
+
+    def _encode_segment(self, keys: list[Key]) -> tuple[Segment, bytes]:
+        body = snapshot_codec.encode_segment(self.entity, snapshot_codec.canonical_rows(self.by_key, keys))
+        blob, digest = snapshot_codec.segment_blob(self.entity, body)
+        return Segment(keys, blob, digest), body
+
+    def _encode(self) -> None:
+        count = snapshot_codec.segment_count(self._rows)
+        hashed = hashlib.sha256(snapshot_codec.table_header(self.entity, count))
+        segments = []
+        for keys in snapshot_codec.split_keys(self.by_key, count):
+            segment, body = self._encode_segment(keys)
+            hashed.update(body)
+            segments.append(segment)
+        self._segments, self._digest = segments, hashed.hexdigest()
+
+    # -- deriving ------------------------------------------------------------------------------------
+
+    def changed(self, removed: Iterable[Key], added: Table) -> Table:
+        """This table without the keys ``removed`` and with the rows of ``added`` (replacing every version
+        of their keys)."""
+        touched = set(removed) | set(added.by_key)
+        table = self.patched(touched, added._timeless, added._dated)
+        snapshot_codec.pause_between_slices()
+        count = snapshot_codec.segment_count(table._rows)
+        if self._segments is not None and len(self._segments) == count:
+            segments = list(self._segments)
+            for index in {snapshot_codec.segment_of(key, count) for key in touched}:
+                kept = [key for key in segments[index].keys if key not in touched]
+                keys = sorted([*kept, *(key for key in added.by_key if snapshot_codec.segment_of(key, count) == index)])
+                segments[index] = table._encode_segment(keys)[0]
+            table._segments = segments
+        return table
+
+    def patched(self, touched: set[Key], timeless: Mapping[Key, Row], dated: Mapping[Key, Versions], *,
+                segments: list[Segment] | None = None, digest: str | None = None) -> Table:
+        """A new table: this one with every key in ``touched`` removed, then the rows given put in.
+
+        Dicts are copied (in C), not rebuilt; indexes are patched for the rows that went and came.
+        """
+        kept_timeless, kept_dated = self._timeless.copy(), self._dated.copy()
+        gone: list[Row] = []
+        for key in touched:
+            row = kept_timeless.pop(key, None)
+            if row is not None:
+                gone.append(row)
+            gone.extend(kept_dated.pop(key, ()))
+        kept_timeless.update(timeless)
+        kept_dated.update(dated)
+        came = [*timeless.values(), *chain.from_iterable(dated.values())]
+        table = Table.__new__(Table)
+        table._set(self.entity, kept_timeless, kept_dated, digest=digest, segments=segments,
+                   indexes={fields: index.patched(fields, gone, came) for fields, index in self._indexes.items()},
+                   rows=self._rows - len(gone) + len(came))
+        return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +343,12 @@ class ReferenceSnapshot:
 
 def build_table(entity: Entity, rows: Iterable[Row]) -> Table:
     """A table of rows already checked (validated, no overlapping versions); versions sorted by start."""
-    by_key: dict[Key, list[Row]] = defaultdict(list)
+    grouped: dict[Key, list[Row]] = defaultdict(list)
     for row in rows:
-        by_key[tuple(row[k] for k in entity.key)].append(row)
-    for versions in by_key.values():
+        grouped[tuple(row[k] for k in entity.key)].append(row)
+    for versions in grouped.values():
         versions.sort(key=starts)
-    return Table(entity, dict(by_key))
+    return Table.of(entity, *split_versions(grouped))
 
 
 def snapshot_id_of(digests: Mapping[str, str]) -> str:
@@ -127,10 +360,7 @@ def build_snapshot(tables: Mapping[str, Table], source: str, *, known_digests: M
                    loaded_at: dt.datetime | None = None) -> ReferenceSnapshot:
     """A snapshot of every entity's table; ``known_digests`` spares encoding tables taken over unchanged."""
     known = known_digests or {}
-    digests = {
-        name: known.get(name) or snapshot_codec.digest_rows(table.entity, table.by_key)
-        for name, table in tables.items()
-    }
+    digests = {name: known.get(name) or table.digest() for name, table in tables.items()}
     return ReferenceSnapshot(snapshot_id_of(digests), source, loaded_at or dt.datetime.now(dt.UTC), dict(tables),
                              digests)
 
@@ -237,17 +467,19 @@ def apply_changes(base: ReferenceSnapshot, entity_name: str, *, upserts: Sequenc
         raise ProblemsError(problems)
     upserted = [row for row in new_rows if row is not None]
     replaced = {tuple(row.values[k] for k in entity.key) for row in upserted} | set(deletes)
-    # Only the version groups an upsert touches can have changed; check those, not the whole table.
-    touched = {tuple(row.values[k] for k in entity.versioned_by) for row in upserted}
-    neighbours = [LocatedRow(f"snapshot {base.snapshot_id}", None, dict(row))
-                  for key, versions in table.by_key.items() if key not in replaced
-                  for row in versions if tuple(row[k] for k in entity.versioned_by) in touched]
+    # Only the version groups an upsert touches can have changed; check those, not the whole table. Where
+    # versions are grouped by the key itself, every row of those groups is replaced: nothing to check against.
+    neighbours: list[LocatedRow] = []
+    if entity.versioned_by != entity.key:
+        for group in {tuple(row.values[k] for k in entity.versioned_by) for row in upserted}:
+            neighbours.extend(LocatedRow(f"snapshot {base.snapshot_id}", None, dict(row))
+                              for row in table.find(entity.versioned_by, group)
+                              if tuple(row[k] for k in entity.key) not in replaced)
     _checked(entity, [*neighbours, *upserted], problems)
     if problems:
         raise ProblemsError(problems)
-    by_key = {key: versions for key, versions in table.by_key.items() if key not in replaced}
-    by_key.update(build_table(entity, (row.values for row in upserted)).by_key)
-    tables = {**base.tables, entity.name: Table(entity, by_key)}
+    tables = {**base.tables,
+              entity.name: table.changed(replaced, build_table(entity, (row.values for row in upserted)))}
     known = {name: d for name, d in base.digests.items() if name != entity.name}
     description = source or _describe_change(entity, upserted, deletes, base.snapshot_id)
     return build_snapshot(tables, description, known_digests=known)

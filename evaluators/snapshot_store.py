@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ class StoreUnavailableError(RuntimeError):
     """The store cannot be reached; what is already held in memory keeps serving."""
 
 
-OnCurrent = Callable[[ReferenceSnapshot], None]
+# Called with each new current snapshot and when the store saw it become current (time.perf_counter()).
+OnCurrent = Callable[[ReferenceSnapshot, float], None]
 OnState = Callable[[StoreState], None]
 
 
@@ -112,8 +114,9 @@ class InProcessStore:
             self._snapshots[snapshot.snapshot_id] = snapshot
             while len(self._snapshots) > self.keep:
                 self._snapshots.popitem(last=False)
+            seen_at = time.perf_counter()
             for notify in self._watchers:
-                notify(snapshot)
+                notify(snapshot, seen_at)
 
     def current(self) -> ReferenceSnapshot | None:
         with self._lock:

@@ -20,7 +20,7 @@ import rule_engine
 import yaml
 
 from rules import yaml_source
-from rules.compiler import CompiledExpression, NotCompilableError, compile_expression
+from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError, compile_expression
 from rules.fusion import RulesetFunction, fuse
 from rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
@@ -92,9 +92,33 @@ class CompiledLookup:
     latest_on_or_before: str | None
     symbols: frozenset[str]  # what the expressions read: bound first, and looked up again when they change
     line: int | None
+    # Per way, its columns and one function giving the values to match them with (generated once, like the
+    # fused rulesets: one call per way and item rather than one per column).
+    ways: tuple[tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]], ...] = ()
 
     def columns(self, precedence: int) -> tuple[str, ...]:
         return tuple(column for column, _expression in self.levels[precedence - 1])
+
+
+def _way_function(way: tuple[tuple[str, CompiledExpression], ...], index: int) -> Callable[[Any], tuple[Any, ...]]:
+    """One function returning a way's values for an item's scope; the interpreter for what does not compile.
+
+    Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction."""
+    expressions = [expression for _column, expression in way]
+    context = expressions[0].context if expressions else None
+    if context is not None and all(e.is_compiled and e.context is context for e in expressions):
+        namespace: dict[str, Any] = {}
+        codegen = ExpressionCodegen(context, namespace, trusted=True)
+        try:
+            body = "(" + "".join(f"{codegen.fragment(e.rule.statement.expression)}, " for e in expressions) + ")"
+        except NotCompilableError:
+            pass
+        else:
+            exec(compile(codegen.function_source("way", body), f"<lookup way {index}>", "exec"), namespace)
+            function: Callable[[Any], tuple[Any, ...]] = namespace["way"]
+            return function
+    evaluators = [e.evaluate for e in expressions]
+    return lambda thing: tuple(evaluate(thing) for evaluate in evaluators)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,8 +398,10 @@ class _RuleCompiler:
             attributes = {field.name: field.rule_type for field in entity.fields.values()}
             attributes[LOOKUP_PRECEDENCE] = T.FLOAT
             self.symbol_types[name] = T.NULLABLE(T.OBJECT(spec.table, attributes, accessor=operator.getitem))
+            ways = tuple((tuple(column for column, _e in level), _way_function(level, index))
+                         for index, level in enumerate(levels))
             lookups.append(CompiledLookup(name, self.spec.ruleset, entity, tuple(levels), as_of, latest,
-                                          frozenset(context.symbols), yaml_source.line_of(self.document, where)))
+                                          frozenset(context.symbols), yaml_source.line_of(self.document, where), ways))
         return tuple(lookups)
 
     def _aggregates(self) -> tuple[CompiledAggregate, ...]:

@@ -16,7 +16,8 @@ from grpc_reflection.v1alpha import reflection
 from evaluators import ENGINE_VERSION
 from evaluators.redis_store import RedisSnapshotStore
 from evaluators.snapshot_store import InProcessStore, SnapshotStore
-from rules.problems import ProblemsError
+from rules.problems import Problem, ProblemsError
+from server import metrics
 from server.correlation import CorrelationInterceptor
 from server.logs import configure_logging
 from server.refdata_service import ReferenceDataService
@@ -38,11 +39,14 @@ class RunningServer:
     health: health.HealthServicer
     runtime: Runtime
     grace_seconds: float
+    metrics: metrics.MetricsServer | None = None
 
     def stop(self) -> None:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish, then stop."""
         self.health.enter_graceful_shutdown()
         self.server.stop(self.grace_seconds).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.runtime.close()
 
 
@@ -90,7 +94,8 @@ def start(settings: Settings) -> RunningServer:
         ],
     )
     validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
-    refdata_service = ReferenceDataService(runtime, refuse_changes=unshared_changes(settings))
+    refdata_service = ReferenceDataService(runtime, refuse_changes=unshared_changes(settings),
+                                           max_upload_bytes=settings.max_upload_bytes)
     refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(refdata_service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -103,13 +108,22 @@ def start(settings: Settings) -> RunningServer:
     if port == 0:
         runtime.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    metrics_server = None
+    if settings.metrics_port:
+        wanted = metrics.metrics_port(settings.metrics_port, settings.worker_index)
+        try:
+            metrics_server = metrics.start(runtime, settings.host, wanted)
+        except OSError as error:
+            runtime.close()
+            raise ProblemsError([Problem("metrics_port", None, str(wanted),
+                                         f"cannot serve metrics on {settings.host}:{wanted}: {error}")]) from error
     server.start()
     runtime.on_change(lambda: _follow_health(runtime, health_servicer))
     _follow_health(runtime, health_servicer)
     log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION,
              snapshot_id=runtime.generation.snapshot.snapshot_id if runtime.has_data else None,
-             store=runtime.store.description)
-    return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds)
+             store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None)
+    return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, metrics_server)
 
 
 def run(settings: Settings) -> int:

@@ -37,6 +37,7 @@ from evaluators.snapshot_store import (
 from rules.problems import Problem, ProblemsError
 from rules.schema import ENTITIES
 from server.runtime import Runtime
+from server.settings import DEFAULT_MAX_UPLOAD_BYTES
 from tollgate_api.v1 import refdata_pb2 as pb
 from tollgate_api.v1 import refdata_pb2_grpc as pb_grpc
 
@@ -101,10 +102,18 @@ def _empty_snapshot() -> ReferenceSnapshot:
     return build_snapshot({name: Table(entity, {}) for name, entity in ENTITIES.items()}, "empty")
 
 
+def upload_too_large(limit: int) -> str:
+    return (f"the upload is larger than this server accepts: {limit:,} bytes over all files (max_upload_bytes); "
+            "nothing was loaded. Start the server with a larger --max-upload-bytes (TOLLGATE_MAX_UPLOAD_BYTES), "
+            "or send only the files that changed")
+
+
 class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
-    def __init__(self, runtime: Runtime, *, refuse_changes: str | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, refuse_changes: str | None = None,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         self.runtime = runtime
         self.refuse_changes = refuse_changes  # why loads and changes cannot be made here, if they cannot
+        self.max_upload_bytes = max_upload_bytes
 
     def _changes_allowed(self, context: grpc.ServicerContext) -> None:
         if self.refuse_changes is not None:
@@ -116,6 +125,8 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
             switched = self.runtime.publish(snapshot, if_current=if_current, wait_seconds=SWITCH_WAIT_SECONDS)
         except StoreUnavailableError as error:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish the snapshot: {error}")
+        except ProblemsError as error:  # the rulesets' lookups would find several rows at once in it
+            _abort_with_problems(context, "publishing", error.problems)
         if not switched:
             log.warning("snapshot_published_not_yet_adopted", snapshot_id=snapshot.snapshot_id)
 
@@ -127,12 +138,17 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
         with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as directory:
             root = Path(directory)
             handles: dict[str, Any] = {}
+            received = 0
             try:
                 for request in requests:
                     if request.HasField("header"):
                         header = request.header
                         continue
                     chunk = request.chunk
+                    received += len(chunk.data)
+                    if received > self.max_upload_bytes:
+                        # Refused before anything is read: the files received so far go with the directory.
+                        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, upload_too_large(self.max_upload_bytes))
                     handle = handles.get(chunk.path)
                     if handle is None:
                         target = _upload_path(root, chunk.path, context)

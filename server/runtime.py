@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from evaluators import ENGINE_VERSION
+from evaluators import ENGINE_VERSION, snapshot_codec
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
@@ -30,12 +31,13 @@ from evaluators.snapshot_store import (
     InProcessStore,
     SnapshotConflictError,
     SnapshotInfo,
+    SnapshotNotFoundError,
     SnapshotStore,
     StoreState,
     StoreUnavailableError,
 )
 from rules.loader import RulesetBundle, load_rulesets
-from rules.problems import ProblemsError
+from rules.problems import Problem, ProblemsError
 from rules.schema import ITEM_KINDS
 
 log = structlog.get_logger("tollgate.runtime")
@@ -65,6 +67,23 @@ class Generation:
         }
         return cls(rulesets, snapshot, evaluators)
 
+    def with_snapshot(self, snapshot: ReferenceSnapshot) -> Generation:
+        """The same rulesets deciding against ``snapshot``.
+
+        Each evaluator is copied with the new snapshot's binder and provenance, sharing everything else
+        (rule plans, generated item decoders): building evaluators anew compiles the decoders, which
+        holds the GIL for milliseconds in one go, a pause for every call being answered meanwhile.
+        """
+        evaluators = {name: evaluator.for_snapshot(SnapshotBinder(evaluator.kind, snapshot), snapshot.snapshot_id)
+                      for name, evaluator in self.evaluators.items()}
+        return Generation(self.rulesets, snapshot, evaluators)
+
+
+def lookup_problems(rulesets: RulesetBundle, snapshot: ReferenceSnapshot) -> list[Problem]:
+    """Where the rulesets' lookups would find more than one row at once in ``snapshot`` (see LookupSpec)."""
+    return [problem for name, kind in ITEM_KINDS.items()
+            for problem in SnapshotBinder(kind, snapshot).lookup_problems(rulesets.for_kind(name))]
+
 
 @dataclass(frozen=True, slots=True)
 class ReferenceStatus:
@@ -89,9 +108,10 @@ class Runtime:
         self._past: OrderedDict[str, Generation] = OrderedDict()
         self._state = StoreState(True, dt.datetime.now(dt.UTC))
         self._listeners: list[Callable[[], None]] = []
+        self._switch_listeners: list[Callable[[str, float], None]] = []
         initial = self._initial_snapshot()
         if initial is not None:
-            self._adopt(initial)
+            self._adopt(initial, time.perf_counter())
         else:
             log.warning("no_reference_data", store=self.store.description,
                         hint="validation calls fail with FAILED_PRECONDITION until a snapshot is loaded")
@@ -113,6 +133,11 @@ class Runtime:
             # Serve what the directory holds (or nothing); the store's watcher catches up when it returns.
             log.warning("store_unreachable_at_start", store=self.store.description, error=str(error))
             self._state = StoreState(False, dt.datetime.now(dt.UTC))
+            return load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
+        except SnapshotNotFoundError as error:
+            # Current names a snapshot this replica cannot read (stored by an earlier version): serve what the
+            # directory holds (or nothing) until a load makes a new snapshot current.
+            log.error("current_snapshot_unreadable", store=self.store.description, error=str(error))
             return load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
 
     # -- what calls decide with ----------------------------------------------------------------------
@@ -145,7 +170,7 @@ class Runtime:
                 return past
         snapshot = self.store.fetch(snapshot_id)
         with self._lock:
-            generation = Generation.build(self._rulesets, snapshot)
+            generation = self._generation_with(snapshot, self._generation)
             self._past[snapshot_id] = generation
             while len(self._past) > REPLAY_GENERATIONS:
                 self._past.popitem(last=False)
@@ -153,22 +178,47 @@ class Runtime:
 
     # -- changes -------------------------------------------------------------------------------------
 
-    def _adopt(self, snapshot: ReferenceSnapshot) -> None:
-        """Switch to ``snapshot`` (called by the store for each new current snapshot, in order)."""
+    def _adopt(self, snapshot: ReferenceSnapshot, seen_at: float) -> None:
+        """Switch to ``snapshot`` (called by the store for each new current snapshot, in order; ``seen_at``:
+        when the store saw it become current, by ``time.perf_counter``).
+
+        Everything the new generation needs is made before it is swapped in, off the threads answering
+        calls: the indexes the previous tables of each entity had built (a table derived from its
+        predecessor carries them, patched; a table decoded whole builds them here, in slices), and
+        the evaluators. Calls never wait for any of it.
+        """
+        previous = self._generation
+        if previous is not None and previous.snapshot.snapshot_id == snapshot.snapshot_id:
+            return
+        if previous is not None:
+            for name, table in snapshot.tables.items():
+                before = previous.snapshot.tables.get(name)
+                if before is not None and before is not table:
+                    table.build_indexes(before.index_fields())
+        snapshot_codec.pause_between_slices()
+        generation = self._generation_with(snapshot, previous)
         with self._lock:
             previous = self._generation
-            if previous is not None and previous.snapshot.snapshot_id == snapshot.snapshot_id:
-                return
-            self._generation = Generation.build(self._rulesets, snapshot)
+            if generation.rulesets is not self._rulesets:  # rulesets reloaded meanwhile
+                generation = self._generation_with(snapshot, previous)
+            self._generation = generation
             if previous is not None:
                 self._past[previous.snapshot.snapshot_id] = previous
                 while len(self._past) > REPLAY_GENERATIONS:
                     self._past.popitem(last=False)
             self._changed.notify_all()
+        seconds = time.perf_counter() - seen_at
         log.info("snapshot_switched", snapshot_id=snapshot.snapshot_id, source=snapshot.source,
                  previous_snapshot_id=previous.snapshot.snapshot_id if previous else None,
-                 reference_counts=snapshot.counts())
+                 reference_counts=snapshot.counts(), adoption_seconds=round(seconds, 4))
+        for listener in self._switch_listeners:
+            listener(snapshot.snapshot_id, seconds)
         self._notify_listeners()
+
+    def _generation_with(self, snapshot: ReferenceSnapshot, previous: Generation | None) -> Generation:
+        if previous is not None and previous.rulesets is self._rulesets:
+            return previous.with_snapshot(snapshot)
+        return Generation.build(self._rulesets, snapshot)
 
     def _on_store_state(self, state: StoreState) -> None:
         with self._lock:
@@ -180,7 +230,13 @@ class Runtime:
 
     def publish(self, snapshot: ReferenceSnapshot, *, if_current: str = ANY_CURRENT,
                 wait_seconds: float = 5.0) -> bool:
-        """Publish to the store and wait until this replica decides with it; False if it did not in time."""
+        """Publish to the store and wait until this replica decides with it; False if it did not in time.
+
+        Refused (ProblemsError) when the rulesets' lookups would find more than one row at once in it:
+        every replica adopts what is published without checking again."""
+        problems = lookup_problems(self._rulesets, snapshot)
+        if problems:
+            raise ProblemsError(problems)
         self.store.publish(snapshot, if_current=if_current)
         return self.wait_for(snapshot.snapshot_id, wait_seconds)
 
@@ -195,18 +251,22 @@ class Runtime:
         """Reload rulesets, and reference data from the export directory if there is one (published to
         the store); on any problem keep the current generation."""
         with self._lock:
+            current = self._generation
             try:
                 rulesets = load_rulesets(self.rulesets_dir)
                 snapshot = load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
+                # Built before anything changes: rulesets whose lookups clash with the data are refused too.
+                generation = Generation.build(rulesets, current.snapshot) if current is not None else None
+                if snapshot is not None and (problems := lookup_problems(rulesets, snapshot)):
+                    raise ProblemsError(problems)
             except ProblemsError as error:
-                current = self._generation
                 log.error("reload_refused", problems=[str(p) for p in error.problems],
                           serving_snapshot=current.snapshot.snapshot_id if current else None)
                 return False
             self._rulesets = rulesets
             self._past.clear()
-            if self._generation is not None:
-                self._generation = Generation.build(rulesets, self._generation.snapshot)
+            if generation is not None:
+                self._generation = generation
             log.info("rulesets_reloaded", rulesets=[f"{r.id}@{r.version}" for r in rulesets.all])
         if snapshot is not None:
             try:
@@ -222,6 +282,11 @@ class Runtime:
         """Call ``listener`` when data arrives or the store's reachability changes (health follows)."""
         self._listeners.append(listener)
 
+    def on_switch(self, listener: Callable[[str, float], None]) -> None:
+        """Call ``listener(snapshot_id, seconds)`` after each switch to a new snapshot; seconds from the
+        store seeing it become current to deciding with it (fetching, decoding, indexing, evaluators)."""
+        self._switch_listeners.append(listener)
+
     def _notify_listeners(self) -> None:
         for listener in self._listeners:
             listener()
@@ -230,6 +295,11 @@ class Runtime:
     def store_reachable(self) -> bool:
         return self._state.reachable
 
+    def stale_seconds(self) -> float:
+        """Seconds since the store was last known reachable (0 while it is): how far behind the data may be."""
+        state = self._state
+        return 0.0 if state.reachable else (dt.datetime.now(dt.UTC) - state.since).total_seconds()
+
     def status(self) -> ReferenceStatus:
         state = self._state
         generation = self._generation
@@ -237,7 +307,7 @@ class Runtime:
             kept = self.store.kept()
         except StoreUnavailableError:
             kept = []
-        stale = 0.0 if state.reachable else (dt.datetime.now(dt.UTC) - state.since).total_seconds()
+        stale = self.stale_seconds()
         return ReferenceStatus(
             current=SnapshotInfo.of(generation.snapshot) if generation else None,
             kept=kept,

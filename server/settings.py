@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_RULESETS = PROJECT_ROOT / "rulesets"
 BUNDLED_REFDATA = PROJECT_ROOT / "examples" / "refdata"
+DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,16 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(50_000, ge=1, description="most items in one request (or one stream chunk)")
     workers: int = Field(os.cpu_count() or 1, ge=1, description="server processes sharing the port")
     worker_group: int = Field(1, ge=1, description="set by the supervisor: how many workers this process is one of")
+    worker_index: int = Field(0, ge=0, description="set by the supervisor: which worker this process is (from 0)")
+    metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="serve Prometheus metrics at http://HOST:PORT/metrics; 0: off. With several workers, worker i "
+        "serves them on PORT + i",
+    )
+    max_upload_bytes: int = Field(
+        DEFAULT_MAX_UPLOAD_BYTES, ge=1,
+        description="largest reference data upload (ReferenceDataService.Load, every file together) accepted",
+    )
     threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

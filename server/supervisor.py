@@ -18,6 +18,7 @@ from types import FrameType
 
 import structlog
 
+from server.metrics import metrics_port
 from server.settings import Settings
 
 log = structlog.get_logger("tollgate.supervisor")
@@ -48,7 +49,8 @@ def supervise(settings: Settings) -> int:
     workers = {index: _spawn(settings, index) for index in range(settings.workers)}
     restarts = dict.fromkeys(workers, 0)
     log.info("supervising", workers=settings.workers, port=settings.port,
-             pids=[w.pid for w in workers.values()])
+             pids=[w.pid for w in workers.values()],
+             metrics_ports=[metrics_port(settings.metrics_port, i) for i in workers] if settings.metrics_port else None)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):

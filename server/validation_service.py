@@ -18,7 +18,7 @@ from evaluators.rollups import roll_up
 from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
 from rules.decisions import SNAPSHOT_METADATA_KEY
 from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
-from server import codec
+from server import codec, metrics
 from server.correlation import current_correlation_id
 from server.runtime import Generation, Runtime
 from server.settings import Settings
@@ -89,6 +89,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
             else [getattr(line, group_field) for line in lines]
         decisions, rollups = roll_up(decided, group_ids, codec.ACCEPTANCE[acceptance], kind.group_name)
+        metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
         response = pb.ValidationResponse()
         provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
         codec.fill_response(response, decisions, provenance, rollups)

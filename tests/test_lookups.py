@@ -8,8 +8,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import grpc
 import pytest
 
+from clients.client import RefDataClient
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
@@ -17,8 +19,11 @@ from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import CompiledRuleset, compile_ruleset
 from rules.problems import ProblemsError
 from rules.schema import TIME_ENTRY
+from server.app import start
+from server.runtime import Runtime
+from server.settings import Settings
 from tests.conftest import ROOT
-from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, write_ruleset
+from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, ruleset_yaml, write_ruleset
 
 REFDATA = ROOT / "examples" / "refdata"
 
@@ -108,9 +113,7 @@ lookups:
                                     "match more specific")
 
 
-def test_a_server_keeps_its_rulesets_when_new_ones_clash_with_the_data(tmp_path: Path) -> None:
-    from server.runtime import Runtime
-
+def test_a_reload_is_refused_when_new_rulesets_clash_with_the_data(tmp_path: Path) -> None:
     rulesets = tmp_path / "rulesets"
     shutil.copytree(ROOT / "rulesets", rulesets)
     runtime = Runtime(rulesets, REFDATA)
@@ -118,9 +121,45 @@ def test_a_server_keeps_its_rulesets_when_new_ones_clash_with_the_data(tmp_path:
     write_ruleset(rulesets / "time_entry", rule_yaml(when="cap != null", message="'{cap&.daily_cap}'"),
                   name="60-clash.yaml", ruleset="clash", order=60,
                   extra="lookups:\n  cap:\n    table: per_diem_rate\n    match:\n      - {location: \"'DEFAULT'\"}\n")
-    with pytest.raises(ProblemsError):
-        runtime.reload()
+    assert runtime.reload() is False
     assert runtime.generation is before
+    assert "clash" not in [r.id for r in runtime.generation.rulesets.all]
+
+
+# A lookup that finds a customer's exemption certificate by customer alone: fine while each customer has one.
+CERTIFICATE_LOOKUP = """\
+lookups:
+  certificate:
+    table: exemption_certificate
+    match:
+      - {customer_id: customer_id}
+"""
+
+
+def test_a_load_is_refused_when_its_data_clashes_with_the_lookups(tmp_path: Path) -> None:
+    rulesets = tmp_path / "rulesets"
+    shutil.copytree(ROOT / "rulesets", rulesets)
+    (rulesets / "invoice_line" / "90-certificates.yaml").write_text(
+        ruleset_yaml(rule_yaml(when="certificate != null", message="'{certificate&.certificate_id}'"),
+                     ruleset="certificates", order=90, extra=CERTIFICATE_LOOKUP).replace(
+            "applies_to: time_entry", "applies_to: invoice_line"), encoding="utf-8")
+    refdata = Path(shutil.copytree(REFDATA, tmp_path / "refdata"))
+    running = start(Settings(port=0, threads=2, rulesets=rulesets, refdata=REFDATA, log_level="warning"))
+    try:
+        with RefDataClient(f"127.0.0.1:{running.port}", timeout=30) as client:
+            before = client.status().current.snapshot_id
+            with (refdata / "exemption_certificates.csv").open("a", encoding="utf-8") as handle:
+                handle.write("EC-103,CU-INITECH,US-HI,2026-06-01,\n")  # overlaps EC-101
+            with pytest.raises(grpc.RpcError) as refused:
+                client.load_directory(refdata)
+            assert client.status().current.snapshot_id == before
+    finally:
+        running.stop()
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "lookups.certificate: way 1 (customer_id) finds more than one exemption_certificate row in force on " \
+           "the same day" in refused.value.details()
+    assert "customer_id CU-INITECH from 2026-01-01 to 2027-12-31 and from 2026-06-01 to (none)" \
+        in refused.value.details()
 
 
 @pytest.mark.parametrize(("lookups", "message"), [

@@ -113,6 +113,32 @@ def test_a_csv_with_bad_rows_is_refused_with_file_line_field(sample_server: Runn
     assert (counts["project"], counts["worker"]) == (9, 5)
 
 
+def test_an_upload_over_the_size_limit_is_refused_naming_the_limit() -> None:
+    size = sum(f.stat().st_size for f in REFDATA.iterdir())
+    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=1, max_upload_bytes=size - 1))
+    try:
+        before = running.runtime.generation.snapshot.snapshot_id
+        with RefDataClient(_target(running)) as refdata:
+            with pytest.raises(grpc.RpcError) as refused:
+                refdata.load_directory(REFDATA, source="too big")
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"{size - 1:,} bytes over all files (max_upload_bytes); nothing was loaded" in \
+                refused.value.details()
+            assert "--max-upload-bytes (TOLLGATE_MAX_UPLOAD_BYTES)" in refused.value.details()
+            status = refdata.status()
+        assert status.current.snapshot_id == before
+        assert [info.snapshot_id for info in status.kept] == [before]
+    finally:
+        running.stop()
+
+    exactly = start(Settings(port=0, threads=4, refdata=None, shutdown_grace_seconds=1, max_upload_bytes=size))
+    try:
+        with RefDataClient(_target(exactly)) as refdata:
+            assert refdata.load_directory(REFDATA).snapshot.snapshot_id == load_snapshot(REFDATA).snapshot_id
+    finally:
+        exactly.stop()
+
+
 def test_an_interrupted_upload_changes_nothing(sample_server: RunningServer) -> None:
     before = sample_server.runtime.generation.snapshot.snapshot_id
     sent_half = threading.Event()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import sys
 import threading
@@ -12,7 +14,7 @@ import pytest
 import redis
 
 from evaluators.redis_store import PENDING_SECONDS, RedisSnapshotStore
-from evaluators.reference_data import ReferenceSnapshot, apply_changes, load_snapshot
+from evaluators.reference_data import ReferenceSnapshot, apply_changes, build_snapshot, build_table, load_snapshot
 from evaluators.snapshot_store import (
     InProcessStore,
     SnapshotConflictError,
@@ -21,6 +23,7 @@ from evaluators.snapshot_store import (
     StoreState,
     StoreUnavailableError,
 )
+from rules.schema import date_value
 from tests.conftest import ROOT, free_port
 from tests.refdata_support import OwnRedis, redis_prefix, shared_redis_url, wait_until
 from tests.test_reference_data import REFDATA
@@ -89,7 +92,7 @@ def test_a_change_based_on_an_old_snapshot_is_refused(store: SnapshotStore, base
 def test_watchers_see_each_new_current_snapshot(store: SnapshotStore, base: ReferenceSnapshot) -> None:
     seen: list[str] = []
     states: list[StoreState] = []
-    store.watch(lambda snapshot: seen.append(snapshot.snapshot_id), states.append)
+    store.watch(lambda snapshot, _seen_at: seen.append(snapshot.snapshot_id), states.append)
     wait_until(lambda: states and states[-1].reachable, timeout=5)
     store.publish(base)
     changed = _worker(base, "W-91")
@@ -125,19 +128,102 @@ def test_a_replica_decodes_only_the_tables_it_does_not_hold(
     assert fetched.tables["worker"] is not held.tables["worker"]
 
 
-def test_tables_only_trimmed_snapshots_used_are_deleted(base: ReferenceSnapshot) -> None:
+def _with_workers(snapshot: ReferenceSnapshot, count: int) -> ReferenceSnapshot:
+    """``snapshot`` with ``count`` more workers: a worker table cut into several segments."""
+    return apply_changes(snapshot, "worker", upserts=[
+        {"worker_id": f"W-B{n}", "status": "ACTIVE", "hire_date": "2020-01-01", "job_code": "J-SENIOR"}
+        for n in range(count)
+    ])
+
+
+def test_a_changed_table_is_named_as_the_same_data_loaded_afresh(base: ReferenceSnapshot) -> None:
+    big = _with_workers(base, 10_000)
+    changed = apply_changes(big, "worker", upserts=[{"worker_id": "W-B7", "status": "TERMINATED",
+                                                     "hire_date": "2020-01-01"}])
+    afresh = build_snapshot({name: build_table(table.entity, [row for versions in table.by_key.values()
+                                                              for row in versions])
+                             for name, table in changed.tables.items()}, "afresh")
+    assert afresh.snapshot_id == changed.snapshot_id
+    added_and_removed = apply_changes(apply_changes(big, "worker", upserts=[
+        {"worker_id": "W-NEW", "status": "ACTIVE", "hire_date": "2026-11-01"}]), "worker", deletes=[("W-NEW",)])
+    assert added_and_removed.snapshot_id == big.snapshot_id
+
+
+def test_a_change_to_one_record_moves_one_segment(
+        redis_store_pair: tuple[RedisSnapshotStore, RedisSnapshotStore, str], base: ReferenceSnapshot) -> None:
+    publisher, replica, prefix = redis_store_pair
+    big = _with_workers(base, 10_000)
+    assert len(big.tables["worker"].segments()) > 1
+    publisher.publish(big)
+    held = replica.fetch(big.snapshot_id)
+    held_workers = held.tables["worker"]
+    held_workers.find(("job_code",), ("J-SENIOR",))  # an index built while serving the old snapshot
+    client = redis.Redis.from_url(shared_redis_url())
+    try:
+        before = set(client.scan_iter(match=f"{prefix}:segment:*"))
+        changed = apply_changes(big, "worker", upserts=[{"worker_id": "W-B7", "status": "TERMINATED",
+                                                         "hire_date": "2020-01-01", "job_code": "J-JUNIOR"}])
+        publisher.publish(changed)
+        assert len(set(client.scan_iter(match=f"{prefix}:segment:*")) - before) == 1
+    finally:
+        client.close()
+    fetched = replica.fetch(changed.snapshot_id)
+    workers = fetched.tables["worker"]
+    # the same rows, digest and segments as encoding the changed table afresh
+    assert _same_rows(fetched, changed)
+    assert fetched.digests == changed.digests
+    assert [s.digest for s in workers.segments()] == [s.digest for s in changed.tables["worker"].segments()]
+    shared = [a is b for a, b in zip(workers.segments(), held_workers.segments(), strict=True)]
+    assert shared.count(False) == 1  # only the segment holding W-B7 was decoded
+    day = date_value(dt.date(2026, 11, 3))
+    assert workers.get(("W-B7",), day)["status"] == "TERMINATED"  # type: ignore[index]
+    assert held_workers.get(("W-B7",), day)["status"] == "ACTIVE"  # type: ignore[index]  # the old one untouched
+    assert "W-B7" not in {row["worker_id"] for row in workers.find(("job_code",), ("J-SENIOR",))}
+    assert "W-B7" in {row["worker_id"] for row in workers.find(("job_code",), ("J-JUNIOR",))}
+    assert "W-B7" in {row["worker_id"] for row in held_workers.find(("job_code",), ("J-SENIOR",))}
+    assert len(workers) == len(held_workers)
+
+
+def test_segments_only_trimmed_snapshots_used_are_deleted(base: ReferenceSnapshot) -> None:
     url = shared_redis_url()
     with redis_prefix(url) as prefix:
         store = RedisSnapshotStore(url, prefix=prefix, keep=1)
         client = redis.Redis.from_url(url)
         try:
             store.publish(base)
-            store.publish(_worker(base, "W-91"))
-            tables = list(client.scan_iter(match=f"{prefix}:table:*"))
+            changed = _worker(base, "W-91")
+            store.publish(changed)
+            segments = {key.decode() for key in client.scan_iter(match=f"{prefix}:segment:*")}
             snapshots = list(client.scan_iter(match=f"{prefix}:snapshot:*"))
-            assert len(tables) == len(base.tables)  # six shared, one new worker table; the old one is gone
+            # the shared segments and the new worker segment; the old worker segment is gone
+            assert segments == {f"{prefix}:segment:{segment.digest}"
+                                for table in changed.tables.values() for segment in table.segments()}
+            assert f"{prefix}:segment:{base.tables['worker'].segments()[0].digest}" not in segments
             assert len(snapshots) == 1
-            assert all(client.ttl(key) == -1 for key in tables)  # published blobs never expire
+            assert all(client.ttl(key) == -1 for key in segments)  # published blobs never expire
+        finally:
+            store.close()
+            client.close()
+
+
+def test_a_snapshot_stored_by_an_earlier_version_is_refused_then_cleaned_up(base: ReferenceSnapshot) -> None:
+    url = shared_redis_url()
+    with redis_prefix(url) as prefix:
+        client = redis.Redis.from_url(url)
+        # As an earlier version stored it: whole tables, and a manifest without segments.
+        client.set(f"{prefix}:table:0123abcd", b"whole table")
+        client.set(f"{prefix}:snapshot:snap-0123456789ab", json.dumps({
+            "snapshot_id": "snap-0123456789ab", "source": "old", "loaded_at": "2026-11-01T00:00:00+00:00",
+            "digests": {"worker": "0123abcd"}, "counts": {"worker": 1}}))
+        client.set(f"{prefix}:current", "snap-0123456789ab")
+        client.rpush(f"{prefix}:kept", "snap-0123456789ab")
+        store = RedisSnapshotStore(url, prefix=prefix, keep=1)
+        try:
+            with pytest.raises(SnapshotNotFoundError, match="stored by an earlier version"):
+                store.current()
+            store.publish(base)  # a load replaces it, and the blobs only it used go
+            assert store.current() is not None
+            assert client.exists(f"{prefix}:table:0123abcd", f"{prefix}:snapshot:snap-0123456789ab") == 0
         finally:
             store.close()
             client.close()
@@ -172,7 +258,7 @@ def test_a_loader_killed_before_publishing_leaves_only_blobs_that_expire(
         pending = client.get(f"{prefix}:snapshot:{changed.snapshot_id}")
         assert pending is not None  # it got as far as writing its manifest...
         assert 0 < client.ttl(f"{prefix}:snapshot:{changed.snapshot_id}") <= PENDING_SECONDS  # ...which expires
-        assert 0 < client.ttl(f"{prefix}:table:{changed.digests['worker']}") <= PENDING_SECONDS
+        assert 0 < client.ttl(f"{prefix}:segment:{changed.tables['worker'].segments()[0].digest}") <= PENDING_SECONDS
     finally:
         client.close()
     # A later publish of the same data completes it.
@@ -188,7 +274,7 @@ def test_an_unreachable_redis_is_reported_not_hung_on(base: ReferenceSnapshot) -
         with pytest.raises(StoreUnavailableError):
             store.current()
         states: list[StoreState] = []
-        store.watch(lambda _snapshot: None, states.append)
+        store.watch(lambda _snapshot, _seen_at: None, states.append)
         wait_until(lambda: bool(states), timeout=5)
         assert states[0].reachable is False
     finally:
@@ -210,7 +296,7 @@ def test_the_watcher_catches_up_after_redis_returns(tmp_path: Path, base: Refere
 
     try:
         publisher.publish(base)
-        watcher.watch(lambda snapshot: seen.append(snapshot.snapshot_id), record_state)
+        watcher.watch(lambda snapshot, _seen_at: seen.append(snapshot.snapshot_id), record_state)
         wait_until(lambda: seen == [base.snapshot_id], timeout=5)
         own.kill()
         wait_until(lambda: states and not states[-1].reachable, timeout=10)

@@ -1,0 +1,87 @@
+"""Prometheus metrics, served over HTTP at /metrics when ``--metrics-port`` is set (0, the default: off).
+
+What the reference data is (snapshot id, how stale, whether the store can be reached, switches and
+how long adopting a snapshot took) and what was decided (decisions by item kind and outcome, reasons
+by rule id and code, batch durations).
+
+Each server process serves its own metrics: with ``--workers N``, worker ``i`` listens on
+``metrics_port + i`` (ports metrics_port .. metrics_port + N - 1), and each is scraped as a target
+of its own; sum over them in queries. Separate ports rather than prometheus-client's multiprocess
+mode: a worker's figures stay its own (its snapshot, its staleness, which the multiprocess mode
+cannot aggregate), and nothing is shared on disk between processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
+
+from rules.decisions import Decision
+from server.runtime import Runtime
+
+# Batches: from a 5-line timesheet (a few ms) to 50,000 items (seconds).
+_BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Adoptions: an upsert (milliseconds) to a replica decoding millions of rows (seconds).
+_ADOPTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+DECISIONS = Counter("tollgate_decisions", "Items decided, by item kind and outcome", ["kind", "outcome"])
+REASONS = Counter("tollgate_decision_reasons", "Reasons given in decisions, by rule id and reason code",
+                  ["rule_id", "code"])
+BATCH_SECONDS = Histogram("tollgate_batch_duration_seconds", "Time to decide one batch (one request or stream chunk)",
+                          ["kind"], buckets=_BATCH_BUCKETS)
+SNAPSHOT = Info("tollgate_reference_snapshot", "The reference data snapshot this process decides with")
+STALE_SECONDS = Gauge("tollgate_reference_stale_seconds",
+                      "Seconds since the snapshot store was last reachable (0 while it is): how far behind the data "
+                      "may be")
+STORE_REACHABLE = Gauge("tollgate_reference_store_reachable", "1 if the snapshot store can be reached, else 0")
+SWITCHES = Counter("tollgate_reference_snapshot_switches", "Switches to a new reference snapshot")
+ADOPTION_SECONDS = Histogram("tollgate_reference_snapshot_adoption_seconds",
+                             "From a new current snapshot being seen to deciding with it: fetching and decoding what "
+                             "this process lacks, indexing, building evaluators", buckets=_ADOPTION_BUCKETS)
+
+
+def record_batch(kind: str, decisions: Sequence[Decision], duration_s: float) -> None:
+    """Count one decided batch: its outcomes, its reasons, its duration."""
+    outcomes = Tally(decision.outcome for decision in decisions)
+    reasons = Tally((reason.rule_id, reason.code) for decision in decisions for reason in decision.reasons)
+    for outcome, count in outcomes.items():
+        DECISIONS.labels(kind, str(outcome)).inc(count)
+    for (rule_id, code), count in reasons.items():
+        REASONS.labels(rule_id, code).inc(count)
+    BATCH_SECONDS.labels(kind).observe(duration_s)
+
+
+def _record_switch(snapshot_id: str, seconds: float) -> None:
+    SNAPSHOT.info({"snapshot_id": snapshot_id})
+    SWITCHES.inc()
+    ADOPTION_SECONDS.observe(seconds)
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    server: WSGIServer
+    port: int
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def metrics_port(base_port: int, worker_index: int) -> int:
+    """The port worker ``worker_index`` serves its metrics on (each worker is a process of its own)."""
+    return base_port + worker_index
+
+
+def start(runtime: Runtime, host: str, port: int) -> MetricsServer:
+    """Follow ``runtime``'s reference data and serve every metric at http://host:port/metrics."""
+    if runtime.has_data:
+        SNAPSHOT.info({"snapshot_id": runtime.generation.snapshot.snapshot_id})
+    runtime.on_switch(_record_switch)
+    STALE_SECONDS.set_function(runtime.stale_seconds)
+    STORE_REACHABLE.set_function(lambda: 1.0 if runtime.store_reachable else 0.0)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return MetricsServer(server, server.server_port)
