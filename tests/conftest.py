@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TIMESHEET = ROOT / "examples" / "timesheet-2026-11.csv"
+TOLLGATE = [sys.executable, "-m", "clients.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``tollgate`` command in a process of its own, as a user runs it from the project root."""
+    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
 
 
 def free_port() -> int:

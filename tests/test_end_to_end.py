@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -28,11 +27,9 @@ from rules.decisions import Decision, Outcome
 from rules.schema import TimeEntry
 from server.app import SERVICE_NAME, RunningServer, start
 from server.settings import Settings
-from tests.conftest import ROOT, SAMPLE_TIMESHEET, free_port
+from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port, run_cli
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
-
-TOLLGATE = [sys.executable, "-m", "clients.cli"]
 
 
 def _entry(entry_id: str, **overrides: Any) -> dict[str, Any]:
@@ -84,13 +81,10 @@ def test_sample_timesheet_through_the_client(client: ValidationClient, server: R
     assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
-
 
 def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
     target = f"127.0.0.1:{server.port}"
-    completed = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--format", "json")
+    completed = run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--format", "json")
     assert completed.returncode == 0, completed.stderr
     document = json.loads(completed.stdout)
     _check_sample_decisions({
@@ -100,13 +94,13 @@ def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
     })
     assert document["provenance"]["snapshot_id"].startswith("snap-")
 
-    table = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target)
+    table = run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target)
     assert table.returncode == 0, table.stderr
     expected_line = "TE-1009  reject   error PROJECT_NOT_CHARGEABLE [PS-1]: Project P-300 is CLOSED on 2026-11-17"
     assert expected_line in table.stdout
     assert "35 items:" in table.stdout
 
-    failing = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
+    failing = run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1
 
 
@@ -115,7 +109,7 @@ def test_jsonl_input_through_the_cli(server: RunningServer, tmp_path: Path) -> N
     path.write_text("\n".join(json.dumps(e) for e in [
         _entry("J-1", hours=8, billable=True), _entry("J-2", project_id="P-300", work_date="2026-11-20"),
     ]) + "\n")
-    completed = _run_cli("validate", str(path), "--server", f"127.0.0.1:{server.port}", "--format", "json")
+    completed = run_cli("validate", str(path), "--server", f"127.0.0.1:{server.port}", "--format", "json")
     assert completed.returncode == 0, completed.stderr
     outcomes = {d["item_id"]: d["outcome"] for d in json.loads(completed.stdout)["decisions"]}
     assert outcomes == {"J-1": "enrich", "J-2": "reject"}
@@ -124,13 +118,13 @@ def test_jsonl_input_through_the_cli(server: RunningServer, tmp_path: Path) -> N
 def test_a_bad_jsonl_line_is_named_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "entries.jsonl"
     path.write_text(json.dumps(_entry("J-1")) + "\n\n" + '{"entry_id": "J-2", hours: 8}\n')
-    completed = _run_cli("validate", str(path), "--server", f"127.0.0.1:{free_port()}")
+    completed = run_cli("validate", str(path), "--server", f"127.0.0.1:{free_port()}")
     assert completed.returncode == 2
     assert f"{path}:3: not valid JSON: Expecting property name enclosed in double quotes" in completed.stderr
 
 
 def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:
-    completed = _run_cli("validate", str(SAMPLE_TIMESHEET), "--server", f"127.0.0.1:{free_port()}",
+    completed = run_cli("validate", str(SAMPLE_TIMESHEET), "--server", f"127.0.0.1:{free_port()}",
                          "--timeout", "2")
     assert completed.returncode == 2
     assert "UNAVAILABLE" in completed.stderr or "DEADLINE_EXCEEDED" in completed.stderr

@@ -5,8 +5,6 @@ the expense bindings (policy, per diem, mileage, expense terms, contract line) a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from clients.client import ValidationClient
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
-from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from evaluators.rollups import GROUP_REJECTED
 from rules.compile import compile_ruleset
@@ -25,12 +22,12 @@ from rules.decisions import Decision, Outcome
 from rules.loader import load_rulesets
 from rules.schema import EXPENSE_LINE
 from server.app import RunningServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.test_compiled_rulesets import _interpreted
+from tests.test_reference_data import bind_item
 
 REFDATA = ROOT / "examples" / "refdata"
 SAMPLE_REPORT = ROOT / "examples" / "expense-report-2026-11.csv"
-TOLLGATE = [sys.executable, "-m", "clients.cli"]
 
 # Every line of the sample report: its outcome, its reason codes in rule order, and the fields it enriches.
 EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
@@ -175,13 +172,7 @@ BASE_LINE = {"expense_id": "X-1", "worker_id": "W-1", "project_id": "P-100", "ta
 
 
 def _bind(snapshot: ReferenceSnapshot, **line: str) -> dict[str, Any]:
-    decoded = ItemDecoder(EXPENSE_LINE).decode({**BASE_LINE, **line}, 1)
-    assert not decoded.problems, decoded.problems
-    scope: dict[str, Any] = dict(decoded.values)
-    binder = SnapshotBinder(EXPENSE_LINE, snapshot)
-    for binding in EXPENSE_LINE.bindings:
-        scope[binding.name] = binder.bind(binding, scope)
-    return scope
+    return bind_item(snapshot, EXPENSE_LINE, {**BASE_LINE, **line})
 
 
 @pytest.mark.parametrize(("location", "expense_type", "found", "cap"), [
@@ -320,13 +311,10 @@ def test_a_single_expense_line_as_a_dict(client: ValidationClient) -> None:
         Outcome.ENRICH, ["EXPENSE_AT_COST"], {"bill_amount": "64.50"})
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
-
 
 def test_sample_report_through_the_cli(server: RunningServer) -> None:
     target = f"127.0.0.1:{server.port}"
-    completed = _run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--format", "json")
+    completed = run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--format", "json")
     assert completed.returncode == 0, completed.stderr
     document = json.loads(completed.stdout)
     assert {
@@ -335,7 +323,7 @@ def test_sample_report_through_the_cli(server: RunningServer) -> None:
         for d in document["decisions"]
     } == EXPECTED
 
-    table = _run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--kind", "expense_line")
+    table = run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--kind", "expense_line")
     assert table.returncode == 0, table.stderr
     assert "EX-1013  reject   error MILEAGE_ABOVE_RATE [EX-4]: Mileage claim of 87.00 USD" in table.stdout
     assert "EX-1004  enrich   billable_amount: (none) -> 14.50  [EX-2]" in table.stdout
@@ -343,7 +331,7 @@ def test_sample_report_through_the_cli(server: RunningServer) -> None:
     assert "EXPENSE REPORT" in table.stdout
     assert "expense-charging@1.0.0, expense-policy@1.0.0, expense-contract-terms@1.0.0" in table.stdout
 
-    whole = _run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--all-or-nothing", "--fail-on-reject")
+    whole = run_cli("validate", str(SAMPLE_REPORT), "--server", target, "--all-or-nothing", "--fail-on-reject")
     assert whole.returncode == 1
     assert "ER-2026-11-104" in whole.stdout
 
@@ -351,6 +339,6 @@ def test_sample_report_through_the_cli(server: RunningServer) -> None:
 def test_the_cli_refuses_a_file_it_cannot_tell_the_kind_of(tmp_path: Path, server: RunningServer) -> None:
     path = tmp_path / "lines.csv"
     path.write_text("line,amount\n1,10.00\n", encoding="utf-8")
-    completed = _run_cli("validate", str(path), "--server", f"127.0.0.1:{server.port}")
+    completed = run_cli("validate", str(path), "--server", f"127.0.0.1:{server.port}")
     assert completed.returncode != 0
     assert "--kind" in completed.stderr

@@ -21,8 +21,6 @@ The sample, examples/invoices-2026-11.jsonl (we invoice from the Netherlands):
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,19 +32,18 @@ from clients.client import ValidationClient
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
-from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import compile_ruleset
 from rules.decisions import Decision
 from rules.loader import load_rulesets
 from rules.schema import INVOICE_LINE, format_value
 from server.app import RunningServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.test_compiled_rulesets import _interpreted
+from tests.test_reference_data import bind_item
 
 REFDATA = ROOT / "examples" / "refdata"
 SAMPLE_INVOICES = ROOT / "examples" / "invoices-2026-11.jsonl"
-TOLLGATE = [sys.executable, "-m", "clients.cli"]
 LEGEND = "Reverse charge: VAT to be accounted for by the recipient (Article 196, Council Directive 2006/112/EC)."
 
 # line id -> (outcome, reason codes), partial acceptance
@@ -201,13 +198,7 @@ def test_fused_and_interpreted_rulesets_agree_on_the_sample(snapshot: ReferenceS
 def bind_line(snapshot: ReferenceSnapshot, **line: str) -> dict[str, Any]:
     values = {"line_id": "X-1", "invoice_id": "INV-X", "invoice_date": "2026-11-20", "contract_id": "C-100",
               "customer_id": "CU-ACME", "currency": "USD", "amount": "100.00", **line}
-    decoded = ItemDecoder(INVOICE_LINE).from_mapping(values, 1)
-    assert not decoded.problems, decoded.problems
-    scope: dict[str, Any] = dict(decoded.values)
-    binder = SnapshotBinder(INVOICE_LINE, snapshot)
-    for binding in INVOICE_LINE.bindings:
-        scope[binding.name] = binder.bind(binding, scope)
-    return scope
+    return bind_item(snapshot, INVOICE_LINE, values)
 
 
 def test_a_tax_code_is_bound_only_while_active(snapshot: ReferenceSnapshot) -> None:
@@ -305,20 +296,17 @@ def test_all_or_nothing_rejects_an_invoice_with_a_rejected_line(client: Validati
     assert tuple(rollup.rejected_items) == ROLLUPS["INV-2026-1105"][4]  # not INV-2026-1105-1: only its invoice failed
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
-
 
 def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     target = f"127.0.0.1:{server.port}"
-    table = _run_cli("validate", str(SAMPLE_INVOICES), "--server", target)
+    table = run_cli("validate", str(SAMPLE_INVOICES), "--server", target)
     assert table.returncode == 0, table.stderr
     assert "INV-2026-1102-1  enrich   tax_code: (none) -> RC  [TX-1]" in table.stdout
     assert "INV-2026-1106-1  reject   error PERIOD_NOT_OPEN [IV-9]: Invoice date 2026-10-30" in table.stdout
     assert "INV-2026-1105  reject   6 (0 accepted, 1 enriched, 5 rejected;" in table.stdout
     assert "17 items: 2 accepted, 7 enriched, 8 rejected" in table.stdout
 
-    completed = _run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice", "--server", target,
+    completed = run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice", "--server", target,
                          "--format", "json", "--all-or-nothing")
     assert completed.returncode == 0, completed.stderr
     document = json.loads(completed.stdout)
@@ -327,7 +315,7 @@ def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     assert outcomes["INV-2026-1102-1"] == "enrich"
     assert {r["group_id"]: r["outcome"] for r in document["rollups"]} == {k: v[0] for k, v in ROLLUPS.items()}
 
-    failing = _run_cli("validate", str(SAMPLE_INVOICES), "--server", target, "--fail-on-reject")
+    failing = run_cli("validate", str(SAMPLE_INVOICES), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1
 
 

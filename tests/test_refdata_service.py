@@ -6,8 +6,6 @@ are in test_refdata_replicas.py.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +20,9 @@ from evaluators.reference_data import load_snapshot
 from rules.decisions import Decision
 from server.app import REFDATA_SERVICE_NAME, SERVICE_NAME, RunningServer, start
 from server.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 from tests.test_reference_data import REFDATA, copy_refdata, replace_in
 from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
-
-TOLLGATE = [sys.executable, "-m", "clients.cli"]
 
 ENTRY = {"entry_id": "R-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
          "work_date": "2026-11-20", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}
@@ -68,9 +64,6 @@ def _health(server: RunningServer, service: str) -> int:
         return int(response.status)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TOLLGATE, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
-
 
 def test_a_replica_without_data_refuses_to_decide_until_a_load(empty_server: RunningServer) -> None:
     assert _health(empty_server, SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -98,14 +91,14 @@ def test_a_csv_with_bad_rows_is_refused_with_file_line_field(sample_server: Runn
     second = replace_in(copy / "workers.csv", "W-4,Margaret Hamilton,ACTIVE,2015-06-01",
                         "W-4,Margaret Hamilton,ACTIVE,yesterday")
     before = sample_server.runtime.generation.snapshot.snapshot_id
-    completed = _cli("refdata", "load", str(copy), "--server", _target(sample_server))
+    completed = run_cli("refdata", "load", str(copy), "--server", _target(sample_server))
     assert completed.returncode == 1
     assert "INVALID_ARGUMENT: load refused: 2 problem(s), nothing changed" in completed.stderr
     assert f"{copy}/projects.csv:{first}: status: Field required" in completed.stderr
     assert f"{copy}/workers.csv:{second}: hire_date: " in completed.stderr
     assert sample_server.runtime.generation.snapshot.snapshot_id == before
 
-    partial = _cli("refdata", "load", str(copy), "--partial", "--server", _target(sample_server))
+    partial = run_cli("refdata", "load", str(copy), "--partial", "--server", _target(sample_server))
     assert partial.returncode == 0, partial.stderr
     assert f"{copy}/projects.csv:{first}: status: Field required (row left out)" in partial.stderr
     assert "2 bad row(s) left out" in partial.stdout
@@ -203,19 +196,19 @@ def test_upserts_and_deletes_through_the_cli_then_status_and_diff(sample_server:
     before = sample_server.runtime.generation.snapshot.snapshot_id
     records = tmp_path / "workers.csv"
     records.write_text("worker_id,status,hire_date\nW-50,ACTIVE,2026-11-02\n", encoding="utf-8")
-    upserted = _cli("refdata", "upsert", "worker", str(records), "--server", target)
+    upserted = run_cli("refdata", "upsert", "worker", str(records), "--server", target)
     assert upserted.returncode == 0, upserted.stderr
-    deleted = _cli("refdata", "delete", "task", "P-100/T-0", "--server", target)
+    deleted = run_cli("refdata", "delete", "task", "P-100/T-0", "--server", target)
     assert deleted.returncode == 0, deleted.stderr
     after = sample_server.runtime.generation.snapshot.snapshot_id
     assert deleted.stdout.startswith("snap-")
     assert f"-> {after}" in deleted.stdout
 
-    diff = _cli("refdata", "diff", before, after, "--server", target)
+    diff = run_cli("refdata", "diff", before, after, "--server", target)
     assert diff.returncode == 0, diff.stderr
     assert diff.stdout.splitlines() == ["- task P-100/T-0", "+ worker W-50"]
 
-    status = _cli("refdata", "status", "--server", target)
+    status = run_cli("refdata", "status", "--server", target)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[0].startswith(f"current  {after}  loaded ")
@@ -223,10 +216,10 @@ def test_upserts_and_deletes_through_the_cli_then_status_and_diff(sample_server:
     assert lines[1].startswith("store    in-process, reachable")
     assert [line.split()[1] for line in lines[2:]][-1] == before
 
-    bad = _cli("refdata", "delete", "task", "P-100/T-404", "--server", target)
+    bad = run_cli("refdata", "delete", "task", "P-100/T-404", "--server", target)
     assert bad.returncode == 1
     assert "P-100/T-404 is not in snapshot" in bad.stderr
-    missing = _cli("refdata", "diff", before, "snap-000000000000", "--server", target)
+    missing = run_cli("refdata", "diff", before, "snap-000000000000", "--server", target)
     assert missing.returncode == 2
     assert "NOT_FOUND" in missing.stderr
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from evaluators.items import ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import compile_ruleset
 from rules.problems import ProblemsError
-from rules.schema import TIME_ENTRY, date_value
+from rules.schema import TIME_ENTRY, ItemKind, date_value
 
 ROOT = Path(__file__).resolve().parent.parent
 REFDATA = ROOT / "examples" / "refdata"
@@ -325,15 +326,19 @@ BASE_ENTRY = {
 }
 
 
-def bind_all(snapshot: ReferenceSnapshot, **entry: str) -> dict[str, Any]:
-    """Decode an entry and resolve every binding in declaration order, as the evaluator does."""
-    decoded = ItemDecoder(TIME_ENTRY).decode({**BASE_ENTRY, **entry}, 1)
+def bind_item(snapshot: ReferenceSnapshot, kind: ItemKind, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode an item and resolve every binding of its kind in declaration order, as the evaluator does."""
+    decoded = ItemDecoder(kind).decode(values, 1)
     assert not decoded.problems, decoded.problems
     scope: dict[str, Any] = dict(decoded.values)
-    binder = SnapshotBinder(TIME_ENTRY, snapshot)
-    for binding in TIME_ENTRY.bindings:
+    binder = SnapshotBinder(kind, snapshot)
+    for binding in kind.bindings:
         scope[binding.name] = binder.bind(binding, scope)
     return scope
+
+
+def bind_all(snapshot: ReferenceSnapshot, **entry: str) -> dict[str, Any]:
+    return bind_item(snapshot, TIME_ENTRY, {**BASE_ENTRY, **entry})
 
 
 RATE_CARDS = ROOT / "rulesets" / "time_entry" / "40-rate-cards.yaml"
