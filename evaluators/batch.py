@@ -23,7 +23,7 @@ from rules.schema import ItemKind
 # How many ids ``<name>_items`` names: a reason names the items involved, but a group of hundreds would
 # make every one of its messages hundreds of ids long. Past this, the last element says how many more.
 ITEMS_NAMED = 10
-_ZERO = Decimal(0)
+_ZERO, _ONE = Decimal(0), Decimal(1)
 
 
 @dataclass(slots=True)
@@ -36,48 +36,15 @@ class _Member:
     limit: Decimal | None
 
 
-def _group_key(aggregate: CompiledAggregate, scope: Mapping[str, Any], date_field: str) -> tuple[Any, ...]:
-    key = tuple(expression.evaluate(scope) for expression in aggregate.by)
-    per = aggregate.spec.per
-    if per == "day":
-        return (*key, scope[date_field].date())
-    if per == "week":
-        year, week, _day = scope[date_field].isocalendar()
-        return (*key, year, week)
-    return key
+def _named(ids: Sequence[str], count: int) -> tuple[str, ...]:
+    """The first ids of ``count`` items, then how many more."""
+    return (*ids, f"and {count - ITEMS_NAMED} more") if count > ITEMS_NAMED else tuple(ids)
 
 
-def _decimal(expression: Any, scope: Mapping[str, Any], default: Decimal | None) -> Decimal | None:
-    if expression is None:
-        return default
-    value = expression.evaluate(scope)
-    return default if value is None else value
-
-
-def _named(members: Sequence[_Member], last: _Member | None = None) -> tuple[str, ...]:
-    """The ids of ``members`` (and ``last``), the first ten, then how many more."""
-    count = len(members) + (last is not None)
-    ids = [member.item_id for member in members[:ITEMS_NAMED]]
-    if last is not None and len(ids) < ITEMS_NAMED:
-        ids.append(last.item_id)
-    if count > ITEMS_NAMED:
-        ids.append(f"and {count - ITEMS_NAMED} more")
-    return tuple(ids)
-
-
-def _names_so_far(members: Sequence[_Member], counted: Sequence[_Member]) -> dict[int, tuple[str, ...]]:
-    """For a running figure, each item names the counted items up to itself (and itself, if it is not one
-    of them: the item the figure is about)."""
-    counted_positions = {member.position for member in counted}
-    so_far: list[_Member] = []
-    names = {}
-    for member in members:
-        if member.position in counted_positions:
-            so_far.append(member)
-            names[member.position] = _named(so_far)
-        else:
-            names[member.position] = _named(so_far, member)
-    return names
+def _assign(figures: dict[str, Any], name: str, items_name: str, value: Decimal, named: tuple[str, ...], *,
+            several: bool) -> None:
+    if not several or name not in figures or value > figures[name]:
+        figures[name], figures[items_name] = value, named
 
 
 def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scopes: Sequence[Mapping[str, Any]],
@@ -92,54 +59,55 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
     for aggregate in aggregates:
         name, items_name, running = aggregate.name, aggregate.name + ITEMS_SUFFIX, aggregate.spec.running
         groups: dict[tuple[Any, ...], list[_Member]] = {}
+        values_of, per = aggregate.values, aggregate.spec.per
+        counts_items = aggregate.sum is None
         for position in order:
             scope = scopes[position]
             try:
-                key = _group_key(aggregate, scope, date_field)
-                elements = None if aggregate.each is None else dict.fromkeys(aggregate.each.evaluate(scope) or ())
-                amount = _decimal(aggregate.sum, scope, _ZERO) if aggregate.sum else Decimal(1)
-                start = _decimal(aggregate.start, scope, _ZERO)
-                limit = _decimal(aggregate.limit, scope, None)
+                *key, amount, start, limit, each = values_of(scope)
             except Exception:  # e.g. a record the item lacks: it is rejected for that already
                 figures[position][name], figures[position][items_name] = _ZERO, ()
                 continue
-            assert amount is not None and start is not None
+            if per == "day":
+                key.append(scope[date_field].date())
+            elif per == "week":
+                key.extend(scope[date_field].isocalendar()[:2])
+            amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
             if aggregate.round_amount is not None:
                 amount = aggregate.round_amount(amount)
+            start = start if start is not None else _ZERO
+            elements = None if aggregate.each is None else dict.fromkeys(each or ())
             member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
             if elements is None:
-                groups.setdefault(key, []).append(member)
+                groups.setdefault(tuple(key), []).append(member)
                 continue
             if not elements:
                 figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
             for element in elements:
                 groups.setdefault((*key, element), []).append(member)
+        several = aggregate.each is not None  # an item in several groups reads the largest figure
+        names_all = counts_items  # a count names every item counted; a sum, the items that add to it
         for members in groups.values():
-            left_out: set[int] = set()  # positions a limit leaves out: the items after them do not count them
-            group_figures: dict[int, Decimal] = {}
             if running:
-                so_far = members[0].start
+                so_far, ids, count = members[0].start, [], 0
                 for member in members:
                     total = so_far + member.amount
-                    group_figures[member.position] = total
-                    if not member.counts:
-                        continue
-                    if member.limit is None or total <= member.limit:
-                        so_far = total
-                    else:
-                        left_out.add(member.position)
-            # A sum names the items that add to it; a count, every item counted.
-            counted = [member for member in members if member.counts and member.position not in left_out
-                       and (member.amount or not aggregate.sum)]
-            if running:
-                names = _names_so_far(members, counted)
+                    counted = member.counts and (member.limit is None or total <= member.limit)
+                    if counted:
+                        so_far = total  # an item the limit leaves out does not count for the items after it
+                    if counted and (names_all or member.amount):
+                        count += 1
+                        if count <= ITEMS_NAMED:
+                            ids.append(member.item_id)
+                        named = _named(ids, count)
+                    else:  # the item the figure is about is named too
+                        named = _named(ids if count >= ITEMS_NAMED else [*ids, member.item_id], count + 1)
+                    _assign(figures[member.position], name, items_name, total, named, several=several)
             else:
                 total = sum((member.amount for member in members if member.counts), _ZERO)
+                named_ids = [m.item_id for m in members if m.counts and (names_all or m.amount)]
+                named = _named(named_ids[:ITEMS_NAMED], len(named_ids))
                 for member in members:
-                    group_figures[member.position] = total if member.counts else total + member.amount
-                names = dict.fromkeys(group_figures, _named(counted))
-            for position, value in group_figures.items():
-                # An item in several groups (``each``) reads the largest figure, and that group's items.
-                if name not in figures[position] or value > figures[position][name]:
-                    figures[position][name], figures[position][items_name] = value, names[position]
+                    value = total if member.counts else total + member.amount
+                    _assign(figures[member.position], name, items_name, value, named, several=several)
     return figures

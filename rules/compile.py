@@ -100,25 +100,26 @@ class CompiledLookup:
         return tuple(column for column, _expression in self.levels[precedence - 1])
 
 
-def _way_function(way: tuple[tuple[str, CompiledExpression], ...], index: int) -> Callable[[Any], tuple[Any, ...]]:
-    """One function returning a way's values for an item's scope; the interpreter for what does not compile.
-
-    Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction."""
-    expressions = [expression for _column, expression in way]
-    context = expressions[0].context if expressions else None
-    if context is not None and all(e.is_compiled and e.context is context for e in expressions):
+def values_function(expressions: Sequence[CompiledExpression | None], name: str) -> Callable[[Any], tuple[Any, ...]]:
+    """One function returning the values of several expressions for an item's scope (None where there is no
+    expression): one call per item where there would be one per expression. The interpreter for what does
+    not compile. Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction."""
+    present = [e for e in expressions if e is not None]
+    context = present[0].context if present else None
+    if context is None or all(e.is_compiled and e.context is context for e in present):
         namespace: dict[str, Any] = {}
-        codegen = ExpressionCodegen(context, namespace, trusted=True)
+        codegen = ExpressionCodegen(context or rule_engine.Context(), namespace, trusted=True)
         try:
-            body = "(" + "".join(f"{codegen.fragment(e.rule.statement.expression)}, " for e in expressions) + ")"
+            parts = ["None" if e is None else codegen.fragment(e.rule.statement.expression) for e in expressions]
         except NotCompilableError:
             pass
         else:
-            exec(compile(codegen.function_source("way", body), f"<lookup way {index}>", "exec"), namespace)
-            function: Callable[[Any], tuple[Any, ...]] = namespace["way"]
+            source = codegen.function_source("values", "(" + "".join(f"{part}, " for part in parts) + ")")
+            exec(compile(source, f"<{name}>", "exec"), namespace)
+            function: Callable[[Any], tuple[Any, ...]] = namespace["values"]
             return function
-    evaluators = [e.evaluate for e in expressions]
-    return lambda thing: tuple(evaluate(thing) for evaluate in evaluators)
+    evaluators = [None if e is None else e.evaluate for e in expressions]
+    return lambda thing: tuple(None if evaluate is None else evaluate(thing) for evaluate in evaluators)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,8 @@ class CompiledAggregate:
     symbols: frozenset[str]  # what the expressions read: the ruleset must bind these before working it out
     round_amount: Callable[[Decimal], Decimal] | None  # ``rounded``: the ruleset's rounding rule
     each: CompiledExpression | None  # a list: the item joins one group per element
+    # (by values..., sum, start, limit, each) for an item's scope, in one call (see values_function)
+    values: Callable[[Any], tuple[Any, ...]] = lambda _thing: ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +401,8 @@ class _RuleCompiler:
             attributes = {field.name: field.rule_type for field in entity.fields.values()}
             attributes[LOOKUP_PRECEDENCE] = T.FLOAT
             self.symbol_types[name] = T.NULLABLE(T.OBJECT(spec.table, attributes, accessor=operator.getitem))
-            ways = tuple((tuple(column for column, _e in level), _way_function(level, index))
+            ways = tuple((tuple(column for column, _e in level),
+                          values_function([e for _column, e in level], f"lookup {name} way {index + 1}"))
                          for index, level in enumerate(levels))
             lookups.append(CompiledLookup(name, self.spec.ruleset, entity, tuple(levels), as_of, latest,
                                           frozenset(context.symbols), yaml_source.line_of(self.document, where), ways))
@@ -437,10 +441,12 @@ class _RuleCompiler:
                     self._problem((*where, "each"), None, f"aggregates.{name}.each: `{spec.each}` is "
                                   f"{_type_name(each.result_type)}, not a list")
             if all(e is not None for e in by):
+                parts = [*by, expressions["sum"], expressions["start"], expressions["limit"], each]
                 aggregates.append(CompiledAggregate(
                     name, spec, tuple(e for e in by if e is not None), expressions["sum"], expressions["start"],
                     expressions["limit"], frozenset(context.symbols),
-                    rounding.apply if spec.rounded and rounding is not None else None, each))
+                    rounding.apply if spec.rounded and rounding is not None else None, each,
+                    values_function(parts, f"aggregate {name}")))
         return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
