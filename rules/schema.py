@@ -595,6 +595,14 @@ class MileageRate(_Versioned):
     rate_per_mile: Annotated[Decimal, Money]
 
 
+class Holiday(_Versioned):
+    """A public holiday in a calendar (HR): a country (US) or a region (US-NY), on a date."""
+
+    calendar: str
+    holiday_date: dt.date
+    name: str = ""
+
+
 class WorkItem(_Versioned):
     """A time entry or expense line as the ledger holds it after validation (PSA/ERP): what invoices
     bill (IV-1, IV-2). ``invoice_id`` is the live invoice it is on, if any."""
@@ -655,6 +663,7 @@ ENTITIES: dict[str, Entity] = {
         _entity("per_diem_rate", PerDiemRate, "location", "expense_type"),
         _entity("mileage_rate", MileageRate, "currency"),
         _entity("work_item", WorkItem, "item_id"),
+        _entity("holiday", Holiday, "calendar", "holiday_date"),
     )
 }
 

@@ -63,7 +63,7 @@ def _check_sample_decisions(decisions: dict[str, tuple[str, list[str], dict[str,
 def test_sample_timesheet_through_the_client(client: ValidationClient, server: RunningServer) -> None:
     result = client.validate_time_entries(read_items(SAMPLE_TIMESHEET), correlation_id="e2e-sample-1")
     decisions = result.decisions
-    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1036)]
+    assert [d.item_id for d in decisions] == [f"TE-{n}" for n in range(1001, 1037)]
     _check_sample_decisions({
         d.item_id: (d.outcome.value, d.codes, {e.field: e.new_value for e in d.enrichments}) for d in decisions
     })
@@ -76,8 +76,8 @@ def test_sample_timesheet_through_the_client(client: ValidationClient, server: R
     assert provenance.snapshot_id == server.runtime.generation.snapshot.snapshot_id
     assert [r.id for r in provenance.rulesets] == ["batch-checks", "project-status", "labor-category",
                                                    "billing-eligibility", "rate-cards", "contract-terms"]
-    assert result.summary.total == 35
-    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 35
+    assert result.summary.total == 36
+    assert result.summary.accepted + result.summary.enriched + result.summary.rejected == 36
     assert result.summary.by_reason_code["PROJECT_NOT_CHARGEABLE"] == 2
 
 
@@ -98,7 +98,7 @@ def test_sample_timesheet_through_the_cli(server: RunningServer) -> None:
     assert table.returncode == 0, table.stderr
     expected_line = "TE-1009  reject   error PROJECT_NOT_CHARGEABLE [PS-1]: Project P-300 is CLOSED on 2026-11-17"
     assert expected_line in table.stdout
-    assert "35 items:" in table.stdout
+    assert "36 items:" in table.stdout
 
     failing = run_cli("validate", str(SAMPLE_TIMESHEET), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1

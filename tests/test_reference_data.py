@@ -27,7 +27,7 @@ EXPECTED_COUNTS = {
     "task": 12,
     "worker": 6,
     "assignment": 12,
-    "contract": 5,
+    "contract": 7,
     "rate_card": 9,
     "job_code": 3,
     "billing_hold": 2,
@@ -35,7 +35,7 @@ EXPECTED_COUNTS = {
     "fx_rate": 42,
     "billed_item": 2,
     # expense lines
-    "contract_line": 7,
+    "contract_line": 10,
     "contract_expense_term": 7,
     "expense_policy": 11,
     "per_diem_rate": 12,
@@ -47,6 +47,7 @@ EXPECTED_COUNTS = {
     "exemption_certificate": 2,
     "accounting_period": 5,
     "work_item": 17,
+    "holiday": 7,
 }
 
 

@@ -59,6 +59,8 @@ def _enriched(decision: Decision) -> dict[str, str | None]:
         ("TE-1034", "enrich", ["RATE_RESOLVED", "BILL_AMOUNT"]),
         # CT-3: C-300's time line has a soft limit; TE-1035 takes it past, and is held.
         ("TE-1035", "enrich", ["LABOR_CATEGORY_DERIVED", "RATE_RESOLVED", "BILL_AMOUNT", "NOT_TO_EXCEED_REACHED"]),
+        # BT-5: Thanksgiving in the US, where W-1 works (US-NY): regular time on it is flagged.
+        ("TE-1036", "enrich", ["REGULAR_TIME_ON_HOLIDAY", "LABOR_CATEGORY_DERIVED"]),
     ],
 )
 def test_sample_decisions(sample: dict[str, Decision], entry_id: str, outcome: str, codes: list[str]) -> None:
