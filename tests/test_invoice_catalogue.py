@@ -295,6 +295,20 @@ def test_all_or_nothing_rejects_an_invoice_with_a_rejected_line(client: Validati
     assert (rollup.outcome.value, rollup.enriched, rollup.rejected) == ("reject", 0, 6)
     assert tuple(rollup.rejected_items) == ROLLUPS["INV-2026-1105"][4]  # not INV-2026-1105-1: only its invoice failed
 
+def test_invoices_stream_in_chunks_of_whole_invoices(server: RunningServer) -> None:
+    # 8 lines a chunk: 1101-1104 (7 lines), 1105 (6), 1106-1109 (4); no invoice is split.
+    with ValidationClient(f"127.0.0.1:{server.port}", timeout=30, chunk_size=8) as chunked:
+        result = chunked.validate_invoices(sample_invoices())
+    assert [d.item_id for d in result.decisions] == list(EXPECTED)
+    rollups = {r.group_id: (r.outcome.value, r.accepted, r.enriched, r.rejected, tuple(r.rejected_items))
+               for r in result.rollups}
+    assert rollups.pop("INV-2026-1109") == ("enrich", 0, 1, 0, ())
+    assert rollups == {k: v for k, v in ROLLUPS.items() if k != "INV-2026-1109"}
+    # Batch-wide rules see one request or chunk: INV-2026-1109 bills a time entry INV-2026-1102 bills too,
+    # but the two invoices travel in different chunks, so only a batch holding both rejects it.
+    decided = {d.item_id: (d.outcome.value, d.codes) for d in result.decisions}
+    assert decided.pop("INV-2026-1109-1") == ("enrich", ["REVERSE_CHARGE"])
+    assert decided == {k: v for k, v in EXPECTED.items() if k != "INV-2026-1109-1"}
 
 
 def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
