@@ -72,6 +72,8 @@ def read_items(path: Path) -> list[dict[str, Any]]:
 
 
 KIND_ID_FIELDS = {"time_entry": "entry_id", "expense_line": "expense_id", "invoice": "invoice_id"}
+# Invoices are sent whole; their lines are the items decided, as rulesets name them (applies_to: invoice_line).
+KIND_ALIASES = {"invoice_line": "invoice"}
 
 
 def detect_kind(path: Path, items: Sequence[dict[str, Any]]) -> str:
@@ -199,7 +201,7 @@ _GROUP_NAMES = {"time_entry": "timesheet", "expense_line": "expense report", "in
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         items = read_items(args.file)
-        kind = args.kind or detect_kind(args.file, items)
+        kind = KIND_ALIASES.get(args.kind, args.kind) or detect_kind(args.file, items)
     except (OSError, ValueError) as error:
         print(f"tollgate validate: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -466,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="send a file of items and print the decisions")
     validate.add_argument("file", type=Path, help=".csv or .jsonl (invoices: one row per line, or one invoice "
                                                   "with its lines per JSON line)")
-    validate.add_argument("--kind", choices=sorted(KIND_ID_FIELDS),
+    validate.add_argument("--kind", choices=sorted([*KIND_ID_FIELDS, *KIND_ALIASES]),
                           help="the item kind (default: told from the file's id column)")
     validate.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
     validate.add_argument("--format", choices=["table", "json"], default="table")

@@ -332,6 +332,10 @@ def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     failing = run_cli("validate", str(SAMPLE_INVOICES), "--server", target, "--fail-on-reject")
     assert failing.returncode == 1
 
+    # The kind as rulesets name it (applies_to: invoice_line) is understood too.
+    by_line_kind = run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice_line", "--server", target)
+    assert "17 items: 2 accepted, 7 enriched, 8 rejected" in by_line_kind.stdout
+
 
 def test_sample_invoices_as_flat_rows(client: ValidationClient, tmp_path: Path) -> None:
     """The same invoices as one row per line (header fields repeated) are gathered by invoice id."""
