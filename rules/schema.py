@@ -306,6 +306,8 @@ class ExpenseLine(_Model):
     billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part billed to the client (EX-2)")
     non_billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part over a cap (EX-2)")
     bill_amount: Annotated[Decimal, Money] | None = Field(None, description="what the client is billed (CT-5)")
+    bill_currency: str | None = Field(None, description="the currency of bill_amount when it is not the expense's: "
+                                                        "the contract's, converted at the rate on the date (CT-5.fx)")
     bill_status: str | None = None
     source_system: str | None = None
     source_ref: str | None = None

@@ -82,12 +82,16 @@ EXPECTED: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "EX-1044": ("reject", ["INVALID_FIELD"], {}),  # amount: 'twelve'
     # ER-2026-11-106: Alan Turing in London, claiming in GBP on a USD contract
     "EX-1051": ("reject", ["PER_DIEM_CURRENCY_MISMATCH"], {}),  # EX-2.currency: the DEFAULT lodging cap is in USD
-    "EX-1052": ("enrich", ["EXPENSE_AT_COST", "EXPENSE_CURRENCY_DIFFERS"],  # CT-5.currency: held
+    "EX-1052": ("enrich", ["EXPENSE_AT_COST", "EXPENSE_CURRENCY_DIFFERS"],  # CT-5.currency: no GBP/USD rate
                 {"bill_amount": "45.00", "bill_status": "HOLD"}),
+    # ER-2026-11-107: a flight paid in USD, billed on C-400 in EUR: 412.30 + 7.5% = 443.22 USD, at Friday's
+    # USD/EUR rate of 0.9207 = 408.07 EUR (CT-5.fx)
+    "EX-1053": ("enrich", ["EXPENSE_MARKUP_APPLIED", "EXPENSE_CONVERTED"],
+                {"bill_amount": "408.07", "bill_currency": "EUR"}),
 }
 
 REPORTS = ["ER-2026-11-101", "ER-2026-11-102", "ER-2026-11-103", "ER-2026-11-104", "ER-2026-11-105",
-           "ER-2026-11-106"]
+           "ER-2026-11-106", "ER-2026-11-107"]
 EXPENSE_RULESETS = ["expense-charging", "expense-policy", "expense-contract-terms", "expense-limits"]
 
 
@@ -255,7 +259,7 @@ def test_sample_report_through_the_client(client: ValidationClient, server: Runn
     assert [r.id for r in provenance.rulesets] == EXPENSE_RULESETS
     total = len(EXPECTED)
     assert result.summary.total == total
-    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (2, 18, 14)
+    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (2, 19, 14)
     assert result.summary.by_reason_code["RECEIPT_REQUIRED"] == 2
     assert result.summary.by_reason_code["PER_DIEM_CAP_EXCEEDED"] == 3
     # Partial acceptance: each line on its own; the roll-ups name the lines rejected per report.
@@ -272,7 +276,8 @@ def test_sample_report_through_the_client(client: ValidationClient, server: Runn
 def test_all_or_nothing_per_expense_report(client: ValidationClient) -> None:
     result = client.validate_expense_lines(read_items(SAMPLE_REPORT), all_or_nothing=True)
     decisions = {d.item_id: d for d in result.decisions}
-    clean = {"EX-1031", "EX-1032", "EX-1033", "EX-1034", "EX-1035"}  # ER-2026-11-104 has no rejected line
+    # ER-2026-11-104 and ER-2026-11-107 have no rejected line
+    clean = {"EX-1031", "EX-1032", "EX-1033", "EX-1034", "EX-1035", "EX-1053"}
     for expense_id, (outcome, codes, enriched) in EXPECTED.items():
         decision = decisions[expense_id]
         if expense_id in clean or outcome == "reject":
@@ -290,6 +295,7 @@ def test_all_or_nothing_per_expense_report(client: ValidationClient) -> None:
         "ER-2026-11-104": (Outcome.ENRICH, ()),
         "ER-2026-11-105": (Outcome.REJECT, ("EX-1041", "EX-1042", "EX-1043", "EX-1044")),
         "ER-2026-11-106": (Outcome.REJECT, ("EX-1051",)),
+        "ER-2026-11-107": (Outcome.ENRICH, ()),
     }
 
 
@@ -298,8 +304,9 @@ def test_streamed_in_chunks_a_report_is_never_split(server: RunningServer) -> No
         result = chunked.validate_expense_lines(read_items(SAMPLE_REPORT), all_or_nothing=True)
     assert [d.item_id for d in result.decisions] == list(EXPECTED)
     assert [(r.group_id, r.outcome) for r in result.rollups] == [
-        (report, Outcome.ENRICH if report == "ER-2026-11-104" else Outcome.REJECT) for report in REPORTS]
-    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (0, 5, 29)
+        (report, Outcome.ENRICH if report in ("ER-2026-11-104", "ER-2026-11-107") else Outcome.REJECT)
+        for report in REPORTS]
+    assert (result.summary.accepted, result.summary.enriched, result.summary.rejected) == (0, 6, 29)
 
 
 def test_a_single_expense_line_as_a_dict(client: ValidationClient) -> None:
@@ -327,7 +334,7 @@ def test_sample_report_through_the_cli(server: RunningServer) -> None:
     assert table.returncode == 0, table.stderr
     assert "EX-1013  reject   error MILEAGE_ABOVE_RATE [EX-4]: Mileage claim of 87.00 USD" in table.stdout
     assert "EX-1004  enrich   billable_amount: (none) -> 14.50  [EX-2]" in table.stdout
-    assert f"{len(EXPECTED)} items: 2 accepted, 18 enriched, 14 rejected" in table.stdout
+    assert f"{len(EXPECTED)} items: 2 accepted, 19 enriched, 14 rejected" in table.stdout
     assert "EXPENSE REPORT" in table.stdout
     assert "expense-charging@1.0.0, expense-policy@1.0.0, expense-contract-terms@1.0.0" in table.stdout
 

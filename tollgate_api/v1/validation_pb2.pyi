@@ -96,7 +96,7 @@ class TimeEntry(_message.Message):
     def __init__(self, entry_id: _Optional[str] = ..., timesheet_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., work_date: _Optional[str] = ..., hours: _Optional[str] = ..., time_type: _Optional[str] = ..., role_code: _Optional[str] = ..., labor_category: _Optional[str] = ..., billable: _Optional[str] = ..., bill_rate: _Optional[str] = ..., currency: _Optional[str] = ..., activity_code: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., submitted_at: _Optional[str] = ..., correction_of: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., rate_source: _Optional[str] = ..., bill_amount: _Optional[str] = ...) -> None: ...
 
 class ExpenseLine(_message.Message):
-    __slots__ = ("expense_id", "report_id", "worker_id", "project_id", "task_id", "assignment_id", "expense_date", "expense_type", "amount", "currency", "payment_method", "receipt_attached", "location", "miles", "attendees", "purpose", "billable", "billable_amount", "non_billable_amount", "bill_amount", "bill_status", "source_system", "source_ref", "custom")
+    __slots__ = ("expense_id", "report_id", "worker_id", "project_id", "task_id", "assignment_id", "expense_date", "expense_type", "amount", "currency", "payment_method", "receipt_attached", "location", "miles", "attendees", "purpose", "billable", "billable_amount", "non_billable_amount", "bill_amount", "bill_status", "source_system", "source_ref", "custom", "bill_currency")
     class CustomEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class ExpenseLine(_message.Message):
     SOURCE_SYSTEM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_REF_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    BILL_CURRENCY_FIELD_NUMBER: _ClassVar[int]
     expense_id: str
     report_id: str
     worker_id: str
@@ -152,7 +153,8 @@ class ExpenseLine(_message.Message):
     source_system: str
     source_ref: str
     custom: _containers.ScalarMap[str, str]
-    def __init__(self, expense_id: _Optional[str] = ..., report_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., expense_date: _Optional[str] = ..., expense_type: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., receipt_attached: _Optional[str] = ..., location: _Optional[str] = ..., miles: _Optional[str] = ..., attendees: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., billable: _Optional[str] = ..., billable_amount: _Optional[str] = ..., non_billable_amount: _Optional[str] = ..., bill_amount: _Optional[str] = ..., bill_status: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    bill_currency: str
+    def __init__(self, expense_id: _Optional[str] = ..., report_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., expense_date: _Optional[str] = ..., expense_type: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., receipt_attached: _Optional[str] = ..., location: _Optional[str] = ..., miles: _Optional[str] = ..., attendees: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., billable: _Optional[str] = ..., billable_amount: _Optional[str] = ..., non_billable_amount: _Optional[str] = ..., bill_amount: _Optional[str] = ..., bill_status: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., bill_currency: _Optional[str] = ...) -> None: ...
 
 class ValidateExpenseLinesRequest(_message.Message):
     __slots__ = ("lines", "acceptance")
