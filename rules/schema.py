@@ -139,7 +139,7 @@ def _format_datetime(value: dt.datetime) -> str:
 
 
 def _format_sequence(value: list[Any] | tuple[Any, ...]) -> str:
-    return ", ".join(format_value(v) for v in value)
+    return ", ".join(format_value(v) for v in value) if value else "(none)"  # as a missing value reads
 
 
 _FORMATTERS: dict[type, Callable[[Any], str]] = {

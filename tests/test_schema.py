@@ -22,6 +22,7 @@ PLUS_ONE = dt.timezone(dt.timedelta(hours=1))
     (dt.datetime(2026, 11, 3, tzinfo=dt.UTC), "2026-11-03"),
     (dt.datetime(2026, 11, 3, 17, 30, tzinfo=dt.UTC), "2026-11-03T17:30:00+00:00"),
     (("OT", "DT"), "OT, DT"),
+    ((), "(none)"),  # an empty list reads as a missing value does, e.g. in "unknown ids: (none)"
 ])
 def test_format_value(value: object, text: str) -> None:
     assert format_value(value) == text
