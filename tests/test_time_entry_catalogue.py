@@ -53,7 +53,7 @@ def _enriched(decision: Decision) -> dict[str, str | None]:
         ("TE-1032", "reject", ["BILLED_ENTRY_LOCKED"]),  # BE-8: billed as 8 hours, re-sent as 6
         ("TE-1024", "enrich", ["LABOR_CATEGORY_DERIVED", "ROLE_MISMATCH", "RATE_RESOLVED", "BILL_AMOUNT"]),  # LC-5
         ("TE-1027", "enrich", ["ENTERED_RATE_DIFFERS", "RATE_RESOLVED", "BILL_AMOUNT"]),  # RC-8
-        # CT-4: C-100's time line has 8,665.50 left of its hard limit when the batch starts; TE-1033 (1,376.00
+        # CT-4: C-100's time line has 8,500.00 left of its hard limit when the batch starts; TE-1033 (1,376.00
         # on 27 November, after the rest of the month) would cross it, TE-1034 (516.00) still fits.
         ("TE-1033", "reject", ["NOT_TO_EXCEED_LIMIT"]),
         ("TE-1034", "enrich", ["RATE_RESOLVED", "BILL_AMOUNT"]),
