@@ -60,7 +60,7 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
         name, items_name, running = aggregate.name, aggregate.name + ITEMS_SUFFIX, aggregate.spec.running
         groups: dict[tuple[Any, ...], list[_Member]] = {}
         values_of, per = aggregate.values, aggregate.spec.per
-        counts_items = aggregate.sum is None
+        counts_items = aggregate.spec.sum is None
         for position in order:
             scope = scopes[position]
             try:
@@ -76,7 +76,7 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             if aggregate.round_amount is not None:
                 amount = aggregate.round_amount(amount)
             start = start if start is not None else _ZERO
-            elements = None if aggregate.each is None else dict.fromkeys(each or ())
+            elements = None if aggregate.spec.each is None else dict.fromkeys(each or ())
             member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
             if elements is None:
                 groups.setdefault(tuple(key), []).append(member)
@@ -85,7 +85,7 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
                 figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
             for element in elements:
                 groups.setdefault((*key, element), []).append(member)
-        several = aggregate.each is not None  # an item in several groups reads the largest figure
+        several = aggregate.spec.each is not None  # an item in several groups reads the largest figure
         names_all = counts_items  # a count names every item counted; a sum, the items that add to it
         for members in groups.values():
             if running:

@@ -6,19 +6,17 @@ each one is found in a reference snapshot is defined here.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from evaluators.reference_data import ReferenceSnapshot, Row, version_as_of
+from evaluators.reference_data import ReferenceSnapshot, Row, ranges_meet, starts, version_as_of
 from rules.compile import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
 from rules.problems import Problem
 from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, format_value
 
 Scope = dict[str, Any]
-_DAWN = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class Binder(Protocol):
@@ -279,22 +277,15 @@ def _overlaps(rows: Sequence[Row], columns: tuple[str, ...], latest: str | None)
         if latest is not None:
             dates: dict[Any, Row] = {}
             for row in group:
-                if row[latest] in dates and _ranges_meet(dates[row[latest]], row):
+                if row[latest] in dates and ranges_meet(dates[row[latest]], row):
                     yield f"{_describe(columns, values)} twice for {format_value(row[latest])}"
                 dates.setdefault(row[latest], row)
             continue
-        ordered = sorted(group, key=lambda row: row["effective_from"] or _DAWN)
-        for earlier, later in itertools.pairwise(ordered):
-            if _ranges_meet(earlier, later):
+        for earlier, later in itertools.pairwise(sorted(group, key=starts)):
+            if ranges_meet(earlier, later):
                 yield (f"{_describe(columns, values)} from {format_value(earlier['effective_from'])} to "
                        f"{format_value(earlier['effective_to'])} and from {format_value(later['effective_from'])} "
                        f"to {format_value(later['effective_to'])}")
-
-
-def _ranges_meet(earlier: Row, later: Row) -> bool:
-    """Whether two rows' effective ranges (inclusive, open when empty) share a day; ``earlier`` starts first."""
-    end, start = earlier["effective_to"], later["effective_from"]
-    return end is None or start is None or start <= end
 
 
 def _describe(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
@@ -350,8 +341,7 @@ class SnapshotBinder:
         for ruleset in rulesets:
             for lookup in ruleset.lookups:
                 table = self.snapshot.table(lookup.entity.name)
-                for precedence in range(1, len(lookup.levels) + 1):
-                    columns = lookup.columns(precedence)
+                for precedence, (columns, _values_of) in enumerate(lookup.ways, start=1):
                     rows = [row for versions in table.by_key.values() for row in versions]
                     for clash in _overlaps(rows, columns, lookup.latest_on_or_before):
                         problems.append(Problem(

@@ -32,7 +32,7 @@ from . import snapshot_codec
 from .reference_loaders import LocatedRow, file_stem, read_exports, validate_row
 
 __all__ = ["ByKey", "LoadedExports", "ReferenceSnapshot", "Row", "Segment", "Table", "apply_changes",
-           "build_snapshot", "build_table", "file_stem", "group_rows", "load_exports", "load_snapshot",
+           "build_snapshot", "build_table", "file_stem", "group_rows", "load_exports", "load_snapshot", "ranges_meet",
            "split_versions", "version_as_of"]
 
 Row = Mapping[str, Any]
@@ -57,6 +57,13 @@ def version_as_of(versions: Sequence[Row], day: dt.datetime) -> Row | None:
 
 def starts(row: Row) -> dt.datetime:
     return row["effective_from"] or _DAWN
+
+
+def ranges_meet(a: Row, b: Row) -> bool:
+    """Whether two rows' effective ranges (inclusive; open where empty) share a day."""
+    return ((b["effective_from"] is None or a["effective_to"] is None or b["effective_from"] <= a["effective_to"])
+            and (a["effective_from"] is None or b["effective_to"] is None
+                 or a["effective_from"] <= b["effective_to"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,14 +392,11 @@ def _checked(entity: Entity, rows: list[LocatedRow], problems: list[Problem]) ->
         versions.sort(key=lambda version: starts(version[1].values))
         in_force: tuple[int, LocatedRow] | None = None
         for position, row in versions:
-            if in_force is not None:
-                end = in_force[1].values["effective_to"]
-                begins = row.values["effective_from"]
-                if end is None or begins is None or begins <= end:
-                    problems.append(Problem(row.path, row.line, "/".join(map(str, key)),
-                                            f"effective range overlaps the version on {_where(in_force[1], row)}"))
-                    refused.add(position)
-                    continue
+            if in_force is not None and ranges_meet(in_force[1].values, row.values):
+                problems.append(Problem(row.path, row.line, "/".join(map(str, key)),
+                                        f"effective range overlaps the version on {_where(in_force[1], row)}"))
+                refused.add(position)
+                continue
             in_force = (position, row)
     if entity.versioned_by != entity.key:
         first: dict[Key, LocatedRow] = {}

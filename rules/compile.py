@@ -87,17 +87,13 @@ class CompiledLookup:
     name: str
     ruleset_id: str
     entity: Entity
-    levels: tuple[tuple[tuple[str, CompiledExpression], ...], ...]  # per way, most specific first: (column, value)
+    # Per way, most specific first: its columns and one function giving the values to match them with
+    # (generated once, like the fused rulesets: one call per way and item rather than one per column).
+    ways: tuple[tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]], ...]
     as_of: CompiledExpression | None
     latest_on_or_before: str | None
     symbols: frozenset[str]  # what the expressions read: bound first, and looked up again when they change
     line: int | None
-    # Per way, its columns and one function giving the values to match them with (generated once, like the
-    # fused rulesets: one call per way and item rather than one per column).
-    ways: tuple[tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]], ...] = ()
-
-    def columns(self, precedence: int) -> tuple[str, ...]:
-        return tuple(column for column, _expression in self.levels[precedence - 1])
 
 
 def values_function(expressions: Sequence[CompiledExpression | None], name: str) -> Callable[[Any], tuple[Any, ...]]:
@@ -128,15 +124,11 @@ class CompiledAggregate:
 
     name: str
     spec: AggregateSpec
-    by: tuple[CompiledExpression, ...]
-    sum: CompiledExpression | None
-    start: CompiledExpression | None
-    limit: CompiledExpression | None
+    # (by values..., sum, start, limit, each) for an item's scope, in one call (see values_function); None
+    # where the spec has no such part
+    values: Callable[[Any], tuple[Any, ...]]
     symbols: frozenset[str]  # what the expressions read: the ruleset must bind these before working it out
     round_amount: Callable[[Decimal], Decimal] | None  # ``rounded``: the ruleset's rounding rule
-    each: CompiledExpression | None  # a list: the item joins one group per element
-    # (by values..., sum, start, limit, each) for an item's scope, in one call (see values_function)
-    values: Callable[[Any], tuple[Any, ...]] = lambda _thing: ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,8 +396,8 @@ class _RuleCompiler:
             ways = tuple((tuple(column for column, _e in level),
                           values_function([e for _column, e in level], f"lookup {name} way {index + 1}"))
                          for index, level in enumerate(levels))
-            lookups.append(CompiledLookup(name, self.spec.ruleset, entity, tuple(levels), as_of, latest,
-                                          frozenset(context.symbols), yaml_source.line_of(self.document, where), ways))
+            lookups.append(CompiledLookup(name, self.spec.ruleset, entity, ways, as_of, latest,
+                                          frozenset(context.symbols), yaml_source.line_of(self.document, where)))
         return tuple(lookups)
 
     def _aggregates(self) -> tuple[CompiledAggregate, ...]:
@@ -443,10 +435,8 @@ class _RuleCompiler:
             if all(e is not None for e in by):
                 parts = [*by, expressions["sum"], expressions["start"], expressions["limit"], each]
                 aggregates.append(CompiledAggregate(
-                    name, spec, tuple(e for e in by if e is not None), expressions["sum"], expressions["start"],
-                    expressions["limit"], frozenset(context.symbols),
-                    rounding.apply if spec.rounded and rounding is not None else None, each,
-                    values_function(parts, f"aggregate {name}")))
+                    name, spec, values_function(parts, f"aggregate {name}"), frozenset(context.symbols),
+                    rounding.apply if spec.rounded and rounding is not None else None))
         return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
