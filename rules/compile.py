@@ -96,15 +96,17 @@ class CompiledLookup:
     line: int | None
 
 
-def values_function(expressions: Sequence[CompiledExpression | None], name: str) -> Callable[[Any], tuple[Any, ...]]:
+def values_function(expressions: Sequence[CompiledExpression | None], name: str,
+                    constants: Mapping[str, Any]) -> Callable[[Any], tuple[Any, ...]]:
     """One function returning the values of several expressions for an item's scope (None where there is no
     expression): one call per item where there would be one per expression. The interpreter for what does
-    not compile. Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction."""
+    not compile. Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction;
+    ``constants`` (the ruleset's params) are compiled in."""
     present = [e for e in expressions if e is not None]
     context = present[0].context if present else None
     if context is None or all(e.is_compiled and e.context is context for e in present):
         namespace: dict[str, Any] = {}
-        codegen = ExpressionCodegen(context or rule_engine.Context(), namespace, trusted=True)
+        codegen = ExpressionCodegen(context or rule_engine.Context(), namespace, trusted=True, constants=constants)
         try:
             parts = ["None" if e is None else codegen.fragment(e.rule.statement.expression) for e in expressions]
         except NotCompilableError:
@@ -394,7 +396,8 @@ class _RuleCompiler:
             attributes[LOOKUP_PRECEDENCE] = T.FLOAT
             self.symbol_types[name] = T.NULLABLE(T.OBJECT(spec.table, attributes, accessor=operator.getitem))
             ways = tuple((tuple(column for column, _e in level),
-                          values_function([e for _column, e in level], f"lookup {name} way {index + 1}"))
+                          values_function([e for _column, e in level], f"lookup {name} way {index + 1}",
+                                          {PARAMS_SYMBOL: self.params}))
                          for index, level in enumerate(levels))
             lookups.append(CompiledLookup(name, self.spec.ruleset, entity, ways, as_of, latest,
                                           frozenset(context.symbols), yaml_source.line_of(self.document, where)))
@@ -435,7 +438,8 @@ class _RuleCompiler:
             if all(e is not None for e in by):
                 parts = [*by, expressions["sum"], expressions["start"], expressions["limit"], each]
                 aggregates.append(CompiledAggregate(
-                    name, spec, values_function(parts, f"aggregate {name}"), frozenset(context.symbols),
+                    name, spec, values_function(parts, f"aggregate {name}", {PARAMS_SYMBOL: self.params}),
+                    frozenset(context.symbols),
                     rounding.apply if spec.rounded and rounding is not None else None))
         return tuple(aggregates)
 
@@ -474,7 +478,7 @@ class _RuleCompiler:
                                               *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
         rounding = self.spec.rounding.apply if self.spec.rounding else None
         try:
-            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields)
+            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params})
         except NotCompilableError as error:
             run, source = None, f"not fused: {error}"
         return CompiledRuleset(

@@ -50,7 +50,7 @@ import decimal
 import functools
 import itertools
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import rule_engine
@@ -529,7 +529,13 @@ class ExpressionCodegen:
     """
 
     def __init__(
-        self, context: rule_engine.Context, namespace: dict[str, Any], *, thing: str = "thing", trusted: bool = False
+        self,
+        context: rule_engine.Context,
+        namespace: dict[str, Any],
+        *,
+        thing: str = "thing",
+        trusted: bool = False,
+        constants: Mapping[str, Any] | None = None,
     ) -> None:
         self.context = context
         self.namespace = namespace
@@ -540,6 +546,12 @@ class ExpressionCodegen:
         # declared types. On such input the interpreter's runtime type checks and coercions of symbol and
         # attribute reads are no-ops, so trusted code leaves them out. Not for arbitrary input.
         self.trusted = trusted
+        # Trusted code may also know some top-level symbols' values when it is generated (a ruleset's params,
+        # the same for every item): it reads them as constants, so ``x in params.codes`` tests membership of
+        # a constant and ``params.limit`` costs nothing per item.
+        if constants and not trusted:
+            raise ValueError("constants are for trusted code: the interpreter would check and coerce them")
+        self.constants: Mapping[str, Any] = constants or {}
         self.needs_decimal_context = False
         """Whether some fragment must run with ``context.decimal_context`` as the current decimal context."""
         self._runtime = _Runtime(context)
@@ -547,8 +559,6 @@ class ExpressionCodegen:
         # comprehension variables: rule-engine name -> python name, outermost first
         self._scopes: list[tuple[str, str]] = []
         self._symbol: Callable[[str], str] = self._cached_symbol
-        # wraps the source of ``symbol.attribute`` reads of OBJECT symbols, e.g. to cache them (fragment)
-        self._attribute: Callable[[str, str, str], str] | None = None
         # top-level symbol -> function-local cache, initialised by function_source
         self._symbol_locals: dict[str, str] = {}
         # inline ``thing[name]`` only where the context resolves symbols exactly like that
@@ -596,7 +606,6 @@ class ExpressionCodegen:
         expression: Any,
         *,
         symbol: Callable[[str], str] | None = None,
-        attribute: Callable[[str, str, str], str] | None = None,
     ) -> str:
         """Python expression source evaluating *expression* (an ``ast.ExpressionBase``) like the interpreter.
 
@@ -605,19 +614,12 @@ class ExpressionCodegen:
         *symbol(name)* returns the source that reads top-level symbol *name*; it must evaluate to what
         :meth:`symbol_source` evaluates to (the resolver's value, or the default / SymbolResolutionError
         when missing). Coercion and type checks are added by the fragment. Raises :class:`NotCompilableError`.
-
-        *attribute(symbol, name, source)*, if given, wraps the source of every plain (not ``&.``) read of
-        attribute *name* of an OBJECT-typed top-level *symbol*, e.g. to read each such path once per item:
-        *source* evaluates to the attribute's value exactly as the interpreter's ``symbol.name`` does, and
-        depends on nothing but the symbol's value.
         """
         self._symbol = symbol or self._cached_symbol
-        self._attribute = attribute
         try:
             return self._expr(expression)
         finally:
             self._symbol = self._cached_symbol
-            self._attribute = None
 
     def symbol_source(self, name: str) -> str:
         """Source reading top-level symbol *name* from ``thing`` the way the context's resolver does."""
@@ -676,6 +678,52 @@ class ExpressionCodegen:
         if value is None or type(value) is bool or type(value) is str:
             return repr(value)
         return self._constant(value)
+
+    # -- what is known before any item is seen (trusted code) --------------------------------------
+
+    def _known(self, node: Any) -> tuple[Any] | None:
+        """``(value,)`` when *node* is a constant symbol, or a plain attribute of one: its value at generation
+        time. Reduced literals are left to the literal paths."""
+        if type(node) is ast.SymbolExpression:
+            if node.scope is None and node.name in self.constants and not self._is_variable(node.name):
+                return (self.constants[node.name],)
+        elif type(node) is ast.GetAttributeExpression and not node.safe and node._object_type is not None:
+            owner = self._known(node.object)
+            if owner is not None and isinstance(owner[0], Mapping) and node.name in owner[0]:
+                return (owner[0][node.name],)
+        return None
+
+    def _static_type(self, node: Any) -> tuple[type, bool] | None:
+        """In trusted code, (the python type the value of *node* always has, whether it may also be None), for
+        the nodes whose value the trusted contract types: symbols, attributes of OBJECTs, constants, scalar
+        literals; None when not known."""
+        if not self.trusted:
+            return None
+        known = self._known(node)
+        if known is not None:
+            return (type(known[0]), False) if known[0] is not None else None
+        if isinstance(node, ast.LiteralExpressionBase):
+            return (type(node.value), False) if _is_scalar_literal(node) and node.value is not None else None
+        if type(node) is ast.SymbolExpression:
+            if node.scope is not None or self._is_variable(node.name):
+                return None
+            may_be_null = _is_nullable(node.result_type)
+        elif type(node) is ast.GetAttributeExpression and node._object_type is not None:
+            may_be_null = node.safe or _is_nullable(node.result_type)
+        elif type(node) is ast.CoalesceExpression:
+            # ``a ?? b``: a when it is not None, else b
+            left, right = self._static_type(node.left), self._static_type(node.right)
+            if left is None or right is None or left[0] is not right[0]:
+                return None
+            return left[0], right[1]
+        else:
+            return None
+        effective = DataType.NULLABLE.unwrap(node.result_type)
+        python_type = tuple if DataType.is_type(effective, DataType.ARRAY) else _SCALAR_TYPES.get(effective)
+        return None if python_type is None else (python_type, may_be_null)
+
+    def _is_variable(self, name: str) -> bool:
+        return any(variable == name for variable, _python in self._scopes)
 
     # -- dispatch ---------------------------------------------------------------------------------
 
@@ -760,6 +808,8 @@ class ExpressionCodegen:
             read = f"{resolve}(None, {node.name!r}, {Builtins.scope_name!r})"
         elif node.scope is not None:
             raise NotCompilableError(f"symbol scope {node.scope!r} is not compiled")
+        elif (known := self._known(node)) is not None:
+            return self._constant(known[0], "known")
         else:
             # the interpreter searches comprehension scopes outermost first
             variable = next((python for name, python in self._scopes if name == node.name), None)
@@ -801,9 +851,17 @@ class ExpressionCodegen:
 
     def _get_attribute(self, node: Any, raw: bool = False) -> str:
         obj, thing = self._temp(), self.thing
+        known = self._known(node)
+        if known is not None:
+            return self._literal(known[0])
         if node._object_type is not None:
             slow = self._constant(functools.partial(self._runtime.object_attribute, node), "attribute")
-            if node._object_type.accessor is operator.getitem and self.trusted:
+            if node._object_type.accessor is operator.getitem and self.trusted and not node.safe and not _is_nullable(
+                node.object.result_type
+            ):
+                # a non-nullable OBJECT is a dict holding every declared attribute, by the trusted contract
+                value = f"{self._expr(node.object, raw=True)}[{node.name!r}]"
+            elif node._object_type.accessor is operator.getitem and self.trusted:
                 # null (``&.``, or an error) is the interpreter's business: the slow path is exact for it
                 value = f"({obj}[{node.name!r}] if ({obj} := {self._expr(node.object, raw=True)}) is not None"
                 value += f" else {slow}({obj}, {thing}))"
@@ -815,18 +873,9 @@ class ExpressionCodegen:
                 )
             else:
                 value = f"{slow}({self._expr(node.object)}, {thing})"
-            if raw:
+            if raw or self.trusted:
                 return value
-            symbol = node.object
-            if (
-                self._attribute is not None
-                and not node.safe
-                and isinstance(symbol, ast.SymbolExpression)
-                and symbol.scope is None
-                and not any(name == symbol.name for name, _ in self._scopes)
-            ):
-                return self._attribute(symbol.name, node.name, value if self.trusted else self._coerced(value))
-            return value if self.trusted else self._coerced(value)
+            return self._coerced(value)
         if any(name == node.name for name, _ in self._scopes):
             # the interpreter's fallback from attribute to symbol lookup sees the comprehension scopes
             raise NotCompilableError("attribute named like an enclosing comprehension variable is not compiled")
@@ -838,8 +887,8 @@ class ExpressionCodegen:
             return f"{slow}({source}, {thing})"
         types, template = fast
         expression = template.format(o=obj, D=self._helper("Decimal", _Decimal))
-        known = self._constant(types, "types")
-        return f"({expression} if type({obj} := {source}) in {known} else {slow}({obj}, {thing}))"
+        receivers = self._constant(types, "types")
+        return f"({expression} if type({obj} := {source}) in {receivers} else {slow}({obj}, {thing}))"
 
     def _get_item(self, node: Any) -> str:
         if not (isinstance(node.item, ast.StringExpression)):
@@ -867,8 +916,15 @@ class ExpressionCodegen:
         container, member = node.container, node.member
         temp = self._temp()
         reduced = isinstance(container, ast.LiteralExpressionBase) and container.is_reduced
-        value = self._literal_value(container) if reduced else container
+        known = self._known(container)
+        value = self._literal_value(container) if reduced else known[0] if known is not None else container
         if value is not container:
+            member_type = self._static_type(member)
+            if type(value) is tuple and member_type is not None and member_type[0] is str and all(
+                type(v) is str for v in value
+            ):
+                # a string (or null) equals a member of strings exactly when it hashes to one: a set lookup
+                return f"({self._expr(member)} in {self._constant(frozenset(value), 'members')})"
             # the container does not escape, so even a set or mapping literal can be shared
             constant = self._literal(value)
             if isinstance(value, (str, bytes)):
@@ -883,6 +939,8 @@ class ExpressionCodegen:
                 self._mark_unless_decimal_free(member)  # tuple membership uses ==
             return f"({self._expr(member)} in {constant})"
         self._mark_unless_decimal_free(member)
+        if self._static_type(container) == (tuple, False):
+            return f"({self._expr(member)} in {self._expr(container)})"
         collections_ = self._helper("collections", _COLLECTIONS)
         contains = self._helper("contains", operator.contains)
         prepare = self._helper("container_type", _container_type)
@@ -928,7 +986,16 @@ class ExpressionCodegen:
         operands.append(left)
         operands.reverse()
         source = f" {node.type} ".join(self._expr(operand) for operand in operands)
-        return f"({source})" if all(_always_bool(operand) for operand in operands) else f"bool({source})"
+        return f"({source})" if all(self._always_bool(operand) for operand in operands) else f"bool({source})"
+
+    def _always_bool(self, node: Any) -> bool:
+        """``_always_bool``, or in trusted code a BOOLEAN that cannot be null, or a comparison with an operand of a
+        known scalar type: the values compared are then rule-engine scalars, whose comparisons return a bool."""
+        if _always_bool(node) or self._static_type(node) == (bool, False):
+            return True
+        return type(node) in (ast.ComparisonExpression, ast.ArithmeticComparisonExpression) and any(
+            side is not None and side[0] is not tuple for side in map(self._static_type, (node.left, node.right))
+        )
 
     def _comprehension(self, node: Any) -> str:
         iterable, variable = self._temp(), f"_c{next(_names)}"
@@ -956,10 +1023,24 @@ class ExpressionCodegen:
     # -- comparisons ------------------------------------------------------------------------------
 
     def _constant_side(self, node: Any) -> tuple[Any, Any] | None:
-        """The (python type, value) of a scalar literal operand, else None."""
+        """The (python type, value) of a scalar literal or known operand, else None."""
         if isinstance(node, ast.LiteralExpressionBase) and not node.result_type.is_compound:
             return type(node.value), node.value
+        known = self._known(node)
+        if known is not None and type(known[0]) in _UNCHANGED_MEMBERS:
+            return type(known[0]), known[0]
         return None
+
+    def _same_static_type(self, left: Any, right: Any) -> tuple[type | None, bool]:
+        """(the python type both operands always have, or the one whichever is typed has; whether neither may be
+        None) for trusted code; (None, False) when neither operand's type is known."""
+        left_type, right_type = self._static_type(left), self._static_type(right)
+        if left_type is None or right_type is None:
+            known = left_type or right_type
+            return (known[0] if known else None), False
+        if left_type[0] is not right_type[0]:
+            return None, False
+        return left_type[0], not (left_type[1] or right_type[1])
 
     def _comparison(self, node: Any) -> str:
         equal = node.type == "eq"
@@ -971,13 +1052,20 @@ class ExpressionCodegen:
         if not any(side is not None and isinstance(side[1], _DECIMAL_FREE) for side in (left_constant, right_constant)):
             self.needs_decimal_context = True  # Decimal equality signals on sNaN under the context's traps
         a, b = self._temp(), self._temp()
+        operator_ = "==" if equal else "!="
         if right_constant is not None and left_constant is None:
             expected = self._helper("type_" + right_constant[0].__name__, right_constant[0])
             constant = self._literal(right_constant[1])
+            left_type = self._static_type(node.left)
+            if left_type is not None and left_type[0] is right_constant[0]:
+                # the same type or None (which equals no constant): the interpreter's type test always passes
+                return f"({self._expr(node.left)} {operator_} {constant})"
             if equal:
                 return f"(type({a} := {self._expr(node.left)}) is {expected} and {a} == {constant})"
             return f"(type({a} := {self._expr(node.left)}) is not {expected} or {a} != {constant})"
         left, right = self._expr(node.left), self._expr(node.right)
+        if self._same_static_type(node.left, node.right)[1]:
+            return f"({left} {operator_} {right})"
         if equal:
             return f"(type({a} := {left}) is type({b} := {right}) and {a} == {b})"
         return f"(type({a} := {left}) is not type({b} := {right}) or {a} != {b})"
@@ -1006,13 +1094,32 @@ class ExpressionCodegen:
             expected = self._helper("type_" + right_constant[0].__name__, right_constant[0])
             constant = self._literal(right_constant[1])
             left = self._expr(node.left)
+            if self._static_type(node.left) == (right_constant[0], False):
+                return f"({left} {symbol} {constant})"
             return f"({a} {symbol} {constant} if type({a} := {left}) is {expected} else {slow}({a}, {constant}))"
         fast = self._helper("ordered_fast", _ORDERED_FAST)
         left, right = self._expr(node.left), self._expr(node.right)
+        typed = self._typed_binary(node, symbol, _ORDERED_FAST, slow, (left, right))
+        if typed is not None:
+            return typed
         return (
             f"({a} {symbol} {b} if ({kind} := type({a} := {left})) is type({b} := {right})"
             f" and {kind} in {fast} else {slow}({a}, {b}))"
         )
+
+    def _typed_binary(
+        self, node: Any, symbol: str, fast: frozenset[type], slow: str, operands: tuple[str, str]
+    ) -> str | None:
+        """``left symbol right`` in trusted code where an operand's type is known to be one the operator takes
+        as it is: plain when neither may be None, else after one test that both have that type; None otherwise."""
+        both, never_null = self._same_static_type(node.left, node.right)
+        if both is None or both not in fast:
+            return None
+        left, right = operands
+        if never_null:
+            return f"({left} {symbol} {right})"
+        a, b, expected = self._temp(), self._temp(), self._helper("type_" + both.__name__, both)
+        return f"({a} {symbol} {b} if type({a} := {left}) is type({b} := {right}) is {expected} else {slow}({a}, {b}))"
 
     def _regex_comparison(self, node: Any) -> str:
         method, on_match = _REGEX_OPERATORS[node.type]
@@ -1046,6 +1153,9 @@ class ExpressionCodegen:
         a, b, kind = self._temp(), self._temp(), self._temp()
         fast_name, slow_name = self._helper("fast_" + slow.__name__, fast), self._helper(slow.__name__, slow)
         left, right = self._expr(node.left), self._expr(node.right)
+        typed = self._typed_binary(node, symbol, fast, slow_name, (left, right))
+        if typed is not None:
+            return typed
         return (
             f"({a} {symbol} {b} if ({kind} := type({a} := {left})) is type({b} := {right})"
             f" and {kind} in {fast_name} else {slow_name}({a}, {b}))"

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import decimal
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
 from rules.decisions import Enrichment, Reason
 from rules.schema import FieldKind, FieldSpec, format_value
 
-_UNREAD = object()
 _RESET = "__RESET_SYMBOLS__"
 
 # The python type a value must have to be written into a field of this kind (an expression typed
@@ -112,15 +111,15 @@ def _indent(source: str, spaces: int) -> str:
 
 class _Fuser:
     def __init__(self, ruleset_id: str, round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-                 refreshing_fields: Collection[str]) -> None:
+                 refreshing_fields: Collection[str], constants: Mapping[str, Any]) -> None:
         self.ruleset_id = ruleset_id
         self.refreshing_fields = refreshing_fields
+        self.constants = constants
         self.namespace: dict[str, Any] = {
-            "UNREAD": _UNREAD, "Reason": Reason, "Enrichment": Enrichment, "wire": wire, "fmt": format_value,
+            "Reason": Reason, "Enrichment": Enrichment, "wire": wire, "fmt": format_value,
             "round_money": round_money, "RULESET": ruleset_id,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
-        self.locals: dict[str, str] = {}  # attribute path -> local, read on first use
         self.decimal_contexts: list[Any] = []
         self._names = itertools.count()
 
@@ -134,17 +133,11 @@ class _Fuser:
         every symbol a rule reads is in the scope, the engine binds them all before calling ``run``."""
         return self.symbols.setdefault(name, f"_sym{next(self._names)}_{name}")
 
-    def attribute(self, symbol: str, name: str, source: str) -> str:
-        """A shared, lazily filled local per ``symbol.attribute`` path: read once per item, like symbols."""
-        local = self.locals.setdefault(f"{symbol}.{name}", f"_attr{next(self._names)}_{symbol}_{name}")
-        return f"({local} if {local} is not UNREAD else ({local} := {source}))"
-
     def expression(self, codegen: ExpressionCodegen, expression: CompiledExpression) -> str:
         try:
             if not expression.is_compiled or expression.context is not codegen.context:
                 raise NotCompilableError(expression.fallback_reason or "compiled in another context")
-            source = codegen.fragment(expression.rule.statement.expression,
-                                      symbol=self.symbol, attribute=self.attribute)
+            source = codegen.fragment(expression.rule.statement.expression, symbol=self.symbol)
         except NotCompilableError:
             return f"{self.constant(expression.evaluate, 'interpreted')}(thing)"
         return source
@@ -182,7 +175,7 @@ class _Fuser:
         # The evaluator's scopes are well-typed by construction (decoded items, Entity.native records, typed
         # params), which is what trusted code asks for; tests/test_compiled_rulesets.py holds it to the
         # interpreter's decisions.
-        codegen = ExpressionCodegen(expression.context, self.namespace, trusted=True)
+        codegen = ExpressionCodegen(expression.context, self.namespace, trusted=True, constants=self.constants)
         condition = " and ".join([*self.requires(rule.requires), f"({self.expression(codegen, expression)})"])
         code, severity, field = rule.reason_parts
         reason = (f"Reason({rule.id!r}, {code!r}, {self.message(codegen, rule.message_parts)}, "
@@ -231,21 +224,23 @@ class _Fuser:
                 f"        enrichments.append(Enrichment({spec.name!r}, wire(o{k}), wire(n{k}), {rule.id!r}))\n"
             )
         # Records found by a changed field are looked up again before the symbols are read afresh, so the
-        # rules after this one see the new records (as the rule-by-rule path does).
+        # rules after this one see the new records (as the rule-by-rule path does). Without that, only the
+        # fields written changed.
         refreshed = tuple(spec.name for spec, _e in rule.assignments if spec.name in self.refreshing_fields)
         if refreshed:
             body.append(f"if engine.refresh(state, {refreshed!r}):\n    return {index + 1}\n")
-        body.append(f"{_RESET}\n")
+            body.append(f"{_RESET}\n")
+        else:
+            body.extend(f"{self.symbol(spec.name)} = thing[{spec.name!r}]\n" for spec, _e in rule.assignments)
         lines.append(_indent("".join(body), 4))
         return "".join(lines)
 
     def function(self, rules: Sequence[FusableRule]) -> str:
         body = "".join(self.rule_block(index, rule) for index, rule in enumerate(rules))
-        # Known only once every rule is generated: the statements (re)reading the symbols and forgetting
-        # the attribute paths read so far, at the start and after every enrichment.
+        # Known only once every rule is generated: the statements (re)reading the symbols, at the start and
+        # after every enrichment. (An attribute is read where it is used: a dict subscript costs no more than
+        # testing a cache of it would.)
         reads = [f"{local} = thing[{name!r}]" for name, local in self.symbols.items()]
-        if self.locals:
-            reads.append(" = ".join([*self.locals.values(), "UNREAD"]))
         reset = "; ".join(reads) if reads else "pass"
         body = (
             "explain = state.explain\n"
@@ -276,13 +271,14 @@ class _Fuser:
 
 def fuse(rules: Sequence[FusableRule], ruleset_id: str,
          round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-         refreshing_fields: Collection[str]) -> tuple[RulesetFunction, str]:
+         refreshing_fields: Collection[str], constants: Mapping[str, Any]) -> tuple[RulesetFunction, str]:
     """Generate and compile the ruleset's function; return it and its source (for lint and debugging).
 
     ``refreshing_fields`` are the item fields some reference binding is found by: an enrichment of
-    one of them asks the engine to look the records up again.
+    one of them asks the engine to look the records up again. ``constants``: symbols with the same value
+    for every item (the ruleset's params), compiled in as constants.
     """
-    fuser = _Fuser(ruleset_id, round_money, refreshing_fields)
+    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants)
     source = fuser.function(rules)
     exec(compile(source, f"<ruleset {ruleset_id}>", "exec"), fuser.namespace)
     function: RulesetFunction = fuser.namespace["run"]
