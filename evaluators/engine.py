@@ -201,22 +201,22 @@ class Evaluator:
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
         return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments), rulesets=versions)
 
-    def rules_fired(self, item: DecodedItem) -> tuple[list[str], Scope]:
-        """Which rules act on a well-formed item, in order, and the item as they leave it; no messages.
-
-        What impact analysis needs (how many items each rule would touch), at the least cost.
+    def rules_fired(self, items: Sequence[DecodedItem]) -> list[tuple[list[str], Scope]]:
+        """For each well-formed item of a batch, which rules act on it, in order, and the item as they leave
+        it; no messages. What impact analysis needs (how many items each rule would touch), at the least cost.
         """
-        state = self.run_batch([item], explain=False)[0]
-        assert state is not None, "rules_fired takes well-formed items"
-        return state.fired, state.scope
+        states = self.run_batch(items, explain=False)
+        assert all(state is not None for state in states), "rules_fired takes well-formed items"
+        return [(state.fired, state.scope) for state in states if state is not None]
 
     def run_batch(self, items: Sequence[DecodedItem], *, explain: bool) -> list[_ItemState | None]:
         """Run every ruleset, in order, over the well-formed items of a batch; None for a malformed item."""
         states = [None if item.problems else _ItemState(scope=dict(item.values), explain=explain) for item in items]
         live = [state for state in states if state is not None]
         date_field = self.kind.date_field
+        earliest = min((state.scope[date_field] for state in live), default=None)
         for versions in self.stages:
-            if len(versions) == 1 and all(state.scope[date_field] >= versions[0].effective_from for state in live):
+            if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
                 self._run_version(versions[0], live)
                 continue
             judged: dict[int, list[_ItemState]] = {}
@@ -243,18 +243,17 @@ class Evaluator:
             Severity.ERROR, self.kind.date_field, first.ruleset.id))
         return None
 
-    def _bind(self, bindings: Sequence[Binding], state: _ItemState) -> None:
-        scope = state.scope
+    def _bind(self, bindings: Sequence[Binding], states: Sequence[_ItemState]) -> None:
+        """Bind the records not bound yet, binding by binding over the batch (a binding may read earlier ones)."""
         bind = self.binder.bind
         for binding in bindings:
-            if binding.name not in scope:
-                record = scope[binding.name] = bind(binding, scope)
-                if record is None and binding.required:
-                    self._missing(binding, state)
-
-    def _look_up(self, lookups: Sequence[CompiledLookup], state: _ItemState) -> None:
-        for lookup in lookups:
-            self._look_up_one(lookup, state)
+            name, required = binding.name, binding.required
+            for state in states:
+                scope = state.scope
+                if name not in scope:
+                    record = scope[name] = bind(binding, scope)
+                    if record is None and required:
+                        self._missing(binding, state)
 
     def _look_up_one(self, lookup: CompiledLookup, state: _ItemState) -> None:
         """Put what a lookup finds in the item's scope: nothing when it reads a required record the item lacks
@@ -270,24 +269,21 @@ class Evaluator:
 
     def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
         """Bind and run one ruleset version on the items it judges."""
-        ruleset, bindings, plans, lookups = version.ruleset, version.bindings, version.plans, version.lookups
-        figures: list[dict[str, Any]] | None = None
-        if ruleset.aggregates:
-            # The figures read the records the ruleset binds, for every item, before any rule runs.
+        ruleset, plans, lookups = version.ruleset, version.plans, version.lookups
+        params = ruleset.params
+        for state in states:
+            state.scope[PARAMS_SYMBOL] = params  # before the lookups and figures, which may read params
+            state.lookups = lookups
+        self._bind(version.bindings, states)
+        for lookup in lookups:
             for state in states:
-                self._bind(bindings, state)
-                self._look_up(lookups, state)
-            figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
-                                    [not state.rejected for state in states])
-        params, run, names_versions = ruleset.params, ruleset.run, self.names_versions
+                self._look_up_one(lookup, state)
+        # The figures read the records the ruleset binds, for every item, before any rule runs.
+        figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
+                                [not state.rejected for state in states]) if ruleset.aggregates else None
+        run, names_versions = ruleset.run, self.names_versions
         for index, state in enumerate(states):
             scope = state.scope
-            state.lookups = lookups
-            if figures is None:
-                self._bind(bindings, state)
-                if lookups:
-                    self._look_up(lookups, state)
-            scope[PARAMS_SYMBOL] = params
             scope[BATCH_SYMBOL] = figures[index] if figures is not None else _NO_FIGURES
             if names_versions:
                 state.versions.append(version.ref)
