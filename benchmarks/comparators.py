@@ -10,6 +10,9 @@
   ``rule_engine.Rule(when, context).matches(scope)`` (Rule objects parsed once), honouring
   ``requires``, skipping rules that read a missing required record (as the engine does), and
   evaluating ``set`` expressions with ``Rule.evaluate`` so later rules see the enriched values.
+- ``CompiledChecks``: Tollgate's compiled rulesets alone, each ruleset's generated function in order
+  over the same pre-bound scopes, without the engine (states, binding) around them: what the compiler
+  is compared with the other rows by.
 - ``ZenChecks``: the same checks as one GoRules JDM decision (``time_entry_checks.jdm.json``),
   evaluated with ``ZenEngine.evaluate_batch``.
 - ``digest_*``: reduce any of their outputs, or a Tollgate ``Decision``, to (outcome, ids of the
@@ -34,12 +37,14 @@ from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.items import DecodedItem, ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
+from rules.compiler import CompiledExpression
 from rules.decisions import Decision, Outcome
 from rules.problems import Problem
 from rules.schema import Binding, FieldKind, ItemKind, format_value
 
 JDM_PATH = Path(__file__).with_name("time_entry_checks.jdm.json")
+_NO_FIGURES: Mapping[str, Any] = {}
 CENT = Decimal("0.01")
 
 Scope = dict[str, Any]
@@ -201,16 +206,20 @@ def digest_outcome(
 @dataclass(frozen=True, slots=True)
 class _NaiveRule:
     id: str
-    when: rule_engine.Rule
+    when: rule_engine.Rule | CompiledExpression
     requires: tuple[tuple[str, ...], ...]
-    sets: tuple[tuple[str, rule_engine.Rule, bool], ...]  # field, expression, is money
+    sets: tuple[tuple[str, rule_engine.Rule | CompiledExpression, bool], ...]  # field, expression, is money
     reads_required: frozenset[str]  # required bindings the rule reads (skipped when one is missing)
 
 
 class NaiveRuleEngine:
-    """Every rule in order per item with ``Rule.matches``; Rule objects are parsed once, here."""
+    """Every rule in order per item with ``Rule.matches``; Rule objects are parsed once, here.
 
-    def __init__(self, kind: ItemKind, rulesets: Sequence[CompiledRuleset]) -> None:
+    ``compiled``: each expression's ``CompiledExpression`` (rules/compiler.py) in place of its ``Rule``, the
+    same loop: how the engine runs the rules of an item that lacks a required record.
+    """
+
+    def __init__(self, kind: ItemKind, rulesets: Sequence[CompiledRuleset], *, compiled: bool = False) -> None:
         required = frozenset(b.name for b in kind.bindings if b.required)
         self.required = tuple(sorted(required))
         self.plan: list[tuple[CompiledRuleset, list[_NaiveRule]]] = []
@@ -219,11 +228,12 @@ class NaiveRuleEngine:
             for rule in ruleset.rules:
                 context = rule.condition.context
                 sets = tuple(
-                    (spec.name, rule_engine.Rule(expression.text, context=context), spec.kind is FieldKind.MONEY)
+                    (spec.name, expression if compiled else rule_engine.Rule(expression.text, context=context),
+                     spec.kind is FieldKind.MONEY)
                     for spec, expression in rule.assignments
                 )
-                rules.append(_NaiveRule(rule.id, rule_engine.Rule(rule.spec.when, context=context), rule.requires,
-                                        sets, rule.symbols & required))
+                when = rule.condition if compiled else rule_engine.Rule(rule.spec.when, context=context)
+                rules.append(_NaiveRule(rule.id, when, rule.requires, sets, rule.symbols & required))
             self.plan.append((ruleset, rules))
 
     def run(self, prebound_scope: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -257,6 +267,54 @@ class NaiveRuleEngine:
                         changes[name] = value
                 fired.append(rule.id)
         return fired, changes
+
+
+class _ChecksState:
+    """What a fused ruleset function writes into, with explanations off (see rules/fusion.py)."""
+
+    __slots__ = ("enrichment_reasons", "enrichments", "explain", "fired", "reasons", "rejected")
+
+    def __init__(self) -> None:
+        self.explain = False
+        self.rejected = False
+        self.fired: list[str] = []
+        self.reasons: list[Any] = []
+        self.enrichments: list[Any] = []
+        self.enrichment_reasons: set[int] = set()
+
+
+class CompiledChecks:
+    """The compiled rulesets alone: each ruleset's generated function (rules/fusion.py), in order, over the same
+    pre-bound scopes as the rows it is compared with, no engine around them. The records are the ones the
+    engine bound after every enrichment, so nothing is looked up again. An item lacking a required record runs
+    rule by rule on compiled expressions instead, as the engine runs it."""
+
+    def __init__(self, kind: ItemKind, rulesets: Sequence[CompiledRuleset]) -> None:
+        self.required = tuple(sorted(b.name for b in kind.bindings if b.required))
+        self.functions = [(ruleset.params, ruleset.run) for ruleset in rulesets if ruleset.run is not None]
+        if len(self.functions) != len(rulesets):
+            raise RuntimeError("a time-entry ruleset is not fused: the compiled row would not be the compiled code")
+        self.rule_by_rule = NaiveRuleEngine(kind, rulesets, compiled=True)
+        self.errors: list[tuple[str, str, Exception]] = []
+
+    def run(self, prebound_scope: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """(ids of the rules that fired, the item's scope as they leave it) for one item."""
+        if any(prebound_scope[name] is None for name in self.required):
+            fired, changes = self.rule_by_rule.run(prebound_scope)
+            return fired, {**prebound_scope, **changes}
+        scope = dict(prebound_scope)
+        scope[BATCH_SYMBOL] = _NO_FIGURES
+        state = _ChecksState()
+        for params, function in self.functions:
+            scope[PARAMS_SYMBOL] = params
+            function(scope, state, self)
+        return state.fired, scope
+
+    def fail(self, state: Any, ruleset_id: str, rule_id: str, field: str | None, error: Exception) -> None:
+        self.errors.append((ruleset_id, rule_id, error))  # the agreement check fails on any
+
+    def refresh(self, state: Any, fields: tuple[str, ...]) -> bool:
+        return False  # the pre-bound records are already the ones found after every enrichment
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,10 +5,13 @@ of the same seeded data, so the table's times are *per chunk* for every row and 
 the summary at the end gives µs per entry and entries/s (also in each benchmark's extra_info).
 
 - tollgate: ``Evaluator.evaluate`` on wire dicts, as the service calls it (decode + bind + decide).
-- tollgate-rules-only: ``Evaluator.decide`` on pre-decoded items with the records pre-bound (the
+- tollgate-rules-only: ``Evaluator.decide_batch`` on pre-decoded items with the records pre-bound (the
   binder is a dict lookup): the rule work, with reasons, messages, enrichments and decisions.
 - tollgate-checks: ``Evaluator.rules_fired`` on the same items: which rules fire and the enriched
-  values, without messages or decisions, the work the next three rows do.
+  values, without messages or decisions, the work the next four rows do, with the engine around it
+  (item states, binding from the pre-bound records).
+- tollgate-compiled: the compiled rulesets alone (each ruleset's generated function, in order) on the
+  pre-bound scopes the next three rows get: the compiler against them, like for like.
 - rule-engine Rule.matches: the naive way, on a smaller sample (``TOLLGATE_BENCH_NAIVE_ENTRIES``).
 - zen-engine: the same checks as one JDM decision, ``ZenEngine.evaluate_batch`` per chunk.
 - hand-written checks: plain Python, which rules fire and the enriched values (what the two rows
@@ -30,6 +33,7 @@ import pytest
 
 from benchmarks import handwritten
 from benchmarks.comparators import (
+    CompiledChecks,
     NaiveRuleEngine,
     Prebound,
     RuleFacts,
@@ -58,6 +62,11 @@ def naive(rulesets: tuple[CompiledRuleset, ...]) -> NaiveRuleEngine:
 
 
 @pytest.fixture(scope="module")
+def compiled(rulesets: tuple[CompiledRuleset, ...]) -> CompiledChecks:
+    return CompiledChecks(TIME_ENTRY, rulesets)
+
+
+@pytest.fixture(scope="module")
 def zen_checks() -> ZenChecks:
     pytest.importorskip("zen", reason="zen-engine is not installed (pip install zen-engine)")
     return ZenChecks()
@@ -81,7 +90,7 @@ def _without_refdata_messages(decision: Decision) -> Any:
 @pytest.fixture(scope="module")
 def agreed(  # noqa: PLR0917 - pytest passes fixtures positionally
     sizes: Sizes, evaluator: Evaluator, prebound: Prebound, facts: RuleFacts, naive: NaiveRuleEngine,
-    zen_checks: ZenChecks, rules_only: Evaluator,
+    zen_checks: ZenChecks, rules_only: Evaluator, compiled: CompiledChecks,
 ) -> None:
     """Once per run, outside the timed part: every row finds what Tollgate finds, on a sample of items."""
     count = min(sizes.agree_entries, len(prebound.items))
@@ -116,12 +125,19 @@ def agreed(  # noqa: PLR0917 - pytest passes fixtures positionally
             mismatch("hand-written decisions", item.item_id, decision, by_hand)
         if rules_only.decide(item) != decision:
             mismatch("tollgate-rules-only", item.item_id, decision, rules_only.decide(item))
-        checked, scope_after = rules_only.rules_fired(item)
+        compiled_fired, compiled_scope = compiled.run(scope)
+        if takes_fired and compiled_fired != fired:
+            mismatch("tollgate-compiled (rules fired)", item.item_id, fired, compiled_fired)
+        got = digest_outcome(facts, scope, compiled_fired, {f: compiled_scope[f] for f in TIME_ENTRY.fields})
+        if got != want:
+            mismatch("tollgate-compiled", item.item_id, want, got)
+        [(checked, scope_after)] = rules_only.rules_fired([item])
         if takes_fired and checked != fired:
             mismatch("tollgate-checks (rules fired)", item.item_id, fired, checked)
         got = digest_outcome(facts, scope, checked, {f: scope_after[f] for f in TIME_ENTRY.fields})
         if got != want:
             mismatch("tollgate-checks", item.item_id, want, got)
+    assert not compiled.errors, f"compiled rulesets failed on pre-bound scopes: {compiled.errors[:3]}"
     assert not problems, f"rows disagree with Tollgate on {dict(problems)} of {count} items:\n" + "\n".join(examples)
 
     # The mix the comparison runs on (every entry, as the engine decided it).
@@ -150,15 +166,10 @@ def test_tollgate(benchmark: Any, agreed: None, sizes: Sizes, evaluator: Evaluat
 def test_tollgate_rules_only(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
                              prebound: Prebound) -> None:
     benchmark.group = _group(sizes)
-    decide = rules_only.decide
-
-    def run(items: list[Any]) -> list[Decision]:
-        return [decide(item) for item in items]
-
     setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
-    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    benchmark.pedantic(rules_only.decide_batch, setup=setup, rounds=rounds, warmup_rounds=1)
     per_entry(benchmark, _group(sizes), "tollgate-rules-only", min(sizes.chunk, len(prebound.items)),
-              what="Evaluator.decide(decoded item), records pre-bound")
+              what="Evaluator.decide_batch(decoded items), records pre-bound")
 
 
 def test_tollgate_checks(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
@@ -166,15 +177,25 @@ def test_tollgate_checks(benchmark: Any, agreed: None, sizes: Sizes, rules_only:
     """The same work as the Rule.matches, zen-engine and hand-written checks rows: which rules fire and
     the enriched values (Evaluator.rules_fired: the fused rulesets without messages or decisions)."""
     benchmark.group = _group(sizes)
-    rules_fired = rules_only.rules_fired
-
-    def run(items: list[Any]) -> list[Any]:
-        return [rules_fired(item) for item in items]
-
     setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
-    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    benchmark.pedantic(rules_only.rules_fired, setup=setup, rounds=rounds, warmup_rounds=1)
     per_entry(benchmark, _group(sizes), "tollgate-checks", min(sizes.chunk, len(prebound.items)),
-              what="Evaluator.rules_fired(decoded item), records pre-bound: rules fired + enriched values")
+              what="Evaluator.rules_fired(decoded items), records pre-bound: rules fired + enriched values")
+
+
+def test_tollgate_compiled(benchmark: Any, agreed: None, sizes: Sizes, compiled: CompiledChecks,
+                           prebound: Prebound) -> None:
+    """The compiler like for like: the generated ruleset functions on the scopes the next three rows get."""
+    benchmark.group = _group(sizes)
+    run_one = compiled.run
+
+    def run(scopes: list[dict[str, Any]]) -> list[Any]:
+        return [run_one(scope) for scope in scopes]
+
+    setup, rounds = chunked_rounds(prebound.scopes, sizes.chunk)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), "tollgate-compiled", min(sizes.chunk, len(prebound.scopes)),
+              what="the generated ruleset functions alone, pre-bound scopes: rules fired + enriched values")
 
 
 def test_rule_engine_matches(benchmark: Any, agreed: None, sizes: Sizes, naive: NaiveRuleEngine,
@@ -219,7 +240,7 @@ def test_hand_written_checks(benchmark: Any, agreed: None, sizes: Sizes, preboun
     setup, rounds = chunked_rounds(prebound.scopes, sizes.chunk)
     benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
     per_entry(benchmark, _group(sizes), "hand-written checks", min(sizes.chunk, len(prebound.scopes)),
-              what="plain Python: rules fired + enriched values (the work of the two rows above)")
+              what="plain Python: rules fired + enriched values (the work of tollgate-checks and -compiled)")
 
 
 def test_hand_written_decisions(benchmark: Any, agreed: None, sizes: Sizes, prebound: Prebound) -> None:
