@@ -299,7 +299,8 @@ class CompiledChecks:
 
     def run(self, prebound_scope: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
         """(ids of the rules that fired, the item's scope as they leave it) for one item."""
-        if any(prebound_scope[name] is None for name in self.required):
+        # the records are dicts, so ``None in`` them is an identity test
+        if None in map(prebound_scope.__getitem__, self.required):
             fired, changes = self.rule_by_rule.run(prebound_scope)
             return fired, {**prebound_scope, **changes}
         scope = dict(prebound_scope)

@@ -405,6 +405,6 @@ class Evaluator:
             elif assignment.money:
                 value = plan.round_money(cast(Decimal, value))
             old = scope[spec.name]
-            if old != value or type(old) is not type(value):
+            if type(old) is not type(value) or old != value:  # as the fused function tests it
                 changes.append((spec.name, old, value))
         return changes

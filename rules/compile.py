@@ -440,7 +440,7 @@ class _RuleCompiler:
                 aggregates.append(CompiledAggregate(
                     name, spec, values_function(parts, f"aggregate {name}", {PARAMS_SYMBOL: self.params}),
                     frozenset(context.symbols),
-                    rounding.apply if spec.rounded and rounding is not None else None))
+                    rounding.rounder() if spec.rounded and rounding is not None else None))
         return tuple(aggregates)
 
     def _problem(self, loc: Sequence[Any], subject: str | None, message: str) -> None:
@@ -476,7 +476,7 @@ class _RuleCompiler:
                                  *(lookup.symbols for lookup in self.lookups))
         refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings),
                                               *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
-        rounding = self.spec.rounding.apply if self.spec.rounding else None
+        rounding = self.spec.rounding.rounder() if self.spec.rounding else None
         try:
             run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params})
         except NotCompilableError as error:

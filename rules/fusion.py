@@ -207,7 +207,8 @@ class _Fuser:
         changed = []
         for k, (spec, _expression) in enumerate(rule.assignments):
             lines.append(f"o{k} = thing[{spec.name!r}]\n")
-            lines.append(f"c{k} = o{k} != n{k} or type(o{k}) is not type(n{k})\n")
+            # types first: a Decimal compared with None (an empty field) asks numbers.Rational, an ABC, first
+            lines.append(f"c{k} = type(o{k}) is not type(n{k}) or o{k} != n{k}\n")
             changed.append(f"c{k}")
         lines.append(f"if {' or '.join(changed)}:\n")
         body = [
