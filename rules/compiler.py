@@ -85,6 +85,18 @@ _ORDERED_FAST = frozenset({_Decimal, str, datetime.datetime, datetime.timedelta,
 _ADD_FAST = frozenset({_Decimal, str, bytes, datetime.timedelta})
 _SUB_FAST = frozenset({_Decimal, datetime.timedelta, datetime.datetime})
 _COLLECTIONS = frozenset({tuple, set, _OrderedDict})
+# operations whose result type trusted code knows from their operands' (ExpressionCodegen._static_result_type)
+_TYPED_RESULTS = frozenset(
+    {
+        ast.CoalesceExpression,
+        ast.TernaryExpression,
+        ast.UnaryExpression,
+        ast.FunctionCallExpression,
+        ast.AddExpression,
+        ast.SubtractExpression,
+        ast.ArithmeticExpression,
+    }
+)
 _SIZED = frozenset({str, tuple, bytes, set, _OrderedDict})
 _DICTS = frozenset({dict, _OrderedDict})
 # exact types that ``coerce_value`` returns unchanged inside a container (only a top-level naive datetime is
@@ -630,6 +642,11 @@ class ExpressionCodegen:
         finally:
             self._symbol = self._cached_symbol
 
+    def static_type(self, expression: Any) -> tuple[type, bool] | None:
+        """In trusted code, (the python type the value of *expression* always has, whether it may be None
+        instead) where the declared types tell; else None."""
+        return self._static_type(expression)
+
     def symbol_source(self, name: str) -> str:
         """Source reading top-level symbol *name* from ``thing`` the way the context's resolver does."""
         resolve = self._helper("resolve", self._runtime.resolve)
@@ -719,17 +736,34 @@ class ExpressionCodegen:
             may_be_null = _is_nullable(node.result_type)
         elif type(node) is ast.GetAttributeExpression and node._object_type is not None:
             may_be_null = node.safe or _is_nullable(node.result_type)
-        elif type(node) is ast.CoalesceExpression:
-            # ``a ?? b``: a when it is not None, else b
-            left, right = self._static_type(node.left), self._static_type(node.right)
-            if left is None or right is None or left[0] is not right[0]:
-                return None
-            return left[0], right[1]
+        elif type(node) in _TYPED_RESULTS:
+            return self._static_result_type(node)
         else:
             return None
         effective = DataType.NULLABLE.unwrap(node.result_type)
         python_type = tuple if DataType.is_type(effective, DataType.ARRAY) else _SCALAR_TYPES.get(effective)
         return None if python_type is None else (python_type, may_be_null)
+
+    def _static_result_type(self, node: Any) -> tuple[type, bool] | None:
+        """``_static_type`` of an operation whose operands' types are known: what the interpreter returns for
+        them when it does not raise."""
+        kind = type(node)
+        if kind is ast.CoalesceExpression:  # ``a ?? b``: a when it is not None, else b
+            left, right = self._static_type(node.left), self._static_type(node.right)
+            return (left[0], right[1]) if left and right and left[0] is right[0] else None
+        if kind is ast.TernaryExpression:
+            true, false = self._static_type(node.case_true), self._static_type(node.case_false)
+            return (true[0], true[1] or false[1]) if true and false and true[0] is false[0] else None
+        if kind is ast.UnaryExpression:
+            operand = self._static_type(node.right)
+            return operand if node.type == "uminus" and operand == (_Decimal, False) else None
+        if kind is ast.FunctionCallExpression:
+            return (_Decimal, False) if self._is_decimal_abs(node) else None
+        both, never_null = self._same_static_type(node.left, node.right)
+        # Decimal with Decimal gives a Decimal; str + str a str (datetime - datetime is a timedelta: left out)
+        if never_null and (both is _Decimal or (both is str and kind is ast.AddExpression)):
+            return both, False
+        return None
 
     def _is_variable(self, name: str) -> bool:
         return any(variable == name for variable, _python in self._scopes)
@@ -978,6 +1012,8 @@ class ExpressionCodegen:
         if node.type == "not":
             return f"(not {self._expr(node.right)})"
         self.needs_decimal_context = True
+        if self._static_type(node.right) == (_Decimal, False):
+            return f"(-{self._expr(node.right)})"
         value = self._temp()
         decimal_type, negate = self._helper("Decimal", _Decimal), self._helper("negate", _negate)
         return f"(-{value} if type({value} := {self._expr(node.right)}) is {decimal_type} else {negate}({value}))"
@@ -1032,9 +1068,8 @@ class ExpressionCodegen:
         arguments = "".join(self._expr(argument) + ", " for argument in node.arguments)
         return f"{call}({self._helper('callable', _callable)}({self._expr(node.function)}), ({arguments}))"
 
-    def _decimal_abs_call(self, node: Any) -> str | None:
-        """``$abs(x)`` in trusted code, for an x that is a Decimal and cannot be null: the builtin's own call,
-        without the interpreter's argument and result checks, which such an x passes; else None."""
+    def _is_decimal_abs(self, node: Any) -> bool:
+        """Whether *node* is ``$abs(x)`` in trusted code, for an x that is a Decimal and cannot be null."""
         function = node.function
         if not (
             self.trusted
@@ -1042,16 +1077,21 @@ class ExpressionCodegen:
             and function.scope == Builtins.scope_name
             and function.name == "abs"
             and len(node.arguments) == 1
+            and function.result_type != DataType.UNDEFINED
             and self._static_type(node.arguments[0]) == (_Decimal, False)
         ):
-            return None
+            return False
         try:
-            builtin = self._runtime.resolve(None, function.name, Builtins.scope_name)
+            return self._runtime.resolve(None, function.name, Builtins.scope_name) is abs
         except errors.EngineError:
+            return False
+
+    def _decimal_abs_call(self, node: Any) -> str | None:
+        """``$abs(x)`` of ``_is_decimal_abs``: the builtin's own call, without the interpreter's argument and
+        result checks, which such an x passes; else None."""
+        if not self._is_decimal_abs(node):
             return None
-        if builtin is not abs or function.result_type == DataType.UNDEFINED:
-            return None
-        helper = self._helper("decimal_abs", functools.partial(_decimal_abs, function.result_type.value_name))
+        helper = self._helper("decimal_abs", functools.partial(_decimal_abs, node.function.result_type.value_name))
         return f"{helper}({self._expr(node.arguments[0])})"
 
     # -- comparisons ------------------------------------------------------------------------------

@@ -142,6 +142,13 @@ class _Fuser:
             return f"{self.constant(expression.evaluate, 'interpreted')}(thing)"
         return source
 
+    @staticmethod
+    def static_type(codegen: ExpressionCodegen, expression: CompiledExpression) -> tuple[type, bool] | None:
+        """What the generated code of *expression* is known to give (None when it runs in the interpreter)."""
+        if not expression.is_compiled or expression.context is not codegen.context:
+            return None
+        return codegen.static_type(expression.rule.statement.expression)
+
     def requires(self, paths: Sequence[tuple[str, ...]]) -> list[str]:
         checks = []
         for path in paths:
@@ -156,10 +163,18 @@ class _Fuser:
                   for part in parts]
         return " + ".join(pieces) if pieces else "''"
 
-    def check(self, index: int, spec: FieldSpec) -> str:
-        """Statements checking (and rounding) new value ``n{index}`` for its field."""
+    def check(self, index: int, spec: FieldSpec, static_type: tuple[type, bool] | None) -> str:
+        """Statements checking (and rounding) new value ``n{index}`` for its field; ``static_type``: what the
+        expression is known to give (codegen.static_type), when the checks it passes go without saying."""
         value = f"n{index}"
-        kind = self.constant(PYTHON_TYPES.get(spec.kind, object), "type")
+        python_type = PYTHON_TYPES.get(spec.kind, object)
+        if static_type is not None and static_type[0] is python_type and (spec.nullable or not static_type[1]):
+            if spec.kind is not FieldKind.MONEY:
+                return ""
+            if not static_type[1]:
+                return f"{value} = round_money({value})\n"
+            return f"if {value} is not None:\n    {value} = round_money({value})\n"
+        kind = self.constant(python_type, "type")
         lines = [f"if {value} is None:\n"]
         lines.append(f"    raise TypeError({f'set {spec.name} produced null, but {spec.name} cannot be null'!r})\n"
                      if not spec.nullable else "    pass\n")
@@ -203,7 +218,7 @@ class _Fuser:
         lines = []
         for k, (spec, expression) in enumerate(rule.assignments):
             lines.append(f"n{k} = {self.expression(codegen, expression)}\n")
-            lines.append(self.check(k, spec))
+            lines.append(self.check(k, spec, self.static_type(codegen, expression)))
         changed = []
         for k, (spec, _expression) in enumerate(rule.assignments):
             lines.append(f"o{k} = thing[{spec.name!r}]\n")
