@@ -95,6 +95,7 @@ _TYPED_RESULTS = frozenset(
         ast.AddExpression,
         ast.SubtractExpression,
         ast.ArithmeticExpression,
+        ast.GetSliceExpression,
     }
 )
 _SIZED = frozenset({str, tuple, bytes, set, _OrderedDict})
@@ -757,6 +758,8 @@ class ExpressionCodegen:
         if kind is ast.UnaryExpression:
             operand = self._static_type(node.right)
             return operand if node.type == "uminus" and operand == (_Decimal, False) else None
+        if kind is ast.GetSliceExpression:
+            return (str, False) if self._static_type(node.container) == (str, False) and not node.safe else None
         if kind is ast.FunctionCallExpression:
             return (_Decimal, False) if self._is_decimal_abs(node) else None
         both, never_null = self._same_static_type(node.left, node.right)
@@ -947,6 +950,11 @@ class ExpressionCodegen:
         return f"({item}({container}, {self._expr(node.item)}) if ({container} := {source}) is not None else {null})"
 
     def _get_slice(self, node: Any) -> str:
+        bounds = [self._literal_bound(bound) for bound in (node.start, node.stop)]
+        if self._static_type(node.container) == (str, False) and None not in bounds:
+            # a string's slice is a string, which coercion leaves as it is
+            start, stop = (bound[0] for bound in bounds if bound is not None)
+            return f"({self._expr(node.container)}[{start}:{stop}])"
         container = self._temp()
         integer, slice_ = self._helper("integer", _integer), self._helper("slice", _slice)
         null = "None" if node.safe else f"{self._helper('null', _null_container)}('data type mismatch')"
@@ -954,6 +962,16 @@ class ExpressionCodegen:
             f"({slice_}({container}, {integer}({self._expr(node.start)}), {integer}({self._expr(node.stop)}))"
             f" if ({container} := {self._expr(node.container)}) is not None else {null})"
         )
+
+    @staticmethod
+    def _literal_bound(node: Any) -> tuple[int | None] | None:
+        """``(bound,)`` for a literal slice bound that ``_integer`` accepts, as it converts it; else None."""
+        if not (isinstance(node, ast.LiteralExpressionBase) and node.is_reduced):
+            return None
+        try:
+            return (_integer(node.value),)
+        except errors.EvaluationError:
+            return None
 
     def _contains(self, node: Any) -> str:
         container, member = node.container, node.member
