@@ -26,6 +26,7 @@ rule-engine's semantics; one it cannot compile is called through rule-engine's i
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
 from rules.decisions import Enrichment, Reason
-from rules.schema import FieldKind, FieldSpec, format_value
+from rules.schema import FieldKind, FieldSpec, format_datetime, format_decimal, format_value
 
 _RESET = "__RESET_SYMBOLS__"
 
@@ -117,6 +118,7 @@ class _Fuser:
         self.constants = constants
         self.namespace: dict[str, Any] = {
             "Reason": Reason, "Enrichment": Enrichment, "wire": wire, "fmt": format_value,
+            "fmt_decimal": format_decimal, "fmt_datetime": format_datetime,
             "round_money": round_money, "RULESET": ruleset_id,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
@@ -159,9 +161,20 @@ class _Fuser:
         return checks
 
     def message(self, codegen: ExpressionCodegen, parts: Sequence[str | CompiledExpression]) -> str:
-        pieces = [repr(part) if isinstance(part, str) else f"fmt({self.expression(codegen, part)})"
-                  for part in parts]
+        pieces = [repr(part) if isinstance(part, str) else
+                  self.formatted(self.expression(codegen, part), self.static_type(codegen, part)) for part in parts]
         return " + ".join(pieces) if pieces else "''"
+
+    def formatted(self, source: str, static_type: tuple[type, bool] | None) -> str:
+        """``fmt(source)``, without the call where the value's type is known and cannot be None."""
+        if static_type is not None and not static_type[1]:
+            if static_type[0] is str:
+                return source
+            if static_type[0] is decimal.Decimal:
+                return f"fmt_decimal({source})"
+            if static_type[0] is datetime.datetime:
+                return f"fmt_datetime({source})"
+        return f"fmt({source})"
 
     def check(self, index: int, spec: FieldSpec, static_type: tuple[type, bool] | None) -> str:
         """Statements checking (and rounding) new value ``n{index}`` for its field; ``static_type``: what the
@@ -232,12 +245,14 @@ class _Fuser:
             f"fired.append({rule.id!r})\n",
             "if explain:\n    state.enrichment_reasons.add(len(reasons))\n    reasons.append(reason)\n",
         ]
-        for k, (spec, _expression) in enumerate(rule.assignments):
+        for k, (spec, expression) in enumerate(rule.assignments):
+            static_type = self.static_type(codegen, expression)
+            new = self.formatted(f"n{k}", static_type) if static_type and not static_type[1] else f"wire(n{k})"
             body.append(
                 f"if c{k}:\n"
                 f"    thing[{spec.name!r}] = n{k}\n"
                 f"    if explain:\n"
-                f"        enrichments.append(Enrichment({spec.name!r}, wire(o{k}), wire(n{k}), {rule.id!r}))\n"
+                f"        enrichments.append(Enrichment({spec.name!r}, wire(o{k}), {new}, {rule.id!r}))\n"
             )
         # Records found by a changed field are looked up again before the symbols are read afresh, so the
         # rules after this one see the new records (as the rule-by-rule path does). Without that, only the
