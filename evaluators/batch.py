@@ -13,7 +13,6 @@ the figure it would have had, without changing anyone else's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -26,14 +25,9 @@ ITEMS_NAMED = 10
 _ZERO, _ONE = Decimal(0), Decimal(1)
 
 
-@dataclass(slots=True)
-class _Member:
-    position: int
-    item_id: str
-    counts: bool
-    amount: Decimal
-    start: Decimal
-    limit: Decimal | None
+# A member of a group: (position in the batch, whether it counts, amount, start, limit). A tuple rather than a
+# class: one is made per item and aggregate.
+_Member = tuple[int, bool, Decimal, Decimal, "Decimal | None"]
 
 
 def _named(ids: Sequence[str], count: int) -> tuple[str, ...]:
@@ -55,59 +49,80 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
     """
     figures: list[dict[str, Any]] = [{} for _ in scopes]
     date_field, id_field = kind.date_field, kind.id_field
-    order = sorted(range(len(scopes)), key=lambda i: (scopes[i][date_field], str(scopes[i][id_field]), i))
+    ids = [str(scope[id_field]) for scope in scopes]
+    order = sorted(range(len(scopes)), key=lambda i: (scopes[i][date_field], ids[i], i))
     for aggregate in aggregates:
-        name, items_name, running = aggregate.name, aggregate.name + ITEMS_SUFFIX, aggregate.spec.running
-        groups: dict[tuple[Any, ...], list[_Member]] = {}
-        values_of, per = aggregate.values, aggregate.spec.per
-        counts_items = aggregate.spec.sum is None
-        for position in order:
-            scope = scopes[position]
-            try:
-                *key, amount, start, limit, each = values_of(scope)
-            except Exception:  # e.g. a record the item lacks: it is rejected for that already
-                figures[position][name], figures[position][items_name] = _ZERO, ()
-                continue
-            if per == "day":
-                key.append(scope[date_field].date())
-            elif per == "week":
-                key.extend(scope[date_field].isocalendar()[:2])
-            amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
-            if aggregate.round_amount is not None:
-                amount = aggregate.round_amount(amount)
-            start = start if start is not None else _ZERO
-            elements = None if aggregate.spec.each is None else dict.fromkeys(each or ())
-            member = _Member(position, str(scope[id_field]), counting[position], amount, start, limit)
-            if elements is None:
-                groups.setdefault(tuple(key), []).append(member)
-                continue
-            if not elements:
-                figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
-            for element in elements:
-                groups.setdefault((*key, element), []).append(member)
+        groups = _groups(aggregate, scopes, order, figures, counting=counting, date_field=date_field)
+        name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
         several = aggregate.spec.each is not None  # an item in several groups reads the largest figure
-        names_all = counts_items  # a count names every item counted; a sum, the items that add to it
+        names_all = aggregate.spec.sum is None  # a count names every item counted; a sum, the items that add to it
         for members in groups.values():
-            if running:
-                so_far, ids, count = members[0].start, [], 0
-                for member in members:
-                    total = so_far + member.amount
-                    counted = member.counts and (member.limit is None or total <= member.limit)
-                    if counted:
-                        so_far = total  # an item the limit leaves out does not count for the items after it
-                    if counted and (names_all or member.amount):
-                        count += 1
-                        if count <= ITEMS_NAMED:
-                            ids.append(member.item_id)
-                        named = _named(ids, count)
-                    else:  # the item the figure is about is named too
-                        named = _named(ids if count >= ITEMS_NAMED else [*ids, member.item_id], count + 1)
-                    _assign(figures[member.position], name, items_name, total, named, several=several)
-            else:
-                total = sum((member.amount for member in members if member.counts), _ZERO)
-                named_ids = [m.item_id for m in members if m.counts and (names_all or m.amount)]
-                named = _named(named_ids[:ITEMS_NAMED], len(named_ids))
-                for member in members:
-                    value = total if member.counts else total + member.amount
-                    _assign(figures[member.position], name, items_name, value, named, several=several)
+            if aggregate.spec.running:
+                _running(members, ids, figures, (name, items_name), names_all=names_all, several=several)
+                continue
+            total, named_ids = _ZERO, []
+            for position, counts, amount, _start, _limit in members:
+                if counts:
+                    total += amount
+                    if names_all or amount:
+                        named_ids.append(ids[position])
+            named = _named(named_ids[:ITEMS_NAMED], len(named_ids))
+            for position, counts, amount, _start, _limit in members:
+                _assign(figures[position], name, items_name, total if counts else total + amount, named,
+                        several=several)
     return figures
+
+
+def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], order: Sequence[int],
+            figures: list[dict[str, Any]], *, counting: Sequence[bool],
+            date_field: str) -> dict[tuple[Any, ...], list[_Member]]:
+    """The aggregate's groups, each with its members in the batch's fixed order; an item whose values cannot be
+    worked out, or with an empty ``each``, is in none and reads zero."""
+    groups: dict[tuple[Any, ...], list[_Member]] = {}
+    name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
+    values_of, per, round_amount = aggregate.values, aggregate.spec.per, aggregate.round_amount
+    counts_items, each = aggregate.spec.sum is None, aggregate.spec.each is not None
+    for position in order:
+        scope = scopes[position]
+        try:
+            *key, amount, start, limit, elements = values_of(scope)
+        except Exception:  # e.g. a record the item lacks: it is rejected for that already
+            figures[position][name], figures[position][items_name] = _ZERO, ()
+            continue
+        if per == "day":
+            key.append(scope[date_field].date())
+        elif per == "week":
+            key.extend(scope[date_field].isocalendar()[:2])
+        amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
+        if round_amount is not None:
+            amount = round_amount(amount)
+        member = (position, counting[position], amount, start if start is not None else _ZERO, limit)
+        if not each:
+            groups.setdefault(tuple(key), []).append(member)
+            continue
+        elements = dict.fromkeys(elements or ())
+        if not elements:
+            figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
+        for element in elements:
+            groups.setdefault((*key, element), []).append(member)
+    return groups
+
+
+def _running(members: Sequence[_Member], ids: Sequence[str], figures: list[dict[str, Any]], names: tuple[str, str],
+             *, names_all: bool, several: bool) -> None:
+    """A running total through a group's members, in order: each reads the total up to and including itself."""
+    name, items_name = names
+    so_far, named_ids, count = members[0][3], [], 0
+    for position, counts, amount, _start, limit in members:
+        total = so_far + amount
+        counted = counts and (limit is None or total <= limit)
+        if counted:
+            so_far = total  # an item the limit leaves out does not count for the items after it
+        if counted and (names_all or amount):
+            count += 1
+            if count <= ITEMS_NAMED:
+                named_ids.append(ids[position])
+            named = _named(named_ids, count)
+        else:  # the item the figure is about is named too
+            named = _named(named_ids if count >= ITEMS_NAMED else [*named_ids, ids[position]], count + 1)
+        _assign(figures[position], name, items_name, total, named, several=several)
