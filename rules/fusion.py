@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import itertools
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -36,7 +37,10 @@ from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableE
 from rules.decisions import Enrichment, Reason
 from rules.schema import FieldKind, FieldSpec, format_datetime, format_decimal, format_value
 
+# A statement line standing for "read every symbol again", filled in once every rule is generated. Matched
+# as a whole line: text from a ruleset only ever appears inside string literals, which never span lines.
 _RESET = "__RESET_SYMBOLS__"
+_RESET_LINE = re.compile(rf"^(?P<indent> *){_RESET}$", re.MULTILINE)
 
 # The python type a value must have to be written into a field of this kind (an expression typed
 # UNDEFINED at load is only checked here, at run time).
@@ -276,7 +280,7 @@ class _Fuser:
         body = (
             "explain = state.explain\n"
             "fired, reasons, enrichments = state.fired, state.reasons, state.enrichments\n"
-            f"{reset}\n" + body.replace(_RESET, reset) + "return None\n"
+            f"{reset}\n" + _RESET_LINE.sub(lambda line: line["indent"] + reset, body) + "return None\n"
         )
         distinct = {id(c): c for c in self.decimal_contexts}
         if not distinct:

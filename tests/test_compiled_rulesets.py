@@ -122,3 +122,17 @@ def test_a_record_found_by_an_enriched_field_is_looked_up_again_before_the_next_
     [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
     assert compiled == interpreted
     assert compiled.codes == ["ACTIVITY_SET"]  # P-100's control for TRAVEL (TC-1) was found
+
+
+def test_message_text_that_reads_like_generated_code_stays_text(tmp_path: Path) -> None:
+    """The fused function re-reads its symbols after an enrichment at a marker line of the generated source; a
+    message (rule text lives only inside string literals there) that happens to contain the marker is untouched."""
+    marker = "__RESET_SYMBOLS__"
+    (tmp_path / "refresh.yaml").write_text(REFRESHING_RULESET.replace("message: set", f"message: set {marker}"),
+                                           encoding="utf-8")
+    [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
+    assert fused.run is not None, fused.source
+    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
+             "work_date": "2026-11-03", "hours": "8"}
+    [decision] = _evaluator((fused,), load_snapshot(ROOT / "examples" / "refdata")).evaluate([entry])
+    assert [r.message for r in decision.reasons] == [f"set {marker}"]
