@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from evaluators.reference_data import ReferenceSnapshot, Row, ranges_meet, starts, version_as_of
+from evaluators.reference_data import ReferenceSnapshot, Row, in_force, ranges_meet, starts, version_as_of
 from rules.compile import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
 from rules.problems import Problem
 from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, format_value
@@ -55,7 +55,7 @@ def _assignment(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | No
     candidates = table.find(("worker_id", "project_id"), (scope["worker_id"], scope["project_id"]))
     # Deterministic when several cover the date: the earliest-starting, then the lowest id.
     covering = sorted(
-        (row for row in candidates if _covers(row, day) and version_as_of([row], day)),
+        (row for row in candidates if _covers(row, day) and in_force(row, day)),
         key=lambda row: (row["start_date"], row["assignment_id"]),
     )
     return covering[0] if covering else None
@@ -82,7 +82,7 @@ def _first_hold(snapshot: ReferenceSnapshot, day: Any, scopes: Iterable[tuple[Ho
         if scope_id is None:
             continue
         holds = [row for row in table.find(("scope", "scope_id"), (hold_scope, scope_id))
-                 if version_as_of([row], day) is not None]
+                 if in_force(row, day)]
         if holds:
             return min(holds, key=lambda row: row["hold_id"])
     return None
@@ -110,7 +110,7 @@ def _control(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     for row in snapshot.table("transaction_control").find(("project_id",), (scope["project_id"],)):
         if any(row[f] is not None and row[f] != scope[f] for f in _CONTROL_FIELDS):
             continue
-        if version_as_of([row], day) is None:
+        if not in_force(row, day):
             continue
         rank = (-sum(row[f] is not None for f in _CONTROL_FIELDS), row["control_id"])
         if best is None or rank < best:
@@ -131,7 +131,7 @@ def _contract_line_of(item_class: str) -> Resolver:
             return None
         lines = [row for row in snapshot.table("contract_line").find(("contract_id", "item_class"),
                                                                      (contract["contract_id"], item_class))
-                 if version_as_of([row], day) is not None]
+                 if in_force(row, day)]
         lines.sort(key=lambda row: row["line_id"])
         covering = [row for row in lines
                     if row["start_date"] <= day and (row["end_date"] is None or day <= row["end_date"])]
@@ -172,7 +172,7 @@ def _invoice_hold(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | 
 
 def _receivables_period(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     periods = [row for row in snapshot.table("accounting_period").find(("module",), ("AR",))
-               if row["start_date"] <= day <= row["end_date"] and version_as_of([row], day) is not None]
+               if row["start_date"] <= day <= row["end_date"] and in_force(row, day)]
     return min(periods, key=lambda row: row["period_id"]) if periods else None
 
 
@@ -191,7 +191,7 @@ def _exemption(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | Non
     certificates = [row for row in snapshot.table("exemption_certificate").find(
         ("customer_id", "jurisdiction"), (customer["customer_id"], jurisdiction(customer)))
         if row["effective_from"] is None or row["effective_from"] <= day]
-    valid = [row for row in certificates if version_as_of([row], day) is not None]
+    valid = [row for row in certificates if in_force(row, day)]
     if valid:
         return min(valid, key=lambda row: row["certificate_id"])
     expired = sorted(certificates, key=lambda row: (row["effective_to"], row["certificate_id"]))
@@ -320,8 +320,11 @@ class SnapshotBinder:
             if latest is None:
                 row = version_as_of(rows, day)
             else:
-                on_or_before = [r for r in rows if r[latest] <= day and version_as_of([r], day) is not None]
-                row = max(on_or_before, key=lambda r: r[latest]) if on_or_before else None
+                row = None  # the latest on or before the day, in force on it (the first such, on a tie)
+                for candidate in rows:
+                    when = candidate[latest]
+                    if when <= day and (row is None or when > row[latest]) and in_force(candidate, day):
+                        row = candidate
             if row is not None:
                 return self._found(row, precedence)
         return None

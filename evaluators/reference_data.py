@@ -43,14 +43,16 @@ Versions = tuple[Row, ...]
 _DAWN = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def _in_force(row: Row, day: dt.datetime) -> bool:
+def in_force(row: Row, day: dt.datetime) -> bool:
+    """Whether a row's effective range (inclusive; open where empty) holds ``day``."""
     start, end = row["effective_from"], row["effective_to"]
     return (start is None or start <= day) and (end is None or day <= end)
 
 
 def version_as_of(versions: Sequence[Row], day: dt.datetime) -> Row | None:
     for row in versions:
-        if _in_force(row, day):
+        start, end = row["effective_from"], row["effective_to"]  # in_force, inlined: this runs per lookup
+        if (start is None or start <= day) and (end is None or day <= end):
             return row
     return None
 
