@@ -247,11 +247,13 @@ def _add(left: Any, right: Any) -> Any:
     elif isinstance(left, datetime.timedelta):
         if not isinstance(right, (datetime.timedelta, datetime.datetime)):
             raise errors.EvaluationError("data type mismatch (not a datetime or timedelta value)")
+    # rule-engine's _assert_is_bytes and _assert_is_string check only their first value (``map(isinstance,
+    # values, [str])`` stops with the shorter list): ``'x' + null`` goes on to Python's ``+``, a TypeError
     elif isinstance(left, bytes) or isinstance(right, bytes):
-        if not (isinstance(left, bytes) and isinstance(right, bytes)):
+        if not isinstance(left, bytes):
             raise errors.EvaluationError("data type mismatch (not a bytes value)")
     elif isinstance(left, str) or isinstance(right, str):
-        if not (isinstance(left, str) and isinstance(right, str)):
+        if not isinstance(left, str):
             raise errors.EvaluationError("data type mismatch (not a string value)")
     elif not (is_numeric(left) and is_numeric(right)):
         raise errors.EvaluationError("data type mismatch (not a numeric value)")
