@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -154,33 +155,33 @@ def agreed(  # noqa: PLR0917 - pytest passes fixtures positionally
 # The rows
 
 
+def _time_batches(benchmark: Any, sizes: Sizes, decide: Callable[[list[Any]], Any], items: list[Any], *, row: str,
+                  what: str) -> None:
+    """Time ``decide`` on the items in batches of one round each, as the service decides a request."""
+    benchmark.group = _group(sizes)
+    setup, rounds = chunked_rounds(items, sizes.chunk)
+    benchmark.pedantic(decide, setup=setup, rounds=rounds, warmup_rounds=1)
+    per_entry(benchmark, _group(sizes), row, min(sizes.chunk, len(items)), what=what)
+
+
 def test_tollgate(benchmark: Any, agreed: None, sizes: Sizes, evaluator: Evaluator,
                   entries: list[dict[str, str]]) -> None:
-    benchmark.group = _group(sizes)
-    setup, rounds = chunked_rounds(entries, sizes.chunk)
-    benchmark.pedantic(evaluator.evaluate, setup=setup, rounds=rounds, warmup_rounds=1)
-    per_entry(benchmark, _group(sizes), "tollgate", min(sizes.chunk, len(entries)),
-              what="Evaluator.evaluate(wire dicts): decode + bind + decide")
+    _time_batches(benchmark, sizes, evaluator.evaluate, entries, row="tollgate",
+                  what="Evaluator.evaluate(wire dicts): decode + bind + decide")
 
 
 def test_tollgate_rules_only(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
                              prebound: Prebound) -> None:
-    benchmark.group = _group(sizes)
-    setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
-    benchmark.pedantic(rules_only.decide_batch, setup=setup, rounds=rounds, warmup_rounds=1)
-    per_entry(benchmark, _group(sizes), "tollgate-rules-only", min(sizes.chunk, len(prebound.items)),
-              what="Evaluator.decide_batch(decoded items), records pre-bound")
+    _time_batches(benchmark, sizes, rules_only.decide_batch, prebound.items, row="tollgate-rules-only",
+                  what="Evaluator.decide_batch(decoded items), records pre-bound")
 
 
 def test_tollgate_checks(benchmark: Any, agreed: None, sizes: Sizes, rules_only: Evaluator,
                          prebound: Prebound) -> None:
     """The same work as the Rule.matches, zen-engine and hand-written checks rows: which rules fire and
     the enriched values (Evaluator.rules_fired: the fused rulesets without messages or decisions)."""
-    benchmark.group = _group(sizes)
-    setup, rounds = chunked_rounds(prebound.items, sizes.chunk)
-    benchmark.pedantic(rules_only.rules_fired, setup=setup, rounds=rounds, warmup_rounds=1)
-    per_entry(benchmark, _group(sizes), "tollgate-checks", min(sizes.chunk, len(prebound.items)),
-              what="Evaluator.rules_fired(decoded items), records pre-bound: rules fired + enriched values")
+    _time_batches(benchmark, sizes, rules_only.rules_fired, prebound.items, row="tollgate-checks",
+                  what="Evaluator.rules_fired(decoded items), records pre-bound: rules fired + enriched values")
 
 
 def test_tollgate_compiled(benchmark: Any, agreed: None, sizes: Sizes, compiled: CompiledChecks,
