@@ -328,7 +328,9 @@ def comparisons(sub: Callable[[str], st.SearchStrategy[str]]) -> st.SearchStrate
                 for base in [*SCALARS, "arr"]
             )
         ),
+        # ordering against a literal
         st.one_of(*(join("({} {} {})", operand(base), ordering, st.sampled_from(LITERALS[base])) for base in SCALARS)),
+        # null tests
         st.one_of(join("({} {} null)", any_kind, equality), join("(null {} {})", equality, any_kind)),
         st.one_of(
             join("({} in {})", either("str"), sub("arr")),
@@ -358,6 +360,31 @@ conditions = evenly(
 )
 values = st.one_of(*(expression(kind, depth) for kind in VALUE_KINDS for depth in range(1, MAX_DEPTH + 1)))
 expressions = evenly(conditions, conditions, values)
+
+# A narrower grammar for what the one above meets too seldom to check well: FLOAT arithmetic (whose results show
+# the decimal context), and membership of strings in arrays.
+arithmetic = st.recursive(
+    st.sampled_from(
+        [
+            *ATOMS["num"],
+            *("(rate ?? 0)", "(project.rate ?? project.budget)", "(parent&.budget ?? hours)"),
+            *("(flag ? null : hours)", "$abs(hours)"),
+        ]
+    ),
+    lambda inner: st.one_of(
+        join("({} {} {})", inner, st.sampled_from(["+", "-", "*", "/"]), inner), join("(-{})", inner)
+    ),
+    max_leaves=4,
+)
+arithmetic_and_membership = evenly(
+    arithmetic,
+    join("({} {} {})", arithmetic, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), arithmetic),
+    join(
+        "({} in {})",
+        st.one_of(expression("str", 1), expression("str?", 1)),
+        st.one_of(expression("arr", 1), st.sampled_from(ARRAY_LITERALS)),
+    ),
+)
 
 # -- the check ------------------------------------------------------------------------------------------
 
@@ -452,6 +479,19 @@ def test_trusted_code_matches_interpreter(text: str, thing: dict[str, Any], call
     assert_trusted_matches_interpreter(text, thing, caller, known_params)
 
 
+@settings(SETTINGS, max_examples=300)
+@given(
+    text=arithmetic_and_membership,
+    thing=things,
+    caller=st.sampled_from(CALLER_DECIMAL_CONTEXTS),
+    known_params=st.booleans(),
+)
+def test_arithmetic_and_membership_match_interpreter(
+    text: str, thing: dict[str, Any], caller: str, known_params: bool
+) -> None:
+    assert_trusted_matches_interpreter(text, thing, caller, known_params)
+
+
 @settings(SETTINGS, max_examples=250)
 @given(
     texts=st.lists(expressions, min_size=2, max_size=4),
@@ -480,14 +520,14 @@ def test_expressions_mostly_type_check() -> None:
     """The expression strategy is typed: few of its expressions are refused, so the tests above mostly run."""
     refused: list[str] = []
 
-    @settings(max_examples=300, derandomize=True, deadline=None, database=None)
+    @settings(max_examples=200, derandomize=True, deadline=None, database=None)
     @given(text=expressions)
     def count(text: str) -> None:
         if not parses(text):
             refused.append(text)
 
     count()
-    assert len(refused) < 15, refused[:10]
+    assert len(refused) < 10, refused[:10]
 
 
 # -- examples -------------------------------------------------------------------------------------------
