@@ -38,6 +38,7 @@ from evaluators.redis_store import RedisSnapshotStore
 from evaluators.reference_data import ReferenceSnapshot, apply_changes, load_snapshot
 from rules.schema import date_value
 from server.runtime import Runtime
+from tests.refdata_support import delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = int(os.environ.get("TOLLGATE_BENCH_REFDATA_ROWS", "1000000").replace("_", ""))
@@ -139,10 +140,7 @@ def test_loading_a_million_rows(big_exports: Path) -> None:
         else:
             replica.close()
         publisher.close()
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
+        delete_prefix(url, prefix)
 
 
 def _entries(count: int) -> list[dict[str, str]]:
@@ -259,10 +257,7 @@ def test_a_replica_switching_to_a_whole_new_snapshot_under_load(tmp_path: Path) 
         gc.callbacks.remove(on_gc)
         runtime.close()
         publisher.close()
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
+        delete_prefix(url, prefix)
     assert runtime.generation.snapshot.snapshot_id == second.snapshot_id
     print(f"\nanswering a 20-entry batch, 100k-row snapshot held: {_describe(quiet)}")
     print(f"while a replica adopts a whole new 120k-row snapshot from Redis ({adopted_in:.2f} s): {_describe(busy)}; "

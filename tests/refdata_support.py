@@ -55,13 +55,18 @@ def redis_prefix(url: str) -> Iterator[str]:
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_prefix(url, prefix)
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix``: what a test or benchmark stored in the shared Redis."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 class OwnRedis:
