@@ -146,6 +146,7 @@ class CompiledRuleset:
     aggregates: tuple[CompiledAggregate, ...]  # figures over the batch, worked out before the rules run
     run: RulesetFunction | None  # the rules' requires and conditions fused into one function (rules/fusion.py)
     source: str  # the generated source of ``run``, or why there is none
+    money_rounder: Callable[[Decimal], Decimal] | None  # the ruleset's Rounding.rounder(), made once
 
     @property
     def id(self) -> str:
@@ -160,9 +161,8 @@ class CompiledRuleset:
         return self.spec.rounding
 
     def round_money(self, value: Decimal) -> Decimal:
-        rounding = self.spec.rounding
-        assert rounding is not None, "checked at load: money enrichments need a rounding rule"
-        return rounding.apply(value)
+        assert self.money_rounder is not None, "checked at load: money enrichments need a rounding rule"
+        return self.money_rounder(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -493,6 +493,7 @@ class _RuleCompiler:
             aggregates=self.aggregates,
             run=run,
             source=source,
+            money_rounder=rounding,
         )
 
     def _bindings_with_dependencies(self, used: frozenset[str]) -> tuple[str, ...]:

@@ -26,7 +26,6 @@ rule-engine's semantics; one it cannot compile is called through rule-engine's i
 
 from __future__ import annotations
 
-import datetime
 import decimal
 import itertools
 import re
@@ -35,7 +34,7 @@ from typing import Any, Protocol
 
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
 from rules.decisions import Enrichment, Reason
-from rules.schema import FieldKind, FieldSpec, format_datetime, format_decimal, format_value
+from rules.schema import FieldKind, FieldSpec, format_value, formatter_for
 
 # A statement line standing for "read every symbol again", filled in once every rule is generated. Matched
 # as a whole line: text from a ruleset only ever appears inside string literals, which never span lines.
@@ -122,10 +121,10 @@ class _Fuser:
         self.constants = constants
         self.namespace: dict[str, Any] = {
             "Reason": Reason, "Enrichment": Enrichment, "wire": wire, "fmt": format_value,
-            "fmt_decimal": format_decimal, "fmt_datetime": format_datetime,
             "round_money": round_money, "RULESET": ruleset_id,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
+        self.formatters: dict[type, str] = {}  # python type -> the namespace name of its formatter
         self.decimal_contexts: list[Any] = []
         self._names = itertools.count()
 
@@ -170,15 +169,15 @@ class _Fuser:
         return " + ".join(pieces) if pieces else "''"
 
     def formatted(self, source: str, static_type: tuple[type, bool] | None) -> str:
-        """``fmt(source)``, without the call where the value's type is known and cannot be None."""
-        if static_type is not None and not static_type[1]:
-            if static_type[0] is str:
-                return source
-            if static_type[0] is decimal.Decimal:
-                return f"fmt_decimal({source})"
-            if static_type[0] is datetime.datetime:
-                return f"fmt_datetime({source})"
-        return f"fmt({source})"
+        """``fmt(source)``, calling the formatter of the value's type directly where the type is known and the
+        value cannot be None (a string: as it is)."""
+        if static_type is None or static_type[1] or (formatter := formatter_for(static_type[0])) is None:
+            return f"fmt({source})"
+        if formatter is str:
+            return source
+        if static_type[0] not in self.formatters:
+            self.formatters[static_type[0]] = self.constant(formatter, "format")
+        return f"{self.formatters[static_type[0]]}({source})"
 
     def check(self, index: int, spec: FieldSpec, static_type: tuple[type, bool] | None) -> str:
         """Statements checking (and rounding) new value ``n{index}`` for its field; ``static_type``: what the

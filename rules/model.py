@@ -120,11 +120,9 @@ class Rounding(_Strict):
     def quantum(self) -> Decimal:
         return Decimal(1).scaleb(-self.places)
 
-    def apply(self, value: Decimal) -> Decimal:
-        return value.quantize(self.quantum, rounding=ROUNDING_MODES[self.mode])
-
     def rounder(self) -> Callable[[Decimal], Decimal]:
-        """``apply`` with the quantum worked out once: for generated code, which rounds every enriched amount."""
+        """A function rounding an amount by this rule, the quantum worked out once (made at load: every
+        enriched amount is rounded with it)."""
         return operator.methodcaller("quantize", self.quantum, rounding=ROUNDING_MODES[self.mode])
 
 

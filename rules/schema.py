@@ -124,7 +124,7 @@ _DATETIME_TEXT: dict[tuple[dt.datetime, dt.timedelta | None], str] = {}
 _DATETIME_TEXT_SIZE = 4096
 
 
-def format_datetime(value: dt.datetime) -> str:
+def _format_datetime(value: dt.datetime) -> str:
     key = (value, value.utcoffset())
     text = _DATETIME_TEXT.get(key)
     if text is None:
@@ -142,18 +142,23 @@ def _format_sequence(value: list[Any] | tuple[Any, ...]) -> str:
     return ", ".join(map(format_value, value)) if value else "(none)"  # as a missing value reads
 
 
-format_decimal: Callable[[Decimal], str] = operator.methodcaller("__format__", "f")  # as written, never 1E+3
+_format_decimal: Callable[[Decimal], str] = operator.methodcaller("__format__", "f")  # as written, never 1E+3
 
 
 _FORMATTERS: dict[type, Callable[[Any], str]] = {
     str: str,
     type(None): lambda _value: "(none)",
     bool: lambda value: "true" if value else "false",
-    Decimal: format_decimal,
-    dt.datetime: format_datetime,
+    Decimal: _format_decimal,
+    dt.datetime: _format_datetime,
     tuple: _format_sequence,
     list: _format_sequence,
 }
+
+
+def formatter_for(python_type: type) -> Callable[[Any], str] | None:
+    """How ``format_value`` formats a value of exactly this type (None: ``str``, as for any other type)."""
+    return _FORMATTERS.get(python_type)
 
 
 def format_value(value: Any) -> str:
