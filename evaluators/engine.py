@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import decimal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -18,7 +19,7 @@ from typing import Any, cast
 from evaluators.batch import batch_figures
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRule, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, DECIMAL_CONTEXT, PARAMS_SYMBOL, CompiledLookup, CompiledRule, CompiledRuleset
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
@@ -215,17 +216,24 @@ class Evaluator:
         live = [state for state in states if state is not None]
         date_field = self.kind.date_field
         earliest = min((state.scope[date_field] for state in live), default=None)
-        for versions in self.stages:
-            if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
-                self._run_version(versions[0], live)
-                continue
-            judged: dict[int, list[_ItemState]] = {}
-            for state in live:
-                index = self._version_in_force(versions, state)
-                if index is not None:
-                    judged.setdefault(index, []).append(state)
-            for index, group in judged.items():
-                self._run_version(versions[index], group)
+        # The rules' decimal context, current for the whole batch: the generated functions switch to it only
+        # when it is not (twice per ruleset and item otherwise, in any thread but the one that loaded them).
+        saved = decimal.getcontext()
+        decimal.setcontext(DECIMAL_CONTEXT)
+        try:
+            for versions in self.stages:
+                if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
+                    self._run_version(versions[0], live)
+                    continue
+                judged: dict[int, list[_ItemState]] = {}
+                for state in live:
+                    index = self._version_in_force(versions, state)
+                    if index is not None:
+                        judged.setdefault(index, []).append(state)
+                for index, group in judged.items():
+                    self._run_version(versions[index], group)
+        finally:
+            decimal.setcontext(saved)
         return states
 
     def _version_in_force(self, versions: Sequence[_Version], state: _ItemState) -> int | None:

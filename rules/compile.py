@@ -8,6 +8,7 @@ line and rule id; nothing of a refused ruleset is used.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ T = rule_engine.DataType
 
 PARAMS_SYMBOL = "params"
 BATCH_SYMBOL = "batch"
+# The decimal context every ruleset's FLOAT (Decimal) arithmetic runs under: Python's defaults (28 digits,
+# ROUND_HALF_EVEN, trapping InvalidOperation, DivisionByZero and Overflow). Fixed here rather than taken from
+# whichever thread loads the rulesets (rule-engine's default); one object for every ruleset, so the engine
+# makes it current once per batch and the generated code never has to switch contexts per item.
+DECIMAL_CONTEXT = decimal.Context()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +272,8 @@ def _narrow(symbol_types: dict[str, Any], path: tuple[str, ...]) -> str | None:
 
 def _context(symbol_types: Mapping[str, Any]) -> rule_engine.Context:
     return rule_engine.Context(
-        type_resolver=dict(symbol_types), default_timezone="utc", mapping_attribute_lookup=False
+        type_resolver=dict(symbol_types), default_timezone="utc", mapping_attribute_lookup=False,
+        decimal_context=DECIMAL_CONTEXT,
     )
 
 

@@ -8,6 +8,8 @@ expressions, generated messages) and by the same evaluator with every expression
 
 from __future__ import annotations
 
+import decimal
+import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -85,6 +87,37 @@ def test_compiled_decisions_equal_the_interpreters(snapshot: tuple[Any, Referenc
     assert set(outcomes) == {"accept", "enrich", "reject"}
     codes = {r.code for d in compiled for r in d.reasons}
     assert len(codes) >= 15, codes
+
+
+
+def test_decimal_arithmetic_is_the_same_whatever_the_threads_decimal_context(
+    snapshot: tuple[Any, ReferenceSnapshot],
+) -> None:
+    """Rulesets compute under one fixed decimal context (Python's defaults), not the one current in the thread that
+    loaded them or the one that decides; the caller's context is left as it was."""
+    firm, reference_data = snapshot
+    entries = firm.entries(1_500, seed=13)
+    expected = _evaluator(load_rulesets(ROOT / "rulesets").for_kind(TIME_ENTRY.name), reference_data).evaluate(entries)
+    coarse = decimal.Context(prec=4, rounding=decimal.ROUND_DOWN)
+    with decimal.localcontext(coarse):
+        loaded_coarse = load_rulesets(ROOT / "rulesets").for_kind(TIME_ENTRY.name)
+    results: list[Any] = []
+
+    def decide_in_a_coarse_thread() -> None:
+        decimal.setcontext(decimal.Context(prec=3, rounding=decimal.ROUND_UP))
+        caller_context = decimal.getcontext()
+        results.append(_evaluator(loaded_coarse, reference_data).evaluate(entries))
+        results.append(decimal.getcontext() is caller_context)
+
+    thread = threading.Thread(target=decide_in_a_coarse_thread)
+    thread.start()
+    thread.join()
+    decided, context_restored = results
+    assert decided == expected
+    assert context_restored
+    # the batch has amounts a 3- or 4-digit context would round differently
+    assert any(len(e.new_value.replace(".", "").lstrip("0")) > 4 for d in expected for e in d.enrichments
+               if e.field == "bill_amount" and e.new_value)
 
 
 REFRESHING_RULESET = """\
