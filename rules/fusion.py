@@ -5,8 +5,10 @@ bound reference records, params) and records what the rules do into the item's d
 
     def run(thing, state, engine) -> int | None
 
-- Each symbol is read from the item at most once, shared by every rule, and read afresh after an
-  enrichment changed the item. The decimal context is switched once for the whole ruleset.
+- Each symbol a condition reads is read from the item once, when the function starts, shared by every
+  rule, and read afresh after an enrichment changed the item; a symbol only messages read is read where
+  the message is rendered. The decimal context is switched once for the whole ruleset, if it is not
+  current already (the engine makes it current for the whole batch).
 - For each rule: ``requires``, then ``when``; when it matches, its ``set`` values are computed and
   checked (type, nullability, money rounding), its message rendered from the item as the rule found
   it, then the changes written: ``state.fired``, ``state.reasons``, ``state.enrichments``,
@@ -36,10 +38,12 @@ from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableE
 from rules.decisions import Enrichment, Reason
 from rules.schema import FieldKind, FieldSpec, format_value, formatter_for
 
-# A statement line standing for "read every symbol again", filled in once every rule is generated. Matched
-# as a whole line: text from a ruleset only ever appears inside string literals, which never span lines.
+# Statement lines filled in once every rule is generated, when the symbols the rules' conditions read are known:
+# "read every symbol again", and "read this field again" after an enrichment wrote it. Matched as whole lines:
+# text from a ruleset only ever appears inside string literals, which never span lines.
 _RESET = "__RESET_SYMBOLS__"
-_RESET_LINE = re.compile(rf"^(?P<indent> *){_RESET}$", re.MULTILINE)
+_REREAD = "__REREAD_SYMBOL__"
+_MARKER_LINE = re.compile(rf"^(?P<indent> *)(?:(?P<reset>{_RESET})|{_REREAD} (?P<name>\w+))$", re.MULTILINE)
 
 # The python type a value must have to be written into a field of this kind (an expression typed
 # UNDEFINED at load is only checked here, at run time).
@@ -138,11 +142,19 @@ class _Fuser:
         every symbol a rule reads is in the scope, the engine binds them all before calling ``run``."""
         return self.symbols.setdefault(name, f"_sym{next(self._names)}_{name}")
 
-    def expression(self, codegen: ExpressionCodegen, expression: CompiledExpression) -> str:
+    def message_symbol(self, name: str) -> str:
+        """A symbol as a message reads it: its local where the conditions read it already, else straight from the
+        scope (the local would hold the same value), so that what only messages read costs nothing unless a
+        rule fires with explanations on."""
+        return self.symbols.get(name) or f"thing[{name!r}]"
+
+    def expression(self, codegen: ExpressionCodegen, expression: CompiledExpression, *,
+                   in_message: bool = False) -> str:
         try:
             if not expression.is_compiled or expression.context is not codegen.context:
                 raise NotCompilableError(expression.fallback_reason or "compiled in another context")
-            source = codegen.fragment(expression.rule.statement.expression, symbol=self.symbol)
+            source = codegen.fragment(expression.rule.statement.expression,
+                                      symbol=self.message_symbol if in_message else self.symbol)
         except NotCompilableError:
             return f"{self.constant(expression.evaluate, 'interpreted')}(thing)"
         return source
@@ -165,7 +177,8 @@ class _Fuser:
 
     def message(self, codegen: ExpressionCodegen, parts: Sequence[str | CompiledExpression]) -> str:
         pieces = [repr(part) if isinstance(part, str) else
-                  self.formatted(self.expression(codegen, part), self.static_type(codegen, part)) for part in parts]
+                  self.formatted(self.expression(codegen, part, in_message=True), self.static_type(codegen, part))
+                  for part in parts]
         return " + ".join(pieces) if pieces else "''"
 
     def formatted(self, source: str, static_type: tuple[type, bool] | None) -> str:
@@ -265,7 +278,7 @@ class _Fuser:
             body.append(f"if engine.refresh(state, {refreshed!r}):\n    return {index + 1}\n")
             body.append(f"{_RESET}\n")
         else:
-            body.extend(f"{self.symbol(spec.name)} = thing[{spec.name!r}]\n" for spec, _e in rule.assignments)
+            body.extend(f"{_REREAD} {spec.name}\n" for spec, _e in rule.assignments)
         lines.append(_indent("".join(body), 4))
         return "".join(lines)
 
@@ -276,10 +289,17 @@ class _Fuser:
         # testing a cache of it would.)
         reads = [f"{local} = thing[{name!r}]" for name, local in self.symbols.items()]
         reset = "; ".join(reads) if reads else "pass"
+
+        def fill(line: re.Match[str]) -> str:
+            if line["reset"]:
+                return line["indent"] + reset
+            local = self.symbols.get(line["name"])  # a field only messages read has no local to refresh
+            return line["indent"] + (f"{local} = thing[{line['name']!r}]" if local else "pass")
+
         body = (
             "explain = state.explain\n"
             "fired, reasons, enrichments = state.fired, state.reasons, state.enrichments\n"
-            f"{reset}\n" + _RESET_LINE.sub(lambda line: line["indent"] + reset, body) + "return None\n"
+            f"{reset}\n" + _MARKER_LINE.sub(fill, body) + "return None\n"
         )
         distinct = {id(c): c for c in self.decimal_contexts}
         if not distinct:

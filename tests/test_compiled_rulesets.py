@@ -157,10 +157,10 @@ def test_a_record_found_by_an_enriched_field_is_looked_up_again_before_the_next_
     assert compiled.codes == ["ACTIVITY_SET"]  # P-100's control for TRAVEL (TC-1) was found
 
 
-def test_message_text_that_reads_like_generated_code_stays_text(tmp_path: Path) -> None:
-    """The fused function re-reads its symbols after an enrichment at a marker line of the generated source; a
-    message (rule text lives only inside string literals there) that happens to contain the marker is untouched."""
-    marker = "__RESET_SYMBOLS__"
+@pytest.mark.parametrize("marker", ["__RESET_SYMBOLS__", "__REREAD_SYMBOL__ activity_code"])
+def test_message_text_that_reads_like_generated_code_stays_text(tmp_path: Path, marker: str) -> None:
+    """The fused function re-reads its symbols after an enrichment at marker lines of the generated source; a
+    message (rule text lives only inside string literals there) that happens to contain a marker is untouched."""
     (tmp_path / "refresh.yaml").write_text(REFRESHING_RULESET.replace("message: set", f"message: set {marker}"),
                                            encoding="utf-8")
     [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
@@ -169,3 +169,56 @@ def test_message_text_that_reads_like_generated_code_stays_text(tmp_path: Path) 
              "work_date": "2026-11-03", "hours": "8"}
     [decision] = _evaluator((fused,), load_snapshot(ROOT / "examples" / "refdata")).evaluate([entry])
     assert [r.message for r in decision.reasons] == [f"set {marker}"]
+
+
+MESSAGE_READS_RULESET = """\
+ruleset: message-reads
+version: 1.0.0
+effective_from: 2026-01-01
+applies_to: time_entry
+order: 10
+owner: revenue-controls@example.com
+rules:
+  - id: MR-1
+    title: Only the message reads the role; the condition reads the source ref
+    when: source_ref == null
+    action: warn
+    code: ROLE_NOTED
+    message: role {role_code}, category {labor_category}
+  - id: MR-2
+    title: Set the category
+    when: hours > 0
+    action: enrich
+    set: {labor_category: "'CONSULTANT'", role_code: "'R-' + entry_id"}
+    code: CATEGORY_SET
+    message: set
+  - id: MR-3
+    title: A message reads both fields written above, which no condition read so far
+    when: hours > 0
+    action: warn
+    code: AFTER_SET
+    message: role {role_code}, category {labor_category}
+  - id: MR-4
+    title: A condition reads a field written above, after messages read it
+    when: labor_category == 'CONSULTANT'
+    action: warn
+    code: CATEGORY_SEEN
+    message: seen {labor_category}
+"""
+
+
+def test_messages_read_fields_as_they_stand_when_the_rule_fires(tmp_path: Path) -> None:
+    """A symbol only messages read is read where the message is rendered (not when the function starts); a field an
+    enrichment wrote reads its new value there, and in the conditions of the rules after it."""
+    (tmp_path / "reads.yaml").write_text(MESSAGE_READS_RULESET, encoding="utf-8")
+    [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
+    assert fused.run is not None, fused.source
+    assert "_role_code = thing['role_code']" not in fused.source.split("# MR-1")[0], fused.source
+    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
+             "work_date": "2026-11-03", "hours": "8", "role_code": "OLD", "labor_category": "ANALYST"}
+    reference_data = load_snapshot(ROOT / "examples" / "refdata")
+    [compiled] = _evaluator((fused,), reference_data).evaluate([entry])
+    [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
+    assert compiled == interpreted
+    assert [r.message for r in compiled.reasons] == [
+        "role OLD, category ANALYST", "set", "role R-E-1, category CONSULTANT", "seen CONSULTANT"]
