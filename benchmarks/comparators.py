@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.items import DecodedItem, ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, DECIMAL_CONTEXT, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
 from rules.compiler import CompiledExpression
 from rules.decisions import Decision, Outcome
 from rules.problems import Problem
@@ -297,14 +298,28 @@ class CompiledChecks:
         self.rule_by_rule = NaiveRuleEngine(kind, rulesets, compiled=True)
         self.errors: list[tuple[str, str, Exception]] = []
 
-    def run(self, prebound_scope: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
-        """(ids of the rules that fired, the item's scope as they leave it) for one item."""
-        # the records are dicts, so ``None in`` them is an identity test
-        if None in map(prebound_scope.__getitem__, self.required):
-            fired, changes = self.rule_by_rule.run(prebound_scope)
-            return fired, {**prebound_scope, **changes}
-        scope = dict(prebound_scope)
-        scope[BATCH_SYMBOL] = _NO_FIGURES
+    def prepare(self, prebound_scopes: Sequence[Mapping[str, Any]]) -> list[tuple[Scope, bool]]:
+        """What the engine's binding hands the rules of each item: a scope of the item's own, which they write
+        their enrichments into, and whether a required record is missing (the engine's ``state.unbound``).
+        Not timed: the rows this one is compared with get their scopes ready-made too."""
+        return [({**scope, BATCH_SYMBOL: _NO_FIGURES}, None in map(scope.__getitem__, self.required))
+                for scope in prebound_scopes]
+
+    def run_batch(self, prepared: Sequence[tuple[Scope, bool]]) -> list[tuple[list[str], Scope]]:
+        """(ids of the rules that fired, the item's scope as they leave it) per item, with the rules' decimal
+        context made current once for the batch, as the engine makes it."""
+        saved = decimal.getcontext()
+        decimal.setcontext(DECIMAL_CONTEXT)
+        try:
+            return [self._run(scope, missing) for scope, missing in prepared]
+        finally:
+            decimal.setcontext(saved)
+
+    def _run(self, scope: Scope, missing_record: bool) -> tuple[list[str], Scope]:
+        if missing_record:
+            fired, changes = self.rule_by_rule.run(scope)
+            scope.update(changes)
+            return fired, scope
         state = _ChecksState()
         for params, function in self.functions:
             scope[PARAMS_SYMBOL] = params
