@@ -292,6 +292,11 @@ def _describe(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
     return ", ".join(f"{c} {format_value(v)}" for c, v in zip(columns, values, strict=True))
 
 
+# Per way of a lookup: its precedence, the function giving the values it matches, and the index of the table
+# by its columns (rows found in a single row, rows of values found in several).
+_IndexedWays = tuple[tuple[int, Callable[[Any], tuple[Any, ...]], Mapping[Any, Row], Mapping[Any, Sequence[Row]]], ...]
+
+
 class SnapshotBinder:
     """Finds bindings in one reference snapshot."""
 
@@ -301,6 +306,8 @@ class SnapshotBinder:
         self.resolvers = RESOLVERS[kind.name]
         self.date_field = kind.date_field
         self._found_rows: dict[tuple[int, int], Row] = {}
+        self._ways: dict[int, _IndexedWays] = {}
+        self._ways_of: list[CompiledLookup] = []
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
@@ -310,13 +317,21 @@ class SnapshotBinder:
         day = lookup.as_of.evaluate(scope) if lookup.as_of is not None else scope[self.date_field]
         if day is None:
             return None
-        find = self.snapshot.table(lookup.entity.name).find
+        ways = self._ways.get(id(lookup))
+        if ways is None:
+            ways = self._index_ways(lookup)
         latest = lookup.latest_on_or_before
-        for precedence, (columns, values_of) in enumerate(lookup.ways, start=1):
+        for precedence, values_of, one, many in ways:
             values = values_of(scope)
             if None in values:
                 continue  # this way does not apply to the item (e.g. no assignment)
-            rows = find(columns, values)
+            single = one.get(values)
+            if single is not None:
+                rows: Sequence[Row] = (single,)
+            else:
+                rows = many.get(values, ())
+                if not rows:
+                    continue  # most ways of a lookup find nothing: no more work for them
             if latest is None:
                 row = version_as_of(rows, day)
             else:
@@ -328,6 +343,16 @@ class SnapshotBinder:
             if row is not None:
                 return self._found(row, precedence)
         return None
+
+    def _index_ways(self, lookup: CompiledLookup) -> _IndexedWays:
+        """Each way of the lookup with the table index it probes, found once per snapshot rather than per item."""
+        table = self.snapshot.table(lookup.entity.name)
+        ways = tuple((precedence, values_of, index.one, index.many)
+                     for precedence, (columns, values_of) in enumerate(lookup.ways, start=1)
+                     for index in (table.index(columns),))
+        self._ways[id(lookup)] = ways
+        self._ways_of.append(lookup)  # keeps the lookup alive, so its id is not reused while keyed here
+        return ways
 
     def _found(self, row: Row, precedence: int) -> Row:
         """The row as a lookup gives it, with the way that found it; made once per row and way."""

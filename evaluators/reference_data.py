@@ -138,7 +138,8 @@ def _values_of(fields: tuple[str, ...], rows: Sequence[Row]) -> list[Key]:
 
 
 class _Index:
-    """Rows by the values of some fields; kept as ``Table`` keeps its rows (values found once apart)."""
+    """Rows by the values of some fields; kept as ``Table`` keeps its rows (values found once apart): ``one``
+    maps the values found in a single row to it, ``many`` the others to their rows."""
 
     __slots__ = ("many", "one")
 
@@ -238,10 +239,14 @@ class Table:
 
     def find(self, fields: tuple[str, ...], values: Key) -> Versions:
         """All rows (every version) whose ``fields`` equal ``values``."""
+        return self.index(fields).find(values)
+
+    def index(self, fields: tuple[str, ...]) -> _Index:
+        """The rows by the values of ``fields``, built on first use; for callers probing it per item."""
         index = self._indexes.get(fields)
         if index is None:
             index = self._indexes[fields] = _Index.build(fields, self._all_rows(), sliced=False)
-        return index.find(values)
+        return index
 
     def _all_rows(self) -> Iterator[Row]:
         return chain(self._timeless.values(), chain.from_iterable(self._dated.values()))
