@@ -26,15 +26,9 @@ from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import CompiledRuleset
 from rules.loader import load_rulesets
 from rules.schema import TIME_ENTRY
-from server.app import tune_garbage_collector
-from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RULESETS = ROOT / "rulesets"
-# The in-process rows run with the garbage-collector setting `tollgate serve` runs with (the servers of the
-# gRPC rows are `tollgate serve` processes).
-GC_THRESHOLD = Settings().gc_threshold
-tune_garbage_collector(GC_THRESHOLD)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -173,8 +167,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("tollgate benchmark summary")
     write(f"machine: {os.cpu_count()} cpus, {cpu_model()}, Python {platform.python_version()}; code {git_state()}")
-    write(f"evaluator: {evaluator_kind()}; garbage collector: youngest generation every {GC_THRESHOLD:,} "
-          f"allocations, as the service; load average at the end {load_average()} (other work on the machine "
+    write(f"evaluator: {evaluator_kind()}; garbage collector held off while batches are decided "
+          f"(evaluators/collector.py); load average at the end {load_average()} (other work on the machine "
           "competes for the same cores)")
     groups: dict[str, list[Result]] = {}
     for result in RESULTS:

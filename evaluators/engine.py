@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, cast
 
+from evaluators import collector
 from evaluators.batch import batch_figures
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
@@ -161,11 +162,13 @@ class Evaluator:
         rebound.provenance = replace(self.provenance, snapshot_id=snapshot_id)
         return rebound
 
+    @collector.deciding_a_batch
     def evaluate(self, items: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """One decision per item given as a mapping of wire values, in order."""
         decode = self.decoder.from_mapping
         return self.decide_batch([decode(raw, position) for position, raw in enumerate(items, start=1)])
 
+    @collector.deciding_a_batch
     def evaluate_messages(self, messages: Sequence[Any], headers: Sequence[Any] | None = None) -> list[Decision]:
         """One decision per item given as a protobuf message, in order (fields read directly).
 
@@ -178,6 +181,7 @@ class Evaluator:
         return self.decide_batch([decode(message, position, header) for position, (message, header)
                                   in enumerate(zip(messages, headers, strict=True), start=1)])
 
+    @collector.deciding_a_batch
     def decide_batch(self, items: Sequence[DecodedItem]) -> list[Decision]:
         """Decide decoded items as one batch: batch aggregates see all of them."""
         states = self.run_batch(items, explain=True)
@@ -202,6 +206,7 @@ class Evaluator:
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
         return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments), rulesets=versions)
 
+    @collector.deciding_a_batch
     def rules_fired(self, items: Sequence[DecodedItem]) -> list[tuple[list[str], Scope]]:
         """For each well-formed item of a batch, which rules act on it, in order, and the item as they leave
         it; no messages. What impact analysis needs (how many items each rule would touch), at the least cost.
@@ -210,6 +215,7 @@ class Evaluator:
         assert all(state is not None for state in states), "rules_fired takes well-formed items"
         return [(state.fired, state.scope) for state in states if state is not None]
 
+    @collector.deciding_a_batch
     def run_batch(self, items: Sequence[DecodedItem], *, explain: bool) -> list[_ItemState | None]:
         """Run every ruleset, in order, over the well-formed items of a batch; None for a malformed item."""
         states = [None if item.problems else _ItemState(scope=dict(item.values), explain=explain) for item in items]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import threading
 from concurrent import futures
@@ -84,15 +83,7 @@ def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> 
     health_servicer.set(REFDATA_SERVICE_NAME, serving if runtime.store_reachable else not_serving)
 
 
-def tune_garbage_collector(threshold: int) -> None:
-    """Collect the youngest generation every ``threshold`` allocations (0: leave Python's setting): see
-    Settings.gc_threshold. The older generations keep their thresholds."""
-    if threshold:
-        gc.set_threshold(threshold, *gc.get_threshold()[1:])
-
-
 def start(settings: Settings) -> RunningServer:
-    tune_garbage_collector(settings.gc_threshold)
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate"),

@@ -44,12 +44,6 @@ class Settings(BaseSettings):
         description="largest reference data upload (ReferenceDataService.Load, every file together) accepted",
     )
     threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads")
-    gc_threshold: int = Field(
-        10_000, ge=0,
-        description="allocations between two collections of the cyclic garbage collector's youngest generation "
-        "(Python's default: 700, which makes a large batch, whose objects all live until it is answered, be "
-        "collected over and over: 10,000 decides a 10,000-entry batch about a quarter faster); 0: Python's setting",
-    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -14,6 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from evaluators import collector
 from evaluators.rollups import roll_up
 from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
 from rules.decisions import SNAPSHOT_METADATA_KEY
@@ -84,15 +85,16 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             )
         started = time.perf_counter()
         evaluator = generation.evaluators[kind.name]
-        decided = evaluator.evaluate_messages(lines, headers)
-        group_field = kind.group_field
-        group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
-            else [getattr(line, group_field) for line in lines]
-        decisions, rollups = roll_up(decided, group_ids, codec.ACCEPTANCE[acceptance], kind.group_name)
-        metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
-        response = pb.ValidationResponse()
-        provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
-        codec.fill_response(response, decisions, provenance, rollups)
+        with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
+            decided = evaluator.evaluate_messages(lines, headers)
+            group_field = kind.group_field
+            group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
+                else [getattr(line, group_field) for line in lines]
+            decisions, rollups = roll_up(decided, group_ids, codec.ACCEPTANCE[acceptance], kind.group_name)
+            metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
+            response = pb.ValidationResponse()
+            provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
+            codec.fill_response(response, decisions, provenance, rollups)
         log.info(
             "decided",
             kind=kind.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import os
 import shutil
@@ -244,17 +243,6 @@ def test_a_bad_ruleset_is_refused_on_reload_and_the_previous_keeps_serving(tmp_p
         assert decision.codes == ["PROJECT_NOT_CHARGEABLE"]
     finally:
         running.stop()
-
-
-def test_the_server_collects_young_garbage_as_configured() -> None:
-    before = gc.get_threshold()
-    try:
-        start(Settings(port=0, threads=2, gc_threshold=12_345, refdata=None)).stop()
-        assert gc.get_threshold() == (12_345, *before[1:])
-        start(Settings(port=0, threads=2, gc_threshold=0, refdata=None)).stop()
-        assert gc.get_threshold() == (12_345, *before[1:]), "0 leaves the interpreter's setting alone"
-    finally:
-        gc.set_threshold(*before)
 
 
 def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: Path) -> None:
