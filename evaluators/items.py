@@ -32,13 +32,6 @@ def _problem(code: str, field: str, message: str) -> Reason:
 _DATE_CACHE_SIZE = 4096
 
 
-def _text(value: Any) -> str:
-    """A mapping's value as wire text: absent is empty, anything else as its string."""
-    if value is None:
-        return ""
-    return value if type(value) is str else str(value)
-
-
 def _string_list(value: Any) -> tuple[str, ...]:
     """A list field: a repeated field or list as given, or wire text ``A|B|C``; blanks dropped."""
     if isinstance(value, str):
@@ -72,7 +65,6 @@ class ItemDecoder:
             "DecodedItem": DecodedItem,
             "problem": _problem,
             "_slow": _slow,
-            "_text": _text,
             "_string_list": _string_list,
             "names": self.names,
             "kind_name": kind.name,
@@ -97,7 +89,8 @@ class ItemDecoder:
         )
         for variant, read, extra in (
             ("from_message", "m.{}", ""),
-            ("from_mapping", "_text(m.get({!r}))", unknown),
+            # a mapping's value as wire text: absent is empty, anything else as its string
+            ("from_mapping", "(t if type(t := m.get({!r})) is str else '' if t is None else str(t))", unknown),
         ):
             blocks = []
             for index, spec in enumerate(specs):
