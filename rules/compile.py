@@ -150,7 +150,9 @@ class CompiledRuleset:
     bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
     lookups: tuple[CompiledLookup, ...]  # reference tables looked up per item, after the bindings
     aggregates: tuple[CompiledAggregate, ...]  # figures over the batch, worked out before the rules run
-    run: RulesetFunction | None  # the rules' requires and conditions fused into one function (rules/fusion.py)
+    # the rules' requires and conditions fused into one function (rules/fusion.py), to be called with
+    # DECIMAL_CONTEXT current (Evaluator.run_batch makes it current for the whole batch)
+    run: RulesetFunction | None
     source: str  # the generated source of ``run``, or why there is none
     money_rounder: Callable[[Decimal], Decimal] | None  # the ruleset's Rounding.rounder(), made once
 
@@ -485,7 +487,8 @@ class _RuleCompiler:
                                               *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
         rounding = self.spec.rounding.rounder() if self.spec.rounding else None
         try:
-            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params})
+            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params},
+                               current_context=DECIMAL_CONTEXT)
         except NotCompilableError as error:
             run, source = None, f"not fused: {error}"
         return CompiledRuleset(

@@ -7,8 +7,9 @@ bound reference records, params) and records what the rules do into the item's d
 
 - Each symbol a condition reads is read from the item once, when the function starts, shared by every
   rule, and read afresh after an enrichment changed the item; a symbol only messages read is read where
-  the message is rendered. The decimal context is switched once for the whole ruleset, if it is not
-  current already (the engine makes it current for the whole batch).
+  the message is rendered. Rules computing under the decimal context the caller keeps current (``fuse``'s
+  ``current_context``: the engine makes it current for the whole batch) need no switch; under any other,
+  it is switched once per call for the whole ruleset.
 - For each rule: ``requires``, then ``when``; when it matches, its ``set`` values are computed and
   checked (type, nullability, money rounding), its message rendered from the item as the rule found
   it, then the changes written: ``state.fired``, ``state.reasons``, ``state.enrichments``,
@@ -119,8 +120,10 @@ def _indent(source: str, spaces: int) -> str:
 
 class _Fuser:
     def __init__(self, ruleset_id: str, round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-                 refreshing_fields: Collection[str], constants: Mapping[str, Any]) -> None:
+                 refreshing_fields: Collection[str], constants: Mapping[str, Any],
+                 current_context: decimal.Context | None) -> None:
         self.ruleset_id = ruleset_id
+        self.current_context = current_context
         self.refreshing_fields = refreshing_fields
         self.constants = constants
         self.namespace: dict[str, Any] = {
@@ -302,10 +305,10 @@ class _Fuser:
             f"{reset}\n" + _MARKER_LINE.sub(fill, body) + "return None\n"
         )
         distinct = {id(c): c for c in self.decimal_contexts}
-        if not distinct:
-            return f"def run(thing, state, engine):\n{_indent(body, 4)}"
         if len(distinct) > 1:
             raise NotCompilableError("rules of one ruleset use different decimal contexts")
+        if not distinct or next(iter(distinct.values())) is self.current_context:
+            return f"def run(thing, state, engine):\n{_indent(body, 4)}"
         context = self.constant(next(iter(distinct.values())), "decimal_context")
         get = self.constant(decimal.getcontext, "getcontext")
         set_ = self.constant(decimal.setcontext, "setcontext")
@@ -325,14 +328,17 @@ class _Fuser:
 
 def fuse(rules: Sequence[FusableRule], ruleset_id: str,
          round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-         refreshing_fields: Collection[str], constants: Mapping[str, Any]) -> tuple[RulesetFunction, str]:
+         refreshing_fields: Collection[str], constants: Mapping[str, Any], *,
+         current_context: decimal.Context | None = None) -> tuple[RulesetFunction, str]:
     """Generate and compile the ruleset's function; return it and its source (for lint and debugging).
 
     ``refreshing_fields`` are the item fields some reference binding is found by: an enrichment of
     one of them asks the engine to look the records up again. ``constants``: symbols with the same value
-    for every item (the ruleset's params), compiled in as constants.
+    for every item (the ruleset's params), compiled in as constants. ``current_context``: the decimal
+    context every caller makes current before calling the function (the engine makes the rules' context
+    current for the whole batch): rules computing under it need no switch per call.
     """
-    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants)
+    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants, current_context)
     source = fuser.function(rules)
     exec(compile(source, f"<ruleset {ruleset_id}>", "exec"), fuser.namespace)
     function: RulesetFunction = fuser.namespace["run"]
