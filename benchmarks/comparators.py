@@ -271,17 +271,18 @@ class NaiveRuleEngine:
 
 
 class _ChecksState:
-    """What a fused ruleset function writes into, with explanations off (see rules/fusion.py)."""
+    """What a fused ruleset function writes into, with explanations off (see rules/fusion.py): which rules fired
+    and whether one rejected. Nothing appends reasons or enrichments then, so those are shared empty tuples."""
 
-    __slots__ = ("enrichment_reasons", "enrichments", "explain", "fired", "reasons", "rejected")
+    __slots__ = ("fired", "rejected")
+    explain = False
+    reasons: tuple[Any, ...] = ()
+    enrichments: tuple[Any, ...] = ()
+    enrichment_reasons: frozenset[int] = frozenset()
 
     def __init__(self) -> None:
-        self.explain = False
         self.rejected = False
         self.fired: list[str] = []
-        self.reasons: list[Any] = []
-        self.enrichments: list[Any] = []
-        self.enrichment_reasons: set[int] = set()
 
 
 class CompiledChecks:

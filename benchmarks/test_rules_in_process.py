@@ -26,7 +26,10 @@ rules firing and the same values as Tollgate, so every row does the same work.
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -257,3 +260,40 @@ def test_hand_written_decisions(benchmark: Any, agreed: None, sizes: Sizes, preb
     benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=1)
     per_entry(benchmark, _group(sizes), "hand-written decisions", min(sizes.chunk, len(pairs)),
               what="plain Python: the same Decision objects, messages included (the work of tollgate-rules-only)")
+
+
+def _checks_by_hand(scopes: list[dict[str, Any]]) -> list[Any]:
+    return [handwritten.checks(scope) for scope in scopes]
+
+
+def test_compiler_targets_interleaved(agreed: None, sizes: Sizes, compiled: CompiledChecks, zen_checks: ZenChecks,
+                                      prebound: Prebound) -> None:
+    """The compiler's targets against the hand-written checks and zen-engine, with the three rows timed round by
+    round on the same chunk (in rotating order) rather than one row after the other: the machine's speed drifts
+    (a shared VM's has doubled within an hour here), and a drift between two rows' turns moves their ratio.
+    Ratios of the medians of the rounds."""
+    scopes = prebound.scopes
+    chunk = min(sizes.chunk, len(scopes))
+    chunks = [scopes[start : start + chunk] for start in range(0, len(scopes) - chunk + 1, chunk)]
+    rows = ("tollgate-compiled", "hand-written checks", "zen-engine")
+    times: dict[str, list[float]] = {row: [] for row in rows}
+    clock = time.perf_counter
+    for index, round_scopes in enumerate(chunks):
+        zen_requests = zen_checks.requests([zen_context(scope) for scope in round_scopes])
+        runs = {
+            "tollgate-compiled": functools.partial(compiled.run_batch, compiled.prepare(round_scopes)),
+            "hand-written checks": functools.partial(_checks_by_hand, round_scopes),
+            "zen-engine": functools.partial(zen_checks.run, zen_requests),
+        }
+        for row in rows[index % 3:] + rows[: index % 3]:
+            started = clock()
+            runs[row]()
+            times[row].append(clock() - started)
+    per_entry_us = {row: statistics.median(times[row]) / chunk * 1e6 for row in rows}
+    compiled_us = per_entry_us["tollgate-compiled"]
+    record(None, f"in-process: the compiler's targets, the rows timed in turn on each chunk of {chunk:,} entries",
+           "interleaved", rounds=len(chunks), compiled_us=round(compiled_us, 3),
+           hand_written_checks_us=round(per_entry_us["hand-written checks"], 3),
+           zen_engine_us=round(per_entry_us["zen-engine"], 3),
+           compiled_vs_hand_written=f"{compiled_us / per_entry_us['hand-written checks']:.2f}x (target at most 1.5x)",
+           zen_engine_vs_compiled=f"{per_entry_us['zen-engine'] / compiled_us:.2f}x (target at least 10x)")
