@@ -271,23 +271,31 @@ def test_compiler_targets_interleaved(agreed: None, sizes: Sizes, compiled: Comp
     """The compiler's targets against the hand-written checks and zen-engine, with the three rows timed round by
     round on the same chunk (in rotating order) rather than one row after the other: the machine's speed drifts
     (a shared VM's has doubled within an hour here), and a drift between two rows' turns moves their ratio.
-    Ratios of the medians of the rounds."""
+    Right before its timed run, each row runs once untimed on the previous chunk, so that no row is timed with
+    the caches as another row left them (zen-engine's batches sweep them) and each meets its chunk's data
+    fresh, as in the rows timed one after the other. Ratios of the medians of the rounds."""
     scopes = prebound.scopes
     chunk = min(sizes.chunk, len(scopes))
     chunks = [scopes[start : start + chunk] for start in range(0, len(scopes) - chunk + 1, chunk)]
     rows = ("tollgate-compiled", "hand-written checks", "zen-engine")
     times: dict[str, list[float]] = {row: [] for row in rows}
     clock = time.perf_counter
+    zen_requests = [zen_checks.requests([zen_context(scope) for scope in chunk_scopes]) for chunk_scopes in chunks]
     for index, round_scopes in enumerate(chunks):
-        zen_requests = zen_checks.requests([zen_context(scope) for scope in round_scopes])
+        # per row: (the untimed run on the previous chunk, the timed run on this one)
         runs = {
-            "tollgate-compiled": functools.partial(compiled.run_batch, compiled.prepare(round_scopes)),
-            "hand-written checks": functools.partial(_checks_by_hand, round_scopes),
-            "zen-engine": functools.partial(zen_checks.run, zen_requests),
+            "tollgate-compiled": tuple(functools.partial(compiled.run_batch, compiled.prepare(chunk_scopes))
+                                       for chunk_scopes in (chunks[index - 1], round_scopes)),
+            "hand-written checks": tuple(functools.partial(_checks_by_hand, chunk_scopes)
+                                         for chunk_scopes in (chunks[index - 1], round_scopes)),
+            "zen-engine": tuple(functools.partial(zen_checks.run, requests)
+                                for requests in (zen_requests[index - 1], zen_requests[index])),
         }
         for row in rows[index % 3:] + rows[: index % 3]:
+            warm, timed = runs[row]
+            warm()
             started = clock()
-            runs[row]()
+            timed()
             times[row].append(clock() - started)
     per_entry_us = {row: statistics.median(times[row]) / chunk * 1e6 for row in rows}
     compiled_us = per_entry_us["tollgate-compiled"]

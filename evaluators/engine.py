@@ -222,8 +222,8 @@ class Evaluator:
         live = [state for state in states if state is not None]
         date_field = self.kind.date_field
         earliest = min((state.scope[date_field] for state in live), default=None)
-        # The rules' decimal context, current for the whole batch: the generated functions switch to it only
-        # when it is not (twice per ruleset and item otherwise, in any thread but the one that loaded them).
+        # The rules' decimal context, current for the whole batch: the generated ruleset functions compute
+        # under it without switching (rules/fusion.py, current_context), in whatever thread decides.
         saved = decimal.getcontext()
         decimal.setcontext(DECIMAL_CONTEXT)
         try:
