@@ -48,7 +48,7 @@ class Sizes:
     latency_calls: int = _env_int("TOLLGATE_BENCH_LATENCY_CALLS", 2000)  # calls per latency row
     server_threads: int = _env_int("TOLLGATE_BENCH_SERVER_THREADS", 4)
     tp_batch: int = _env_int("TOLLGATE_BENCH_TP_BATCH", 1000)  # entries per call, throughput
-    tp_calls: int = _env_int("TOLLGATE_BENCH_TP_CALLS", 20)  # calls per client process per round
+    tp_seconds: float = float(os.environ.get("TOLLGATE_BENCH_TP_SECONDS", "") or 3.0)  # length of a round
     tp_rounds: int = _env_int("TOLLGATE_BENCH_TP_ROUNDS", 3)
     tp_clients: int = _env_int("TOLLGATE_BENCH_TP_CLIENTS", 2)  # client processes
     tp_channels: int = _env_int("TOLLGATE_BENCH_TP_CHANNELS", 4)  # connections per client process, 1 call each

@@ -3,9 +3,12 @@ is one core's worth of work under the GIL, and the client must not be the bottle
 
 Each client process opens ``channels`` connections of its own (a local subchannel pool each, so they are
 separate TCP connections the kernel spreads over the server's workers) and keeps one call in flight on
-each: a closed loop, so a worker holding more connections than another simply queues more, and every
-worker stays busy as long as it holds one. Requests are sent pre-serialized and responses received as
-bytes (no protobuf work in the client), to leave the cores to the server.
+each for as long as a round lasts: a closed loop, so a worker holding more connections than another simply
+queues more, and every worker stays busy as long as it holds one. Rounds last a set time rather than a set
+number of calls: with a set number per client, a client whose connections all landed on one worker would
+keep that worker busy after the others had run out of calls, and the round would measure that tail.
+Requests are sent pre-serialized and responses received as bytes (no protobuf work in the client), to
+leave the cores to the server.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ def _client(target: str, payload: bytes, channels: int, conn: Connection) -> Non
     calls = [channel.unary_unary(VALIDATE_METHOD) for channel in opened]
     conn.send("ready")
     while True:
-        count = conn.recv()
-        if count is None:
+        seconds = conn.recv()
+        if seconds is None:
             break
-        started_cpu = time.process_time()
+        started_cpu, deadline = time.process_time(), time.perf_counter() + seconds
         finished: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         sent = done = received = 0
 
@@ -47,15 +50,15 @@ def _client(target: str, payload: bytes, channels: int, conn: Connection) -> Non
             future = calls[index].future(payload, timeout=300)
             future.add_done_callback(lambda f: finished.put((index, f)))
 
-        while sent < min(count, channels):
-            issue(sent)
+        for index in range(channels):
+            issue(index)
             sent += 1
         while done < sent:
             # completion order, not sending order: a slow worker must not hold up the others' connections
             index, future = finished.get()
             received += len(future.result())
             done += 1
-            if sent < count:
+            if time.perf_counter() < deadline:
                 issue(index)
                 sent += 1
         conn.send((done, received, time.process_time() - started_cpu))
@@ -88,10 +91,11 @@ class ClientPool:
                 self.close()
                 raise RuntimeError(f"a client process could not connect to {target}")
 
-    def run(self, calls_per_process: int) -> RoundResult:
-        """Every process makes ``calls_per_process`` calls; returns when all have answered."""
+    def run(self, seconds: float) -> RoundResult:
+        """Every process keeps its connections busy for ``seconds``; returns when the calls in flight then have
+        answered."""
         for pipe in self.pipes:
-            pipe.send(calls_per_process)
+            pipe.send(seconds)
         total = RoundResult(0, 0, 0.0)
         for pipe in self.pipes:
             done, received, cpu = pipe.recv()
