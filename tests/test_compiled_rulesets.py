@@ -120,14 +120,22 @@ def test_decimal_arithmetic_is_the_same_whatever_the_threads_decimal_context(
                if e.field == "bill_amount" and e.new_value)
 
 
-REFRESHING_RULESET = """\
-ruleset: refresh-demo
+# The head of a small time-entry ruleset written for a test.
+_HEADER = """\
+ruleset: {ruleset}
 version: 1.0.0
 effective_from: 2026-01-01
 applies_to: time_entry
 order: 10
 owner: revenue-controls@example.com
 rules:
+"""
+# An entry of examples/refdata's firm: worker W-1 on project P-100, task T-1.
+_ENTRY = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
+          "work_date": "2026-11-03", "hours": "8"}
+
+
+REFRESHING_RULESET = _HEADER.format(ruleset="refresh-demo") + """\
   - id: XX-1
     title: Time without an activity is travel
     when: activity_code == null
@@ -149,10 +157,8 @@ def test_a_record_found_by_an_enriched_field_is_looked_up_again_before_the_next_
     [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
     assert fused.run is not None
     reference_data = load_snapshot(ROOT / "examples" / "refdata")
-    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
-             "work_date": "2026-11-03", "hours": "8"}
-    [compiled] = _evaluator((fused,), reference_data).evaluate([entry])
-    [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
+    [compiled] = _evaluator((fused,), reference_data).evaluate([_ENTRY])
+    [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([_ENTRY])
     assert compiled == interpreted
     assert compiled.codes == ["ACTIVITY_SET"]  # P-100's control for TRAVEL (TC-1) was found
 
@@ -165,20 +171,11 @@ def test_message_text_that_reads_like_generated_code_stays_text(tmp_path: Path, 
                                            encoding="utf-8")
     [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
     assert fused.run is not None, fused.source
-    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
-             "work_date": "2026-11-03", "hours": "8"}
-    [decision] = _evaluator((fused,), load_snapshot(ROOT / "examples" / "refdata")).evaluate([entry])
+    [decision] = _evaluator((fused,), load_snapshot(ROOT / "examples" / "refdata")).evaluate([_ENTRY])
     assert [r.message for r in decision.reasons] == [f"set {marker}"]
 
 
-MESSAGE_READS_RULESET = """\
-ruleset: message-reads
-version: 1.0.0
-effective_from: 2026-01-01
-applies_to: time_entry
-order: 10
-owner: revenue-controls@example.com
-rules:
+MESSAGE_READS_RULESET = _HEADER.format(ruleset="message-reads") + """\
   - id: MR-1
     title: Only the message reads the role; the condition reads the source ref
     when: source_ref == null
@@ -214,8 +211,7 @@ def test_messages_read_fields_as_they_stand_when_the_rule_fires(tmp_path: Path) 
     [fused] = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
     assert fused.run is not None, fused.source
     assert "_role_code = thing['role_code']" not in fused.source.split("# MR-1")[0], fused.source
-    entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
-             "work_date": "2026-11-03", "hours": "8", "role_code": "OLD", "labor_category": "ANALYST"}
+    entry = {**_ENTRY, "role_code": "OLD", "labor_category": "ANALYST"}
     reference_data = load_snapshot(ROOT / "examples" / "refdata")
     [compiled] = _evaluator((fused,), reference_data).evaluate([entry])
     [interpreted] = _evaluator((_interpreted(fused),), reference_data).evaluate([entry])
