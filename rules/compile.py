@@ -106,15 +106,21 @@ def values_function(expressions: Sequence[CompiledExpression | None], name: str,
                     constants: Mapping[str, Any]) -> Callable[[Any], tuple[Any, ...]]:
     """One function returning the values of several expressions for an item's scope (None where there is no
     expression): one call per item where there would be one per expression. The interpreter for what does
-    not compile. Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction;
-    ``constants`` (the ruleset's params) are compiled in."""
+    not compile. Trusted code, as in the fused rulesets: the evaluator's scopes are well-typed by construction,
+    and hold every symbol the expressions read (bound before lookups and figures are worked out), so a symbol
+    is a plain read of the scope; ``constants`` (the ruleset's params) are compiled in."""
     present = [e for e in expressions if e is not None]
     context = present[0].context if present else None
     if context is None or all(e.is_compiled and e.context is context for e in present):
         namespace: dict[str, Any] = {}
         codegen = ExpressionCodegen(context or rule_engine.Context(), namespace, trusted=True, constants=constants)
+
+        def read(symbol: str) -> str:
+            return f"{codegen.thing}[{symbol!r}]"
+
         try:
-            parts = ["None" if e is None else codegen.fragment(e.rule.statement.expression) for e in expressions]
+            parts = ["None" if e is None else codegen.fragment(e.rule.statement.expression, symbol=read)
+                     for e in expressions]
         except NotCompilableError:
             pass
         else:
