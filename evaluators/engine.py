@@ -223,7 +223,7 @@ class Evaluator:
         date_field = self.kind.date_field
         earliest = min((state.scope[date_field] for state in live), default=None)
         # The rules' decimal context, current for the whole batch: the generated ruleset functions compute
-        # under it without switching (rules/fusion.py, current_context), in whatever thread decides.
+        # under it without switching (rules/fusion.py, decimal_context), in whatever thread decides.
         saved = decimal.getcontext()
         decimal.setcontext(DECIMAL_CONTEXT)
         try:

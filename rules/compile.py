@@ -494,7 +494,7 @@ class _RuleCompiler:
         rounding = self.spec.rounding.rounder() if self.spec.rounding else None
         try:
             run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params},
-                               current_context=DECIMAL_CONTEXT)
+                               decimal_context=DECIMAL_CONTEXT)
         except NotCompilableError as error:
             run, source = None, f"not fused: {error}"
         return CompiledRuleset(

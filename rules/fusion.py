@@ -7,9 +7,9 @@ bound reference records, params) and records what the rules do into the item's d
 
 - Each symbol a condition reads is read from the item once, when the function starts, shared by every
   rule, and read afresh after an enrichment changed the item; a symbol only messages read is read where
-  the message is rendered. Rules computing under the decimal context the caller keeps current (``fuse``'s
-  ``current_context``: the engine makes it current for the whole batch) need no switch; under any other,
-  it is switched once per call for the whole ruleset.
+  the message is rendered. The function computes under the decimal context current when it is called:
+  the caller makes ``fuse``'s ``decimal_context`` current (the engine, once for the whole batch); a
+  ruleset whose rules compute under any other is not fused.
 - For each rule: ``requires``, then ``when``; when it matches, its ``set`` values are computed and
   checked (type, nullability, money rounding), its message rendered from the item as the rule found
   it, then the changes written: ``state.fired``, ``state.reasons``, ``state.enrichments``,
@@ -121,9 +121,9 @@ def _indent(source: str, spaces: int) -> str:
 class _Fuser:
     def __init__(self, ruleset_id: str, round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
                  refreshing_fields: Collection[str], constants: Mapping[str, Any],
-                 current_context: decimal.Context | None) -> None:
+                 decimal_context: decimal.Context) -> None:
         self.ruleset_id = ruleset_id
-        self.current_context = current_context
+        self.decimal_context = decimal_context
         self.refreshing_fields = refreshing_fields
         self.constants = constants
         self.namespace: dict[str, Any] = {
@@ -132,7 +132,6 @@ class _Fuser:
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
         self.formatters: dict[type, str] = {}  # python type -> the namespace name of its formatter
-        self.decimal_contexts: list[Any] = []
         self._names = itertools.count()
 
     def constant(self, value: Any, hint: str) -> str:
@@ -235,8 +234,8 @@ class _Fuser:
                 f"fired.append({rule.id!r})\n"
                 + ("state.rejected = True\n" if rule.rejects else "")
             )
-        if codegen.needs_decimal_context:
-            self.decimal_contexts.append(expression.context.decimal_context)
+        if codegen.needs_decimal_context and expression.context.decimal_context is not self.decimal_context:
+            raise NotCompilableError(f"rule {rule.id} computes under another decimal context than the caller's")
         return (
             f"# {rule.id}\n"
             "try:\n"
@@ -304,41 +303,22 @@ class _Fuser:
             "fired, reasons, enrichments = state.fired, state.reasons, state.enrichments\n"
             f"{reset}\n" + _MARKER_LINE.sub(fill, body) + "return None\n"
         )
-        distinct = {id(c): c for c in self.decimal_contexts}
-        if len(distinct) > 1:
-            raise NotCompilableError("rules of one ruleset use different decimal contexts")
-        if not distinct or next(iter(distinct.values())) is self.current_context:
-            return f"def run(thing, state, engine):\n{_indent(body, 4)}"
-        context = self.constant(next(iter(distinct.values())), "decimal_context")
-        get = self.constant(decimal.getcontext, "getcontext")
-        set_ = self.constant(decimal.setcontext, "setcontext")
-        # Make the rules' decimal context current once for the whole ruleset, not once per expression.
-        return (
-            "def run(thing, state, engine):\n"
-            f"    saved = {get}()\n"
-            f"    if saved is not {context}:\n"
-            f"        {set_}({context})\n"
-            "    try:\n"
-            f"{_indent(body, 8)}"
-            "    finally:\n"
-            f"        if saved is not {context}:\n"
-            f"            {set_}(saved)\n"
-        )
+        return f"def run(thing, state, engine):\n{_indent(body, 4)}"
 
 
 def fuse(rules: Sequence[FusableRule], ruleset_id: str,
          round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
          refreshing_fields: Collection[str], constants: Mapping[str, Any], *,
-         current_context: decimal.Context | None = None) -> tuple[RulesetFunction, str]:
+         decimal_context: decimal.Context) -> tuple[RulesetFunction, str]:
     """Generate and compile the ruleset's function; return it and its source (for lint and debugging).
 
     ``refreshing_fields`` are the item fields some reference binding is found by: an enrichment of
     one of them asks the engine to look the records up again. ``constants``: symbols with the same value
-    for every item (the ruleset's params), compiled in as constants. ``current_context``: the decimal
-    context every caller makes current before calling the function (the engine makes the rules' context
-    current for the whole batch): rules computing under it need no switch per call.
+    for every item (the ruleset's params), compiled in as constants. ``decimal_context``: the context the
+    caller makes current before calling the function (the engine: once for the whole batch), so that it
+    never switches contexts itself.
     """
-    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants, current_context)
+    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants, decimal_context)
     source = fuser.function(rules)
     exec(compile(source, f"<ruleset {ruleset_id}>", "exec"), fuser.namespace)
     function: RulesetFunction = fuser.namespace["run"]
