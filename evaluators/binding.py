@@ -292,9 +292,9 @@ def _describe(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
     return ", ".join(f"{c} {format_value(v)}" for c, v in zip(columns, values, strict=True))
 
 
-# Per way of a lookup: its precedence, the function giving the values it matches, and the index of the table
-# by its columns (rows found in a single row, rows of values found in several).
-_IndexedWays = tuple[tuple[int, Callable[[Any], tuple[Any, ...]], Mapping[Any, Row], Mapping[Any, Sequence[Row]]], ...]
+# Per way of a lookup: its precedence, the function giving the values it matches, and the rows of the table with
+# those values in its columns (the table's index by them).
+_IndexedWays = tuple[tuple[int, Callable[[Any], tuple[Any, ...]], Callable[[Any], Sequence[Row]]], ...]
 
 
 class SnapshotBinder:
@@ -321,17 +321,13 @@ class SnapshotBinder:
         if ways is None:
             ways = self._index_ways(lookup)
         latest = lookup.latest_on_or_before
-        for precedence, values_of, one, many in ways:
+        for precedence, values_of, find in ways:
             values = values_of(scope)
             if None in values:
                 continue  # this way does not apply to the item (e.g. no assignment)
-            single = one.get(values)
-            if single is not None:
-                rows: Sequence[Row] = (single,)
-            else:
-                rows = many.get(values, ())
-                if not rows:
-                    continue  # most ways of a lookup find nothing: no more work for them
+            rows = find(values)
+            if not rows:
+                continue  # most ways of a lookup find nothing: no more work for them
             if latest is None:
                 row = version_as_of(rows, day)
             else:
@@ -347,9 +343,8 @@ class SnapshotBinder:
     def _index_ways(self, lookup: CompiledLookup) -> _IndexedWays:
         """Each way of the lookup with the table index it probes, found once per snapshot rather than per item."""
         table = self.snapshot.table(lookup.entity.name)
-        ways = tuple((precedence, values_of, index.one, index.many)
-                     for precedence, (columns, values_of) in enumerate(lookup.ways, start=1)
-                     for index in (table.index(columns),))
+        ways = tuple((precedence, values_of, table.index(columns).find)
+                     for precedence, (columns, values_of) in enumerate(lookup.ways, start=1))
         self._ways[id(lookup)] = ways
         self._ways_of.append(lookup)  # keeps the lookup alive, so its id is not reused while keyed here
         return ways

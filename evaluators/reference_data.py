@@ -138,8 +138,7 @@ def _values_of(fields: tuple[str, ...], rows: Sequence[Row]) -> list[Key]:
 
 
 class _Index:
-    """Rows by the values of some fields; kept as ``Table`` keeps its rows (values found once apart): ``one``
-    maps the values found in a single row to it, ``many`` the others to their rows."""
+    """Rows by the values of some fields; kept as ``Table`` keeps its rows (values found once apart)."""
 
     __slots__ = ("many", "one")
 
