@@ -306,8 +306,8 @@ class SnapshotBinder:
         self.resolvers = RESOLVERS[kind.name]
         self.date_field = kind.date_field
         self._found_rows: dict[tuple[int, int], Row] = {}
-        self._ways: dict[int, _IndexedWays] = {}
-        self._ways_of: list[CompiledLookup] = []
+        # id of a lookup -> (the lookup, kept so that its id is not reused while keyed here; its indexed ways)
+        self._ways: dict[int, tuple[CompiledLookup, _IndexedWays]] = {}
 
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
@@ -317,9 +317,8 @@ class SnapshotBinder:
         day = lookup.as_of.evaluate(scope) if lookup.as_of is not None else scope[self.date_field]
         if day is None:
             return None
-        ways = self._ways.get(id(lookup))
-        if ways is None:
-            ways = self._index_ways(lookup)
+        known = self._ways.get(id(lookup))
+        ways = known[1] if known is not None else self._index_ways(lookup)
         latest = lookup.latest_on_or_before
         for precedence, values_of, find in ways:
             values = values_of(scope)
@@ -345,8 +344,7 @@ class SnapshotBinder:
         table = self.snapshot.table(lookup.entity.name)
         ways = tuple((precedence, values_of, table.index(columns).find)
                      for precedence, (columns, values_of) in enumerate(lookup.ways, start=1))
-        self._ways[id(lookup)] = ways
-        self._ways_of.append(lookup)  # keeps the lookup alive, so its id is not reused while keyed here
+        self._ways[id(lookup)] = (lookup, ways)
         return ways
 
     def _found(self, row: Row, precedence: int) -> Row:

@@ -206,7 +206,6 @@ class Evaluator:
         outcome = Outcome.ENRICH if state.enrichments else Outcome.ACCEPT
         return Decision(item.item_id, outcome, tuple(state.reasons), tuple(state.enrichments), rulesets=versions)
 
-    @collector.deciding_a_batch
     def rules_fired(self, items: Sequence[DecodedItem]) -> list[tuple[list[str], Scope]]:
         """For each well-formed item of a batch, which rules act on it, in order, and the item as they leave
         it; no messages. What impact analysis needs (how many items each rule would touch), at the least cost.
