@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.items import DecodedItem, ItemDecoder
 from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import BATCH_SYMBOL, DECIMAL_CONTEXT, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset
+from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset, rules_decimal_context
 from rules.compiler import CompiledExpression
 from rules.decisions import Decision, Outcome
 from rules.problems import Problem
@@ -309,12 +308,8 @@ class CompiledChecks:
     def run_batch(self, prepared: Sequence[tuple[Scope, bool]]) -> list[tuple[list[str], Scope]]:
         """(ids of the rules that fired, the item's scope as they leave it) per item, with the rules' decimal
         context made current once for the batch, as the engine makes it."""
-        saved = decimal.getcontext()
-        decimal.setcontext(DECIMAL_CONTEXT)
-        try:
+        with rules_decimal_context():
             return [self._run(scope, missing) for scope, missing in prepared]
-        finally:
-            decimal.setcontext(saved)
 
     def _run(self, scope: Scope, missing_record: bool) -> tuple[list[str], Scope]:
         if missing_record:

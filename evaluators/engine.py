@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import decimal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -20,7 +19,14 @@ from evaluators import collector
 from evaluators.batch import batch_figures
 from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import BATCH_SYMBOL, DECIMAL_CONTEXT, PARAMS_SYMBOL, CompiledLookup, CompiledRule, CompiledRuleset
+from rules.compile import (
+    BATCH_SYMBOL,
+    PARAMS_SYMBOL,
+    CompiledLookup,
+    CompiledRule,
+    CompiledRuleset,
+    rules_decimal_context,
+)
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef
 from rules.fusion import PYTHON_TYPES, wire
 from rules.model import Severity
@@ -223,9 +229,7 @@ class Evaluator:
         earliest = min((state.scope[date_field] for state in live), default=None)
         # The rules' decimal context, current for the whole batch: the generated ruleset functions compute
         # under it without switching (rules/fusion.py, decimal_context), in whatever thread decides.
-        saved = decimal.getcontext()
-        decimal.setcontext(DECIMAL_CONTEXT)
-        try:
+        with rules_decimal_context():
             for versions in self.stages:
                 if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
                     self._run_version(versions[0], live)
@@ -237,8 +241,6 @@ class Evaluator:
                         judged.setdefault(index, []).append(state)
                 for index, group in judged.items():
                     self._run_version(versions[index], group)
-        finally:
-            decimal.setcontext(saved)
         return states
 
     def _version_in_force(self, versions: Sequence[_Version], state: _ItemState) -> int | None:

@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,18 @@ BATCH_SYMBOL = "batch"
 # whichever thread loads the rulesets (rule-engine's default); one object for every ruleset, so the engine
 # makes it current once per batch and the generated code never has to switch contexts per item.
 DECIMAL_CONTEXT = decimal.Context()
+
+
+@contextmanager
+def rules_decimal_context() -> Iterator[None]:
+    """DECIMAL_CONTEXT current in this thread for the block, as the fused rulesets expect it: that very object
+    (``decimal.localcontext`` would make a copy current), the caller's context back afterwards."""
+    saved = decimal.getcontext()
+    decimal.setcontext(DECIMAL_CONTEXT)
+    try:
+        yield
+    finally:
+        decimal.setcontext(saved)
 
 
 @dataclass(frozen=True, slots=True)
