@@ -230,8 +230,8 @@ class _Fuser:
             action = self.enrich_action(index, rule, codegen, reason)
         else:
             action = (
-                f"if explain:\n    reasons.append({reason})\n"
-                f"fired.append({rule.id!r})\n"
+                f"if explain:\n    state.reasons.append({reason})\n"
+                f"state.fired.append({rule.id!r})\n"
                 + ("state.rejected = True\n" if rule.rejects else "")
             )
         if codegen.needs_decimal_context and expression.context.decimal_context is not self.decimal_context:
@@ -260,8 +260,9 @@ class _Fuser:
         body = [
             # The message describes the item as the rule found it: rendered before anything is written.
             f"if explain:\n    reason = {reason}\n",
-            f"fired.append({rule.id!r})\n",
-            "if explain:\n    state.enrichment_reasons.add(len(reasons))\n    reasons.append(reason)\n",
+            f"state.fired.append({rule.id!r})\n",
+            "if explain:\n    reasons = state.reasons\n    state.enrichment_reasons.add(len(reasons))\n"
+            "    reasons.append(reason)\n",
         ]
         for k, (spec, expression) in enumerate(rule.assignments):
             static_type = self.static_type(codegen, expression)
@@ -270,7 +271,7 @@ class _Fuser:
                 f"if c{k}:\n"
                 f"    thing[{spec.name!r}] = n{k}\n"
                 f"    if explain:\n"
-                f"        enrichments.append(Enrichment({spec.name!r}, wire(o{k}), {new}, {rule.id!r}))\n"
+                f"        state.enrichments.append(Enrichment({spec.name!r}, wire(o{k}), {new}, {rule.id!r}))\n"
             )
         # Records found by a changed field are looked up again before the symbols are read afresh, so the
         # rules after this one see the new records (as the rule-by-rule path does). Without that, only the
@@ -299,8 +300,8 @@ class _Fuser:
             return line["indent"] + (f"{local} = thing[{line['name']!r}]" if local else "pass")
 
         body = (
+            # The state's lists are read where a rule acts: most rules of a ruleset do not act on a given item.
             "explain = state.explain\n"
-            "fired, reasons, enrichments = state.fired, state.reasons, state.enrichments\n"
             f"{reset}\n" + _MARKER_LINE.sub(fill, body) + "return None\n"
         )
         return f"def run(thing, state, engine):\n{_indent(body, 4)}"
