@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import operator
 import re
 from collections.abc import Callable
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
@@ -123,7 +122,13 @@ class Rounding(_Strict):
     def rounder(self) -> Callable[[Decimal], Decimal]:
         """A function rounding an amount by this rule, the quantum worked out once (made at load: every
         enriched amount is rounded with it)."""
-        return operator.methodcaller("quantize", self.quantum, rounding=ROUNDING_MODES[self.mode])
+        quantum, mode = self.quantum, ROUNDING_MODES[self.mode]
+
+        def round_amount(value: Decimal) -> Decimal:
+            # rounding passed by position: the C method takes keywords at about twice the cost of the rounding
+            return value.quantize(quantum, mode)
+
+        return round_amount
 
 
 class Expectation(_Strict):

@@ -7,12 +7,14 @@ tests pin the exact line a problem points at without depending on the helper's l
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from rules.compile import CompiledRuleset, compile_ruleset
 from rules.loader import load_rulesets
+from rules.model import Rounding
 from rules.problems import Problem, ProblemsError
 
 HEADER = """\
@@ -389,6 +391,20 @@ def test_set_of_a_money_field_needs_a_rounding_rule(tmp_path: Path) -> None:
     rounded = write_ruleset(tmp_path, rule, name="rounded.yaml",
                             extra="rounding: {places: 2, mode: half_up}\n")
     assert compile_ruleset(rounded).rules[0].id == "XX-2"
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("half_up", ["2.35", "-2.35", "2.36", "2.34", "187.50"]),
+    ("half_even", ["2.34", "-2.34", "2.36", "2.34", "187.50"]),
+    ("up", ["2.35", "-2.35", "2.36", "2.35", "187.50"]),
+    ("down", ["2.34", "-2.34", "2.35", "2.34", "187.50"]),
+])
+def test_money_rounding_modes(mode: str, expected: list[str]) -> None:
+    round_amount = Rounding(places=2, mode=mode).rounder()  # type: ignore[arg-type]
+    amounts = [Decimal(text) for text in ("2.345", "-2.345", "2.355", "2.341", "187.5")]
+    assert [str(round_amount(amount)) for amount in amounts] == expected  # two places, always
+    assert str(Rounding(places=0, mode=mode).rounder()(Decimal("2.5"))) == {
+        "half_up": "3", "half_even": "2", "up": "3", "down": "2"}[mode]
 
 
 def test_enrich_rule_without_set(tmp_path: Path) -> None:
