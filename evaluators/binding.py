@@ -53,6 +53,8 @@ def _assignment(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | No
     if scope["assignment_id"]:
         return table.get((scope["assignment_id"],), day)
     candidates = table.find(("worker_id", "project_id"), (scope["worker_id"], scope["project_id"]))
+    if len(candidates) < 2:  # as most workers have on a project: nothing to choose between
+        return candidates[0] if candidates and _covers(candidates[0], day) and in_force(candidates[0], day) else None
     # Deterministic when several cover the date: the earliest-starting, then the lowest id.
     covering = sorted(
         (row for row in candidates if _covers(row, day) and in_force(row, day)),
@@ -75,14 +77,20 @@ def _job(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     return snapshot.table("job_code").get((worker["job_code"],), day)
 
 
+# Read once: on Python 3.11 reading a member through its enum class costs about as much as a dict probe of the index.
+_PROJECT, _CONTRACT, _CUSTOMER = HoldScope.PROJECT, HoldScope.CONTRACT, HoldScope.CUSTOMER
+
+
 def _first_hold(snapshot: ReferenceSnapshot, day: Any, scopes: Iterable[tuple[HoldScope, str | None]]) -> Row | None:
     """The billing hold in force on ``day`` on the first scope that has one; among several, the lowest id."""
-    table = snapshot.table("billing_hold")
+    find = snapshot.table("billing_hold").index(("scope", "scope_id")).find
     for hold_scope, scope_id in scopes:
         if scope_id is None:
             continue
-        holds = [row for row in table.find(("scope", "scope_id"), (hold_scope, scope_id))
-                 if in_force(row, day)]
+        rows = find((hold_scope, scope_id))
+        if not rows:
+            continue  # most scopes have no hold: no more work for them
+        holds = [row for row in rows if in_force(row, day)]
         if holds:
             return min(holds, key=lambda row: row["hold_id"])
     return None
@@ -94,8 +102,8 @@ def _hold(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     if project is None:
         return None
     customer = project["customer_id"] or (contract["customer_id"] if contract is not None else None)
-    return _first_hold(snapshot, day, ((HoldScope.PROJECT, scope["project_id"]),
-                                       (HoldScope.CONTRACT, project["contract_id"]), (HoldScope.CUSTOMER, customer)))
+    return _first_hold(snapshot, day, ((_PROJECT, scope["project_id"]), (_CONTRACT, project["contract_id"]),
+                                       (_CUSTOMER, customer)))
 
 
 _CONTROL_FIELDS = ("task_id", "activity_code", "worker_id")
@@ -108,14 +116,25 @@ def _control(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
     best: tuple[int, str] | None = None
     found: Row | None = None
     for row in snapshot.table("transaction_control").find(("project_id",), (scope["project_id"],)):
-        if any(row[f] is not None and row[f] != scope[f] for f in _CONTROL_FIELDS):
+        named = _named_by_control(row, scope)
+        if named is None or not in_force(row, day):
             continue
-        if not in_force(row, day):
-            continue
-        rank = (-sum(row[f] is not None for f in _CONTROL_FIELDS), row["control_id"])
+        rank = (-named, row["control_id"])
         if best is None or rank < best:
             best, found = rank, row
     return found
+
+
+def _named_by_control(row: Row, scope: Scope) -> int | None:
+    """How many of the entry's task, activity and worker the control names; None if it names another."""
+    named = 0
+    for name in _CONTROL_FIELDS:
+        value = row[name]
+        if value is not None:
+            if value != scope[name]:
+                return None
+            named += 1
+    return named
 
 
 def _billed(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
@@ -129,9 +148,11 @@ def _contract_line_of(item_class: str) -> Resolver:
         contract = scope["contract"]
         if contract is None:
             return None
-        lines = [row for row in snapshot.table("contract_line").find(("contract_id", "item_class"),
-                                                                     (contract["contract_id"], item_class))
-                 if in_force(row, day)]
+        rows = snapshot.table("contract_line").find(("contract_id", "item_class"),
+                                                    (contract["contract_id"], item_class))
+        if len(rows) < 2:  # as most contracts have per class: covering or not, the line is the one in force
+            return rows[0] if rows and in_force(rows[0], day) else None
+        lines = [row for row in rows if in_force(row, day)]
         lines.sort(key=lambda row: row["line_id"])
         covering = [row for row in lines
                     if row["start_date"] <= day and (row["end_date"] is None or day <= row["end_date"])]
@@ -166,8 +187,7 @@ def _customer(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None
 
 
 def _invoice_hold(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
-    return _first_hold(snapshot, day, ((HoldScope.CONTRACT, scope["contract_id"]),
-                                       (HoldScope.CUSTOMER, scope["customer_id"])))
+    return _first_hold(snapshot, day, ((_CONTRACT, scope["contract_id"]), (_CUSTOMER, scope["customer_id"])))
 
 
 def _receivables_period(snapshot: ReferenceSnapshot, scope: Scope, day: Any) -> Row | None:
