@@ -1236,7 +1236,19 @@ class ExpressionCodegen:
     # -- arithmetic -------------------------------------------------------------------------------
 
     def _add(self, node: Any) -> str:
+        terms = self._string_terms(node) if self.trusted else None
+        if terms is not None and len(terms) > 2:
+            # One string built from all the terms, rather than a new one per ``+`` (half the time at five terms):
+            # rule-engine adds a string to a string as Python does.
+            return f"''.join(({', '.join(self._expr(term) for term in terms)}))"
         return self._sum_like(node, "+", _ADD_FAST, _add)
+
+    def _string_terms(self, node: Any) -> list[Any] | None:
+        """The terms, in order, of a chain of ``+`` of strings none of which may be null (trusted code); None when
+        *node* is not such a sum."""
+        if type(node) is not ast.AddExpression or self._same_static_type(node.left, node.right) != (str, True):
+            return None
+        return [*(self._string_terms(node.left) or [node.left]), *(self._string_terms(node.right) or [node.right])]
 
     def _subtract(self, node: Any) -> str:
         return self._sum_like(node, "-", _SUB_FAST, _subtract)

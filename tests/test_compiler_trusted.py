@@ -780,6 +780,12 @@ def test_whole_object_values(text: str, thing: dict[str, Any], expected: Any) ->
         ("name + (flag ? null : 'x')", item(flag=True), TypeError),
         ("tags&[0] + name", item(tags=()), errors.EvaluationError),
         ("(flag ? null : name) + name", item(flag=True), errors.EvaluationError),
+        # chains of three or more strings that cannot be null are joined at once
+        ("name + ' ' + project.status + name", item(name="A", project=project(status="open")), "A openA"),
+        ("name + (project.status + ' ' + name) + ''", item(name="A", project=project(status="open")), "Aopen A"),
+        ("name + ' ' + tags&[0] + name", item(name="A", tags=("B",)), "A BA"),
+        ("name + ' ' + tags&[0] + name", item(name="A", tags=()), TypeError),
+        ("name + ' ' + (flag ? null : 'x') + name", item(name="A", flag=True), TypeError),
     ],
 )
 def test_string_concatenation(text: str, thing: dict[str, Any], expected: Any) -> None:
