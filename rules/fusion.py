@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
-from rules.decisions import Enrichment, Reason
+from rules.decisions import Enrichment, Reason, new_record
 from rules.schema import FieldKind, FieldSpec, format_value, formatter_for
 
 # Statement lines filled in once every rule is generated, when the symbols the rules' conditions read are known:
@@ -127,7 +127,7 @@ class _Fuser:
         self.refreshing_fields = refreshing_fields
         self.constants = constants
         self.namespace: dict[str, Any] = {
-            "Reason": Reason, "Enrichment": Enrichment, "wire": wire, "fmt": format_value,
+            "Reason": Reason, "Enrichment": Enrichment, "new": new_record, "wire": wire, "fmt": format_value,
             "round_money": round_money, "RULESET": ruleset_id,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
@@ -227,8 +227,8 @@ class _Fuser:
         codegen = ExpressionCodegen(expression.context, self.namespace, trusted=True, constants=self.constants)
         condition = " and ".join([*self.requires(rule.requires), f"({self.expression(codegen, expression)})"])
         code, severity, field = rule.reason_parts
-        reason = (f"Reason({rule.id!r}, {code!r}, {self.message(codegen, rule.message_parts)}, "
-                  f"{self.constant(severity, 'severity')}, {field!r}, RULESET)")
+        reason = (f"new(Reason, ({rule.id!r}, {code!r}, {self.message(codegen, rule.message_parts)}, "
+                  f"{self.constant(severity, 'severity')}, {field!r}, RULESET))")
         if rule.assignments:
             action = self.enrich_action(index, rule, codegen, reason)
         else:
@@ -274,7 +274,7 @@ class _Fuser:
                 f"if c{k}:\n"
                 f"    thing[{spec.name!r}] = n{k}\n"
                 f"    if explain:\n"
-                f"        state.enrichments.append(Enrichment({spec.name!r}, wire(o{k}), {new}, {rule.id!r}))\n"
+                f"        state.enrichments.append(new(Enrichment, ({spec.name!r}, wire(o{k}), {new}, {rule.id!r})))\n"
             )
         # Records found by a changed field are looked up again before the symbols are read afresh, so the
         # rules after this one see the new records (as the rule-by-rule path does). Without that, only the
