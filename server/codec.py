@@ -18,27 +18,36 @@ SEVERITIES = {Severity.INFO: pb.INFO, Severity.WARNING: pb.WARNING, Severity.ERR
 def fill_response(response: Any, decisions: Sequence[Decision], provenance: Provenance,
                   rollups: Sequence[Rollup] = ()) -> None:
     """Write decisions, their summary, roll-ups and the batch's provenance into a response message."""
+    # Fields set one by one: add() with keywords costs about a fifth more (keyword calls into the C extension).
     add = response.decisions.add
     for decision in decisions:
-        out = add(item_id=decision.item_id, outcome=OUTCOMES[decision.outcome])
-        for reason in decision.reasons:
-            out.reasons.add(
-                rule_id=reason.rule_id,
-                code=reason.code,
-                message=reason.message,
-                severity=SEVERITIES[reason.severity],
-                field=reason.field or "",
-                ruleset_id=reason.ruleset_id or "",
-            )
+        out = add()
+        out.item_id = decision.item_id
+        out.outcome = OUTCOMES[decision.outcome]
+        if decision.reasons:
+            add_reason = out.reasons.add
+            for reason in decision.reasons:
+                written = add_reason()
+                written.rule_id = reason.rule_id
+                written.code = reason.code
+                written.message = reason.message
+                written.severity = SEVERITIES[reason.severity]
+                if reason.field:
+                    written.field = reason.field
+                if reason.ruleset_id:
+                    written.ruleset_id = reason.ruleset_id
         for ruleset in decision.rulesets:
             out.rulesets.add(id=ruleset.id, version=ruleset.version)
-        for enrichment in decision.enrichments:
-            out.enrichments.add(
-                field=enrichment.field,
-                old_value=enrichment.old_value,
-                new_value=enrichment.new_value,
-                rule_id=enrichment.rule_id,
-            )
+        if decision.enrichments:
+            add_enrichment = out.enrichments.add
+            for enrichment in decision.enrichments:
+                written = add_enrichment()
+                written.field = enrichment.field
+                if enrichment.old_value is not None:
+                    written.old_value = enrichment.old_value
+                if enrichment.new_value is not None:
+                    written.new_value = enrichment.new_value
+                written.rule_id = enrichment.rule_id
     summary = BatchSummary.of(decisions)
     response.summary.total = summary.total
     response.summary.accepted = summary.accepted
