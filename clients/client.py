@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +39,7 @@ from rules.decisions import (
     Reason,
     Rollup,
     RulesetRef,
+    new_record,
 )
 from rules.model import Severity
 from rules.schema import ENTITIES, EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, FieldKind, ItemKind
@@ -80,90 +81,87 @@ def _wire(value: Any) -> str:
     return str(value)
 
 
-def _fill(message: Any, kind: ItemKind, values: Mapping[str, Any], fields: Iterable[str]) -> None:
-    """Set ``fields`` of a message from python values: scalars as wire strings, lists and maps as such."""
-    for name in fields:
-        value = values.get(name)
+def _fields_of_kind(kind: ItemKind, field_kind: FieldKind) -> frozenset[str]:
+    return frozenset(name for name, spec in kind.fields.items() if spec.kind is field_kind)
+
+
+# Per item kind: its map fields and its list fields (every other field is a wire string).
+_COLLECTION_FIELDS = {
+    kind.name: (_fields_of_kind(kind, FieldKind.STRING_MAP), _fields_of_kind(kind, FieldKind.STRING_LIST))
+    for kind in (TIME_ENTRY, EXPENSE_LINE, INVOICE_LINE)
+}
+
+
+def _wired(kind: ItemKind, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields given, as a message of the kind takes them: scalars as wire strings, lists and maps as such;
+    null fields left out. (Given to the message's constructor at once: a third cheaper than field by field.)"""
+    maps, lists = _COLLECTION_FIELDS[kind.name]
+    wired: dict[str, Any] = {}
+    for name, value in values.items():
         if value is None:
             continue
-        spec = kind.fields[name]
-        if spec.kind is FieldKind.STRING_MAP:
-            getattr(message, name).update({str(k): _wire(v) for k, v in value.items()})
-        elif spec.kind is FieldKind.STRING_LIST:
+        if name in maps:
+            wired[name] = {str(k): _wire(v) for k, v in value.items()}
+        elif name in lists:
             parts = value.split("|") if isinstance(value, str) else value
-            getattr(message, name).extend(text for text in (_wire(p).strip() for p in parts) if text)
+            wired[name] = [text for text in (_wire(p).strip() for p in parts) if text]
         else:
-            setattr(message, name, _wire(value))
+            wired[name] = value if type(value) is str else _wire(value)
+    return wired
 
 
 def _values(item: Mapping[str, Any] | BaseModel) -> Mapping[str, Any]:
     return item.model_dump() if isinstance(item, BaseModel) else item
 
 
-def _check_fields(kind: ItemKind, values: Mapping[str, Any], allowed: Iterable[str], position: int,
-                  what: str) -> None:
-    unknown = sorted(set(values) - set(allowed))
+def _check_fields(values: Mapping[str, Any], allowed: Collection[str], position: int, what: str, id_field: str) -> None:
+    unknown = sorted(values.keys() - allowed)
     if unknown:
         raise ItemError(
-            f"{what} {position} ({values.get(kind.id_field, 'no ' + kind.id_field)}): unknown field(s) "
+            f"{what} {position} ({values.get(id_field, 'no ' + id_field)}): unknown field(s) "
             f"{', '.join(unknown)}; {what}s have {', '.join(sorted(allowed))}"
         )
 
 
 def time_entry_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.TimeEntry:
     values = _values(item)
-    _check_fields(TIME_ENTRY, values, TIME_ENTRY.fields, position, "time entry")
-    message = pb.TimeEntry()
-    _fill(message, TIME_ENTRY, values, values)
-    return message
+    _check_fields(values, TIME_ENTRY.fields.keys(), position, "time entry", TIME_ENTRY.id_field)
+    return pb.TimeEntry(**_wired(TIME_ENTRY, values))
 
 
 def expense_line_message(item: Mapping[str, Any] | BaseModel, position: int) -> pb.ExpenseLine:
     values = _values(item)
-    _check_fields(EXPENSE_LINE, values, EXPENSE_LINE.fields, position, "expense line")
-    message = pb.ExpenseLine()
-    _fill(message, EXPENSE_LINE, values, values)
-    return message
+    _check_fields(values, EXPENSE_LINE.fields.keys(), position, "expense line", EXPENSE_LINE.id_field)
+    return pb.ExpenseLine(**_wired(EXPENSE_LINE, values))
 
 
-INVOICE_HEADER_FIELDS = tuple(name for name in INVOICE_LINE.fields if name in INVOICE_LINE.header_fields)
-INVOICE_LINE_FIELDS = tuple(name for name in INVOICE_LINE.fields if name not in INVOICE_LINE.header_fields)
+INVOICE_HEADER_FIELDS = frozenset(name for name in INVOICE_LINE.fields if name in INVOICE_LINE.header_fields)
+INVOICE_LINE_FIELDS = frozenset(name for name in INVOICE_LINE.fields if name not in INVOICE_LINE.header_fields)
 
 
 def invoice_message(invoice: Mapping[str, Any], position: int) -> pb.Invoice:
     """An invoice given as its header fields and ``lines``, a list of line mappings."""
     header = {name: value for name, value in invoice.items() if name != "lines"}
-    _check_fields(INVOICE_LINE, {"line_id": invoice.get("invoice_id"), **header}, (*INVOICE_HEADER_FIELDS, "line_id"),
-                  position, "invoice")
-    message = pb.Invoice()
-    _fill(message, INVOICE_LINE, header, header)
+    _check_fields({"line_id": invoice.get("invoice_id"), **header}, INVOICE_HEADER_FIELDS | {"line_id"}, position,
+                  "invoice", INVOICE_LINE.id_field)
+    lines = []
     for line_position, line in enumerate(invoice.get("lines") or (), start=1):
         values = _values(line)
-        _check_fields(INVOICE_LINE, values, INVOICE_LINE_FIELDS, line_position, f"invoice {position} line")
-        _fill(message.lines.add(), INVOICE_LINE, values, values)
-    return message
+        _check_fields(values, INVOICE_LINE_FIELDS, line_position, f"invoice {position} line", INVOICE_LINE.id_field)
+        lines.append(_wired(INVOICE_LINE, values))
+    return pb.Invoice(**_wired(INVOICE_LINE, header), lines=lines)
 
 
 def _decision(message: Any, provenance: Provenance) -> Decision:
-    return Decision(
-        item_id=message.item_id,
-        outcome=_OUTCOMES[message.outcome],
-        reasons=tuple(
-            Reason(r.rule_id, r.code, r.message, _SEVERITIES[r.severity], r.field or None, r.ruleset_id or None)
-            for r in message.reasons
-        ),
-        enrichments=tuple(
-            Enrichment(
-                e.field,
-                e.old_value if e.HasField("old_value") else None,
-                e.new_value if e.HasField("new_value") else None,
-                e.rule_id,
-            )
-            for e in message.enrichments
-        ),
-        provenance=provenance,
-        rulesets=tuple(RulesetRef(r.id, r.version) for r in message.rulesets),
-    )
+    # Records built from all their fields (rules.decisions.new_record): a response holds thousands.
+    reasons = tuple([new_record(Reason, (r.rule_id, r.code, r.message, _SEVERITIES[r.severity], r.field or None,
+                                         r.ruleset_id or None)) for r in message.reasons])
+    enrichments = tuple([new_record(Enrichment, (e.field, e.old_value if e.HasField("old_value") else None,
+                                                 e.new_value if e.HasField("new_value") else None, e.rule_id))
+                         for e in message.enrichments])
+    rulesets = tuple([RulesetRef(r.id, r.version) for r in message.rulesets]) if message.rulesets else ()
+    return new_record(Decision, (message.item_id, _OUTCOMES[message.outcome], reasons, enrichments, provenance,
+                                 rulesets))
 
 
 def _provenance(message: Any) -> Provenance:
