@@ -50,14 +50,26 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
     figures: list[dict[str, Any]] = [{} for _ in scopes]
     date_field, id_field = kind.date_field, kind.id_field
     ids = [str(scope[id_field]) for scope in scopes]
-    order = sorted(range(len(scopes)), key=lambda i: (scopes[i][date_field], ids[i], i))
+    # sorted in C: (date, id, position) tuples rather than a key function called per item
+    order = [position for _day, _id, position in
+             sorted(zip([scope[date_field] for scope in scopes], ids, range(len(scopes)), strict=True))]
     for aggregate in aggregates:
         groups = _groups(aggregate, scopes, order, figures, counting=counting, date_field=date_field)
         name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
         several = aggregate.spec.each is not None  # an item in several groups reads the largest figure
         names_all = aggregate.spec.sum is None  # a count names every item counted; a sum, the items that add to it
+        running = aggregate.spec.running
         for members in groups.values():
-            if aggregate.spec.running:
+            if len(members) == 1:
+                # Alone in its group, as most items are in most groups: the same figure, worked out directly.
+                position, counts, amount, start, _limit = members[0]
+                if running:
+                    _assign(figures[position], name, items_name, start + amount, (ids[position],), several=several)
+                else:
+                    alone: tuple[str, ...] = (ids[position],) if counts and (names_all or amount) else ()
+                    _assign(figures[position], name, items_name, _ZERO + amount, alone, several=several)
+                continue
+            if running:
                 _running(members, ids, figures, (name, items_name), names_all=names_all, several=several)
                 continue
             total, named_ids = _ZERO, []
@@ -82,23 +94,31 @@ def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], o
     name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
     values_of, per, round_amount = aggregate.values, aggregate.spec.per, aggregate.round_amount
     counts_items, each = aggregate.spec.sum is None, aggregate.spec.each is not None
+    keys = len(aggregate.spec.by)  # the values start with the ``by`` values, then sum, start, limit and each
     for position in order:
         scope = scopes[position]
         try:
-            *key, amount, start, limit, elements = values_of(scope)
+            values = values_of(scope)
         except Exception:  # e.g. a record the item lacks: it is rejected for that already
             figures[position][name], figures[position][items_name] = _ZERO, ()
             continue
+        key = values[:keys]
         if per == "day":
-            key.append(scope[date_field].date())
+            key += (scope[date_field].date(),)
         elif per == "week":
-            key.extend(scope[date_field].isocalendar()[:2])
+            year, week, _weekday = scope[date_field].isocalendar()
+            key += (year, week)
+        amount, start, limit, elements = values[keys:]
         amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
         if round_amount is not None:
             amount = round_amount(amount)
         member = (position, counting[position], amount, start if start is not None else _ZERO, limit)
         if not each:
-            groups.setdefault(tuple(key), []).append(member)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [member]
+            else:
+                group.append(member)
             continue
         elements = dict.fromkeys(elements or ())
         if not elements:
