@@ -10,9 +10,9 @@
   ``rule_engine.Rule(when, context).matches(scope)`` (Rule objects parsed once), honouring
   ``requires``, skipping rules that read a missing required record (as the engine does), and
   evaluating ``set`` expressions with ``Rule.evaluate`` so later rules see the enriched values.
-- ``CompiledChecks``: Tollgate's compiled rulesets alone, each ruleset's generated function in order
-  over the same pre-bound scopes, without the engine (states, binding) around them: what the compiler
-  is compared with the other rows by.
+- ``CompiledChecks``: Tollgate's compiled rulesets alone, the generated functions the evaluator runs
+  (one per ruleset, or per chain of rulesets) over the same pre-bound scopes, without the engine
+  (states, binding) around them: what the compiler is compared with the other rows by.
 - ``ZenChecks``: the same checks as one GoRules JDM decision (``time_entry_checks.jdm.json``),
   evaluated with ``ZenEngine.evaluate_batch``.
 - ``digest_*``: reduce any of their outputs, or a Tollgate ``Decision``, to (outcome, ids of the
@@ -40,6 +40,7 @@ from evaluators.reference_data import ReferenceSnapshot
 from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset, rules_decimal_context
 from rules.compiler import CompiledExpression
 from rules.decisions import Decision, Outcome
+from rules.fusion import RulesetFunction
 from rules.problems import Problem
 from rules.schema import Binding, FieldKind, ItemKind, format_value
 
@@ -285,16 +286,25 @@ class _ChecksState:
 
 
 class CompiledChecks:
-    """The compiled rulesets alone: each ruleset's generated function (rules/fusion.py), in order, over the same
-    pre-bound scopes as the rows it is compared with, no engine around them. The records are the ones the
-    engine bound after every enrichment, so nothing is looked up again. An item lacking a required record runs
-    rule by rule on compiled expressions instead, as the engine runs it."""
+    """The compiled rulesets alone: the generated functions the evaluator runs (one per ruleset, or one per chain
+    of rulesets: ``Evaluator.chains``), in order, over the same pre-bound scopes as the rows it is compared with,
+    no engine around them. The records are the ones the engine bound after every enrichment, so nothing is looked
+    up again. An item lacking a required record runs rule by rule on compiled expressions instead, as the engine
+    runs it."""
 
-    def __init__(self, kind: ItemKind, rulesets: Sequence[CompiledRuleset]) -> None:
+    def __init__(self, evaluator: Evaluator) -> None:
+        kind, rulesets = evaluator.kind, evaluator.rulesets
         self.required = tuple(sorted(b.name for b in kind.bindings if b.required))
-        self.functions = [(ruleset.params, ruleset.run) for ruleset in rulesets if ruleset.run is not None]
-        if len(self.functions) != len(rulesets):
-            raise RuntimeError("a time-entry ruleset is not fused: the compiled row would not be the compiled code")
+        self.functions: list[RulesetFunction] = []
+        stage = 0
+        while stage < len(evaluator.stages):
+            chain = evaluator.chains.get(stage)
+            (version, *others) = evaluator.stages[stage]
+            function = chain.run if chain is not None else version.ruleset.run
+            if function is None or others:
+                raise RuntimeError("a time-entry ruleset is not fused: the compiled row would not be the compiled code")
+            self.functions.append(function)
+            stage += len(chain.versions) if chain is not None else 1
         self.rule_by_rule = NaiveRuleEngine(kind, rulesets, compiled=True)
         self.errors: list[tuple[str, str, Exception]] = []
 
@@ -317,9 +327,8 @@ class CompiledChecks:
             scope.update(changes)
             return fired, scope
         state = _ChecksState()
-        for params, function in self.functions:
-            scope[PARAMS_SYMBOL] = params
-            function(scope, state, self)
+        for function in self.functions:
+            function(scope, state, self)  # params are compiled in
         return state.fired, scope
 
     def fail(self, state: Any, ruleset_id: str, rule_id: str, field: str | None, error: Exception) -> None:

@@ -10,7 +10,7 @@ the summary at the end gives µs per entry and entries/s (also in each benchmark
 - tollgate-checks: ``Evaluator.rules_fired`` on the same items: which rules fire and the enriched
   values, without messages or decisions, the work the next four rows do, with the engine around it
   (item states, binding from the pre-bound records).
-- tollgate-compiled: the compiled rulesets alone (each ruleset's generated function, in order) on the
+- tollgate-compiled: the compiled rulesets alone (the generated functions the evaluator runs) on the
   pre-bound scopes the next three rows get: the compiler against them, like for like.
 - rule-engine Rule.matches: the naive way, on a smaller sample (``TOLLGATE_BENCH_NAIVE_ENTRIES``).
 - zen-engine: the same checks as one JDM decision, ``ZenEngine.evaluate_batch`` per chunk.
@@ -66,8 +66,8 @@ def naive(rulesets: tuple[CompiledRuleset, ...]) -> NaiveRuleEngine:
 
 
 @pytest.fixture(scope="module")
-def compiled(rulesets: tuple[CompiledRuleset, ...]) -> CompiledChecks:
-    return CompiledChecks(TIME_ENTRY, rulesets)
+def compiled(evaluator: Evaluator) -> CompiledChecks:
+    return CompiledChecks(evaluator)
 
 
 @pytest.fixture(scope="module")

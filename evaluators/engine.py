@@ -8,8 +8,10 @@ required reference record or an error inside a rule rejects the item with a reas
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -21,6 +23,7 @@ from evaluators.binding import Binder, Scope
 from evaluators.items import DecodedItem, ItemDecoder
 from rules.compile import (
     BATCH_SYMBOL,
+    DECIMAL_CONTEXT,
     PARAMS_SYMBOL,
     CompiledLookup,
     CompiledRule,
@@ -28,7 +31,7 @@ from rules.compile import (
     rules_decimal_context,
 )
 from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef, new_record
-from rules.fusion import PYTHON_TYPES, wire
+from rules.fusion import PYTHON_TYPES, RulesetFunction, fuse, wire
 from rules.model import Severity
 from rules.problems import ProblemsError
 from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, date_value, format_value
@@ -122,6 +125,25 @@ class _Version:
     ref: RulesetRef
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """Consecutive rulesets an item goes through in one generated function (rules/fusion.py), sharing what they
+    read, where that decides exactly as running them one after another over the batch: each has one version and
+    is fused, none looks anything up, none after the first has figures over the batch, and nothing the earlier
+    ones change can change the records the later ones bind, so those are bound ahead, with the first's."""
+
+    versions: tuple[_Version, ...]
+    run: RulesetFunction
+    starts: tuple[int, ...]  # where each ruleset's rules start in the function's count
+    ahead: tuple[Binding, ...]  # the later rulesets' bindings, in declaration order
+    effective_from: dt.datetime  # the latest of the versions': the chain runs when every item is past it
+
+    def at(self, index: int) -> tuple[int, int]:
+        """(ruleset, rule within it) of a rule index of the function."""
+        stage = bisect.bisect_right(self.starts, index) - 1
+        return stage, index - self.starts[stage]
+
+
 class Evaluator:
     """Evaluates batches of one item kind; build one per (rulesets, reference snapshot).
 
@@ -129,7 +151,8 @@ class Evaluator:
     see the items as earlier rulesets left them: rated, retyped, rejected). Each item is judged by the
     version of each ruleset in force on its business date. Each version runs as its fused function
     (rules/fusion.py); when an item lacks a required reference record, rule by rule instead, skipping the
-    rules that read it.
+    rules that read it. Consecutive rulesets that would decide the same taken together (see _Chain) run as
+    one fused function per item, sharing what they read.
     """
 
     def __init__(
@@ -160,6 +183,7 @@ class Evaluator:
         # response's provenance (every ruleset, one version each) says it once for all.
         self.names_versions = any(len(stage) > 1 for stage in self.stages)
         self.refreshes = self._refresh_plan(kind)
+        self.chains = self._chains()  # by the index of their first stage
         problems = binder.lookup_problems(self.rulesets)
         if problems:
             raise ProblemsError(problems)
@@ -241,7 +265,15 @@ class Evaluator:
         # The rules' decimal context, current for the whole batch: the generated ruleset functions compute
         # under it without switching (rules/fusion.py, decimal_context), in whatever thread decides.
         with rules_decimal_context():
-            for versions in self.stages:
+            stage = 0
+            while stage < len(self.stages):
+                chain = self.chains.get(stage)
+                if chain is not None and (earliest is None or earliest >= chain.effective_from):
+                    self._run_chain(chain, live)
+                    stage += len(chain.versions)
+                    continue
+                versions = self.stages[stage]
+                stage += 1
                 if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
                     self._run_version(versions[0], live)
                     continue
@@ -253,6 +285,96 @@ class Evaluator:
                 for index, group in judged.items():
                     self._run_version(versions[index], group)
         return states
+
+    def _chains(self) -> dict[int, _Chain]:
+        """The chains of consecutive stages (see _Chain), by the index of their first stage."""
+        chains: dict[int, _Chain] = {}
+        start = 0
+        while start < len(self.stages):
+            members = self._chain_from(start)
+            if len(members) > 1:
+                versions = tuple(self.stages[index][0] for index in members)
+                run, _source = fuse([version.ruleset.segment() for version in versions],
+                                    decimal_context=DECIMAL_CONTEXT)
+                first_bound = {binding.name for binding in versions[0].bindings}
+                ahead = {binding.name for version in versions[1:] for binding in version.bindings} - first_bound
+                chains[start] = _Chain(
+                    versions, run, tuple(itertools.accumulate((len(v.plans) for v in versions[:-1]), initial=0)),
+                    tuple(binding for binding in self.kind.bindings if binding.name in ahead),
+                    max(version.effective_from for version in versions))
+            start += len(members)
+        return chains
+
+    def _chain_from(self, start: int) -> list[int]:
+        """The stages a chain starting at ``start`` takes in: ``start`` alone when it cannot start one."""
+        def chainable(versions: tuple[_Version, ...]) -> bool:
+            return len(versions) == 1 and versions[0].ruleset.run is not None and not versions[0].lookups
+
+        members = [start]
+        if not chainable(self.stages[start]):
+            return members
+        bound = {binding.name for binding in self.stages[start][0].bindings}
+        changeable: set[str] = set()  # the records something an earlier member sets could change
+        for index in range(start + 1, len(self.stages)):
+            earlier = self.stages[index - 1][0].ruleset
+            for rule in earlier.rules:
+                for spec, _expression in rule.assignments:
+                    changeable.update(binding.name for binding in self.refreshes[(spec.name,)])
+            versions = self.stages[index]
+            if not chainable(versions) or versions[0].ruleset.aggregates:
+                break
+            new = {binding.name for binding in versions[0].bindings} - bound
+            if new & changeable:
+                break
+            members.append(index)
+            bound |= new
+        return members
+
+    def _run_chain(self, chain: _Chain, states: Sequence[_ItemState]) -> None:
+        """Run a chain's rulesets over the items, through its one function where it can."""
+        figures = self._prepare(chain.versions[0], states)
+        # The later rulesets' records, bound ahead over the batch: nothing the earlier rules change can change them.
+        bind, lacking = self.binder.bind, set()  # positions of the items lacking a record a later ruleset requires
+        for binding in chain.ahead:
+            name, required = binding.name, binding.required
+            for position, state in enumerate(states):
+                scope = state.scope
+                if name not in scope:
+                    record = scope[name] = bind(binding, scope)
+                    if record is None and required:
+                        lacking.add(position)
+        names_versions, last = self.names_versions, chain.versions[-1]
+        for position, state in enumerate(states):
+            scope = state.scope
+            scope[BATCH_SYMBOL] = figures[position] if figures is not None else _NO_FIGURES
+            if position in lacking:  # rejected where it would have been: ruleset by ruleset
+                self._run_one_by_one(chain.versions, state)
+                continue
+            if names_versions:
+                state.versions.extend(version.ref for version in chain.versions)
+            resume_at = chain.run(scope, state, self) if not state.unbound else 0
+            if resume_at is not None:  # a required record is missing: rule by rule from there
+                stage, rule = chain.at(resume_at)
+                for version in chain.versions[stage:]:
+                    scope[PARAMS_SYMBOL] = version.ruleset.params
+                    self._run_rules(version, state, rule)
+                    rule = 0
+            # left as running the rulesets one after another leaves it
+            scope[PARAMS_SYMBOL], scope[BATCH_SYMBOL] = last.ruleset.params, _NO_FIGURES
+
+    def _run_one_by_one(self, versions: Sequence[_Version], state: _ItemState) -> None:
+        """An item through a chain's rulesets one after another, as ``_run_version`` takes a batch through each
+        (every record bound already: a required one missing rejects the item when the ruleset needing it starts)."""
+        scope = state.scope
+        for position, version in enumerate(versions):
+            if position:
+                scope[PARAMS_SYMBOL], scope[BATCH_SYMBOL] = version.ruleset.params, _NO_FIGURES
+                for binding in version.bindings:
+                    if binding.required and scope[binding.name] is None:
+                        self._missing(binding, state)
+            if self.names_versions:
+                state.versions.append(version.ref)
+            self._run_rules(version, state)
 
     def _version_in_force(self, versions: Sequence[_Version], state: _ItemState) -> int | None:
         """The index of the version in force on the item's business date; none in force rejects the item."""
@@ -293,9 +415,10 @@ class Evaluator:
         except Exception as error:
             self.fail(state, lookup.ruleset_id, f"lookup:{lookup.name}", None, error)
 
-    def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
-        """Bind and run one ruleset version on the items it judges."""
-        ruleset, plans, lookups = version.ruleset, version.plans, version.lookups
+    def _prepare(self, version: _Version, states: Sequence[_ItemState]) -> list[dict[str, Any]] | None:
+        """Bind and look up what the version reads, for every item, then work out its figures over the batch
+        (None: it has none): the figures read the records, for every item, before any rule runs."""
+        ruleset, lookups = version.ruleset, version.lookups
         params = ruleset.params
         for state in states:
             state.scope[PARAMS_SYMBOL] = params  # before the lookups and figures, which may read params
@@ -304,23 +427,37 @@ class Evaluator:
         for lookup in lookups:
             for state in states:
                 self._look_up_one(lookup, state)
-        # The figures read the records the ruleset binds, for every item, before any rule runs.
-        figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
-                                [not state.rejected for state in states]) if ruleset.aggregates else None
-        run, names_versions = ruleset.run, self.names_versions
+        if not ruleset.aggregates:
+            return None
+        return batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
+                             [not state.rejected for state in states])
+
+    def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
+        """Bind and run one ruleset version on the items it judges."""
+        figures = self._prepare(version, states)
+        run, names_versions = version.ruleset.run, self.names_versions
         for index, state in enumerate(states):
             scope = state.scope
             scope[BATCH_SYMBOL] = figures[index] if figures is not None else _NO_FIGURES
             if names_versions:
                 state.versions.append(version.ref)
-            resume_at: int | None = 0
-            if run is not None and not state.unbound:
-                resume_at = run(scope, state, self)
-                if resume_at is None:
-                    continue
-            for plan in plans[resume_at:]:
-                if not (plan.rule.symbols & state.unbound):
-                    self._apply(plan, state)
+            # the fused function called here rather than through _run_rules: this is the way most items go
+            resume_at = run(scope, state, self) if run is not None and not state.unbound else 0
+            if resume_at is not None:
+                self._run_rules(version, state, resume_at)
+
+    def _run_rules(self, version: _Version, state: _ItemState, start: int = 0) -> None:
+        """The version's rules from ``start`` on, on one item: its fused function when every required record was
+        found and it starts at the first rule, else rule by rule, leaving out the rules that read a missing one."""
+        resume_at: int | None = start
+        run = version.ruleset.run
+        if run is not None and not start and not state.unbound:
+            resume_at = run(state.scope, state, self)
+            if resume_at is None:
+                return
+        for plan in version.plans[resume_at:]:
+            if not (plan.rule.symbols & state.unbound):
+                self._apply(plan, state)
 
     def _resolve(self, binding: Binding, state: _ItemState) -> None:
         """Look up one binding from the item as it is now; a missing required record rejects the item."""

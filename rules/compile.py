@@ -12,7 +12,7 @@ import decimal
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import yaml
 
 from rules import yaml_source
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError, compile_expression
-from rules.fusion import RulesetFunction, fuse
+from rules.fusion import RulesetFunction, Segment, fuse
 from rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from rules.problems import Problem, ProblemsError
 from rules.schema import ENTITIES, ITEM_KINDS, Entity, FieldKind, FieldSpec, ItemKind, date_value, format_value
@@ -174,6 +174,8 @@ class CompiledRuleset:
     run: RulesetFunction | None
     source: str  # the generated source of ``run``, or why there is none
     money_rounder: Callable[[Decimal], Decimal] | None  # the ruleset's Rounding.rounder(), made once
+    # the item fields a binding of the kind, or a lookup of this ruleset, is found by (see fusion.Segment)
+    refreshing_fields: frozenset[str]
 
     @property
     def id(self) -> str:
@@ -190,6 +192,10 @@ class CompiledRuleset:
     def round_money(self, value: Decimal) -> Decimal:
         assert self.money_rounder is not None, "checked at load: money enrichments need a rounding rule"
         return self.money_rounder(value)
+
+    def segment(self) -> Segment:
+        """The ruleset as a part of a fused function (rules/fusion.py): alone, or after others in a chain."""
+        return Segment(self.rules, self.id, self.money_rounder, self.refreshing_fields, {PARAMS_SYMBOL: self.params})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -504,13 +510,7 @@ class _RuleCompiler:
                                  *(lookup.symbols for lookup in self.lookups))
         refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings),
                                               *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
-        rounding = self.spec.rounding.rounder() if self.spec.rounding else None
-        try:
-            run, source = fuse(rules, self.spec.ruleset, rounding, refreshing_fields, {PARAMS_SYMBOL: self.params},
-                               decimal_context=DECIMAL_CONTEXT)
-        except NotCompilableError as error:
-            run, source = None, f"not fused: {error}"
-        return CompiledRuleset(
+        ruleset = CompiledRuleset(
             spec=self.spec,
             path=self.path,
             document=self.document,
@@ -520,10 +520,16 @@ class _RuleCompiler:
             bindings=self._bindings_with_dependencies(used),
             lookups=self.lookups,
             aggregates=self.aggregates,
-            run=run,
-            source=source,
-            money_rounder=rounding,
+            run=None,
+            source="",
+            money_rounder=self.spec.rounding.rounder() if self.spec.rounding else None,
+            refreshing_fields=refreshing_fields,
         )
+        try:
+            run, source = fuse([ruleset.segment()], decimal_context=DECIMAL_CONTEXT)
+        except NotCompilableError as error:
+            return replace(ruleset, source=f"not fused: {error}")
+        return replace(ruleset, run=run, source=source)
 
     def _bindings_with_dependencies(self, used: frozenset[str]) -> tuple[str, ...]:
         needed = set(used)

@@ -1,7 +1,8 @@
-"""Fuse a ruleset into one generated function, so deciding an item costs one call per ruleset.
+"""Fuse a ruleset, or consecutive rulesets, into one generated function, so deciding an item costs one call.
 
-The function evaluates every rule of the ruleset in order against one item's scope (item fields,
-bound reference records, params) and records what the rules do into the item's decision state:
+The function evaluates every rule of its rulesets (its *segments*), in order, against one item's scope
+(item fields, bound reference records, params) and records what the rules do into the item's decision
+state:
 
     def run(thing, state, engine) -> int | None
 
@@ -18,8 +19,9 @@ bound reference records, params) and records what the rules do into the item's d
 - An error anywhere in a rule calls ``engine.fail(state, ruleset_id, rule_id, field, error)`` and
   the other rules still run. After an enrichment that changes fields some reference binding is found
   by, ``engine.refresh(state, fields)`` looks the records up again; if it returns true (a required
-  record can no longer be found), ``run`` returns the index of the next rule and the engine
-  carries on rule by rule. Otherwise ``run`` returns None.
+  record can no longer be found), ``run`` returns the index of the next rule (counting the rules of all
+  segments in turn) and the engine carries on rule by rule. Otherwise ``run`` returns None. Every symbol any
+  segment reads must be in the scope when ``run`` is called.
 
 This is exactly what evaluators/engine.py does when it interprets a ruleset rule by rule (which it
 does when a required record is missing); tests/test_compiled_rulesets.py holds the two to the same
@@ -33,6 +35,7 @@ import decimal
 import itertools
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
@@ -108,6 +111,20 @@ class FusableRule(Protocol):
     def rejects(self) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One ruleset's part of a fused function."""
+
+    rules: Sequence[FusableRule]
+    ruleset_id: str
+    round_money: Callable[[decimal.Decimal], decimal.Decimal] | None
+    # the item fields some reference binding, or one of the ruleset's lookups, is found by: an enrichment of one
+    # asks the engine to look the records up again
+    refreshing_fields: Collection[str]
+    # symbols with the same value for every item (the ruleset's params), compiled in as constants
+    constants: Mapping[str, Any]
+
+
 def wire(value: Any) -> str | None:
     """A value as an enrichment carries it: null stays null, anything else as a person reads it."""
     return None if value is None else format_value(value)
@@ -119,20 +136,24 @@ def _indent(source: str, spaces: int) -> str:
 
 
 class _Fuser:
-    def __init__(self, ruleset_id: str, round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-                 refreshing_fields: Collection[str], constants: Mapping[str, Any],
-                 decimal_context: decimal.Context) -> None:
-        self.ruleset_id = ruleset_id
+    def __init__(self, decimal_context: decimal.Context) -> None:
         self.decimal_context = decimal_context
-        self.refreshing_fields = refreshing_fields
-        self.constants = constants
         self.namespace: dict[str, Any] = {
             "Reason": Reason, "Enrichment": Enrichment, "new": new_record, "wire": wire, "fmt": format_value,
-            "round_money": round_money, "RULESET": ruleset_id,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
         self.formatters: dict[type, str] = {}  # python type -> the namespace name of its formatter
         self._names = itertools.count()
+        # the segment being generated: its constants, and the namespace names of its ruleset id and rounding
+        self.refreshing_fields: Collection[str] = ()
+        self.constants: Mapping[str, Any] = {}
+        self.ruleset = self.round_money = ""
+
+    def start_segment(self, segment: Segment) -> None:
+        self.refreshing_fields = segment.refreshing_fields
+        self.constants = segment.constants
+        self.ruleset = self.constant(segment.ruleset_id, "ruleset")
+        self.round_money = self.constant(segment.round_money, "round_money")
 
     def constant(self, value: Any, hint: str) -> str:
         name = f"_{hint}{next(self._names)}"
@@ -141,13 +162,18 @@ class _Fuser:
 
     def symbol(self, name: str) -> str:
         """A local per symbol, read from the scope when the function starts (and after each enrichment):
-        every symbol a rule reads is in the scope, the engine binds them all before calling ``run``."""
+        every symbol a rule reads is in the scope, the engine binds them all before calling ``run``. A constant
+        of the segment (its params: another segment's may differ) is compiled in."""
+        if name in self.constants:
+            return self.constant(self.constants[name], "constant")
         return self.symbols.setdefault(name, f"_sym{next(self._names)}_{name}")
 
     def message_symbol(self, name: str) -> str:
         """A symbol as a message reads it: its local where the conditions read it already, else straight from the
         scope (the local would hold the same value), so that what only messages read costs nothing unless a
         rule fires with explanations on."""
+        if name in self.constants:
+            return self.symbol(name)
         return self.symbols.get(name) or f"thing[{name!r}]"
 
     def expression(self, codegen: ExpressionCodegen, expression: CompiledExpression, *,
@@ -206,8 +232,8 @@ class _Fuser:
             if spec.kind is not FieldKind.MONEY:
                 return ""
             if not static_type[1]:
-                return f"{value} = round_money({value})\n"
-            return f"if {value} is not None:\n    {value} = round_money({value})\n"
+                return f"{value} = {self.round_money}({value})\n"
+            return f"if {value} is not None:\n    {value} = {self.round_money}({value})\n"
         kind = self.constant(python_type, "type")
         lines = [f"if {value} is None:\n"]
         lines.append(f"    raise TypeError({f'set {spec.name} produced null, but {spec.name} cannot be null'!r})\n"
@@ -216,7 +242,7 @@ class _Fuser:
         lines.append(f"    raise TypeError(f'set {spec.name} produced {{fmt({value})!r}}, which is not a "
                      f"{spec.kind.value}')\n")
         if spec.kind is FieldKind.MONEY:
-            lines.append(f"else:\n    {value} = round_money({value})\n")
+            lines.append(f"else:\n    {value} = {self.round_money}({value})\n")
         return "".join(lines)
 
     def rule_block(self, index: int, rule: FusableRule) -> str:
@@ -228,7 +254,7 @@ class _Fuser:
         condition = " and ".join([*self.requires(rule.requires), f"({self.expression(codegen, expression)})"])
         code, severity, field = rule.reason_parts
         reason = (f"new(Reason, ({rule.id!r}, {code!r}, {self.message(codegen, rule.message_parts)}, "
-                  f"{self.constant(severity, 'severity')}, {field!r}, RULESET))")
+                  f"{self.constant(severity, 'severity')}, {field!r}, {self.ruleset}))")
         if rule.assignments:
             action = self.enrich_action(index, rule, codegen, reason)
         else:
@@ -245,7 +271,7 @@ class _Fuser:
             f"    if {condition}:\n"
             f"{_indent(action, 8)}"
             "except Exception as error:\n"
-            f"    engine.fail(state, RULESET, {rule.id!r}, {field!r}, error)\n"
+            f"    engine.fail(state, {self.ruleset}, {rule.id!r}, {field!r}, error)\n"
         )
 
     def enrich_action(self, index: int, rule: FusableRule, codegen: ExpressionCodegen, reason: str) -> str:
@@ -288,8 +314,14 @@ class _Fuser:
         lines.append(_indent("".join(body), 4))
         return "".join(lines)
 
-    def function(self, rules: Sequence[FusableRule]) -> str:
-        body = "".join(self.rule_block(index, rule) for index, rule in enumerate(rules))
+    def function(self, segments: Sequence[Segment]) -> str:
+        blocks, index = [], 0
+        for segment in segments:
+            self.start_segment(segment)
+            for rule in segment.rules:
+                blocks.append(self.rule_block(index, rule))
+                index += 1
+        body = "".join(blocks)
         # Known only once every rule is generated: the statements (re)reading the symbols, at the start and
         # after every enrichment. (An attribute is read where it is used: a dict subscript costs no more than
         # testing a cache of it would.)
@@ -310,20 +342,17 @@ class _Fuser:
         return f"def run(thing, state, engine):\n{_indent(body, 4)}"
 
 
-def fuse(rules: Sequence[FusableRule], ruleset_id: str,
-         round_money: Callable[[decimal.Decimal], decimal.Decimal] | None,
-         refreshing_fields: Collection[str], constants: Mapping[str, Any], *,
-         decimal_context: decimal.Context) -> tuple[RulesetFunction, str]:
-    """Generate and compile the ruleset's function; return it and its source (for lint and debugging).
+def fuse(segments: Sequence[Segment], *, decimal_context: decimal.Context) -> tuple[RulesetFunction, str]:
+    """Generate and compile the function of one ruleset, or of several run in turn on an item; return it and its
+    source (for lint and debugging).
 
-    ``refreshing_fields`` are the item fields some reference binding is found by: an enrichment of
-    one of them asks the engine to look the records up again. ``constants``: symbols with the same value
-    for every item (the ruleset's params), compiled in as constants. ``decimal_context``: the context the
-    caller makes current before calling the function (the engine: once for the whole batch), so that it
-    never switches contexts itself.
+    ``decimal_context``: the context the caller makes current before calling the function (the engine: once for
+    the whole batch), so that it never switches contexts itself; rules computing under another are refused
+    (NotCompilableError).
     """
-    fuser = _Fuser(ruleset_id, round_money, refreshing_fields, constants, decimal_context)
-    source = fuser.function(rules)
-    exec(compile(source, f"<ruleset {ruleset_id}>", "exec"), fuser.namespace)
+    fuser = _Fuser(decimal_context)
+    source = fuser.function(segments)
+    name = ", ".join(segment.ruleset_id for segment in segments)
+    exec(compile(source, f"<ruleset {name}>", "exec"), fuser.namespace)
     function: RulesetFunction = fuser.namespace["run"]
     return function, source

@@ -218,3 +218,119 @@ def test_messages_read_fields_as_they_stand_when_the_rule_fires(tmp_path: Path) 
     assert compiled == interpreted
     assert [r.message for r in compiled.reasons] == [
         "role OLD, category ANALYST", "set", "role R-E-1, category CONSULTANT", "seen CONSULTANT"]
+
+
+# Two rulesets an item goes through in one generated function (a chain, see evaluators/engine.py _Chain). The first
+# binds the task and, in its last rule, may move the entry to a task that does not exist; the second reads the
+# worker, bound ahead with the first's records. Both name a param "limit", with their own values.
+CHAIN_FIRST = """\
+ruleset: chain-first
+version: 1.0.0
+effective_from: 2026-01-01
+applies_to: time_entry
+order: 10
+owner: revenue-controls@example.com
+params: {limit: 1}
+rules:
+  - id: CF-1
+    title: More than the first limit
+    when: hours > params.limit
+    action: warn
+    code: OVER_FIRST_LIMIT
+    message: over {params.limit}
+  - id: CF-2
+    title: The task is read here
+    when: task.name != ''
+    action: warn
+    code: TASK_NAMED
+    message: task {task.name}
+  - id: CF-3
+    title: A move to another task, last in the ruleset
+    when: activity_code == 'MOVE'
+    action: enrich
+    set: {task_id: "'T-GONE'"}
+    code: MOVED
+    message: moved from {task_id}
+"""
+CHAIN_SECOND = """\
+ruleset: chain-second
+version: 1.0.0
+effective_from: {effective_from}
+applies_to: time_entry
+order: 20
+owner: revenue-controls@example.com
+params: {{limit: 100}}
+rules:
+  - id: CS-1
+    title: Under the second limit
+    when: hours < params.limit
+    action: warn
+    code: UNDER_SECOND_LIMIT
+    message: under {{params.limit}}
+  - id: CS-2
+    title: The worker is first read here
+    when: worker.status == 'ACTIVE'
+    action: warn
+    code: WORKER_ACTIVE
+    message: worker {{worker.name}} on task {{task_id}}
+  - id: CS-3
+    title: The task again
+    when: task.name != ''
+    action: warn
+    code: TASK_STILL_NAMED
+    message: still {{task.name}}
+"""
+
+
+@pytest.mark.parametrize("second_in_force_from", ["2026-01-01", "2026-11-01"])
+def test_a_chain_of_rulesets_decides_as_the_rulesets_one_after_another(tmp_path: Path,
+                                                                       second_in_force_from: str) -> None:
+    """Through one generated function, an item is decided as by each ruleset in turn over the batch: each reads its
+    own params; a record the second requires that is missing, or one the last rule of the first loses, rejects the
+    item where it would have, and the rest runs rule by rule. When a ruleset of the chain is not in force on some
+    item's date, the batch goes ruleset by ruleset."""
+    (tmp_path / "first.yaml").write_text(CHAIN_FIRST, encoding="utf-8")
+    (tmp_path / "second.yaml").write_text(CHAIN_SECOND.format(effective_from=second_in_force_from), encoding="utf-8")
+    rulesets = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
+    reference_data = load_snapshot(ROOT / "examples" / "refdata")
+    chained = _evaluator(rulesets, reference_data)
+    [chain] = chained.chains.values()
+    assert [version.ruleset.id for version in chain.versions] == ["chain-first", "chain-second"]
+    entries = [_ENTRY, {**_ENTRY, "entry_id": "E-2", "activity_code": "MOVE"},
+               {**_ENTRY, "entry_id": "E-3", "worker_id": "W-NOPE"}]
+    if second_in_force_from != "2026-01-01":
+        entries.append({**_ENTRY, "entry_id": "E-4", "work_date": "2026-10-15"})
+    decided = chained.evaluate(entries)
+    assert decided == _evaluator(tuple(_interpreted(r) for r in rulesets), reference_data).evaluate(entries)
+    by_id = {decision.item_id: decision.codes for decision in decided}
+    assert by_id["E-1"] == ["OVER_FIRST_LIMIT", "TASK_NAMED", "UNDER_SECOND_LIMIT", "WORKER_ACTIVE",
+                            "TASK_STILL_NAMED"]
+    # rejected, so what the enrich rule said is dropped
+    assert by_id["E-2"] == ["OVER_FIRST_LIMIT", "TASK_NAMED", "REFERENCE_DATA_MISSING", "UNDER_SECOND_LIMIT",
+                            "WORKER_ACTIVE"]
+    assert by_id["E-3"] == ["OVER_FIRST_LIMIT", "TASK_NAMED", "REFERENCE_DATA_MISSING", "UNDER_SECOND_LIMIT",
+                            "TASK_STILL_NAMED"]
+    assert [r.message for r in decided[0].reasons][0::2] == ["over 1", "under 100", "still Build and configure"]
+    if second_in_force_from != "2026-01-01":
+        assert by_id["E-4"] == ["OVER_FIRST_LIMIT", "TASK_NAMED", "NO_RULESET_IN_FORCE"]
+
+
+def test_no_chain_where_an_earlier_ruleset_could_change_a_later_ones_record(tmp_path: Path) -> None:
+    """The transaction control is found by the activity, which the first ruleset sets: bound ahead, it could be
+    the wrong one, so the two rulesets run one after another over the batch."""
+    (tmp_path / "first.yaml").write_text(REFRESHING_RULESET.split("  - id: XX-2")[0], encoding="utf-8")
+    second = _HEADER.format(ruleset="reads-control").replace("order: 10", "order: 20") + """\
+  - id: RC-9
+    title: The control found by the activity set before
+    when: control == null
+    action: warn
+    code: NO_CONTROL
+    message: no control for {activity_code}
+"""
+    (tmp_path / "second.yaml").write_text(second, encoding="utf-8")
+    rulesets = load_rulesets(tmp_path).for_kind(TIME_ENTRY.name)
+    reference_data = load_snapshot(ROOT / "examples" / "refdata")
+    evaluator = _evaluator(rulesets, reference_data)
+    assert evaluator.chains == {}
+    [decision] = evaluator.evaluate([_ENTRY])
+    assert decision.codes == ["ACTIVITY_SET"]  # P-100's control for TRAVEL was found after the enrichment
