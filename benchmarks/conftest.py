@@ -20,7 +20,7 @@ import pytest
 from benchmarks.comparators import Prebound, RuleFacts, prebind, rule_facts
 from benchmarks.data import Firm, generate_firm
 from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
+from evaluators.binding import FixedBinder, SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import ReferenceSnapshot, load_snapshot
 from rules.compile import CompiledRuleset
@@ -80,7 +80,10 @@ def evaluator_kind() -> str:
     conditions = [rule.condition for r in rulesets for rule in r.rules]
     compiled = sum(1 for c in conditions if getattr(c, "is_compiled", False))
     if fused:
-        return f"compiled: {fused}/{len(rulesets)} rulesets fused into one generated function each"
+        chains = Evaluator(TIME_ENTRY, rulesets, FixedBinder({}), "label", ENGINE_VERSION).chains.values()
+        chained = "; ".join(" + ".join(version.ruleset.id for version in chain.versions) for chain in chains)
+        return (f"compiled: {fused}/{len(rulesets)} rulesets fused into one generated function each"
+                + (f", chained per item: {chained}" if chained else ""))
     return (f"pre-compiler: rules interpreted one by one ({compiled}/{len(conditions)} conditions compiled "
             "per expression), no generated per-ruleset function")
 
