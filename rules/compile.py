@@ -174,8 +174,6 @@ class CompiledRuleset:
     run: RulesetFunction | None
     source: str  # the generated source of ``run``, or why there is none
     money_rounder: Callable[[Decimal], Decimal] | None  # the ruleset's Rounding.rounder(), made once
-    # the item fields a binding of the kind, or a lookup of this ruleset, is found by (see fusion.Segment)
-    refreshing_fields: frozenset[str]
 
     @property
     def id(self) -> str:
@@ -192,6 +190,12 @@ class CompiledRuleset:
     def round_money(self, value: Decimal) -> Decimal:
         assert self.money_rounder is not None, "checked at load: money enrichments need a rounding rule"
         return self.money_rounder(value)
+
+    @property
+    def refreshing_fields(self) -> frozenset[str]:
+        """The item fields a binding of the kind, or a lookup of this ruleset, is found by (see fusion.Segment)."""
+        return frozenset().union(*(b.inputs for b in self.kind.bindings),
+                                 *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
 
     def segment(self) -> Segment:
         """The ruleset as a part of a fused function (rules/fusion.py): alone, or after others in a chain."""
@@ -508,8 +512,6 @@ class _RuleCompiler:
             raise ProblemsError(self.problems)
         used = frozenset().union(*(r.symbols for r in rules), *(a.symbols for a in self.aggregates),
                                  *(lookup.symbols for lookup in self.lookups))
-        refreshing_fields = frozenset().union(*(b.inputs for b in self.kind.bindings),
-                                              *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
         ruleset = CompiledRuleset(
             spec=self.spec,
             path=self.path,
@@ -523,7 +525,6 @@ class _RuleCompiler:
             run=None,
             source="",
             money_rounder=self.spec.rounding.rounder() if self.spec.rounding else None,
-            refreshing_fields=refreshing_fields,
         )
         try:
             run, source = fuse([ruleset.segment()], decimal_context=DECIMAL_CONTEXT)
