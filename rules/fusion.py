@@ -163,7 +163,7 @@ class _Fuser:
     def symbol(self, name: str) -> str:
         """A local per symbol, read from the scope when the function starts (and after each enrichment):
         every symbol a rule reads is in the scope, the engine binds them all before calling ``run``. A constant
-        of the segment (its params: another segment's may differ) is compiled in."""
+        of the segment (its params: another segment's may differ), which only ``requires`` asks for, is compiled in."""
         if name in self.constants:
             return self.constant(self.constants[name], "constant")
         return self.symbols.setdefault(name, f"_sym{next(self._names)}_{name}")
@@ -171,9 +171,7 @@ class _Fuser:
     def message_symbol(self, name: str) -> str:
         """A symbol as a message reads it: its local where the conditions read it already, else straight from the
         scope (the local would hold the same value), so that what only messages read costs nothing unless a
-        rule fires with explanations on."""
-        if name in self.constants:
-            return self.symbol(name)
+        rule fires with explanations on. (The codegen reads a constant's value itself, never asking for it.)"""
         return self.symbols.get(name) or f"thing[{name!r}]"
 
     def expression(self, codegen: ExpressionCodegen, expression: CompiledExpression, *,
