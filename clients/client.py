@@ -42,7 +42,7 @@ from rules.decisions import (
     new_record,
 )
 from rules.model import Severity
-from rules.schema import ENTITIES, EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, FieldKind, ItemKind
+from rules.schema import ENTITIES, EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, FieldKind, ItemKind
 from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
@@ -88,7 +88,7 @@ def _fields_of_kind(kind: ItemKind, field_kind: FieldKind) -> frozenset[str]:
 # Per item kind: its map fields and its list fields (every other field is a wire string).
 _COLLECTION_FIELDS = {
     kind.name: (_fields_of_kind(kind, FieldKind.STRING_MAP), _fields_of_kind(kind, FieldKind.STRING_LIST))
-    for kind in (TIME_ENTRY, EXPENSE_LINE, INVOICE_LINE)
+    for kind in ITEM_KINDS.values()
 }
 
 
