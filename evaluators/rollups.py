@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup
+from rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup, new_record
 from rules.model import Severity
 
 GROUP_RULE = "GROUP"
@@ -28,13 +28,24 @@ def _group_reason(group_name: str, group_id: str, rejected: Sequence[Decision]) 
     )
 
 
+_ACCEPT, _ENRICH, _REJECT = Outcome.ACCEPT, Outcome.ENRICH, Outcome.REJECT  # read once: enum members cost per read
+
+
 def _rollup(group_id: str, decisions: Sequence[Decision], rejected_items: tuple[str, ...]) -> Rollup:
     outcomes = [d.outcome for d in decisions]
-    rejected = outcomes.count(Outcome.REJECT)
-    enriched = outcomes.count(Outcome.ENRICH)
-    outcome = Outcome.REJECT if rejected else Outcome.ENRICH if enriched else Outcome.ACCEPT
-    return Rollup(group_id, outcome, len(outcomes), outcomes.count(Outcome.ACCEPT), enriched, rejected,
-                  rejected_items)
+    rejected = outcomes.count(_REJECT)
+    enriched = outcomes.count(_ENRICH)
+    outcome = _REJECT if rejected else _ENRICH if enriched else _ACCEPT
+    return new_record(Rollup, (group_id, outcome, len(outcomes), outcomes.count(_ACCEPT), enriched, rejected,
+                               rejected_items))
+
+
+def _lone_rollup(group_id: str, decision: Decision) -> Rollup:
+    """The roll-up of a group of one line, as _rollup works it out, without the counting."""
+    outcome = decision.outcome
+    if outcome is _REJECT:
+        return new_record(Rollup, (group_id, outcome, 1, 0, 0, 1, (decision.item_id,)))
+    return new_record(Rollup, (group_id, outcome, 1, int(outcome is _ACCEPT), int(outcome is _ENRICH), 0, ()))
 
 
 def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str], acceptance: Acceptance,
@@ -43,19 +54,29 @@ def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str], acceptance:
     groups: dict[str, list[int]] = {}
     for position, group_id in enumerate(group_ids):
         if group_id:
-            groups.setdefault(group_id, []).append(position)
+            members = groups.get(group_id)
+            if members is None:
+                groups[group_id] = [position]
+            else:
+                members.append(position)
     decided = list(decisions)
+    all_or_nothing = acceptance is Acceptance.ALL_OR_NOTHING
     rollups = []
     for group_id, positions in groups.items():
-        own = [decided[p] for p in positions if decided[p].outcome is Outcome.REJECT]
-        if own and acceptance is Acceptance.ALL_OR_NOTHING:
+        if len(positions) == 1:
+            # A line alone in its group (most, in batches of scattered lines) stands as it is, whatever the
+            # acceptance: all or nothing changes only the other lines of a group.
+            rollups.append(_lone_rollup(group_id, decided[positions[0]]))
+            continue
+        own = [decided[p] for p in positions if decided[p].outcome is _REJECT]
+        if own and all_or_nothing:
             reason = _group_reason(group_name, group_id, own)
             for p in positions:
                 line = decided[p]
-                if line.outcome is not Outcome.REJECT:
+                if line.outcome is not _REJECT:
                     # Rejected, so not enriched: the enrich rules' reasons no longer apply (as in the engine).
                     enriched_by = {e.rule_id for e in line.enrichments}
                     kept = tuple(r for r in line.reasons if r.rule_id not in enriched_by)
-                    decided[p] = line._replace(outcome=Outcome.REJECT, reasons=(reason, *kept), enrichments=())
+                    decided[p] = line._replace(outcome=_REJECT, reasons=(reason, *kept), enrichments=())
         rollups.append(_rollup(group_id, [decided[p] for p in positions], tuple(d.item_id for d in own)))
     return decided, rollups

@@ -103,9 +103,8 @@ class Acceptance(enum.StrEnum):
     ALL_OR_NOTHING = "all_or_nothing"  # one rejected line rejects its whole group (timesheet)
 
 
-@dataclass(frozen=True, slots=True)
-class Rollup:
-    """The decisions of one group of lines (a timesheet) taken together."""
+class Rollup(NamedTuple):
+    """The decisions of one group of lines (a timesheet) taken together (a named tuple: one per group)."""
 
     group_id: str
     outcome: Outcome

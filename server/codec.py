@@ -59,7 +59,14 @@ def fill_response(response: Any, decisions: Sequence[Decision], provenance: Prov
     response.provenance.correlation_id = provenance.correlation_id
     for ruleset in provenance.rulesets:
         response.provenance.rulesets.add(id=ruleset.id, version=ruleset.version)
+    add_rollup = response.rollups.add
     for rollup in rollups:
-        response.rollups.add(group_id=rollup.group_id, outcome=OUTCOMES[rollup.outcome], total=rollup.total,
-                             accepted=rollup.accepted, enriched=rollup.enriched, rejected=rollup.rejected,
-                             rejected_items=rollup.rejected_items)
+        out = add_rollup()
+        out.group_id = rollup.group_id
+        out.outcome = OUTCOMES[rollup.outcome]
+        out.total = rollup.total
+        out.accepted = rollup.accepted
+        out.enriched = rollup.enriched
+        out.rejected = rollup.rejected
+        if rollup.rejected_items:
+            out.rejected_items.extend(rollup.rejected_items)

@@ -52,6 +52,22 @@ def test_all_or_nothing_keeps_a_clean_timesheet_as_it_is() -> None:
     assert (rollup.outcome, rollup.accepted, rollup.enriched) == (Outcome.ENRICH, 1, 1)
 
 
+@pytest.mark.parametrize("acceptance", list(Acceptance))
+@pytest.mark.parametrize(("line", "counts", "rejected_items"), [
+    (ACCEPTED, (1, 0, 0), ()),
+    (ENRICHED, (0, 1, 0), ()),
+    (REJECTED, (0, 0, 1), ("L-2",)),
+])
+def test_a_line_alone_in_its_timesheet_stands_as_it_is(
+    acceptance: Acceptance, line: Decision, counts: tuple[int, int, int], rejected_items: tuple[str, ...],
+) -> None:
+    decisions, [rollup, _other] = roll_up([line, ACCEPTED], ["TS-9", "TS-10"], acceptance)
+    assert decisions[0] is line
+    assert (rollup.group_id, rollup.outcome, rollup.total) == ("TS-9", line.outcome, 1)
+    assert (rollup.accepted, rollup.enriched, rollup.rejected) == counts
+    assert rollup.rejected_items == rejected_items
+
+
 def _lines(*timesheets: str) -> list[pb.TimeEntry]:
     return [pb.TimeEntry(entry_id=f"E-{n}", timesheet_id=t) for n, t in enumerate(timesheets)]
 
