@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
@@ -44,15 +45,29 @@ ADOPTION_SECONDS = Histogram("tollgate_reference_snapshot_adoption_seconds",
                              "this process lacks, indexing, building evaluators", buckets=_ADOPTION_BUCKETS)
 
 
+def _child(metric: Counter | Histogram, children: dict[tuple[str, ...], Any], labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, kept: prometheus-client validates and locks on every labels() call, which
+    costs more than counting a small batch's reasons; a child, once made, stays the same object."""
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child
+
+
+_DECISION_CHILDREN: dict[tuple[str, ...], Any] = {}
+_REASON_CHILDREN: dict[tuple[str, ...], Any] = {}
+_BATCH_CHILDREN: dict[tuple[str, ...], Any] = {}
+
+
 def record_batch(kind: str, decisions: Sequence[Decision], duration_s: float) -> None:
     """Count one decided batch: its outcomes, its reasons, its duration."""
-    outcomes = Tally(decision.outcome for decision in decisions)
-    reasons = Tally((reason.rule_id, reason.code) for decision in decisions for reason in decision.reasons)
+    outcomes = Tally([decision.outcome for decision in decisions])
+    reasons = Tally([(reason.rule_id, reason.code) for decision in decisions for reason in decision.reasons])
     for outcome, count in outcomes.items():
-        DECISIONS.labels(kind, str(outcome)).inc(count)
-    for (rule_id, code), count in reasons.items():
-        REASONS.labels(rule_id, code).inc(count)
-    BATCH_SECONDS.labels(kind).observe(duration_s)
+        _child(DECISIONS, _DECISION_CHILDREN, (kind, str(outcome))).inc(count)
+    for labels, count in reasons.items():
+        _child(REASONS, _REASON_CHILDREN, labels).inc(count)
+    _child(BATCH_SECONDS, _BATCH_CHILDREN, (kind,)).observe(duration_s)
 
 
 def _record_switch(snapshot_id: str, seconds: float) -> None:
