@@ -38,6 +38,7 @@ MID_MONTH = dt.date(2026, 11, 15)
 DAYS = [MONTH_START + dt.timedelta(days=i) for i in range((MONTH_END - MONTH_START).days + 1)]
 WEEKDAYS = [d for d in DAYS if d.weekday() < 5]
 WEEKENDS = [d for d in DAYS if d.weekday() >= 5]
+TIMESHEET_LINES = 40  # one worker's timesheet, as a PSA approval flow sends it (the latency comparison)
 
 # labor category -> (standard rate or None when the firm has no standard rate, unit)
 CATEGORIES: dict[str, tuple[str | None, str]] = {

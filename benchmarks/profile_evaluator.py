@@ -2,10 +2,17 @@
 
     .venv/bin/python -m benchmarks.profile_evaluator [--entries 20000] [--sort tottime] [--top 30]
     .venv/bin/python -m benchmarks.profile_evaluator --rules-only   # Evaluator.decide on pre-bound items
+    .venv/bin/python -m benchmarks.profile_evaluator --timesheet 300   # the server's path for a 40-line timesheet
+
+``--timesheet CALLS`` runs what the server does for the latency comparison's timesheet, in process: the
+servicer's ``ValidateTimeEntries`` from the request message to the response (decoding, deciding, roll-ups,
+metrics, the response), CALLS times, without gRPC's transport.
 
 Uses cProfile (deterministic, so it inflates the cost of many small calls: read it for *where* the
-time goes, and the benchmarks for *how much*). The same sizes and seed as the benchmarks
-(TOLLGATE_BENCH_SEED, TOLLGATE_BENCH_PEOPLE).
+time goes, and the benchmarks for *how much*). ``--no-profile`` only runs and times the work, for a
+sampling profiler, whose shares are closer to the truth:
+``py-spy record -f raw -o out.txt -- .venv/bin/python -m benchmarks.profile_evaluator --timesheet 6000 --no-profile``.
+The same sizes and seed as the benchmarks (TOLLGATE_BENCH_SEED, TOLLGATE_BENCH_PEOPLE).
 """
 
 from __future__ import annotations
@@ -13,19 +20,48 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.comparators import prebind
 from benchmarks.conftest import RULESETS, SIZES
-from benchmarks.data import generate_firm
+from benchmarks.data import TIMESHEET_LINES, Firm, generate_firm
+from clients.client import time_entry_message
 from evaluators import ENGINE_VERSION
 from evaluators.binding import SnapshotBinder
 from evaluators.engine import Evaluator
 from evaluators.reference_data import load_snapshot
 from rules.loader import load_rulesets
 from rules.schema import TIME_ENTRY
+from server.logs import configure_logging
+from server.runtime import Runtime
+from server.settings import Settings
+from server.validation_service import ValidationService
+from tollgate_api.v1 import validation_pb2 as pb
+
+
+class _LocalCall:
+    """What the servicer reads of a gRPC call's context, for a call made in process: no metadata."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+def _timesheet_calls(firm: Firm, refdata: Path) -> Callable[[], Any]:
+    """One call of the server's own path for the latency comparison's timesheet (as ``tollgate serve`` loads
+    the bundled rulesets and ``refdata``)."""
+    configure_logging("warning")  # the servicer logs each call at info
+    service = ValidationService(Runtime(RULESETS, refdata), Settings())
+    request = pb.ValidateTimeEntriesRequest(entries=[
+        time_entry_message(item, position)
+        for position, item in enumerate(firm.timesheet(TIMESHEET_LINES, SIZES.seed), start=1)
+    ])
+    context = _LocalCall()
+    return lambda: service.ValidateTimeEntries(request, context)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,11 +70,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sort", default="tottime", choices=("tottime", "cumulative", "ncalls"))
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rules-only", action="store_true", help="profile Evaluator.decide on pre-bound items")
+    parser.add_argument("--timesheet", type=int, metavar="CALLS",
+                        help=f"profile the server's path for one {TIMESHEET_LINES}-line timesheet, CALLS times")
+    parser.add_argument("--no-profile", action="store_true", help="run and time the work only (for py-spy)")
     args = parser.parse_args(argv)
 
     firm = generate_firm(SIZES.people, SIZES.seed)
     with tempfile.TemporaryDirectory() as directory:
-        snapshot = load_snapshot(firm.write(Path(directory)))
+        refdata = firm.write(Path(directory))
+        if args.timesheet:
+            call = _timesheet_calls(firm, refdata)
+            call()  # warm: lazy indexes, caches
+            durations = []
+            for _ in range(args.timesheet):
+                started = time.perf_counter()
+                call()
+                durations.append(time.perf_counter() - started)
+            print(f"{args.timesheet:,} calls of a {TIMESHEET_LINES}-line timesheet: "
+                  f"p50 {statistics.median(durations) * 1e3:.3f} ms a call without the profiler")
+            if not args.no_profile:
+                profile = cProfile.Profile()
+                profile.runcall(lambda: [call() for _ in range(args.timesheet)])
+                pstats.Stats(profile).strip_dirs().sort_stats(args.sort).print_stats(args.top)
+            return
+        snapshot = load_snapshot(refdata)
     rulesets = load_rulesets(RULESETS).for_kind(TIME_ENTRY.name)
     entries = firm.entries(args.entries, SIZES.seed)
     if args.rules_only:
@@ -60,10 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     work()
     plain = time.perf_counter() - started
-    profile = cProfile.Profile()
-    profile.runcall(work)
     print(f"{len(entries):,} entries: {plain / len(entries) * 1e6:.1f} us/entry without the profiler")
-    pstats.Stats(profile).strip_dirs().sort_stats(args.sort).print_stats(args.top)
+    if not args.no_profile:
+        profile = cProfile.Profile()
+        profile.runcall(work)
+        pstats.Stats(profile).strip_dirs().sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":

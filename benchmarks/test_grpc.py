@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from benchmarks.conftest import RESULTS, Sizes, per_entry, record
-from benchmarks.data import Firm
+from benchmarks.data import TIMESHEET_LINES, Firm
 from benchmarks.load import ClientPool
 from benchmarks.servers import (
     MAX_MESSAGE_BYTES,
@@ -37,7 +37,6 @@ from tollgate_api.v1 import validation_pb2 as pb
 from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
 
 BATCH_SIZES = (1000, 10_000)
-TIMESHEET_LINES = 40
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
