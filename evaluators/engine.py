@@ -12,7 +12,7 @@ import bisect
 import copy
 import datetime as dt
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, cast
@@ -334,20 +334,13 @@ class Evaluator:
         """Run a chain's rulesets over the items, through its one function where it can."""
         figures = self._prepare(chain.versions[0], states)
         # The later rulesets' records, bound ahead over the batch: nothing the earlier rules change can change them.
-        bind, lacking = self.binder.bind, set()  # positions of the items lacking a record a later ruleset requires
-        for binding in chain.ahead:
-            name, required = binding.name, binding.required
-            for position, state in enumerate(states):
-                scope = state.scope
-                if name not in scope:
-                    record = scope[name] = bind(binding, scope)
-                    if record is None and required:
-                        lacking.add(position)
+        # An item lacking one a later ruleset requires is not rejected here but where that ruleset starts.
+        lacking = {state for _binding, state in self._bound(chain.ahead, states)}
         names_versions, last = self.names_versions, chain.versions[-1]
         for position, state in enumerate(states):
             scope = state.scope
             scope[BATCH_SYMBOL] = figures[position] if figures is not None else _NO_FIGURES
-            if position in lacking:  # rejected where it would have been: ruleset by ruleset
+            if state in lacking:  # rejected where it would have been: ruleset by ruleset
                 self._run_one_by_one(chain.versions, state)
                 continue
             if names_versions:
@@ -392,7 +385,13 @@ class Evaluator:
         return None
 
     def _bind(self, bindings: Sequence[Binding], states: Sequence[_ItemState]) -> None:
-        """Bind the records not bound yet, binding by binding over the batch (a binding may read earlier ones)."""
+        """Bind the records not bound yet; a required one not found rejects the item."""
+        for binding, state in self._bound(bindings, states):
+            self._missing(binding, state)
+
+    def _bound(self, bindings: Sequence[Binding], states: Sequence[_ItemState]) -> Iterator[tuple[Binding, _ItemState]]:
+        """Bind the records not bound yet, binding by binding over the batch (a binding may read earlier ones);
+        yields each required record not found, with its item, as it goes."""
         bind = self.binder.bind
         for binding in bindings:
             name, required = binding.name, binding.required
@@ -401,7 +400,7 @@ class Evaluator:
                 if name not in scope:
                     record = scope[name] = bind(binding, scope)
                     if record is None and required:
-                        self._missing(binding, state)
+                        yield binding, state
 
     def _look_up_one(self, lookup: CompiledLookup, state: _ItemState) -> None:
         """Put what a lookup finds in the item's scope: nothing when it reads a required record the item lacks
