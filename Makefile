@@ -29,7 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pytest benchmarks $(ARGS)
 
-## stubs: regenerate the protobuf/gRPC stubs in tollgate_api/ from proto/
+## stubs: regenerate the protobuf/gRPC stubs in tollgate/api/ from proto/
 stubs: $(STAMP)
 	$(BIN)/python scripts/generate_stubs.py
 

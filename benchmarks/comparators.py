@@ -32,17 +32,18 @@ from typing import Any
 import rule_engine
 
 from benchmarks.handwritten import rate_source_of
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.items import DecodedItem, ItemDecoder
-from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset, rules_decimal_context
-from rules.compiler import CompiledExpression
-from rules.decisions import Decision, Outcome
-from rules.fusion import RulesetFunction
-from rules.problems import Problem
-from rules.schema import Binding, FieldKind, ItemKind, format_value
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.evaluators.items import DecodedItem, ItemDecoder
+from tollgate.refdata.snapshot import ReferenceSnapshot
+from tollgate.rules.codegen.expressions import CompiledExpression
+from tollgate.rules.codegen.rulesets import RulesetFunction
+from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.fields import FieldKind, format_value
+from tollgate.rules.item_kinds import Binding, ItemKind
+from tollgate.rules.problems import Problem
+from tollgate.rules.typecheck import BATCH_SYMBOL, PARAMS_SYMBOL, CompiledLookup, CompiledRuleset, rules_decimal_context
 
 JDM_PATH = Path(__file__).with_name("time_entry_checks.jdm.json")
 _NO_FIGURES: Mapping[str, Any] = {}
@@ -216,7 +217,7 @@ class _NaiveRule:
 class NaiveRuleEngine:
     """Every rule in order per item with ``Rule.matches``; Rule objects are parsed once, here.
 
-    ``compiled``: each expression's ``CompiledExpression`` (rules/compiler.py) in place of its ``Rule``, the
+    ``compiled``: each expression's ``CompiledExpression`` (rules/codegen/expressions.py) in place of its ``Rule``, the
     same loop: how the engine runs the rules of an item that lacks a required record.
     """
 
@@ -271,7 +272,7 @@ class NaiveRuleEngine:
 
 
 class _ChecksState:
-    """What a fused ruleset function writes into, with explanations off (see rules/fusion.py): which rules fired
+    """What a fused ruleset function writes into, with explanations off (rules/codegen/rulesets.py): which rules fired
     and whether one rejected. Nothing appends reasons or enrichments then, so those are shared empty tuples."""
 
     __slots__ = ("fired", "rejected")

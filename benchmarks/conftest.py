@@ -19,13 +19,13 @@ import pytest
 
 from benchmarks.comparators import Prebound, RuleFacts, prebind, rule_facts
 from benchmarks.data import Firm, generate_firm
-from evaluators import ENGINE_VERSION
-from evaluators.binding import FixedBinder, SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import CompiledRuleset
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import FixedBinder, SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.typecheck import CompiledRuleset
 
 ROOT = Path(__file__).resolve().parent.parent
 RULESETS = ROOT / "rulesets"

@@ -29,8 +29,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from evaluators.reference_data import file_stem
-from rules.schema import ENTITIES
+from tollgate.refdata.snapshot import file_stem
+from tollgate.rules.entities import ENTITIES
 
 MONTH_START = dt.date(2026, 11, 1)
 MONTH_END = dt.date(2026, 11, 30)

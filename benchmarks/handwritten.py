@@ -20,9 +20,9 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from rules.decisions import Decision, Enrichment, Outcome, Reason
-from rules.model import Severity
-from rules.schema import format_value as fv
+from tollgate.rules.decisions import Decision, Enrichment, Outcome, Reason
+from tollgate.rules.fields import format_value as fv
+from tollgate.rules.model import Severity
 
 CLOSED_STATUSES = ("COMPLETED", "CANCELLED", "ARCHIVED", "CLOSED", "ON_HOLD")
 OVERTIME_TYPES = ("OT", "DT")

@@ -30,18 +30,18 @@ from typing import Any
 from benchmarks.comparators import prebind
 from benchmarks.conftest import RULESETS, SIZES
 from benchmarks.data import TIMESHEET_LINES, Firm, generate_firm
-from clients.client import time_entry_message
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import load_snapshot
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY
-from server.logs import configure_logging
-from server.runtime import Runtime
-from server.settings import Settings
-from server.validation_service import ValidationService
-from tollgate_api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.clients.client import time_entry_message
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import load_snapshot
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.server.logs import configure_logging
+from tollgate.server.runtime import Runtime
+from tollgate.server.settings import Settings
+from tollgate.server.validation_service import ValidationService
 
 
 class _LocalCall:

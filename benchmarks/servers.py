@@ -31,8 +31,8 @@ from typing import IO, Any
 
 import grpc
 
-from tollgate_api.v1 import validation_pb2 as pb
-from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the service's default max_message_bytes
@@ -77,9 +77,9 @@ def _serve(kind: str, refdata: str | None, threads: int, log_level: str) -> int:
         server, port = start_ceiling(threads)
         stop = lambda: server.stop(2).wait()  # noqa: E731
     else:
-        from server.app import start
-        from server.logs import configure_logging
-        from server.settings import Settings
+        from tollgate.server.app import start
+        from tollgate.server.logs import configure_logging
+        from tollgate.server.settings import Settings
 
         configure_logging(log_level)  # as `tollgate serve` does: one JSON line per call on stderr
         overrides: dict[str, Any] = {"port": 0, "threads": threads, "workers": 1, "shutdown_grace_seconds": 2}
@@ -203,7 +203,7 @@ class TollgateServe:
         self.workers = workers
         self.log_path = log_path
         script = Path(sys.executable).with_name("tollgate")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "clients.cli"]
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "tollgate.clients.cli"]
         command += ["serve", "--workers", str(workers), "--port", str(self.port), "--refdata", str(refdata)]
         environment = {**os.environ, "TOLLGATE_THREADS": str(threads), "TOLLGATE_SHUTDOWN_GRACE_SECONDS": "2"}
         self._log = log_path.open("wb")

@@ -32,9 +32,9 @@ from benchmarks.servers import (
     machine_cpu_seconds,
     process_cpu_seconds,
 )
-from clients.client import ValidationClient, time_entry_message
-from tollgate_api.v1 import validation_pb2 as pb
-from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.clients.client import ValidationClient, time_entry_message
 
 BATCH_SIZES = (1000, 10_000)
 CHANNEL_OPTIONS = [

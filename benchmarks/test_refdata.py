@@ -34,11 +34,11 @@ from typing import Any
 import pytest
 import redis
 
-from evaluators.redis_store import RedisSnapshotStore
-from evaluators.reference_data import ReferenceSnapshot, apply_changes, load_snapshot
-from rules.schema import date_value
-from server.runtime import Runtime
 from tests.refdata_support import delete_prefix
+from tollgate.refdata.redis_store import RedisSnapshotStore
+from tollgate.refdata.snapshot import ReferenceSnapshot, apply_changes, load_snapshot
+from tollgate.rules.fields import date_value
+from tollgate.server.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = int(os.environ.get("TOLLGATE_BENCH_REFDATA_ROWS", "1000000").replace("_", ""))
@@ -72,7 +72,7 @@ def generate_exports(directory: Path, rows: int) -> dict[str, int]:
 _LOAD_IN_A_FRESH_PROCESS = """
 import json, resource, sys, time
 from pathlib import Path
-from evaluators.reference_data import load_snapshot
+from tollgate.refdata.snapshot import load_snapshot
 started = time.perf_counter()
 snapshot = load_snapshot(Path(sys.argv[1]))
 seconds = time.perf_counter() - started

@@ -48,12 +48,12 @@ from benchmarks.comparators import (
     zen_outcome,
 )
 from benchmarks.conftest import CpuClock, Sizes, chunked_rounds, per_entry, record
-from evaluators import ENGINE_VERSION
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot
-from rules.compile import CompiledRuleset
-from rules.decisions import Decision
-from rules.schema import TIME_ENTRY
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot
+from tollgate.rules.decisions import Decision
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.typecheck import CompiledRuleset
 
 
 def _group(sizes: Sizes) -> str:

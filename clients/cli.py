@@ -25,17 +25,17 @@ from typing import Any, TextIO
 
 import grpc
 
-from clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
-from evaluators.reference_loaders import BadLine, json_lines
-from rules.decisions import Decision, Outcome
-from rules.problems import Problem, ProblemsError
+from tollgate.clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
+from tollgate.refdata.loaders import BadLine, json_lines
+from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.problems import Problem, ProblemsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CUSTOM_PREFIX = "custom."
 
 
 def _bundled_rulesets() -> Path:
-    from server.settings import BUNDLED_RULESETS
+    from tollgate.server.settings import BUNDLED_RULESETS
 
     # Shown relative to where the user stands, so problems read rulesets/...:12 rather than a long path.
     return Path(os.path.relpath(BUNDLED_RULESETS)) if BUNDLED_RULESETS.is_relative_to(Path.cwd()) else BUNDLED_RULESETS
@@ -88,7 +88,7 @@ def detect_kind(path: Path, items: Sequence[dict[str, Any]]) -> str:
 def invoices_of(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Invoices from a file: JSON Lines of whole invoices (header fields and ``lines``) pass as they are;
     flat rows (one per line, header fields repeated, as in CSV) are gathered by invoice_id, in order."""
-    from clients.client import INVOICE_HEADER_FIELDS
+    from tollgate.clients.client import INVOICE_HEADER_FIELDS
 
     invoices: dict[Any, dict[str, Any]] = {}
     for position, item in enumerate(items, start=1):
@@ -186,8 +186,8 @@ def print_table(result: ValidationResult, out: TextIO, group_name: str = "timesh
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import run
-    from server.settings import Settings
+    from tollgate.server.app import run
+    from tollgate.server.settings import Settings
 
     names = ("host", "port", "rulesets", "refdata", "log_level", "workers", "redis_url", "redis_prefix",
              "snapshots_kept", "metrics_port", "max_upload_bytes")
@@ -232,7 +232,7 @@ def _print_problems(problems: Sequence[Problem]) -> None:
 
 
 def cmd_rules_lint(args: argparse.Namespace) -> int:
-    from rules.lint import lint
+    from tollgate.rules.lint import lint
 
     try:
         report = lint(args.directory)
@@ -246,9 +246,9 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    from evaluators import ENGINE_VERSION
-    from evaluators.ruleset_tests import run_ruleset_tests
-    from rules.loader import load_rulesets
+    from tollgate.evaluators import ENGINE_VERSION
+    from tollgate.evaluators.ruleset_tests import run_ruleset_tests
+    from tollgate.rules.loader import load_rulesets
 
     try:
         bundle = load_rulesets(args.directory)
@@ -345,7 +345,7 @@ def cmd_refdata_upsert(args: argparse.Namespace) -> int:
 
 
 def cmd_refdata_delete(args: argparse.Namespace) -> int:
-    from rules.schema import ENTITIES
+    from tollgate.rules.entities import ENTITIES
 
     entity = ENTITIES.get(args.entity)
     if entity is None:

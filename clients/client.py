@@ -27,8 +27,11 @@ from typing import Any
 import grpc
 from pydantic import BaseModel
 
-from evaluators.reference_loaders import SUFFIXES, file_stem
-from rules.decisions import (
+from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.refdata.loaders import SUFFIXES, file_stem
+from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
     SNAPSHOT_METADATA_KEY,
     BatchSummary,
@@ -41,11 +44,10 @@ from rules.decisions import (
     RulesetRef,
     new_record,
 )
-from rules.model import Severity
-from rules.schema import ENTITIES, EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, FieldKind, ItemKind
-from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
-from tollgate_api.v1 import validation_pb2 as pb
-from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.rules.entities import ENTITIES
+from tollgate.rules.fields import FieldKind
+from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, ItemKind
+from tollgate.rules.model import Severity
 
 _OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
 _SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}

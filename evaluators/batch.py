@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from rules.compile import ITEMS_SUFFIX, CompiledAggregate
-from rules.schema import ItemKind
+from tollgate.rules.item_kinds import ItemKind
+from tollgate.rules.typecheck import ITEMS_SUFFIX, CompiledAggregate
 
 # How many ids ``<name>_items`` names: a reason names the items involved, but a group of hundreds would
 # make every one of its messages hundreds of ids long. Past this, the last element says how many more.

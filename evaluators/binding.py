@@ -1,6 +1,6 @@
 """Bind each item to its reference records (project, worker, rate row, ...) as of its business date.
 
-The bindings an item kind has are declared in rules/schema.py (rules are typed against them); how
+The bindings an item kind has are declared in rules/item_kinds.py (rules are typed against them); how
 each one is found in a reference snapshot is defined here.
 """
 
@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from evaluators.reference_data import ReferenceSnapshot, Row, in_force, ranges_meet, starts, version_as_of
-from rules.compile import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
-from rules.problems import Problem
-from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, HoldScope, ItemKind, format_value
+from tollgate.refdata.snapshot import ReferenceSnapshot, Row, in_force, ranges_meet, starts, version_as_of
+from tollgate.rules.entities import HoldScope
+from tollgate.rules.fields import format_value
+from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, ItemKind
+from tollgate.rules.problems import Problem
+from tollgate.rules.typecheck import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
 
 Scope = dict[str, Any]
 

@@ -17,11 +17,17 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, cast
 
-from evaluators import collector
-from evaluators.batch import batch_figures
-from evaluators.binding import Binder, Scope
-from evaluators.items import DecodedItem, ItemDecoder
-from rules.compile import (
+from tollgate.evaluators import collector
+from tollgate.evaluators.batch import batch_figures
+from tollgate.evaluators.binding import Binder, Scope
+from tollgate.evaluators.items import DecodedItem, ItemDecoder
+from tollgate.rules.codegen.rulesets import PYTHON_TYPES, RulesetFunction, fuse, wire
+from tollgate.rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef, new_record
+from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.item_kinds import Binding, ItemKind
+from tollgate.rules.model import Severity
+from tollgate.rules.problems import ProblemsError
+from tollgate.rules.typecheck import (
     BATCH_SYMBOL,
     DECIMAL_CONTEXT,
     PARAMS_SYMBOL,
@@ -30,11 +36,6 @@ from rules.compile import (
     CompiledRuleset,
     rules_decimal_context,
 )
-from rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef, new_record
-from rules.fusion import PYTHON_TYPES, RulesetFunction, fuse, wire
-from rules.model import Severity
-from rules.problems import ProblemsError
-from rules.schema import Binding, FieldKind, FieldSpec, ItemKind, date_value, format_value
 
 REFDATA_MISSING = "REFERENCE_DATA_MISSING"
 _NO_FIGURES: Mapping[str, Any] = {}  # the batch of a ruleset without aggregates
@@ -91,7 +92,7 @@ class _RulePlan:
 
 
 class _ItemState:
-    """An item's decision as the rules build it (see rules/fusion.py for who writes what)."""
+    """An item's decision as the rules build it (see rules/codegen/rulesets.py for who writes what)."""
 
     __slots__ = ("enrichment_reasons", "enrichments", "explain", "fired", "lookups", "reasons", "rejected", "scope",
                  "unbound", "versions")
@@ -127,7 +128,7 @@ class _Version:
 
 @dataclass(frozen=True, slots=True)
 class _Chain:
-    """Consecutive rulesets an item goes through in one generated function (rules/fusion.py), sharing what they
+    """Consecutive rulesets an item goes through in one generated function (codegen/rulesets.py), sharing what they
     read, where that decides exactly as running them one after another over the batch: each has one version and
     is fused, none looks anything up, none after the first has figures over the batch, and nothing the earlier
     ones change can change the records the later ones bind, so those are bound ahead, with the first's."""
@@ -150,7 +151,7 @@ class Evaluator:
     The rulesets run in order, each over the whole batch before the next (so that figures over the batch
     see the items as earlier rulesets left them: rated, retyped, rejected). Each item is judged by the
     version of each ruleset in force on its business date. Each version runs as its fused function
-    (rules/fusion.py); when an item lacks a required reference record, rule by rule instead, skipping the
+    (rules/codegen/rulesets.py); when an item lacks a required reference record, rule by rule instead, skipping the
     rules that read it. Consecutive rulesets that would decide the same taken together (see _Chain) run as
     one fused function per item, sharing what they read.
     """
@@ -263,7 +264,7 @@ class Evaluator:
         date_field = self.kind.date_field
         earliest = min((state.scope[date_field] for state in live), default=None)
         # The rules' decimal context, current for the whole batch: the generated ruleset functions compute
-        # under it without switching (rules/fusion.py, decimal_context), in whatever thread decides.
+        # under it without switching (rules/codegen/rulesets.py, decimal_context), in whatever thread decides.
         with rules_decimal_context():
             stage = 0
             while stage < len(self.stages):

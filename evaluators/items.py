@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from rules.decisions import Reason
-from rules.model import Severity
-from rules.schema import FieldKind, FieldSpec, FieldValueError, ItemKind
+from tollgate.rules.decisions import Reason
+from tollgate.rules.fields import FieldKind, FieldSpec, FieldValueError
+from tollgate.rules.item_kinds import ItemKind
+from tollgate.rules.model import Severity
 
 SCHEMA_RULE = "SCHEMA"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup, new_record
-from rules.model import Severity
+from tollgate.rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup, new_record
+from tollgate.rules.model import Severity
 
 GROUP_RULE = "GROUP"
 GROUP_REJECTED = "GROUP_REJECTED"

@@ -15,15 +15,17 @@ from typing import Any
 
 import pydantic
 
-from evaluators.binding import FixedBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import Row
-from rules import yaml_source
-from rules.compile import LOOKUP_PRECEDENCE, CompiledRuleset
-from rules.decisions import Decision
-from rules.model import RulesetTest
-from rules.problems import Problem
-from rules.schema import Entity, FieldKind, FieldSpec, FieldValueError, ItemKind, format_value
+from tollgate.evaluators.binding import FixedBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import Row
+from tollgate.rules import yaml_source
+from tollgate.rules.decisions import Decision
+from tollgate.rules.entities import Entity
+from tollgate.rules.fields import FieldKind, FieldSpec, FieldValueError, format_value
+from tollgate.rules.item_kinds import ItemKind
+from tollgate.rules.model import RulesetTest
+from tollgate.rules.problems import Problem
+from tollgate.rules.typecheck import LOOKUP_PRECEDENCE, CompiledRuleset
 
 TEST_SNAPSHOT = "ruleset-test"
 

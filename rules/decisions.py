@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from rules.model import Severity
+from tollgate.rules.model import Severity
 
 # gRPC metadata key carrying the caller's correlation id, echoed back and named in provenance.
 CORRELATION_METADATA_KEY = "x-correlation-id"

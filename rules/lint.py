@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rules import yaml_source
-from rules.compile import CompiledRule, CompiledRuleset
-from rules.compiler import CompiledExpression
-from rules.loader import load_rulesets
-from rules.problems import Problem
+from tollgate.rules import yaml_source
+from tollgate.rules.codegen.expressions import CompiledExpression
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.problems import Problem
+from tollgate.rules.typecheck import CompiledRule, CompiledRuleset
 
 
 @dataclass(slots=True)

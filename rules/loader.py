@@ -6,8 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.compile import CompiledRuleset, compile_ruleset
-from rules.problems import Problem, ProblemsError
+from tollgate.rules.problems import Problem, ProblemsError
+from tollgate.rules.typecheck import CompiledRuleset, compile_ruleset
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The ruleset file format, as analysts write it (YAML), validated with pydantic.
 
 See docs/rulesets.md for the format with examples. Expressions (``when``, ``set`` values, ``{...}``
-placeholders in messages) are rule-engine expression text here; rules/compile.py parses and
+placeholders in messages) are rule-engine expression text here; rules/typecheck.py parses and
 type-checks them.
 """
 

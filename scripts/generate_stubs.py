@@ -1,4 +1,4 @@
-"""Regenerate the protobuf and gRPC stubs in tollgate_api/ from proto/.
+"""Regenerate the protobuf and gRPC stubs in tollgate/api/ from proto/.
 
     python scripts/generate_stubs.py          # write the stubs
     python scripts/generate_stubs.py --check  # exit 1 if the committed stubs are stale
@@ -19,7 +19,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-PACKAGE = "tollgate_api"
+# proto/tollgate/api/v1/x.proto generates tollgate/api/v1/x_pb2.py, importing its siblings as tollgate.api.v1.
+API = Path("tollgate", "api")
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -39,12 +40,11 @@ def generate(out_dir: Path) -> list[Path]:
     )
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
-    # Packages need an __init__.py; the marker tells type checkers the .pyi files are real.
-    for directory in [out_dir / PACKAGE, *sorted((out_dir / PACKAGE).rglob("*/"))]:
+    # Packages need an __init__.py (tollgate/ itself has its own; tollgate/py.typed marks the .pyi files real).
+    for directory in [out_dir / API, *sorted((out_dir / API).rglob("*/"))]:
         if directory.is_dir() and directory.name != "__pycache__":
             (directory / "__init__.py").touch()
-    (out_dir / PACKAGE / "py.typed").touch()
-    return sorted(p for p in (out_dir / PACKAGE).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p for p in (out_dir / API).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def stale_files() -> list[str]:

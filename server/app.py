@@ -13,18 +13,18 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from evaluators import ENGINE_VERSION
-from evaluators.redis_store import RedisSnapshotStore
-from evaluators.snapshot_store import InProcessStore, SnapshotStore
-from rules.problems import Problem, ProblemsError
-from server import metrics
-from server.correlation import CorrelationInterceptor
-from server.logs import configure_logging
-from server.refdata_service import ReferenceDataService
-from server.runtime import Runtime
-from server.settings import Settings
-from server.validation_service import ValidationService
-from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
+from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.refdata.redis_store import RedisSnapshotStore
+from tollgate.refdata.store import InProcessStore, SnapshotStore
+from tollgate.rules.problems import Problem, ProblemsError
+from tollgate.server import metrics
+from tollgate.server.correlation import CorrelationInterceptor
+from tollgate.server.logs import configure_logging
+from tollgate.server.refdata_service import ReferenceDataService
+from tollgate.server.runtime import Runtime
+from tollgate.server.settings import Settings
+from tollgate.server.validation_service import ValidationService
 
 log = structlog.get_logger("tollgate.server")
 
@@ -130,7 +130,7 @@ def run(settings: Settings) -> int:
     """``tollgate serve``: one server process, or a supervisor of ``settings.workers`` of them."""
     configure_logging(settings.log_level)
     if settings.workers > 1:
-        from server.supervisor import supervise
+        from tollgate.server.supervisor import supervise
 
         return supervise(settings)
     return serve(settings)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rules.decisions import Acceptance, BatchSummary, Decision, Outcome, Provenance, Rollup
-from rules.model import Severity
-from tollgate_api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.rules.decisions import Acceptance, BatchSummary, Decision, Outcome, Provenance, Rollup
+from tollgate.rules.model import Severity
 
 OUTCOMES = {Outcome.ACCEPT: pb.ACCEPT, Outcome.ENRICH: pb.ENRICH, Outcome.REJECT: pb.REJECT}
 ACCEPTANCE = {pb.ACCEPTANCE_UNSPECIFIED: Acceptance.PARTIAL, pb.PARTIAL: Acceptance.PARTIAL,

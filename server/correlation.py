@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import structlog
 
-from rules.decisions import CORRELATION_METADATA_KEY as METADATA_KEY
+from tollgate.rules.decisions import CORRELATION_METADATA_KEY as METADATA_KEY
 
 _VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 

@@ -21,8 +21,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
 
-from rules.decisions import Decision
-from server.runtime import Runtime
+from tollgate.rules.decisions import Decision
+from tollgate.server.runtime import Runtime
 
 # Batches: from a 5-line timesheet (a few ms) to 50,000 items (seconds).
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -18,28 +18,22 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from evaluators.reference_data import (
-    ReferenceSnapshot,
-    Table,
-    apply_changes,
-    build_snapshot,
-    load_exports,
-)
-from evaluators.reference_loaders import SUFFIXES
-from evaluators.snapshot_diff import diff_snapshots
-from evaluators.snapshot_store import (
+from tollgate.api.v1 import refdata_pb2 as pb
+from tollgate.api.v1 import refdata_pb2_grpc as pb_grpc
+from tollgate.refdata.diff import diff_snapshots
+from tollgate.refdata.loaders import SUFFIXES
+from tollgate.refdata.snapshot import ReferenceSnapshot, Table, apply_changes, build_snapshot, load_exports
+from tollgate.refdata.store import (
     ANY_CURRENT,
     SnapshotConflictError,
     SnapshotInfo,
     SnapshotNotFoundError,
     StoreUnavailableError,
 )
-from rules.problems import Problem, ProblemsError
-from rules.schema import ENTITIES
-from server.runtime import Runtime
-from server.settings import DEFAULT_MAX_UPLOAD_BYTES
-from tollgate_api.v1 import refdata_pb2 as pb
-from tollgate_api.v1 import refdata_pb2_grpc as pb_grpc
+from tollgate.rules.entities import ENTITIES
+from tollgate.rules.problems import Problem, ProblemsError
+from tollgate.server.runtime import Runtime
+from tollgate.server.settings import DEFAULT_MAX_UPLOAD_BYTES
 
 log = structlog.get_logger("tollgate.refdata")
 

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import structlog
 
-from evaluators import ENGINE_VERSION, snapshot_codec
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from evaluators.snapshot_store import (
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata import codec
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.refdata.store import (
     ANY_CURRENT,
     InProcessStore,
     SnapshotConflictError,
@@ -36,9 +37,9 @@ from evaluators.snapshot_store import (
     StoreState,
     StoreUnavailableError,
 )
-from rules.loader import RulesetBundle, load_rulesets
-from rules.problems import Problem, ProblemsError
-from rules.schema import ITEM_KINDS
+from tollgate.rules.item_kinds import ITEM_KINDS
+from tollgate.rules.loader import RulesetBundle, load_rulesets
+from tollgate.rules.problems import Problem, ProblemsError
 
 log = structlog.get_logger("tollgate.runtime")
 
@@ -195,7 +196,7 @@ class Runtime:
                 before = previous.snapshot.tables.get(name)
                 if before is not None and before is not table:
                     table.build_indexes(before.index_fields())
-        snapshot_codec.pause_between_slices()
+        codec.pause_between_slices()
         generation = self._generation_with(snapshot, previous)
         with self._lock:
             previous = self._generation

@@ -18,8 +18,8 @@ from types import FrameType
 
 import structlog
 
-from server.metrics import metrics_port
-from server.settings import Settings
+from tollgate.server.metrics import metrics_port
+from tollgate.server.settings import Settings
 
 log = structlog.get_logger("tollgate.supervisor")
 
@@ -37,7 +37,8 @@ def _worker_environment(settings: Settings, index: int) -> dict[str, str]:
 
 
 def _spawn(settings: Settings, index: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "clients.cli", "serve"], env=_worker_environment(settings, index))
+    return subprocess.Popen([sys.executable, "-m", "tollgate.clients.cli", "serve"],
+                            env=_worker_environment(settings, index))
 
 
 def supervise(settings: Settings) -> int:

@@ -14,17 +14,17 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from evaluators import collector
-from evaluators.rollups import roll_up
-from evaluators.snapshot_store import SnapshotNotFoundError, StoreUnavailableError
-from rules.decisions import SNAPSHOT_METADATA_KEY
-from rules.schema import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
-from server import codec, metrics
-from server.correlation import current_correlation_id
-from server.runtime import Generation, Runtime
-from server.settings import Settings
-from tollgate_api.v1 import validation_pb2 as pb
-from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.evaluators import collector
+from tollgate.evaluators.rollups import roll_up
+from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
+from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY
+from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
+from tollgate.server import codec, metrics
+from tollgate.server.correlation import current_correlation_id
+from tollgate.server.runtime import Generation, Runtime
+from tollgate.server.settings import Settings
 
 log = structlog.get_logger("tollgate.validation")
 

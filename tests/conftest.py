@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from clients.client import ValidationClient
-from server.app import RunningServer, start
-from server.settings import Settings
+from tollgate.clients.client import ValidationClient
+from tollgate.server.app import RunningServer, start
+from tollgate.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TIMESHEET = ROOT / "examples" / "timesheet-2026-11.csv"
-TOLLGATE = [sys.executable, "-m", "clients.cli"]
+TOLLGATE = [sys.executable, "-m", "tollgate.clients.cli"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -115,7 +115,8 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port), "--workers", "1", *args]
+        command = [sys.executable, "-m", "tollgate.clients.cli", "serve", "--port", str(self.port), "--workers", "1",
+                   *args]
         environment = {**os.environ, "TOLLGATE_THREADS": "4", **(env or {})}
         # Logs go to a file: a pipe nobody reads would fill up and stall the server.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; read after it stops

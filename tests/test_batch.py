@@ -11,19 +11,20 @@ from typing import Any
 import pytest
 
 from benchmarks.data import generate_firm
-from clients.client import ValidationClient
-from evaluators import ENGINE_VERSION
-from evaluators.batch import ITEMS_NAMED, batch_figures
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import load_snapshot
-from rules.compile import compile_ruleset
-from rules.decisions import Decision, Outcome
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY, date_value
-from server.app import start
-from server.settings import Settings
 from tests.conftest import ROOT
+from tollgate.clients.client import ValidationClient
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.batch import ITEMS_NAMED, batch_figures
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import load_snapshot
+from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.fields import date_value
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.typecheck import compile_ruleset
+from tollgate.server.app import start
+from tollgate.server.settings import Settings
 
 BATCH_CHECKS = ROOT / "rulesets" / "time_entry" / "05-batch-checks.yaml"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
 from tests.conftest import ROOT
+from tollgate.clients.cli import main
 
 SHIPPED = ROOT / "rulesets"
 

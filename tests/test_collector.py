@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from evaluators import ENGINE_VERSION
-from evaluators.binding import FixedBinder
-from evaluators.collector import BATCHES, CollectorHold
-from evaluators.engine import Evaluator
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY, Binding
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import FixedBinder
+from tollgate.evaluators.collector import BATCHES, CollectorHold
+from tollgate.evaluators.engine import Evaluator
+from tollgate.rules.item_kinds import TIME_ENTRY, Binding
+from tollgate.rules.loader import load_rulesets
 
 
 @pytest.fixture(autouse=True)

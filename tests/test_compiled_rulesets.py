@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 from benchmarks.data import generate_firm
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import CompiledRule, CompiledRuleset
-from rules.compiler import CompiledExpression
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY
 from tests.conftest import ROOT
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.codegen.expressions import CompiledExpression
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.typecheck import CompiledRule, CompiledRuleset
 
 ENTRIES = 6_000
 

@@ -16,7 +16,12 @@ import rule_engine
 from rule_engine import DataType as T
 from rule_engine import errors
 
-from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError, compile_expression
+from tollgate.rules.codegen.expressions import (
+    CompiledExpression,
+    ExpressionCodegen,
+    NotCompilableError,
+    compile_expression,
+)
 
 UTC = dateutil.tz.tzutc()
 PROJECT = T.OBJECT(

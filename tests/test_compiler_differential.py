@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rule_engine import DataType as T
 from rule_engine import errors
 
-from rules.compiler import compile_expression
+from tollgate.rules.codegen.expressions import compile_expression
 
 UTC = dateutil.tz.tzutc()
 SETTINGS = settings(

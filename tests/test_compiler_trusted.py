@@ -1,6 +1,6 @@
 """Trusted generated code (``ExpressionCodegen(..., trusted=True)``) == rule-engine's interpreter on well-typed items.
 
-Trusted code (the fused rulesets, ``values_function`` in rules/compile.py) skips the runtime type checks and
+Trusted code (the fused rulesets, ``values_function`` in rules/typecheck.py) skips the runtime type checks and
 coercions of symbol and attribute reads: it may assume that every symbol holds a rule-engine-native value of
 its declared type (None only where NULLABLE) and every OBJECT is a dict with all its declared attributes,
 likewise typed. tests/test_compiler_differential.py holds the untrusted ``compile_expression`` to the
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from rule_engine import DataType as T
 from rule_engine import errors
 
-from rules.compiler import ExpressionCodegen
+from tollgate.rules.codegen.expressions import ExpressionCodegen
 
 SETTINGS = settings(
     max_examples=500,

@@ -21,15 +21,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from clients.cli import read_items
-from clients.client import RefDataClient, ValidationClient
-from rules.decisions import Decision, Outcome
-from rules.schema import TimeEntry
-from server.app import SERVICE_NAME, RunningServer, start
-from server.settings import Settings
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port, run_cli
-from tollgate_api.v1 import validation_pb2 as pb
-from tollgate_api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.clients.cli import read_items
+from tollgate.clients.client import RefDataClient, ValidationClient
+from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.item_kinds import TimeEntry
+from tollgate.server.app import SERVICE_NAME, RunningServer, start
+from tollgate.server.settings import Settings
 
 
 def _entry(entry_id: str, **overrides: Any) -> dict[str, Any]:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import REFDATA_MISSING, RULE_ERROR, Evaluator
-from evaluators.items import SCHEMA_RULE
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import CompiledRuleset, compile_ruleset
-from rules.decisions import BatchSummary, Decision, Enrichment, Outcome, RulesetRef
-from rules.loader import load_rulesets
-from rules.model import Severity
-from rules.schema import TIME_ENTRY
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import REFDATA_MISSING, RULE_ERROR, Evaluator
+from tollgate.evaluators.items import SCHEMA_RULE
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.decisions import BatchSummary, Decision, Enrichment, Outcome, RulesetRef
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.model import Severity
+from tollgate.rules.typecheck import CompiledRuleset, compile_ruleset
 
 ROOT = Path(__file__).resolve().parent.parent
 RULESETS = ROOT / "rulesets"

@@ -10,21 +10,21 @@ from typing import Any
 
 import pytest
 
-from clients.cli import read_items
-from clients.client import ValidationClient
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from evaluators.rollups import GROUP_REJECTED
-from rules.compile import compile_ruleset
-from rules.decisions import Decision, Outcome
-from rules.loader import load_rulesets
-from rules.schema import EXPENSE_LINE
-from server.app import RunningServer
 from tests.conftest import ROOT, run_cli
 from tests.test_compiled_rulesets import _interpreted
 from tests.test_reference_data import bind_item
+from tollgate.clients.cli import read_items
+from tollgate.clients.client import ValidationClient
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.evaluators.rollups import GROUP_REJECTED
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.item_kinds import EXPENSE_LINE
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.typecheck import compile_ruleset
+from tollgate.server.app import RunningServer
 
 REFDATA = ROOT / "examples" / "refdata"
 SAMPLE_REPORT = ROOT / "examples" / "expense-report-2026-11.csv"

@@ -27,20 +27,21 @@ from typing import Any
 
 import pytest
 
-from clients.cli import invoices_of, read_items
-from clients.client import ValidationClient
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import compile_ruleset
-from rules.decisions import Decision
-from rules.loader import load_rulesets
-from rules.schema import INVOICE_LINE, format_value
-from server.app import RunningServer
 from tests.conftest import ROOT, run_cli
 from tests.test_compiled_rulesets import _interpreted
 from tests.test_reference_data import bind_item
+from tollgate.clients.cli import invoices_of, read_items
+from tollgate.clients.client import ValidationClient
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.decisions import Decision
+from tollgate.rules.fields import format_value
+from tollgate.rules.item_kinds import INVOICE_LINE
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.typecheck import compile_ruleset
+from tollgate.server.app import RunningServer
 
 REFDATA = ROOT / "examples" / "refdata"
 SAMPLE_INVOICES = ROOT / "examples" / "invoices-2026-11.jsonl"

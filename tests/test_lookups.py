@@ -11,19 +11,19 @@ from pathlib import Path
 import grpc
 import pytest
 
-from clients.client import RefDataClient
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import CompiledRuleset, compile_ruleset
-from rules.problems import ProblemsError
-from rules.schema import TIME_ENTRY
-from server.app import start
-from server.runtime import Runtime
-from server.settings import Settings
 from tests.conftest import ROOT
 from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, ruleset_yaml, write_ruleset
+from tollgate.clients.client import RefDataClient
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.problems import ProblemsError
+from tollgate.rules.typecheck import CompiledRuleset, compile_ruleset
+from tollgate.server.app import start
+from tollgate.server.runtime import Runtime
+from tollgate.server.settings import Settings
 
 REFDATA = ROOT / "examples" / "refdata"
 
@@ -182,7 +182,7 @@ def test_a_bad_lookup_is_refused_naming_it(tmp_path: Path, lookups: str, message
 
 
 def test_a_ruleset_test_gives_a_lookup_as_refs(tmp_path: Path) -> None:
-    from evaluators.ruleset_tests import run_ruleset_tests
+    from tollgate.evaluators.ruleset_tests import run_ruleset_tests
 
     tests = """\
 test_defaults:

@@ -8,18 +8,18 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.client import RefDataClient, ValidationClient
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import load_snapshot
-from rules.loader import load_rulesets
-from rules.schema import TIME_ENTRY
-from server import metrics
-from server.runtime import Runtime
-from server.settings import BUNDLED_RULESETS
 from tests.conftest import free_port
 from tests.refdata_support import ServerProcess, wait_until
 from tests.test_reference_data import REFDATA
+from tollgate.clients.client import RefDataClient, ValidationClient
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import load_snapshot
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.server import metrics
+from tollgate.server.runtime import Runtime
+from tollgate.server.settings import BUNDLED_RULESETS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evaluators import snapshot_codec
-from evaluators.reference_data import apply_changes, build_table, load_exports, load_snapshot
-from evaluators.snapshot_diff import diff_snapshots
-from rules.problems import ProblemsError
 from tests.test_reference_data import REFDATA, copy_refdata, day, replace_in
+from tollgate.refdata import codec
+from tollgate.refdata.diff import diff_snapshots
+from tollgate.refdata.snapshot import apply_changes, build_table, load_exports, load_snapshot
+from tollgate.rules.problems import ProblemsError
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -158,9 +158,9 @@ def test_a_partial_load_leaves_out_the_later_of_two_overlapping_versions(tmp_pat
 def test_tables_round_trip_through_their_encoding() -> None:
     snapshot = load_snapshot(REFDATA)
     for name, table in snapshot.tables.items():
-        encoded = snapshot_codec.encode_rows(table.entity, table.by_key)
-        assert snapshot_codec.digest(encoded) == snapshot.digests[name]
-        entity, rows = snapshot_codec.decode_rows(snapshot_codec.decompress(snapshot_codec.compress(encoded)))
+        encoded = codec.encode_rows(table.entity, table.by_key)
+        assert codec.digest(encoded) == snapshot.digests[name]
+        entity, rows = codec.decode_rows(codec.decompress(codec.compress(encoded)))
         assert build_table(entity, rows).by_key == table.by_key
 
 

@@ -17,11 +17,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from clients.client import RefDataClient, ValidationClient
-from evaluators.reference_data import load_snapshot
-from server.app import REFDATA_SERVICE_NAME, SERVICE_NAME
 from tests.refdata_support import OwnRedis, ServerProcess, redis_prefix, servers, shared_redis_url, wait_until
 from tests.test_reference_data import REFDATA, copy_refdata, replace_in
+from tollgate.clients.client import RefDataClient, ValidationClient
+from tollgate.refdata.snapshot import load_snapshot
+from tollgate.server.app import REFDATA_SERVICE_NAME, SERVICE_NAME
 
 ENTRY = {"entry_id": "X-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
          "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}

@@ -15,14 +15,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.client import RefDataClient, ValidationClient
-from evaluators.reference_data import load_snapshot
-from rules.decisions import Decision
-from server.app import REFDATA_SERVICE_NAME, SERVICE_NAME, RunningServer, start
-from server.settings import Settings
 from tests.conftest import run_cli
 from tests.test_reference_data import REFDATA, copy_refdata, replace_in
-from tollgate_api.v1 import refdata_pb2, refdata_pb2_grpc
+from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
+from tollgate.clients.client import RefDataClient, ValidationClient
+from tollgate.refdata.snapshot import load_snapshot
+from tollgate.rules.decisions import Decision
+from tollgate.server.app import REFDATA_SERVICE_NAME, SERVICE_NAME, RunningServer, start
+from tollgate.server.settings import Settings
 
 ENTRY = {"entry_id": "R-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
          "work_date": "2026-11-20", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from evaluators.binding import SnapshotBinder
-from evaluators.items import ItemDecoder
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import compile_ruleset
-from rules.problems import ProblemsError
-from rules.schema import TIME_ENTRY, ItemKind, date_value
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.items import ItemDecoder
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.fields import date_value
+from tollgate.rules.item_kinds import TIME_ENTRY, ItemKind
+from tollgate.rules.problems import ProblemsError
+from tollgate.rules.typecheck import compile_ruleset
 
 ROOT = Path(__file__).resolve().parent.parent
 REFDATA = ROOT / "examples" / "refdata"

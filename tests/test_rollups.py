@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from clients.client import ValidationClient, chunks_by_group
-from evaluators.rollups import GROUP_REJECTED, roll_up
-from rules.decisions import Acceptance, Decision, Enrichment, Outcome, Reason
-from rules.model import Severity
-from tollgate_api.v1 import validation_pb2 as pb
+from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.clients.client import ValidationClient, chunks_by_group
+from tollgate.evaluators.rollups import GROUP_REJECTED, roll_up
+from tollgate.rules.decisions import Acceptance, Decision, Enrichment, Outcome, Reason
+from tollgate.rules.model import Severity
 
 REJECTED = Decision("L-2", Outcome.REJECT, (Reason("BE-2", "TASK_NOT_CHARGEABLE", "summary task", Severity.ERROR),))
 ENRICHED = Decision(

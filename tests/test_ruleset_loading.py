@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from rules.compile import CompiledRuleset, compile_ruleset
-from rules.loader import load_rulesets
-from rules.model import Rounding
-from rules.problems import Problem, ProblemsError
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.model import Rounding
+from tollgate.rules.problems import Problem, ProblemsError
+from tollgate.rules.typecheck import CompiledRuleset, compile_ruleset
 
 HEADER = """\
 ruleset: {ruleset}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.ruleset_tests import RulesetTestReport, run_ruleset_tests
-from rules.compile import CompiledRuleset, compile_ruleset
-from rules.loader import load_rulesets, ruleset_files
+from tollgate.evaluators.ruleset_tests import RulesetTestReport, run_ruleset_tests
+from tollgate.rules.loader import load_rulesets, ruleset_files
+from tollgate.rules.typecheck import CompiledRuleset, compile_ruleset
 
 RULESETS = Path(__file__).resolve().parent.parent / "rulesets"
 ENGINE_VERSION = "test-engine"

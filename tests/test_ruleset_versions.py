@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from clients.client import ValidationClient
-from rules.decisions import Outcome, RulesetRef
-from server.app import start
-from server.settings import Settings
 from tests.conftest import ROOT
+from tollgate.clients.client import ValidationClient
+from tollgate.rules.decisions import Outcome, RulesetRef
+from tollgate.server.app import start
+from tollgate.server.settings import Settings
 
 ENTRY = {"entry_id": "V-1", "timesheet_id": "TS-V", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1",
          "assignment_id": "A-1", "hours": "12", "labor_category": "SENIOR_CONSULTANT", "source_system": "PSA"}

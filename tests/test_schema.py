@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from rules.schema import format_value
+from tollgate.rules.fields import format_value
 
 PLUS_ONE = dt.timezone(dt.timedelta(hours=1))
 

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from evaluators.redis_store import PENDING_SECONDS, RedisSnapshotStore
-from evaluators.reference_data import ReferenceSnapshot, apply_changes, build_snapshot, build_table, load_snapshot
-from evaluators.snapshot_store import (
+from tests.conftest import ROOT, free_port
+from tests.refdata_support import OwnRedis, redis_prefix, shared_redis_url, wait_until
+from tests.test_reference_data import REFDATA
+from tollgate.refdata.redis_store import PENDING_SECONDS, RedisSnapshotStore
+from tollgate.refdata.snapshot import ReferenceSnapshot, apply_changes, build_snapshot, build_table, load_snapshot
+from tollgate.refdata.store import (
     InProcessStore,
     SnapshotConflictError,
     SnapshotNotFoundError,
@@ -23,10 +26,7 @@ from evaluators.snapshot_store import (
     StoreState,
     StoreUnavailableError,
 )
-from rules.schema import date_value
-from tests.conftest import ROOT, free_port
-from tests.refdata_support import OwnRedis, redis_prefix, shared_redis_url, wait_until
-from tests.test_reference_data import REFDATA
+from tollgate.rules.fields import date_value
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +238,8 @@ def test_a_loader_killed_before_publishing_leaves_only_blobs_that_expire(
     changed = _worker(base, "W-91")
     script = (
         "import os, signal, sys\n"
-        "from evaluators.redis_store import RedisSnapshotStore\n"
-        "from evaluators.reference_data import apply_changes, load_snapshot\n"
+        "from tollgate.refdata.redis_store import RedisSnapshotStore\n"
+        "from tollgate.refdata.snapshot import apply_changes, load_snapshot\n"
         "from pathlib import Path\n"
         "store = RedisSnapshotStore(sys.argv[1], prefix=sys.argv[2])\n"
         "snapshot = apply_changes(load_snapshot(Path(sys.argv[3])), 'worker', upserts=[{'worker_id': 'W-91', "

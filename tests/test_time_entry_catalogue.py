@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from clients.cli import read_items
-from evaluators import ENGINE_VERSION
-from evaluators.binding import SnapshotBinder
-from evaluators.engine import Evaluator
-from evaluators.reference_data import ReferenceSnapshot, load_snapshot
-from rules.compile import compile_ruleset
-from rules.decisions import Decision
-from rules.loader import load_rulesets
-from rules.problems import ProblemsError
-from rules.schema import TIME_ENTRY
 from tests.conftest import ROOT, SAMPLE_TIMESHEET
 from tests.test_reference_data import bind_all
+from tollgate.clients.cli import read_items
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.refdata.snapshot import ReferenceSnapshot, load_snapshot
+from tollgate.rules.decisions import Decision
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.problems import ProblemsError
+from tollgate.rules.typecheck import compile_ruleset
 
 REFDATA = ROOT / "examples" / "refdata"
 

@@ -21,12 +21,19 @@ import pydantic
 import rule_engine
 import yaml
 
-from rules import yaml_source
-from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError, compile_expression
-from rules.fusion import RulesetFunction, Segment, fuse
-from rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
-from rules.problems import Problem, ProblemsError
-from rules.schema import ENTITIES, ITEM_KINDS, Entity, FieldKind, FieldSpec, ItemKind, date_value, format_value
+from tollgate.rules import yaml_source
+from tollgate.rules.codegen.expressions import (
+    CompiledExpression,
+    ExpressionCodegen,
+    NotCompilableError,
+    compile_expression,
+)
+from tollgate.rules.codegen.rulesets import RulesetFunction, Segment, fuse
+from tollgate.rules.entities import ENTITIES, Entity
+from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.item_kinds import ITEM_KINDS, ItemKind
+from tollgate.rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
+from tollgate.rules.problems import Problem, ProblemsError
 
 T = rule_engine.DataType
 
@@ -169,7 +176,7 @@ class CompiledRuleset:
     bindings: tuple[str, ...]  # bindings the rules read, with their dependencies, in declaration order
     lookups: tuple[CompiledLookup, ...]  # reference tables looked up per item, after the bindings
     aggregates: tuple[CompiledAggregate, ...]  # figures over the batch, worked out before the rules run
-    # the rules' requires and conditions fused into one function (rules/fusion.py), to be called with
+    # the rules' requires and conditions fused into one function (rules/codegen/rulesets.py), to be called with
     # DECIMAL_CONTEXT current (Evaluator.run_batch makes it current for the whole batch)
     run: RulesetFunction | None
     source: str  # the generated source of ``run``, or why there is none
@@ -193,12 +200,12 @@ class CompiledRuleset:
 
     @property
     def refreshing_fields(self) -> frozenset[str]:
-        """The item fields a binding of the kind, or a lookup of this ruleset, is found by (see fusion.Segment)."""
+        """The item fields a binding of the kind, or a lookup of this ruleset, is found by (rulesets.Segment)."""
         return frozenset().union(*(b.inputs for b in self.kind.bindings),
                                  *(lookup.symbols & self.kind.fields.keys() for lookup in self.lookups))
 
     def segment(self) -> Segment:
-        """The ruleset as a part of a fused function (rules/fusion.py): alone, or after others in a chain."""
+        """The ruleset as a part of a fused function (rules/codegen/rulesets.py): alone, or after others in a chain."""
         return Segment(self.rules, self.id, self.money_rounder, self.refreshing_fields, {PARAMS_SYMBOL: self.params})
 
 

@@ -3,7 +3,7 @@
 Keys, under a prefix (default ``tollgate``):
 
 - ``{prefix}:segment:{digest}``: one segment of a table (the rows whose keys hash to it), canonical
-  encoding (``snapshot_codec``), compressed. Content-addressed, so a snapshot made by upserting one
+  encoding (``codec``), compressed. Content-addressed, so a snapshot made by upserting one
   project shares every other table, and every other segment of the project table, with its base: the
   publisher writes, and a replica fetches and decodes, only the segments it does not hold yet.
 - ``{prefix}:snapshot:{id}``: the manifest of a snapshot: source, loaded at, counts, table digests and
@@ -37,11 +37,11 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rules.schema import ENTITIES, Entity
+from tollgate.rules.entities import ENTITIES, Entity
 
-from . import snapshot_codec
-from .reference_data import Key, ReferenceSnapshot, Row, Segment, Table, Versions, group_rows
-from .snapshot_store import (
+from . import codec
+from .snapshot import Key, ReferenceSnapshot, Row, Segment, Table, Versions, group_rows
+from .store import (
     ANY_CURRENT,
     DEFAULT_KEEP,
     OnCurrent,
@@ -173,7 +173,7 @@ class _Plan:
             blob = blobs.get(segment_digest)
             if not isinstance(blob, bytes):
                 raise SnapshotNotFoundError(f"a segment of table {entity.name} of {where} is gone")
-            _, rows = snapshot_codec.decode_rows(snapshot_codec.decompress(blob))
+            _, rows = codec.decode_rows(codec.decompress(blob))
             segment_timeless, segment_dated = group_rows(entity, rows)
             segments.append(Segment(sorted([*segment_timeless, *segment_dated]), blob, segment_digest))
             timeless.update(segment_timeless)

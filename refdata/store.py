@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .reference_data import ReferenceSnapshot
+from .snapshot import ReferenceSnapshot
 
 DEFAULT_KEEP = 10
 # ``if_current`` for a publish that does not depend on what is current (a full load: last one wins).

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from tollgate_api.v1 import validation_pb2 as tollgate__api_dot_v1_dot_validation__pb2
+from tollgate.api.v1 import validation_pb2 as tollgate_dot_api_dot_v1_dot_validation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in tollgate_api/v1/validation_pb2_grpc.py depends on'
+        + ' but the generated code in tollgate/api/v1/validation_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,33 +37,33 @@ class ValidationServiceStub:
         """
         self.ValidateTimeEntries = channel.unary_unary(
                 '/tollgate.v1.ValidationService/ValidateTimeEntries',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.StreamTimeEntries = channel.stream_stream(
                 '/tollgate.v1.ValidationService/StreamTimeEntries',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.ValidateExpenseLines = channel.unary_unary(
                 '/tollgate.v1.ValidationService/ValidateExpenseLines',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.StreamExpenseLines = channel.stream_stream(
                 '/tollgate.v1.ValidationService/StreamExpenseLines',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.ValidateInvoices = channel.unary_unary(
                 '/tollgate.v1.ValidationService/ValidateInvoices',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
         self.StreamInvoices = channel.stream_stream(
                 '/tollgate.v1.ValidationService/StreamInvoices',
-                request_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
                 _registered_method=True)
 
 
@@ -117,33 +117,33 @@ def add_ValidationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ValidateTimeEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTimeEntries,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'StreamTimeEntries': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamTimeEntries,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'ValidateExpenseLines': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateExpenseLines,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'StreamExpenseLines': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamExpenseLines,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'ValidateInvoices': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateInvoices,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
             'StreamInvoices': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamInvoices,
-                    request_deserializer=tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,8 +172,8 @@ class ValidationService:
             request,
             target,
             '/tollgate.v1.ValidationService/ValidateTimeEntries',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -199,8 +199,8 @@ class ValidationService:
             request_iterator,
             target,
             '/tollgate.v1.ValidationService/StreamTimeEntries',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateTimeEntriesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -226,8 +226,8 @@ class ValidationService:
             request,
             target,
             '/tollgate.v1.ValidationService/ValidateExpenseLines',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,8 +253,8 @@ class ValidationService:
             request_iterator,
             target,
             '/tollgate.v1.ValidationService/StreamExpenseLines',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateExpenseLinesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,8 +280,8 @@ class ValidationService:
             request,
             target,
             '/tollgate.v1.ValidationService/ValidateInvoices',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,8 +307,8 @@ class ValidationService:
             request_iterator,
             target,
             '/tollgate.v1.ValidationService/StreamInvoices',
-            tollgate__api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidateInvoicesRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_validation__pb2.ValidationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pydantic
 
-from rules.problems import Problem
-from rules.schema import ENTITIES, Entity
+from tollgate.rules.entities import ENTITIES, Entity
+from tollgate.rules.problems import Problem
 
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 PARQUET_BATCH_ROWS = 64 * 1024

@@ -38,9 +38,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rules.compiler import CompiledExpression, ExpressionCodegen, NotCompilableError
-from rules.decisions import Enrichment, Reason, new_record
-from rules.schema import FieldKind, FieldSpec, format_value, formatter_for
+from tollgate.rules.codegen.expressions import CompiledExpression, ExpressionCodegen, NotCompilableError
+from tollgate.rules.decisions import Enrichment, Reason, new_record
+from tollgate.rules.fields import FieldKind, FieldSpec, format_value, formatter_for
 
 # Statement lines filled in once every rule is generated, when the symbols the rules' conditions read are known:
 # "read every symbol again", and "read this field again" after an enrichment wrote it. Matched as whole lines:
@@ -87,7 +87,7 @@ RulesetFunction = Callable[[dict[str, Any], DecisionState, Engine], int | None]
 
 
 class FusableRule(Protocol):
-    """What fusing needs of a compiled rule (rules/compile.py's CompiledRule)."""
+    """What fusing needs of a compiled rule (rules/typecheck.py's CompiledRule)."""
 
     @property
     def id(self) -> str: ...

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from tollgate_api.v1 import refdata_pb2 as tollgate__api_dot_v1_dot_refdata__pb2
+from tollgate.api.v1 import refdata_pb2 as tollgate_dot_api_dot_v1_dot_refdata__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in tollgate_api/v1/refdata_pb2_grpc.py depends on'
+        + ' but the generated code in tollgate/api/v1/refdata_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class ReferenceDataServiceStub:
         """
         self.Load = channel.stream_unary(
                 '/tollgate.v1.ReferenceDataService/Load',
-                request_serializer=tollgate__api_dot_v1_dot_refdata__pb2.LoadRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.LoadResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadResponse.FromString,
                 _registered_method=True)
         self.Upsert = channel.unary_unary(
                 '/tollgate.v1.ReferenceDataService/Upsert',
-                request_serializer=tollgate__api_dot_v1_dot_refdata__pb2.UpsertRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/tollgate.v1.ReferenceDataService/Delete',
-                request_serializer=tollgate__api_dot_v1_dot_refdata__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/tollgate.v1.ReferenceDataService/Status',
-                request_serializer=tollgate__api_dot_v1_dot_refdata__pb2.StatusRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.StatusResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.Diff = channel.unary_unary(
                 '/tollgate.v1.ReferenceDataService/Diff',
-                request_serializer=tollgate__api_dot_v1_dot_refdata__pb2.DiffRequest.SerializeToString,
-                response_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.DiffResponse.FromString,
+                request_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffRequest.SerializeToString,
+                response_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffResponse.FromString,
                 _registered_method=True)
 
 
@@ -107,28 +107,28 @@ def add_ReferenceDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Load': grpc.stream_unary_rpc_method_handler(
                     servicer.Load,
-                    request_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.LoadRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_refdata__pb2.LoadResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadResponse.SerializeToString,
             ),
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
-                    request_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.UpsertRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.UpsertRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.DeleteRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DeleteRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.StatusRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_refdata__pb2.StatusResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusResponse.SerializeToString,
             ),
             'Diff': grpc.unary_unary_rpc_method_handler(
                     servicer.Diff,
-                    request_deserializer=tollgate__api_dot_v1_dot_refdata__pb2.DiffRequest.FromString,
-                    response_serializer=tollgate__api_dot_v1_dot_refdata__pb2.DiffResponse.SerializeToString,
+                    request_deserializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffRequest.FromString,
+                    response_serializer=tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,8 +156,8 @@ class ReferenceDataService:
             request_iterator,
             target,
             '/tollgate.v1.ReferenceDataService/Load',
-            tollgate__api_dot_v1_dot_refdata__pb2.LoadRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_refdata__pb2.LoadResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.LoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -183,8 +183,8 @@ class ReferenceDataService:
             request,
             target,
             '/tollgate.v1.ReferenceDataService/Upsert',
-            tollgate__api_dot_v1_dot_refdata__pb2.UpsertRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.UpsertRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -210,8 +210,8 @@ class ReferenceDataService:
             request,
             target,
             '/tollgate.v1.ReferenceDataService/Delete',
-            tollgate__api_dot_v1_dot_refdata__pb2.DeleteRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.DeleteRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -237,8 +237,8 @@ class ReferenceDataService:
             request,
             target,
             '/tollgate.v1.ReferenceDataService/Status',
-            tollgate__api_dot_v1_dot_refdata__pb2.StatusRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_refdata__pb2.StatusResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -264,8 +264,8 @@ class ReferenceDataService:
             request,
             target,
             '/tollgate.v1.ReferenceDataService/Diff',
-            tollgate__api_dot_v1_dot_refdata__pb2.DiffRequest.SerializeToString,
-            tollgate__api_dot_v1_dot_refdata__pb2.DiffResponse.FromString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffRequest.SerializeToString,
+            tollgate_dot_api_dot_v1_dot_refdata__pb2.DiffResponse.FromString,
             options,
             channel_credentials,
             insecure,

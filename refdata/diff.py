@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .reference_data import ReferenceSnapshot
+from .snapshot import ReferenceSnapshot
 
 
 @dataclass(frozen=True, slots=True)

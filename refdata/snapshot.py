@@ -7,7 +7,7 @@ to be partial, in which case the bad rows are left out and every one of them is 
 one key with several effective ranges are versions; lookups return the version in force on the
 item's business date, never the server clock.
 
-A snapshot's id is a hash of its content (each table encoded canonically, ``snapshot_codec``): the
+A snapshot's id is a hash of its content (each table encoded canonically, ``codec``): the
 same data has the same id whichever files, formats or changes it came from, so a decision names
 exactly the data it used.
 """
@@ -25,11 +25,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from rules.problems import Problem, ProblemsError
-from rules.schema import ENTITIES, Entity
+from tollgate.rules.entities import ENTITIES, Entity
+from tollgate.rules.problems import Problem, ProblemsError
 
-from . import snapshot_codec
-from .reference_loaders import LocatedRow, file_stem, read_exports, validate_row
+from . import codec
+from .loaders import LocatedRow, file_stem, read_exports, validate_row
 
 __all__ = ["ByKey", "LoadedExports", "ReferenceSnapshot", "Row", "Segment", "Table", "apply_changes",
            "build_snapshot", "build_table", "file_stem", "group_rows", "load_exports", "load_snapshot", "ranges_meet",
@@ -70,10 +70,10 @@ def ranges_meet(a: Row, b: Row) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """The rows of a table whose keys hash to one segment (``snapshot_codec``), as stored."""
+    """The rows of a table whose keys hash to one segment (``codec``), as stored."""
 
     keys: list[Key]  # sorted
-    blob: bytes  # snapshot_codec.segment_blob: header and lines, compressed
+    blob: bytes  # codec.segment_blob: header and lines, compressed
     digest: str  # of the blob's uncompressed content: the name it is stored under
 
 
@@ -156,7 +156,7 @@ class _Index:
         for done, (value, row) in enumerate(zip(values, rows, strict=True), start=1):
             grouped[value].append(row)
             if sliced and done % 1000 == 0:
-                snapshot_codec.pause_between_slices()
+                codec.pause_between_slices()
         one = {value: found[0] for value, found in grouped.items() if len(found) == 1}
         return cls(one, {value: tuple(found) for value, found in grouped.items() if len(found) > 1})
 
@@ -272,26 +272,26 @@ class Table:
         return self._segments
 
     def digest(self) -> str:
-        """The hash of the table's canonical encoding (``snapshot_codec``)."""
+        """The hash of the table's canonical encoding (``codec``)."""
         if self._digest is None:
             segments = self.segments()
             if self._digest is None:  # segments taken over from another table: hash their lines again
-                hashed = hashlib.sha256(snapshot_codec.table_header(self.entity, len(segments)))
+                hashed = hashlib.sha256(codec.table_header(self.entity, len(segments)))
                 for segment in segments:
-                    hashed.update(snapshot_codec.segment_body(segment.blob))
+                    hashed.update(codec.segment_body(segment.blob))
                 self._digest = hashed.hexdigest()
         return self._digest
 
     def _encode_segment(self, keys: list[Key]) -> tuple[Segment, bytes]:
-        body = snapshot_codec.encode_segment(self.entity, snapshot_codec.canonical_rows(self.by_key, keys))
-        blob, digest = snapshot_codec.segment_blob(self.entity, body)
+        body = codec.encode_segment(self.entity, codec.canonical_rows(self.by_key, keys))
+        blob, digest = codec.segment_blob(self.entity, body)
         return Segment(keys, blob, digest), body
 
     def _encode(self) -> None:
-        count = snapshot_codec.segment_count(self._rows)
-        hashed = hashlib.sha256(snapshot_codec.table_header(self.entity, count))
+        count = codec.segment_count(self._rows)
+        hashed = hashlib.sha256(codec.table_header(self.entity, count))
         segments = []
-        for keys in snapshot_codec.split_keys(self.by_key, count):
+        for keys in codec.split_keys(self.by_key, count):
             segment, body = self._encode_segment(keys)
             hashed.update(body)
             segments.append(segment)
@@ -304,13 +304,13 @@ class Table:
         of their keys)."""
         touched = set(removed) | set(added.by_key)
         table = self.patched(touched, added._timeless, added._dated)
-        snapshot_codec.pause_between_slices()
-        count = snapshot_codec.segment_count(table._rows)
+        codec.pause_between_slices()
+        count = codec.segment_count(table._rows)
         if self._segments is not None and len(self._segments) == count:
             segments = list(self._segments)
-            for index in {snapshot_codec.segment_of(key, count) for key in touched}:
+            for index in {codec.segment_of(key, count) for key in touched}:
                 kept = [key for key in segments[index].keys if key not in touched]
-                keys = sorted([*kept, *(key for key in added.by_key if snapshot_codec.segment_of(key, count) == index)])
+                keys = sorted([*kept, *(key for key in added.by_key if codec.segment_of(key, count) == index)])
                 segments[index] = table._encode_segment(keys)[0]
             table._segments = segments
         return table

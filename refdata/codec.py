@@ -32,7 +32,8 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
-from rules.schema import ENTITIES, Entity, FieldKind, date_value
+from tollgate.rules.entities import ENTITIES, Entity
+from tollgate.rules.fields import FieldKind, date_value
 
 FORMAT = 3
 ROWS_PER_LINE = 200
