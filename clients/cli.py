@@ -1,6 +1,6 @@
 """The ``tollgate`` command line.
 
-    tollgate serve [--host H] [--port P] [--rulesets DIR] [--refdata DIR]
+    tollgate serve [--host H] [--port P] [--rulesets DIR] [--refdata DIR] ... (every setting; see --help)
     tollgate validate FILE.csv|FILE.jsonl [--kind time_entry|expense_line|invoice] [--server HOST:PORT]
                       [--format table|json] [--all-or-nothing] [--fail-on-reject]
     tollgate rules lint [DIR]
@@ -31,14 +31,19 @@ from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # as the shell reports a command ended by SIGPIPE
 CUSTOM_PREFIX = "custom."
+
+
+def _bundled_relative(path: Path) -> Path:
+    # Shown relative to where the user stands, so problems read rulesets/...:12 rather than a long path.
+    return Path(os.path.relpath(path)) if path.is_relative_to(Path.cwd()) else path
 
 
 def _bundled_rulesets() -> Path:
     from tollgate.server.settings import BUNDLED_RULESETS
 
-    # Shown relative to where the user stands, so problems read rulesets/...:12 rather than a long path.
-    return Path(os.path.relpath(BUNDLED_RULESETS)) if BUNDLED_RULESETS.is_relative_to(Path.cwd()) else BUNDLED_RULESETS
+    return _bundled_relative(BUNDLED_RULESETS)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -186,13 +191,43 @@ def print_table(result: ValidationResult, out: TextIO, group_name: str = "timesh
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from tollgate.server.app import run
     from tollgate.server.settings import Settings
 
-    names = ("host", "port", "rulesets", "refdata", "log_level", "workers", "redis_url", "redis_prefix",
-             "snapshots_kept", "metrics_port", "max_upload_bytes")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    return run(Settings(**overrides))
+    given = vars(args).items()
+    overrides = {name: value for name, value in given if name in Settings.model_fields and value is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            name = str(problem["loc"][0]) if problem["loc"] else ""
+            where = f"--{name.replace('_', '-')}" if name in overrides else f"TOLLGATE_{name.upper()}"
+            print(f"tollgate serve: {where}: {problem['msg']} (got {problem['input']!r})", file=sys.stderr)
+        return EXIT_USAGE
+    return run(settings)
+
+
+def _add_settings_flags(serve: argparse.ArgumentParser) -> None:
+    """A flag for every setting, with the setting's own description as help: the two cannot drift.
+
+    Values go to the settings model as text and are checked there, as the same setting from the
+    environment would be."""
+    import typing
+
+    from tollgate.server.settings import Settings
+
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("supervisor_only"):
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = _bundled_relative(default) if isinstance(default, Path) else default
+        help_text = f"{field.description} (default: {'none' if shown is None else shown}; env TOLLGATE_{name.upper()})"
+        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
+        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, choices=choices,
+                           metavar=None if choices else name.upper(), help=help_text.replace("%", "%%"))
 
 
 _GROUP_NAMES = {"time_entry": "timesheet", "expense_line": "expense report", "invoice": "invoice"}
@@ -447,22 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollgate", description="Tollgate: validation of time-to-bill items.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC service (settings also from TOLLGATE_* env)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--rulesets", type=Path, help="ruleset directory (default: the bundled rulesets)")
-    serve.add_argument("--refdata", type=Path, help="reference data directory loaded at start; 'none' for none "
-                                                    "(default: the bundled sample; none with --redis-url)")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--workers", type=int, help="server processes sharing the port (default: one per core)")
-    serve.add_argument("--redis-url", help="keep reference snapshots in Redis, shared by every replica "
-                                           "(TOLLGATE_REDIS_URL; default: in this process)")
-    serve.add_argument("--redis-prefix", help="prefix of the Redis keys (default tollgate)")
-    serve.add_argument("--snapshots-kept", type=int, help="reference snapshots kept for replays (default 10)")
-    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics; with "
-                                                        "--workers N, worker i on PORT+i (default 0: off)")
-    serve.add_argument("--max-upload-bytes", type=int, help="the largest reference data upload accepted "
-                                                            "(default 1 GiB)")
+    serve = commands.add_parser("serve", help="run the gRPC service (every flag also from TOLLGATE_* env)")
+    _add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
 
     validate = commands.add_parser("validate", help="send a file of items and print the decisions")
@@ -496,7 +517,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "directory", "absent") is None:
         args.directory = _bundled_rulesets()
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tollgate validate FILE | head``): end quietly, as a command killed by
+        # SIGPIPE does. Later writes, and the interpreter's flush at exit, go nowhere rather than raise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

@@ -1,65 +1,29 @@
 """Snapshots in Redis, shared by every replica; each replica holds the current one in its own memory.
 
-Keys, under a prefix (default ``tollgate``):
+The layout and the publishing protocol are ``shared_store``'s. Keys, under a prefix (default ``tollgate``):
 
-- ``{prefix}:segment:{digest}``: one segment of a table (the rows whose keys hash to it), canonical
-  encoding (``codec``), compressed. Content-addressed, so a snapshot made by upserting one
-  project shares every other table, and every other segment of the project table, with its base: the
-  publisher writes, and a replica fetches and decodes, only the segments it does not hold yet.
-- ``{prefix}:snapshot:{id}``: the manifest of a snapshot: source, loaded at, counts, table digests and
-  each table's segment digests.
+- ``{prefix}:segment:{digest}``: one segment of a table, compressed.
+- ``{prefix}:snapshot:{id}``: the manifest of a snapshot.
 - ``{prefix}:current``: the id of the current snapshot; ``{prefix}:kept``: kept ids, newest first.
 - channel ``{prefix}:published``: the id of each snapshot made current.
 
-Publishing writes the segments and the manifest first, with an expiry, then one Lua script (atomic in
-Redis) checks they are all there, makes them permanent, sets current, trims the kept list to N,
-deletes what only trimmed snapshots used, and notifies. A loader killed before the script leaves
-only blobs that expire; current never names a snapshot that is not whole.
-
-A watcher thread per replica listens on the channel. A message only wakes it: it then reads
-``current`` and switches to it, so messages that arrive late or were missed while Redis was away
-cannot put a replica on an older snapshot. It also re-reads ``current`` every few seconds and on
-every reconnection, which is how a replica catches up after Redis comes back.
+Pending segments and manifests are written with an expiry; the commit is one Lua script (atomic in
+Redis) that checks they are all there, makes them permanent, sets current, trims the kept list to N,
+deletes what only trimmed snapshots used, and notifies. The watcher listens on the channel; a message
+only wakes it, and it pings the connection at every recheck.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import redis
-import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tollgate.rules.entities import ENTITIES, Entity
-
-from . import codec
-from .snapshot import Key, ReferenceSnapshot, Row, Segment, Table, Versions, group_rows
-from .store import (
-    ANY_CURRENT,
-    DEFAULT_KEEP,
-    OnCurrent,
-    OnState,
-    SnapshotConflictError,
-    SnapshotInfo,
-    SnapshotNotFoundError,
-    StoreState,
-    StoreUnavailableError,
-)
-
-log = structlog.get_logger("tollgate.refdata.redis")
-
-# Blobs written before their snapshot is published expire unless the publish makes them permanent.
-PENDING_SECONDS = 6 * 3600
-# How often the watcher re-reads current even without a message, and pings the connection.
-RECHECK_SECONDS = 2.0
-RECONNECT_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0)
+from .shared_store import PENDING_SECONDS, SharedStore, Wait
+from .store import DEFAULT_KEEP, SnapshotConflictError, StoreUnavailableError
 
 _PUBLISH_SCRIPT = """
 local prefix, id, keep, if_current = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -120,23 +84,6 @@ redis.call('PUBLISH', prefix .. ':published', id)
 return id
 """
 
-
-def _manifest(snapshot: ReferenceSnapshot) -> str:
-    return json.dumps({
-        "snapshot_id": snapshot.snapshot_id,
-        "source": snapshot.source,
-        "loaded_at": snapshot.loaded_at.isoformat(),
-        "digests": dict(snapshot.digests),
-        "segments": {name: [segment.digest for segment in table.segments()] for name, table in snapshot.tables.items()},
-        "counts": snapshot.counts(),
-    })
-
-
-def _info(manifest: dict[str, Any]) -> SnapshotInfo:
-    return SnapshotInfo(manifest["snapshot_id"], manifest["source"], dt.datetime.fromisoformat(manifest["loaded_at"]),
-                        dict(manifest["counts"]))
-
-
 def _safe_url(url: str) -> str:
     """The URL without its password, for status and logs."""
     scheme, _, rest = url.partition("://")
@@ -144,78 +91,36 @@ def _safe_url(url: str) -> str:
     return f"{scheme}://{credentials.split(':')[0] + ':***@' if at else ''}{host}"
 
 
-class _Plan:
-    """How a replica makes one table of a snapshot it fetches: from the latest table of the entity it
-    holds, replacing only the segments that differ, or from every segment when it holds none cut the
-    same way."""
-
-    def __init__(self, layout: list[str], base: Table | None) -> None:
-        self.layout = layout  # the table's segment digests
-        self.held = base.segments() if base is not None else None
-        if self.held is not None and len(self.held) != len(layout):
-            self.held = None
-        self.base = base if self.held is not None else None
-
-    def missing(self) -> list[str]:
-        if self.held is None:
-            return list(self.layout)
-        return [digest for digest, segment in zip(self.layout, self.held, strict=True) if digest != segment.digest]
-
-    def build(self, entity: Entity, digest: str, blobs: Mapping[str, object], where: str) -> Table:
-        segments: list[Segment] = []
-        timeless: dict[Key, Row] = {}
-        dated: dict[Key, Versions] = {}
-        replaced: set[Key] = set()
-        for index, segment_digest in enumerate(self.layout):
-            if self.held is not None and self.held[index].digest == segment_digest:
-                segments.append(self.held[index])
-                continue
-            blob = blobs.get(segment_digest)
-            if not isinstance(blob, bytes):
-                raise SnapshotNotFoundError(f"a segment of table {entity.name} of {where} is gone")
-            _, rows = codec.decode_rows(codec.decompress(blob))
-            segment_timeless, segment_dated = group_rows(entity, rows)
-            segments.append(Segment(sorted([*segment_timeless, *segment_dated]), blob, segment_digest))
-            timeless.update(segment_timeless)
-            dated.update(segment_dated)
-            if self.held is not None:
-                replaced.update(self.held[index].keys)
-        if self.base is None:
-            return Table.of(entity, timeless, dated, segments=segments, digest=digest)
-        return self.base.patched(replaced, timeless, dated, segments=segments, digest=digest)
+@contextmanager
+def _reaching(description: str) -> Iterator[None]:
+    """Redis errors as the store's: unreachable (StoreUnavailableError), or a conflict the script found."""
+    try:
+        yield
+    except redis.ResponseError as error:
+        if str(error).startswith("CONFLICT"):
+            raise SnapshotConflictError(str(error).removeprefix("CONFLICT ")) from None
+        raise StoreUnavailableError(f"{description}: {error}") from error
+    except redis.RedisError as error:
+        raise StoreUnavailableError(f"{description}: {error}") from error
 
 
-class RedisSnapshotStore:
+class RedisSnapshotStore(SharedStore):
     def __init__(self, url: str, *, prefix: str = "tollgate", keep: int = DEFAULT_KEEP,
                  timeout_seconds: float = 2.0) -> None:
-        if keep < 1:
-            raise ValueError("a store keeps at least the current snapshot")
+        super().__init__(f"redis {_safe_url(url)} prefix {prefix}", keep)
         self.prefix = prefix
-        self.keep = keep
-        self.description = f"redis {_safe_url(url)} prefix {prefix}"
         # No retries inside a call: a replica must not stall for long on Redis; the watcher reconnects.
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0), health_check_interval=RECHECK_SECONDS,
+            retry=Retry(NoBackoff(), 0), health_check_interval=self.recheck_seconds,
         )
         self._publish = self._redis.register_script(_PUBLISH_SCRIPT)
-        # Decoded tables by digest, for the last ``keep`` snapshots seen: a new snapshot that shares
-        # tables with one of them (an upsert changes one table) decodes only what is new, and a changed
-        # table is derived from the latest one of its entity, decoding only the segments that differ.
-        self._tables: dict[str, Table] = {}
-        self._recent: OrderedDict[str, dict[str, str]] = OrderedDict()  # snapshot id -> table digests, oldest first
-        self._tables_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._watcher: threading.Thread | None = None
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    # -- writing -------------------------------------------------------------------------------------
-
-    def publish(self, snapshot: ReferenceSnapshot, *, if_current: str = ANY_CURRENT) -> None:
-        try:
-            segments = {segment.digest: segment for table in snapshot.tables.values() for segment in table.segments()}
+    def _write_pending(self, segments: Mapping[str, bytes], snapshot_id: str, manifest: str) -> None:
+        with _reaching(self.description):
             present = self._redis.pipeline(transaction=False)
             for digest in segments:
                 # Extend the expiry of a blob a killed loader left behind (GT: never shorten one, and a
@@ -224,143 +129,53 @@ class RedisSnapshotStore:
                 present.exists(self._key("segment", digest))
             answers = present.execute()[1::2]
             writes = self._redis.pipeline(transaction=False)
-            for segment, exists in zip(segments.values(), answers, strict=True):
+            for (digest, blob), exists in zip(segments.items(), answers, strict=True):
                 if not exists:
-                    writes.set(self._key("segment", segment.digest), segment.blob, ex=PENDING_SECONDS)
-            writes.set(self._key("snapshot", snapshot.snapshot_id), _manifest(snapshot), ex=PENDING_SECONDS)
+                    writes.set(self._key("segment", digest), blob, ex=PENDING_SECONDS)
+            # A snapshot of the same content published before keeps its manifest (NX), and a permanent one
+            # stays permanent (GT), even when this publish turns out to conflict.
+            writes.expire(self._key("snapshot", snapshot_id), PENDING_SECONDS, gt=True)
+            writes.set(self._key("snapshot", snapshot_id), manifest, ex=PENDING_SECONDS, nx=True)
             writes.execute()
-            self._publish(args=[self.prefix, snapshot.snapshot_id, self.keep, if_current])
-        except redis.ResponseError as error:
-            if str(error).startswith("CONFLICT"):
-                raise SnapshotConflictError(str(error).removeprefix("CONFLICT ")) from None
-            raise StoreUnavailableError(f"{self.description}: {error}") from error
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"{self.description}: {error}") from error
-        self._remember(snapshot)
-        log.info("snapshot_published", snapshot_id=snapshot.snapshot_id, source=snapshot.source,
-                 counts=snapshot.counts())
 
-    # -- reading -------------------------------------------------------------------------------------
+    def _commit(self, snapshot_id: str, if_current: str) -> None:
+        with _reaching(self.description):
+            self._publish(args=[self.prefix, snapshot_id, self.keep, if_current])
+
+    def _read_manifest(self, snapshot_id: str) -> bytes | None:
+        with _reaching(self.description):
+            raw = self._redis.get(self._key("snapshot", snapshot_id))
+        return raw if isinstance(raw, bytes) else None
+
+    def _read_segments(self, digests: list[str]) -> list[bytes | None]:
+        with _reaching(self.description):
+            blobs = self._redis.mget([self._key("segment", digest) for digest in digests])
+        return [blob if isinstance(blob, bytes) else None for blob in blobs]
+
+    def _kept_ids(self) -> list[str]:
+        with _reaching(self.description):
+            ids = self._redis.lrange(self._key("kept"), 0, -1)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def current_id(self) -> str | None:
-        try:
+        with _reaching(self.description):
             value = self._redis.get(self._key("current"))
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"{self.description}: {error}") from error
         return value.decode() if isinstance(value, bytes) else None
 
-    def current(self) -> ReferenceSnapshot | None:
-        snapshot_id = self.current_id()
-        return None if snapshot_id is None else self.fetch(snapshot_id)
-
-    def fetch(self, snapshot_id: str) -> ReferenceSnapshot:
+    @contextmanager
+    def _signs_of_change(self) -> Iterator[Wait]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
-            raw = self._redis.get(self._key("snapshot", snapshot_id))
-            if not isinstance(raw, bytes):
-                raise SnapshotNotFoundError(f"snapshot {snapshot_id} is not kept in {self.description}")
-            manifest = json.loads(raw)
-            if "segments" not in manifest:
-                raise SnapshotNotFoundError(f"snapshot {snapshot_id} in {self.description} was stored by an earlier "
-                                            "version of Tollgate, in a format this one does not read: load the "
-                                            "reference data again")
-            digests: dict[str, str] = manifest["digests"]
-            layouts: dict[str, list[str]] = manifest["segments"]
-            with self._tables_lock:
-                tables = {name: self._tables.get(digest) for name, digest in digests.items()}
-                bases = {name: self._latest(name) for name, table in tables.items() if table is None}
-            plans = {name: _Plan(layouts[name], base) for name, base in bases.items()}
-            wanted = sorted({digest for plan in plans.values() for digest in plan.missing()})
-            blobs = dict(zip(wanted, self._redis.mget([self._key("segment", d) for d in wanted]), strict=True)) \
-                if wanted else {}
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"{self.description}: {error}") from error
-        for name, plan in plans.items():
-            tables[name] = plan.build(ENTITIES[name], digests[name], blobs,
-                                      f"snapshot {snapshot_id} in {self.description}")
-        whole = {name: table for name, table in tables.items() if table is not None}
-        snapshot = ReferenceSnapshot(snapshot_id, manifest["source"], dt.datetime.fromisoformat(manifest["loaded_at"]),
-                                     whole, digests)
-        self._remember(snapshot)
-        return snapshot
-
-    def _latest(self, entity: str) -> Table | None:
-        """The table of ``entity`` in the latest snapshot seen (what a changed table is derived from)."""
-        for digests in reversed(self._recent.values()):
-            table = self._tables.get(digests.get(entity, ""))
-            if table is not None:
-                return table
-        return None
-
-    def _remember(self, snapshot: ReferenceSnapshot) -> None:
-        with self._tables_lock:
-            for name, digest in snapshot.digests.items():
-                self._tables[digest] = snapshot.tables[name]
-            self._recent.pop(snapshot.snapshot_id, None)
-            self._recent[snapshot.snapshot_id] = dict(snapshot.digests)
-            while len(self._recent) > self.keep:
-                self._recent.popitem(last=False)
-            live = {digest for digests in self._recent.values() for digest in digests.values()}
-            self._tables = {digest: table for digest, table in self._tables.items() if digest in live}
-
-    def kept(self) -> list[SnapshotInfo]:
-        try:
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self._redis.lrange(self._key("kept"), 0, -1)]
-            manifests = self._redis.mget([self._key("snapshot", i) for i in ids]) if ids else []
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"{self.description}: {error}") from error
-        return [_info(json.loads(m)) for m in manifests if isinstance(m, bytes)]
-
-    # -- watching ------------------------------------------------------------------------------------
-
-    def watch(self, on_current: OnCurrent, on_state: OnState) -> None:
-        if self._watcher is not None:
-            raise RuntimeError("this store is already watched")
-        self._watcher = threading.Thread(target=self._watch, args=(on_current, on_state),
-                                         name="refdata-watcher", daemon=True)
-        self._watcher.start()
-
-    def _watch(self, on_current: OnCurrent, on_state: OnState) -> None:
-        delivered: str | None = None
-        reachable: bool | None = None
-        failures = 0
-        while not self._closed.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
+            with _reaching(self.description):
                 pubsub.subscribe(self._key("published"))
-                while not self._closed.is_set():
-                    current = self.current_id()
-                    if reachable is not True:
-                        reachable, failures = True, 0
-                        on_state(StoreState(True, dt.datetime.now(dt.UTC), current))
-                    if current is not None and current != delivered:
-                        seen_at = time.perf_counter()
-                        self._deliver(on_current, self.fetch(current), seen_at)
-                        delivered = current
-                    # Wait for a message or the recheck interval, whichever comes first.
-                    pubsub.get_message(timeout=RECHECK_SECONDS)
-            except (redis.RedisError, StoreUnavailableError, OSError) as error:
-                if reachable is not False:
-                    reachable = False
-                    log.warning("store_unreachable", store=self.description, error=str(error))
-                    on_state(StoreState(False, dt.datetime.now(dt.UTC), delivered))
-                self._closed.wait(RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)])
-                failures += 1
-            except SnapshotNotFoundError as error:
-                # Trimmed between reading current and fetching it: a newer one is current; read again.
-                log.warning("snapshot_vanished", error=str(error))
-            finally:
-                pubsub.close()
 
-    @staticmethod
-    def _deliver(on_current: OnCurrent, snapshot: ReferenceSnapshot, seen_at: float) -> None:
-        try:
-            on_current(snapshot, seen_at)
-        except Exception:
-            # The replica could not use it (it logs why); trying the same snapshot again would fail again.
-            log.exception("snapshot_not_adopted", snapshot_id=snapshot.snapshot_id)
+            def wait(seconds: float) -> None:
+                with _reaching(self.description):
+                    pubsub.get_message(timeout=seconds)
 
-    def close(self) -> None:
-        self._closed.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=RECHECK_SECONDS + 1)
+            yield wait
+        finally:
+            pubsub.close()
+
+    def _release(self) -> None:
         self._redis.close()

@@ -5,7 +5,8 @@ current atomically (readers see the old one or the new one, never a mix) and tel
 A replica holds the current snapshot in its own memory and decides from it; the store is only asked
 when a new snapshot is published or an old one is replayed, never per item.
 
-``RedisSnapshotStore`` (``redis_store``) shares the snapshots among replicas; this module's
+``RedisSnapshotStore`` (``redis_store``) shares the snapshots among replicas, and
+``DirectorySnapshotStore`` (``directory_store``) among the processes of one host; this module's
 ``InProcessStore`` keeps them in one process, so a single command runs the service.
 """
 

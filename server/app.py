@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
 from tollgate.evaluators import ENGINE_VERSION
+from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
 from tollgate.rules.problems import Problem, ProblemsError
@@ -53,21 +54,9 @@ class RunningServer:
 def snapshot_store(settings: Settings) -> SnapshotStore:
     if settings.redis_url:
         return RedisSnapshotStore(settings.redis_url, prefix=settings.redis_prefix, keep=settings.snapshots_kept)
-    if settings.worker_group > 1:
-        log.warning("refdata_not_shared", workers=settings.worker_group,
-                    hint="each worker keeps its own snapshots, so loads and changes are refused: "
-                         "set --redis-url to share them")
+    if settings.snapshot_dir is not None:
+        return DirectorySnapshotStore(settings.snapshot_dir, keep=settings.snapshots_kept)
     return InProcessStore(keep=settings.snapshots_kept)
-
-
-def unshared_changes(settings: Settings) -> str | None:
-    """Why reference data changes must be refused here, if they must: with several workers and no
-    shared store, a change would reach the one worker that took the call, and the others would go on
-    deciding with the old data."""
-    if settings.worker_group > 1 and not settings.redis_url:
-        return (f"this server is one of {settings.worker_group} workers without a shared store, so a change "
-                "would reach one of them only; run with --redis-url to share reference data, or --workers 1")
-    return None
 
 
 def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> None:
@@ -94,8 +83,7 @@ def start(settings: Settings) -> RunningServer:
         ],
     )
     validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
-    refdata_service = ReferenceDataService(runtime, refuse_changes=unshared_changes(settings),
-                                           max_upload_bytes=settings.max_upload_bytes)
+    refdata_service = ReferenceDataService(runtime, max_upload_bytes=settings.max_upload_bytes)
     refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(refdata_service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

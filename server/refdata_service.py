@@ -103,15 +103,9 @@ def upload_too_large(limit: int) -> str:
 
 
 class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
-    def __init__(self, runtime: Runtime, *, refuse_changes: str | None = None,
-                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
+    def __init__(self, runtime: Runtime, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
         self.runtime = runtime
-        self.refuse_changes = refuse_changes  # why loads and changes cannot be made here, if they cannot
         self.max_upload_bytes = max_upload_bytes
-
-    def _changes_allowed(self, context: grpc.ServicerContext) -> None:
-        if self.refuse_changes is not None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse_changes)
 
     def _publish(self, snapshot: ReferenceSnapshot, context: grpc.ServicerContext, *,
                  if_current: str = ANY_CURRENT) -> None:
@@ -127,7 +121,6 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Load(  # noqa: N802 - gRPC method name
         self, requests: Iterator[pb.LoadRequest], context: grpc.ServicerContext
     ) -> pb.LoadResponse:
-        self._changes_allowed(context)
         header = pb.LoadHeader()
         with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as directory:
             root = Path(directory)
@@ -197,7 +190,6 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Upsert(  # noqa: N802 - gRPC method name
         self, request: pb.UpsertRequest, context: grpc.ServicerContext
     ) -> pb.ChangeResponse:
-        self._changes_allowed(context)
         records = [dict(record.fields) for record in request.records]
         if not records:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no records to upsert")
@@ -207,7 +199,6 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
     def Delete(  # noqa: N802 - gRPC method name
         self, request: pb.DeleteRequest, context: grpc.ServicerContext
     ) -> pb.ChangeResponse:
-        self._changes_allowed(context)
         if request.entity not in ENTITIES:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"unknown entity {request.entity!r}; one of {', '.join(ENTITIES)}")

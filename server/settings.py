@@ -7,33 +7,47 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_RULESETS = PROJECT_ROOT / "rulesets"
 BUNDLED_REFDATA = PROJECT_ROOT / "examples" / "refdata"
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
+# Marks a setting the supervisor passes to its workers: not a flag of its own.
+SUPERVISOR_ONLY: JsonDict = {"supervisor_only": True}
 
 
 class Settings(BaseSettings):
+    """Every setting is a flag of ``tollgate serve`` (``--max-batch-items``) and an environment variable
+    (``TOLLGATE_MAX_BATCH_ITEMS``); flags win. The CLI builds its flags and their help from these fields."""
+
     model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
+    host: str = Field("127.0.0.1", description="address to listen on (and to serve metrics on)")
+    port: int = Field(50051, ge=0, le=65535, description="port to listen on; 0 picks a free port")
     rulesets: Path = Field(BUNDLED_RULESETS, description="directory of ruleset files")
     refdata: Path | None = Field(
         BUNDLED_REFDATA,
-        description="directory of reference data exports loaded at start (with Redis: only into an empty store); "
-        "none: start without reference data. Default: the bundled sample, or none when redis_url is set",
+        description="directory of reference data exports loaded at start (with a shared store: only into an empty "
+        "one); none: start without reference data. With --redis-url or --snapshot-dir, the bundled sample only "
+        "when named",
     )
     redis_url: str | None = Field(None, description="keep snapshots in Redis, shared by every replica")
     redis_prefix: str = Field("tollgate", min_length=1, description="prefix of every Redis key and channel")
+    snapshot_dir: Path | None = Field(
+        None,
+        description="keep snapshots in this directory, shared by every server process using it and kept across "
+        "restarts. Unset: in the process, or with several workers a temporary directory they share for the run",
+    )
     snapshots_kept: int = Field(10, ge=1, description="reference snapshots kept for replaying past decisions")
-    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request accepted")
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request accepted, in bytes")
     max_batch_items: int = Field(50_000, ge=1, description="most items in one request (or one stream chunk)")
     workers: int = Field(os.cpu_count() or 1, ge=1, description="server processes sharing the port")
-    worker_group: int = Field(1, ge=1, description="set by the supervisor: how many workers this process is one of")
-    worker_index: int = Field(0, ge=0, description="set by the supervisor: which worker this process is (from 0)")
+    worker_group: int = Field(1, ge=1, description="set by the supervisor: how many workers this process is one of",
+                              json_schema_extra=SUPERVISOR_ONLY)
+    worker_index: int = Field(0, ge=0, description="set by the supervisor: which worker this process is (from 0)",
+                              json_schema_extra=SUPERVISOR_ONLY)
     metrics_port: int = Field(
         0, ge=0, le=65535,
         description="serve Prometheus metrics at http://HOST:PORT/metrics; 0: off. With several workers, worker i "
@@ -41,13 +55,13 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         DEFAULT_MAX_UPLOAD_BYTES, ge=1,
-        description="largest reference data upload (ReferenceDataService.Load, every file together) accepted",
+        description="largest reference data upload (ReferenceDataService.Load, every file together), in bytes",
     )
-    threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads")
+    threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads per process")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
-    @field_validator("refdata", "redis_url", mode="before")
+    @field_validator("refdata", "redis_url", "snapshot_dir", mode="before")
     @classmethod
     def _none_spelled_out(cls, value: Any) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its
@@ -57,7 +71,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_sample_data_in_a_shared_store(self) -> Settings:
-        # The bundled sample is for trying the service out; never seed it into a Redis other replicas share.
-        if self.redis_url and "refdata" not in self.model_fields_set:
+        # The bundled sample is for trying the service out; never seed it into a store others share or that
+        # outlives this run (a worker of the supervisor is told its refdata outright).
+        if (self.redis_url or self.snapshot_dir) and "refdata" not in self.model_fields_set:
             self.refdata = None
         return self

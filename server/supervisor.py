@@ -1,19 +1,25 @@
 """Run N server processes on one port, so every core decides items (one Python process uses one core).
 
-Each worker is a full ``tollgate serve --workers 1`` with its own compiled rulesets and reference
-data; they share the port through SO_REUSEPORT (gRPC sets it on Linux) and the kernel spreads
-connections among them. The supervisor forwards SIGTERM/SIGINT (clean shutdown) and SIGHUP
-(reload) to every worker, and restarts a worker that dies unexpectedly.
+Each worker is a full ``tollgate serve --workers 1`` with its own compiled rulesets and its own copy of
+the current reference snapshot; they share the port through SO_REUSEPORT (gRPC sets it on Linux) and
+the kernel spreads connections among them. They share one snapshot store, so a load or change made
+through any worker is decided with by all of them: Redis or the --snapshot-dir when configured, else
+a temporary directory the supervisor makes for the run and removes at the end. The supervisor
+forwards SIGTERM/SIGINT (clean shutdown) and SIGHUP (reload) to every worker, and restarts a worker
+that dies unexpectedly.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -27,6 +33,7 @@ RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
 def _worker_environment(settings: Settings, index: int) -> dict[str, str]:
+    # Every setting is passed, defaults included: the supervisor's view (which sample, which store) holds.
     environment = dict(os.environ)
     for name, value in settings.model_dump().items():
         environment[f"TOLLGATE_{name.upper()}"] = str(value)
@@ -46,6 +53,18 @@ def supervise(settings: Settings) -> int:
     if settings.port == 0:
         log.error("workers_need_a_port", workers=settings.workers)
         return 2
+    if settings.redis_url or settings.snapshot_dir is not None:
+        return _supervise(settings)
+    shared = Path(tempfile.mkdtemp(prefix="tollgate-snapshots-"))
+    log.info("sharing_snapshots", snapshot_dir=str(shared), workers=settings.workers,
+             hint="kept for this run only; --snapshot-dir or --redis-url keep them across restarts")
+    try:
+        return _supervise(settings.model_copy(update={"snapshot_dir": shared}))
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _supervise(settings: Settings) -> int:
     stopping = threading.Event()
     workers = {index: _spawn(settings, index) for index in range(settings.workers)}
     restarts = dict.fromkeys(workers, 0)

@@ -22,10 +22,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port, run_cli
+from tests.refdata_support import wait_until
+from tests.test_reference_data import copy_refdata, replace_in
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.cli import read_items
-from tollgate.clients.client import RefDataClient, ValidationClient
+from tollgate.clients.client import ValidationClient
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.item_kinds import TimeEntry
 from tollgate.server.app import SERVICE_NAME, RunningServer, start
@@ -283,29 +285,66 @@ def test_serve_stops_cleanly_on_sigterm_and_finishes_calls_in_flight(tmp_path: P
     assert "decided" in events[events.index("shutting_down"):]
 
 
-def test_workers_share_one_port_and_stop_together() -> None:
-    port = free_port()
-    process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "2"], cwd=ROOT,
+def _snapshot_of_each_worker(metrics_port: int, workers: int) -> list[str]:
+    """The snapshot each worker decides with, from its own metrics endpoint (worker i on metrics_port + i)."""
+    import urllib.request
+
+    seen = []
+    for index in range(workers):
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + index}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        seen += [line.split('"')[1] for line in text.splitlines()
+                 if line.startswith("tollgate_reference_snapshot_info{") and line.endswith(" 1.0")]
+    return seen
+
+
+def test_workers_share_one_port_and_reference_data_changes(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "2",
+                                "--metrics-port", str(metrics_port)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = _LogTail(process)
+    target = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         serving: set[int] = set()
         # Each new channel is a new connection; the kernel spreads connections over the workers.
         while len(serving) < 2 and time.monotonic() < deadline:
-            with ValidationClient(f"127.0.0.1:{port}", timeout=10) as client:
+            with ValidationClient(target, timeout=10) as client:
                 client.wait_until_ready(timeout=30)
                 client.validate_time_entries([_entry("W-1")])
             serving = {json.loads(line).get("process") for line in logs.lines() if '"decided"' in line}
         assert len(serving) == 2, f"calls were served by {serving}"
-        # Without a shared store a change would reach one worker only: refused, saying what to do.
-        with RefDataClient(f"127.0.0.1:{port}") as refdata, pytest.raises(grpc.RpcError) as refused:
-            refdata.delete("worker", [{"worker_id": "W-3"}])
-        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-        assert "one of 2 workers without a shared store" in refused.value.details()
-        assert "--redis-url" in refused.value.details()
+        [shared] = [json.loads(line)["snapshot_dir"] for line in logs.lines() if '"sharing_snapshots"' in line]
+
+        # The README's next step: load exports through whichever worker takes the call...
+        exports = copy_refdata(tmp_path)
+        replace_in(exports / "projects.csv", "P-100,Acme ERP rollout", "P-100,Acme ERP rollout (phase 2)")
+        loaded = run_cli("refdata", "load", str(exports), "--server", target)
+        assert loaded.returncode == 0, loaded.stderr
+        loaded_id = loaded.stdout.split()[1]
+        # ...and every worker decides with it.
+        wait_until(lambda: _snapshot_of_each_worker(metrics_port, 2) == [loaded_id] * 2, timeout=5)
+        for _ in range(8):
+            with ValidationClient(target, timeout=10) as client:
+                [decision] = client.validate_time_entries([_entry("TE-1")]).decisions
+            assert decision.provenance is not None
+            assert decision.provenance.snapshot_id == loaded_id
+
+        upsert = tmp_path / "w-77.csv"
+        upsert.write_text("worker_id,name,status,hire_date\nW-77,New Hire,ACTIVE,2026-11-01\n")
+        upserted = run_cli("refdata", "upsert", "worker", str(upsert), "--server", target)
+        assert upserted.returncode == 0, upserted.stderr
+        upserted_id = upserted.stdout.split()[2]
+        wait_until(lambda: _snapshot_of_each_worker(metrics_port, 2) == [upserted_id] * 2, timeout=5)
+        deleted = run_cli("refdata", "delete", "worker", "W-77", "--server", target)
+        assert deleted.returncode == 0, deleted.stderr
+        assert deleted.stdout.split()[2] == loaded_id  # the same data again: the same snapshot
+        wait_until(lambda: _snapshot_of_each_worker(metrics_port, 2) == [loaded_id] * 2, timeout=5)
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+        assert not Path(shared).exists()  # the run's store goes with the run
     finally:
         if process.poll() is None:
             process.kill()
@@ -316,10 +355,18 @@ class _LogTail:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         assert process.stderr is not None
-        self.stream = process.stderr
-        os.set_blocking(self.stream.fileno(), False)
-        self.text = ""
+        self.fd = process.stderr.fileno()
+        os.set_blocking(self.fd, False)
+        self.data = b""
 
     def lines(self) -> list[str]:
-        self.text += self.stream.read() or ""
-        return [line for line in self.text.splitlines() if line.startswith("{")]
+        # From the descriptor itself: a text stream in non-blocking mode fails when nothing new has come.
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.data += chunk
+        return [line for line in self.data.decode(errors="replace").splitlines() if line.startswith("{")]

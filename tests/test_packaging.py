@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import venv
@@ -27,8 +28,13 @@ def _tracked(*patterns: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out)], check=True, capture_output=True, timeout=300)
+    build_folder_before = (ROOT / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(out)], check=True, capture_output=True, timeout=300)
+    finally:
+        if not build_folder_before:  # setuptools builds in the tree: leave it as it was
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     [built] = out.glob("tollgate-*.whl")
     return built
 

@@ -1,12 +1,14 @@
-"""The two snapshot stores behind one interface: in-process, and Redis (real, at 127.0.0.1:6379)."""
+"""The snapshot stores behind one interface: in-process, a directory, and Redis (real, at 127.0.0.1:6379)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import redis
 from tests.conftest import ROOT, free_port
 from tests.refdata_support import OwnRedis, redis_prefix, shared_redis_url, wait_until
 from tests.test_reference_data import REFDATA
-from tollgate.refdata.redis_store import PENDING_SECONDS, RedisSnapshotStore
+from tollgate.refdata.directory_store import DirectorySnapshotStore
+from tollgate.refdata.redis_store import RedisSnapshotStore
+from tollgate.refdata.shared_store import PENDING_SECONDS, SharedStore
 from tollgate.refdata.snapshot import ReferenceSnapshot, apply_changes, build_snapshot, build_table, load_snapshot
 from tollgate.refdata.store import (
     InProcessStore,
@@ -39,16 +43,36 @@ def _worker(snapshot: ReferenceSnapshot, worker_id: str) -> ReferenceSnapshot:
                                                        "hire_date": "2026-11-01"}])
 
 
-@pytest.fixture(params=["in-process", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[SnapshotStore]:
+@pytest.fixture(params=["in-process", "directory", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SnapshotStore]:
     if request.param == "in-process":
         yield InProcessStore(keep=3)
+        return
+    if request.param == "directory":
+        directory_store = DirectorySnapshotStore(tmp_path / "snapshots", keep=3)
+        yield directory_store
+        directory_store.close()
         return
     url = shared_redis_url()
     with redis_prefix(url) as prefix:
         redis_store = RedisSnapshotStore(url, prefix=prefix, keep=3)
         yield redis_store
         redis_store.close()
+
+
+@pytest.fixture(params=["directory", "redis"])
+def shared_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SharedStore, SharedStore]]:
+    """Two processes' views of one shared store: what one publishes, the other fetches."""
+    if request.param == "directory":
+        pair: tuple[SharedStore, SharedStore] = (DirectorySnapshotStore(tmp_path), DirectorySnapshotStore(tmp_path))
+        yield pair
+    else:
+        url = shared_redis_url()
+        with redis_prefix(url) as prefix:
+            pair = (RedisSnapshotStore(url, prefix=prefix), RedisSnapshotStore(url, prefix=prefix))
+            yield pair
+    for one in pair:
+        one.close()
 
 
 def _same_rows(a: ReferenceSnapshot, b: ReferenceSnapshot) -> bool:
@@ -101,6 +125,117 @@ def test_watchers_see_each_new_current_snapshot(store: SnapshotStore, base: Refe
     assert base.snapshot_id in seen or seen == [changed.snapshot_id]  # Redis may coalesce quick publishes
 
 
+def test_a_conflicting_publish_of_the_same_data_leaves_the_current_snapshot_whole(
+        shared_pair: tuple[SharedStore, SharedStore], base: ReferenceSnapshot) -> None:
+    first, second = shared_pair
+    first.publish(base, if_current="")
+    # Two replicas seeding the same exports at start: the second is refused, and must not disturb the first.
+    again = build_snapshot(base.tables, "another replica's seed")
+    assert again.snapshot_id == base.snapshot_id
+    with pytest.raises(SnapshotConflictError):
+        second.publish(again, if_current="")
+    current = second.current()
+    assert current is not None
+    assert current.source == base.source
+    if isinstance(first, RedisSnapshotStore):
+        client = redis.Redis.from_url(shared_redis_url())
+        try:
+            assert client.ttl(f"{first.prefix}:snapshot:{base.snapshot_id}") == -1  # still permanent
+        finally:
+            client.close()
+
+
+def test_a_replica_decodes_only_the_tables_it_does_not_hold(
+        shared_pair: tuple[SharedStore, SharedStore], base: ReferenceSnapshot) -> None:
+    publisher, replica = shared_pair
+    publisher.publish(base)
+    held = replica.fetch(base.snapshot_id)
+    changed = _worker(base, "W-91")
+    publisher.publish(changed)
+    fetched = replica.fetch(changed.snapshot_id)
+    assert _same_rows(fetched, changed)
+    assert fetched.tables["project"] is held.tables["project"]
+    assert fetched.tables["worker"] is not held.tables["worker"]
+
+
+def test_one_process_sees_what_another_publishes(
+        shared_pair: tuple[SharedStore, SharedStore], base: ReferenceSnapshot) -> None:
+    publisher, watcher = shared_pair
+    seen: list[str] = []
+    watcher.watch(lambda snapshot, _seen_at: seen.append(snapshot.snapshot_id), lambda _state: None)
+    publisher.publish(base)
+    changed = _worker(base, "W-91")
+    publisher.publish(changed)
+    wait_until(lambda: seen and seen[-1] == changed.snapshot_id, timeout=3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A directory only
+
+
+def _files(root: Path, folder: str) -> set[str]:
+    return {path.name for path in (root / folder).iterdir()}
+
+
+def test_a_directory_deletes_what_only_trimmed_snapshots_used(tmp_path: Path, base: ReferenceSnapshot) -> None:
+    store = DirectorySnapshotStore(tmp_path, keep=1)
+    store.publish(base)
+    changed = _worker(base, "W-91")
+    store.publish(changed)
+    assert _files(tmp_path, "segments") == {s.digest for table in changed.tables.values() for s in table.segments()}
+    assert _files(tmp_path, "snapshots") == {f"{changed.snapshot_id}.json"}
+    assert [info.snapshot_id for info in store.kept()] == [changed.snapshot_id]
+
+
+def test_a_publisher_killed_before_its_commit_leaves_files_a_later_commit_expires(
+        tmp_path: Path, base: ReferenceSnapshot) -> None:
+    store = DirectorySnapshotStore(tmp_path, keep=1)
+    store.publish(base)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from tollgate.refdata.directory_store import DirectorySnapshotStore\n"
+        "from tollgate.refdata.snapshot import apply_changes, load_snapshot\n"
+        "store = DirectorySnapshotStore(Path(sys.argv[1]))\n"
+        "snapshot = apply_changes(load_snapshot(Path(sys.argv[2])), 'worker', upserts=[{'worker_id': 'W-91', "
+        "'status': 'ACTIVE', 'hire_date': '2026-11-01'}])\n"
+        "store._commit = lambda *_: os.kill(os.getpid(), signal.SIGKILL)  # dies right before the commit\n"
+        "store.publish(snapshot)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REFDATA)], cwd=ROOT,
+                               capture_output=True, timeout=60, check=False)
+    assert completed.returncode == -9, completed.stderr
+    current = store.current()
+    assert current is not None
+    assert current.snapshot_id == base.snapshot_id
+    pending = _worker(base, "W-91")
+    assert f"{pending.snapshot_id}.json" in _files(tmp_path, "snapshots")
+    store.publish(_worker(base, "W-92"))  # a commit soon after leaves the pending files alone...
+    assert f"{pending.snapshot_id}.json" in _files(tmp_path, "snapshots")
+    expired = time.time() - PENDING_SECONDS - 1
+    for path in [*(tmp_path / "snapshots").iterdir(), *(tmp_path / "segments").iterdir()]:
+        os.utime(path, (expired, expired))
+    latest = _worker(base, "W-93")
+    store.publish(latest)  # ...and one after they expired deletes them
+    assert _files(tmp_path, "snapshots") == {f"{latest.snapshot_id}.json"}
+    assert _files(tmp_path, "segments") == {s.digest for table in latest.tables.values() for s in table.segments()}
+
+
+@pytest.mark.parametrize("snapshot_id", ["../current", "snap-../../etc/passwd", "", "snap-" + "a" * 100, "snap-\x00",
+                                         "snap-\uff41\uff42\uff43"])  # fullwidth letters
+def test_a_replay_id_never_names_another_file(tmp_path: Path, base: ReferenceSnapshot, snapshot_id: str) -> None:
+    store = DirectorySnapshotStore(tmp_path / "store")
+    store.publish(base)
+    with pytest.raises(SnapshotNotFoundError):
+        store.fetch(snapshot_id)
+
+
+def test_a_directory_that_cannot_be_made_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StoreUnavailableError, match="a-file"):
+        DirectorySnapshotStore(tmp_path / "a-file" / "snapshots")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Redis only
 
@@ -113,19 +248,6 @@ def redis_store_pair() -> Iterator[tuple[RedisSnapshotStore, RedisSnapshotStore,
         yield first, second, prefix
         first.close()
         second.close()
-
-
-def test_a_replica_decodes_only_the_tables_it_does_not_hold(
-        redis_store_pair: tuple[RedisSnapshotStore, RedisSnapshotStore, str], base: ReferenceSnapshot) -> None:
-    publisher, replica, _prefix = redis_store_pair
-    publisher.publish(base)
-    held = replica.fetch(base.snapshot_id)
-    changed = _worker(base, "W-91")
-    publisher.publish(changed)
-    fetched = replica.fetch(changed.snapshot_id)
-    assert _same_rows(fetched, changed)
-    assert fetched.tables["project"] is held.tables["project"]
-    assert fetched.tables["worker"] is not held.tables["worker"]
 
 
 def _with_workers(snapshot: ReferenceSnapshot, count: int) -> ReferenceSnapshot:
