@@ -6,17 +6,19 @@ reason naming each bad field, while the rest of the batch is decided normally.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from tollgate.rules.decisions import Reason
-from tollgate.rules.fields import FieldKind, FieldSpec, FieldValueError
+from tollgate.rules.fields import FREE_TEXT, FieldKind, FieldSpec, FieldValueError, read_string
 from tollgate.rules.item_kinds import ItemKind
 from tollgate.rules.model import Severity
 
 SCHEMA_RULE = "SCHEMA"
+_DECIMALS = (FieldKind.DECIMAL, FieldKind.MONEY)
 
 
 @dataclass(slots=True)
@@ -33,11 +35,31 @@ def _problem(code: str, field: str, message: str) -> Reason:
 _DATE_CACHE_SIZE = 4096
 
 
-def _string_list(value: Any) -> tuple[str, ...]:
+def _string_list(spec: FieldSpec, value: Any, problems: list[Reason]) -> tuple[str, ...] | None:
     """A list field: a repeated field or list as given, or wire text ``A|B|C``; blanks dropped."""
     if isinstance(value, str):
         value = value.split("|")
-    return tuple(text for text in (str(part).strip() for part in value) if text)
+    try:
+        return tuple(read_string(text) for text in (str(part).strip() for part in value) if text)
+    except FieldValueError as error:
+        problems.append(_problem("INVALID_FIELD", spec.name, f"{spec.name}: {error}"))
+        return None
+
+
+def _wire_text(value: Any) -> str:
+    """A value given as a Python object (a YAML test, an in-process mapping) as the wire's text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _string_map(spec: FieldSpec, value: Any, problems: list[Reason]) -> dict[str, str] | None:
+    """Custom attributes: names by the grammar of keys, values as free text."""
+    try:
+        return {read_string(str(name)): read_string(str(text), FREE_TEXT) for name, text in value.items()}
+    except FieldValueError as error:
+        problems.append(_problem("INVALID_FIELD", spec.name, f"{spec.name}: {error}"))
+        return None
 
 
 def _slow(spec: FieldSpec, text: str, problems: list[Reason]) -> Any:
@@ -67,6 +89,8 @@ class ItemDecoder:
             "problem": _problem,
             "_slow": _slow,
             "_string_list": _string_list,
+            "_string_map": _string_map,
+            "wire_text": _wire_text,
             "names": self.names,
             "kind_name": kind.name,
             "id_field": kind.id_field,
@@ -81,6 +105,10 @@ class ItemDecoder:
         for index, spec in enumerate(specs):
             namespace[f"spec{index}"] = spec
             namespace[f"default{index}"] = defaults.get(spec.name)
+            namespace[f"shape{index}"] = spec.wire.decimal_match() if spec.kind in _DECIMALS else \
+                re.compile(spec.wire.pattern).fullmatch if spec.wire.pattern else None
+            namespace[f"choices{index}"] = frozenset(spec.choices or ())
+            namespace[f"low{index}"], namespace[f"high{index}"] = spec.wire.minimum, spec.wire.maximum
         values = ", ".join(f"{spec.name!r}: v{index}" for index, spec in enumerate(specs))
         unknown = (
             "    if not names.issuperset(m):\n"
@@ -90,8 +118,8 @@ class ItemDecoder:
         )
         for variant, read, extra in (
             ("from_message", "m.{}", ""),
-            # a mapping's value as wire text: absent is empty, anything else as its string
-            ("from_mapping", "(t if type(t := m.get({!r})) is str else '' if t is None else str(t))", unknown),
+            # a mapping's value as wire text: absent is empty, a boolean true/false, anything else as its string
+            ("from_mapping", "(t if type(t := m.get({!r})) is str else '' if t is None else wire_text(t))", unknown),
         ):
             blocks = []
             for index, spec in enumerate(specs):
@@ -120,38 +148,47 @@ class ItemDecoder:
 
     @staticmethod
     def _field_block(index: int, spec: FieldSpec, required: bool, raw: str, text: str) -> str:
+        """One field's decoding. Each fast path accepts only what the grammar (``FieldSpec.read``) accepts,
+        and gives the same value; anything else goes to ``_slow``, which says what is wrong."""
         v = f"v{index}"
+        slow = f"_slow(spec{index}, t, problems)"
         if spec.kind is FieldKind.STRING_MAP:
-            return f"    t = {raw}\n    {v} = {{str(k): str(x) for k, x in t.items()}} if t else {{}}\n"
+            return f"    t = {raw}\n    {v} = _string_map(spec{index}, t, problems) if t else {{}}\n"
         if spec.kind is FieldKind.STRING_LIST:
-            return f"    t = {raw}\n    {v} = _string_list(t) if t else ()\n"
+            return f"    t = {raw}\n    {v} = _string_list(spec{index}, t, problems) if t else ()\n"
         if spec.kind is FieldKind.STRING:
-            parse = f"        {v} = t\n"
-        elif spec.kind in (FieldKind.DECIMAL, FieldKind.MONEY):
+            # isprintable() is one C call: False for any control or other non-printable character.
+            checks = ["t.isprintable()"]
+            if spec.choices is not None:
+                checks.append(f"t in choices{index}")
+            if spec.wire.pattern is not None:
+                checks.append(f"shape{index}(t)")
+            parse = f"        {v} = t if {' and '.join(checks)} else {slow}\n"
+        elif spec.kind in _DECIMALS:
+            # A compiled fullmatch of the bounded digits: about 0.2 us, against 0.1 us for Decimal(t) alone.
+            out_of_range = " or ".join([*([f"{v} < low{index}"] if spec.wire.minimum is not None else []),
+                                        *([f"{v} > high{index}"] if spec.wire.maximum is not None else [])])
             parse = (
-                "        try:\n"
+                f"        if shape{index}(t):\n"
                 f"            {v} = Decimal(t)\n"
-                f"            if not {v}.is_finite():\n"
-                "                raise ArithmeticError\n"
-                "        except ArithmeticError:\n"
-                f"            {v} = _slow(spec{index}, t, problems)\n"
+                + (f"            if {out_of_range}:\n                {v} = {slow}\n" if out_of_range else "")
+                + f"        else:\n            {v} = {slow}\n"
             )
         elif spec.kind in (FieldKind.DATE, FieldKind.DATETIME):
             cache = "date_cache" if spec.kind is FieldKind.DATE else "datetime_cache"
             parse = (
                 f"        {v} = {cache}.get(t)\n"
                 f"        if {v} is None:\n"
-                f"            {v} = _slow(spec{index}, t, problems)\n"
+                f"            {v} = {slow}\n"
                 f"            if {v} is not None:\n"
                 f"                if len({cache}) >= cache_size:\n"
                 f"                    {cache}.clear()\n"
                 f"                {cache}[t] = {v}\n"
             )
         elif spec.kind is FieldKind.BOOLEAN:
-            parse = (f"        {v} = True if t == 'true' else False if t == 'false'"
-                     f" else _slow(spec{index}, t, problems)\n")
+            parse = f"        {v} = True if t == 'true' else False if t == 'false' else {slow}\n"
         else:
-            parse = f"        {v} = _slow(spec{index}, t, problems)\n"
+            parse = f"        {v} = {slow}\n"
         if required:
             missing = (
                 f"        problems.append(problem('MISSING_FIELD', {spec.name!r},"

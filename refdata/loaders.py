@@ -123,7 +123,9 @@ def validate_row(entity: Entity, raw: Mapping[str, Any], path: str, line: int,
     except pydantic.ValidationError as error:
         for e in error.errors():
             name = ".".join(str(p) for p in e["loc"]) or "(row)"
-            problems.append(Problem(path, line, name, e["msg"]))
+            # The wire grammar's own words, without pydantic's "Value error, " before them.
+            message = str(e["ctx"]["error"]) if e["type"] == "value_error" and "ctx" in e else e["msg"]
+            problems.append(Problem(path, line, name, message))
         return None
     return LocatedRow(path, line, entity.native(model))
 

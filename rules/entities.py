@@ -15,7 +15,71 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from tollgate.rules.fields import FieldSpec, Money, RecordModel, StringList, field_specs
+from tollgate.rules.fields import (
+    Amount,
+    Currency,
+    Factor,
+    FieldSpec,
+    FreeText,
+    Hours,
+    NonNegativeAmount,
+    Percent,
+    RecordModel,
+    StringList,
+    UnitRate,
+    Wire,
+    field_specs,
+)
+
+
+class TimeType(enum.StrEnum):
+    """What kind of hours a time entry records: regular, overtime, double time, holiday."""
+
+    REG = "REG"
+    OT = "OT"
+    DT = "DT"
+    HOL = "HOL"
+
+
+class BillingType(enum.StrEnum):
+    """How a project or contract bills: time and materials, cost plus, fixed fee, milestones."""
+
+    TM = "TM"
+    COST_PLUS = "COST_PLUS"
+    FIXED_FEE = "FIXED_FEE"
+    MILESTONE = "MILESTONE"
+
+
+class LineType(enum.StrEnum):
+    """What an invoice line bills."""
+
+    TIME = "TIME"
+    EXPENSE = "EXPENSE"
+    FIXED_FEE = "FIXED_FEE"
+    MILESTONE = "MILESTONE"
+
+
+class ItemClass(enum.StrEnum):
+    TIME = "TIME"
+    EXPENSE = "EXPENSE"
+
+
+class RateUnit(enum.StrEnum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+
+
+class LimitType(enum.StrEnum):
+    """A not-to-exceed limit: HARD rejects what would cross it, SOFT warns (CT-4)."""
+
+    HARD = "HARD"
+    SOFT = "SOFT"
+
+
+class WorkItemStatus(enum.StrEnum):
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    PENDING = "PENDING"
 
 
 class Versioned(RecordModel):
@@ -27,11 +91,11 @@ class Versioned(RecordModel):
 
 class Project(Versioned):
     project_id: str
-    name: str = ""
+    name: FreeText = ""
     status: str
     project_type: str = Field("CLIENT", description="CLIENT, INTERNAL, ...")
     billable: bool = True
-    billing_type: str = Field("TM", description="TM, COST_PLUS, FIXED_FEE, MILESTONE")
+    billing_type: BillingType = Field(BillingType.TM, description="TM, COST_PLUS, FIXED_FEE, MILESTONE")
     start_date: dt.date
     finish_date: dt.date | None = None
     is_template: bool = False
@@ -43,7 +107,7 @@ class Project(Versioned):
 class Task(Versioned):
     project_id: str
     task_id: str
-    name: str = ""
+    name: FreeText = ""
     is_leaf: bool = True
     chargeable: bool = True
     billable: bool = True
@@ -54,7 +118,7 @@ class Task(Versioned):
 
 class Worker(Versioned):
     worker_id: str
-    name: str = ""
+    name: FreeText = ""
     status: str = Field(description="ACTIVE, LEAVE, TERMINATED, ...")
     hire_date: dt.date
     termination_date: dt.date | None = None
@@ -76,14 +140,15 @@ class Assignment(Versioned):
 class Contract(Versioned):
     contract_id: str
     customer_id: str | None = None
-    billing_type: str = "TM"
-    currency: str
+    billing_type: BillingType = BillingType.TM
+    currency: Currency
     start_date: dt.date
     end_date: dt.date | None = None
-    hours_per_day: Decimal = Decimal(8)
+    hours_per_day: Annotated[Decimal, Wire(integer_digits=2, scale=2, minimum=Decimal("0.01"), maximum=Decimal(24))] \
+        = Decimal(8)
     bills_overtime: bool = False
-    overtime_multiplier: Decimal = Decimal("1.5")
-    double_time_multiplier: Decimal = Decimal(2)
+    overtime_multiplier: Factor = Decimal("1.5")
+    double_time_multiplier: Factor = Decimal(2)
     allowed_labor_categories: StringList = Field(
         (), description="labor categories the contract bills (LC-3); empty: any. In CSV: A|B|C")
 
@@ -103,10 +168,10 @@ class RateCardRow(Versioned):
     scope: RateScope
     scope_id: str = Field("", description="worker, assignment, contract or project id; empty for STANDARD")
     labor_category: str
-    currency: str
-    unit: str = Field("HOUR", description="HOUR or DAY")
-    bill_rate: Annotated[Decimal, Money]
-    discount_pct: Decimal | None = None
+    currency: Currency
+    unit: RateUnit = Field(RateUnit.HOUR, description="HOUR or DAY")
+    bill_rate: UnitRate
+    discount_pct: Percent | None = None
 
 
 class JobCode(Versioned):
@@ -128,7 +193,7 @@ class BillingHold(Versioned):
     hold_id: str
     scope: HoldScope
     scope_id: str = Field(description="the project, contract or customer id")
-    reason: str = ""
+    reason: FreeText = ""
 
 
 class TransactionControl(Versioned):
@@ -142,16 +207,16 @@ class TransactionControl(Versioned):
     worker_id: str | None = None
     chargeable: bool = True
     billable: bool = True
-    reason: str = ""
+    reason: FreeText = ""
 
 
 class FxRate(Versioned):
     """A daily exchange rate (ERP): 1 from_currency = rate to_currency, published for rate_date."""
 
-    from_currency: str
-    to_currency: str
+    from_currency: Currency
+    to_currency: Currency
     rate_date: dt.date
-    rate: Decimal = Field(gt=0)
+    rate: Annotated[Decimal, Wire(integer_digits=9, scale=10)] = Field(gt=0)
 
 
 class BilledItem(Versioned):
@@ -163,10 +228,10 @@ class BilledItem(Versioned):
     project_id: str
     task_id: str
     work_date: dt.date
-    hours: Decimal
+    hours: Hours
     billable: bool = True
-    bill_rate: Annotated[Decimal, Money] | None = None
-    currency: str | None = None
+    bill_rate: UnitRate | None = None
+    currency: Currency | None = None
 
 
 class ContractLine(Versioned):
@@ -175,12 +240,12 @@ class ContractLine(Versioned):
 
     contract_id: str
     line_id: str
-    item_class: str = Field(description="TIME or EXPENSE")
+    item_class: ItemClass = Field(description="TIME or EXPENSE")
     start_date: dt.date
     end_date: dt.date | None = None
-    nte_limit: Annotated[Decimal, Money] | None = Field(None, description="not-to-exceed amount; empty: no cap")
-    nte_type: str = Field("HARD", description="HARD (reject what would cross it) or SOFT (warn)")
-    consumed_amount: Annotated[Decimal, Money] = Decimal(0)
+    nte_limit: NonNegativeAmount | None = Field(None, description="not-to-exceed amount; empty: no cap")
+    nte_type: LimitType = Field(LimitType.HARD, description="HARD (reject what would cross it) or SOFT (warn)")
+    consumed_amount: NonNegativeAmount = Decimal(0)
 
 
 class ContractExpenseTerm(Versioned):
@@ -188,16 +253,17 @@ class ContractExpenseTerm(Versioned):
 
     contract_id: str
     expense_type: str
+    # Not an enumeration: terms the engine does not know reach the rules, which reject them (CT-5.missing).
     terms: str = Field(description="AT_COST, MARKUP, NOT_BILLABLE or CAPPED")
-    markup_pct: Decimal | None = None
-    cap_amount: Annotated[Decimal, Money] | None = None
+    markup_pct: Factor | None = None
+    cap_amount: NonNegativeAmount | None = None
 
 
 class Customer(Versioned):
     """A customer (ERP): where it is, its VAT id, whether it needs a PO on invoices (TX-*, IV-6)."""
 
     customer_id: str
-    name: str = ""
+    name: FreeText = ""
     country: str = Field(description="ISO 3166 alpha-2, e.g. DE")
     region: str | None = Field(None, description="state or province, e.g. NM for New Mexico")
     vat_id: str | None = None
@@ -210,8 +276,8 @@ class TaxCode(Versioned):
 
     tax_code: str
     jurisdiction: str = Field(description="country, or country-region for US states: US-NM")
-    rate: Decimal = Field(description="percent, e.g. 19 for 19%")
-    description: str = ""
+    rate: Percent = Field(description="percent, e.g. 19 for 19%")
+    description: FreeText = ""
 
 
 class Taxability(Versioned):
@@ -238,14 +304,14 @@ class AccountingPeriod(Versioned):
     period_id: str
     start_date: dt.date
     end_date: dt.date
-    status: str = Field(description="OPEN or CLOSED")
+    status: str = Field(description="OPEN or CLOSED (or another state the ERP has, such as FUTURE: not open)")
 
 
 class ExpensePolicy(Versioned):
     """The expense policy for one expense type (PSA): receipts, billability, meal rules (EX-1, EX-6, EX-8)."""
 
     expense_type: str
-    receipt_threshold: Annotated[Decimal, Money] | None = Field(None, description="receipt required at or above")
+    receipt_threshold: NonNegativeAmount | None = Field(None, description="receipt required at or above")
     receipt_always: bool = False
     billable: bool = True
     needs_attendees: bool = False
@@ -256,15 +322,15 @@ class PerDiemRate(Versioned):
 
     location: str
     expense_type: str
-    daily_cap: Annotated[Decimal, Money]
-    currency: str
+    daily_cap: NonNegativeAmount
+    currency: Currency
 
 
 class MileageRate(Versioned):
     """The rate per mile (EX-4), in force from effective_from, in one currency."""
 
-    currency: str
-    rate_per_mile: Annotated[Decimal, Money]
+    currency: Currency
+    rate_per_mile: UnitRate
 
 
 class Holiday(Versioned):
@@ -272,7 +338,7 @@ class Holiday(Versioned):
 
     calendar: str
     holiday_date: dt.date
-    name: str = ""
+    name: FreeText = ""
 
 
 class WorkItem(Versioned):
@@ -280,12 +346,12 @@ class WorkItem(Versioned):
     bill (IV-1, IV-2). ``invoice_id`` is the live invoice it is on, if any."""
 
     item_id: str
-    item_class: str = Field(description="TIME or EXPENSE")
+    item_class: ItemClass = Field(description="TIME or EXPENSE")
     contract_id: str | None = None
     project_id: str | None = None
-    amount: Annotated[Decimal, Money]
-    currency: str
-    status: str = Field(description="ACCEPTED, REJECTED or PENDING")
+    amount: Amount
+    currency: Currency
+    status: WorkItemStatus = Field(description="ACCEPTED, REJECTED or PENDING")
     invoice_id: str | None = None
 
 

@@ -14,15 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import operator
+import re
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 import rule_engine
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
 T = rule_engine.DataType
 
@@ -59,60 +60,118 @@ class FieldValueError(ValueError):
     """A wire value that does not parse as its field's kind; the message says what was expected."""
 
 
-def _parse_decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise FieldValueError(f"{text!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise FieldValueError(f"{text!r} is not a finite decimal number")
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """What a field accepts on the wire beyond its type: the grammar of docs/item-kinds.md, one for items
+    and for reference-data loads alike. Put it in the field's ``Annotated[...]``.
+
+    Decimals: ASCII ``-?digits(.digits)?`` with at most ``integer_digits`` digits before the point and
+    ``scale`` after it, within ``minimum``..``maximum``. Strings: no control characters (``free_text``
+    allows tabs and line breaks, never any other), matching ``pattern`` where one is given.
+    """
+
+    integer_digits: int = 15
+    scale: int = 6
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+    free_text: bool = False
+    pattern: str | None = None  # a regular expression the whole value must match
+    shape: str = ""  # what the pattern means, for the message: "three capital letters (ISO 4217)"
+
+    def decimal_match(self) -> Callable[[str], object]:
+        """A test of the text alone (digits, point, sign), without the range."""
+        return re.compile(f"-?[0-9]{{1,{self.integer_digits}}}(?:\\.[0-9]{{1,{self.scale}}})?").fullmatch
+
+    def bounds_text(self) -> str:
+        low = "" if self.minimum is None else f" from {self.minimum}"
+        high = "" if self.maximum is None else f" up to {self.maximum}"
+        return f"{low}{high}"
+
+
+DEFAULT_WIRE = Wire()
+FREE_TEXT = Wire(free_text=True)
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
+_DATETIME_TEXT_SHAPE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})").fullmatch
+_LINE_BREAKS_AND_TABS = str.maketrans("", "", "\t\n\r")
+
+
+# The grammar of the fields that recur (docs/item-kinds.md, "Wire values"). Money amounts are in cents: two
+# decimal places, the minor unit of the currencies billed (USD, EUR, GBP, ...); rates, per hour, day or mile,
+# carry four; hours four; percentages are 0 to 100.
+CURRENCY = Wire(pattern="[A-Z]{3}", shape="a currency code: three capital letters (ISO 4217)")
+Currency = Annotated[str, CURRENCY]
+FreeText = Annotated[str, FREE_TEXT]
+Amount = Annotated[Decimal, Money, Wire(integer_digits=13, scale=2)]
+NonNegativeAmount = Annotated[Decimal, Money, Wire(integer_digits=13, scale=2, minimum=Decimal(0))]
+UnitRate = Annotated[Decimal, Money, Wire(integer_digits=9, scale=4, minimum=Decimal(0))]
+Hours = Annotated[Decimal, Wire(integer_digits=4, scale=4)]
+Percent = Annotated[Decimal, Wire(integer_digits=3, scale=4, minimum=Decimal(0), maximum=Decimal(100))]
+Factor = Annotated[Decimal, Wire(integer_digits=3, scale=4, minimum=Decimal(0))]
+Quantity = Annotated[Decimal, Wire(integer_digits=9, scale=4, minimum=Decimal(0))]
+
+
+def _shown(text: str) -> str:
+    """A wire value quoted in a message, cut short: a message must not grow with what a caller sent."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text):,} characters)"
+
+
+def read_decimal(text: str, wire: Wire = DEFAULT_WIRE) -> Decimal:
+    if not _DECIMAL_TEXT(text):
+        raise FieldValueError(f"{_shown(text)} is not a decimal number (ASCII digits with an optional leading '-' "
+                              "and one '.', e.g. 8.25: no exponent, '+', spaces or separators)")
+    whole, _, fraction = text.lstrip("-").partition(".")
+    if len(whole) > wire.integer_digits:
+        raise FieldValueError(f"{_shown(text)} has more than {wire.integer_digits} digits before the point")
+    if len(fraction) > wire.scale:
+        raise FieldValueError(f"{_shown(text)} has more than {wire.scale} decimal places")
+    value = Decimal(text)
+    if (wire.minimum is not None and value < wire.minimum) or (wire.maximum is not None and value > wire.maximum):
+        raise FieldValueError(f"{_shown(text)} is out of range (accepted:{wire.bounds_text()})")
     return value
 
 
-def _parse_date(text: str) -> dt.datetime:
+def read_date(text: str) -> dt.date:
     try:
-        day = dt.date.fromisoformat(text.strip())
+        if not _DATE_TEXT(text):
+            raise ValueError
+        return dt.date.fromisoformat(text)
     except ValueError:
-        raise FieldValueError(f"{text!r} is not a date (expected YYYY-MM-DD)") from None
-    return date_value(day)
+        raise FieldValueError(f"{_shown(text)} is not a date (expected YYYY-MM-DD)") from None
 
 
-def _parse_datetime(text: str) -> dt.datetime:
+def read_datetime(text: str) -> dt.datetime:
     try:
-        moment = dt.datetime.fromisoformat(text.strip())
+        if not _DATETIME_TEXT_SHAPE(text):
+            raise ValueError
+        return dt.datetime.fromisoformat(text)
     except ValueError:
-        raise FieldValueError(f"{text!r} is not a datetime (expected RFC 3339, e.g. 2026-11-03T17:30:00Z)") from None
-    if moment.tzinfo is None:
-        raise FieldValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
-    return moment
+        raise FieldValueError(f"{_shown(text)} is not a timestamp (expected RFC 3339 with T and a time zone, "
+                              "e.g. 2026-11-03T17:30:00Z or 2026-11-03T17:30:00+01:00)") from None
 
 
-_TRUE = frozenset({"true", "yes", "y", "1"})
-_FALSE = frozenset({"false", "no", "n", "0"})
-
-
-def _parse_boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
+def read_boolean(text: str) -> bool:
+    if text == "true":
         return True
-    if lowered in _FALSE:
+    if text == "false":
         return False
-    raise FieldValueError(f"{text!r} is not a boolean (expected true or false)")
+    raise FieldValueError(f"{_shown(text)} is not a boolean (expected true or false)")
+
+
+def read_string(text: str, wire: Wire = DEFAULT_WIRE, choices: tuple[str, ...] | None = None) -> str:
+    if not text.isprintable() and (not wire.free_text or not text.translate(_LINE_BREAKS_AND_TABS).isprintable()):
+        allowed = "; tabs and line breaks are allowed here" if wire.free_text else ""
+        raise FieldValueError(f"{_shown(text)} holds a control or other non-printable character{allowed}")
+    if choices is not None and text not in choices:
+        raise FieldValueError(f"{_shown(text)} is not one of {', '.join(choices)}")
+    if wire.pattern is not None and not re.fullmatch(wire.pattern, text):
+        raise FieldValueError(f"{_shown(text)} is not {wire.shape or 'of the expected form'}")
+    return text
 
 
 def _parse_string_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split("|") if part.strip())
-
-
-_PARSERS: dict[FieldKind, Callable[[str], Any]] = {
-    FieldKind.STRING: str,
-    FieldKind.DECIMAL: _parse_decimal,
-    FieldKind.MONEY: _parse_decimal,
-    FieldKind.DATE: _parse_date,
-    FieldKind.DATETIME: _parse_datetime,
-    FieldKind.BOOLEAN: _parse_boolean,
-    FieldKind.STRING_LIST: _parse_string_list,
-}
+    return tuple(read_string(part.strip()) for part in text.split("|") if part.strip())
 
 
 def date_value(day: dt.date) -> dt.datetime:
@@ -175,17 +234,37 @@ class FieldSpec:
     kind: FieldKind
     nullable: bool
     description: str
+    wire: Wire = DEFAULT_WIRE
+    choices: tuple[str, ...] | None = None  # an enumerated string field's values
 
     @property
     def rule_type(self) -> Any:
         base = _RULE_TYPES[self.kind]
         return T.NULLABLE(base) if self.nullable else base
 
+    def read(self, text: str) -> Any:
+        """A wire string as its Python value (a date as a date), by the grammar; FieldValueError if it is not one."""
+        kind = self.kind
+        if kind is FieldKind.DECIMAL or kind is FieldKind.MONEY:
+            return read_decimal(text, self.wire)
+        if kind is FieldKind.DATE:
+            return read_date(text)
+        if kind is FieldKind.DATETIME:
+            return read_datetime(text)
+        if kind is FieldKind.BOOLEAN:
+            return read_boolean(text)
+        if kind is FieldKind.STRING_LIST:
+            return _parse_string_list(text)
+        if kind is FieldKind.STRING:
+            return read_string(text, self.wire, self.choices)
+        raise FieldValueError(f"{self.name} is not given as text")
+
     def parse(self, text: str) -> Any:
-        """Parse a wire string; an empty string is a missing value."""
+        """Parse a wire string into a rule value; an empty string is a missing value."""
         if text == "" or text is None:
             return None
-        return _PARSERS[self.kind](text)
+        value = self.read(text)
+        return date_value(value) if self.kind is FieldKind.DATE else value
 
     def native(self, value: Any) -> Any:
         """A python value (from a pydantic model or YAML) as a rule value."""
@@ -204,9 +283,10 @@ class FieldSpec:
         return value
 
 
-def _kind_of(annotation: Any) -> tuple[FieldKind, bool]:
-    """Map a model field annotation to (kind, nullable)."""
+def _kind_of(annotation: Any) -> tuple[FieldKind, bool, Wire, tuple[str, ...] | None]:
+    """Map a model field annotation to (kind, nullable, wire grammar, choices)."""
     nullable = False
+    wire = DEFAULT_WIRE
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -216,14 +296,15 @@ def _kind_of(annotation: Any) -> tuple[FieldKind, bool]:
         origin = typing.get_origin(annotation)
     if origin is Annotated:
         base, *metadata = typing.get_args(annotation)
+        wire = next((m for m in metadata if isinstance(m, Wire)), DEFAULT_WIRE)
         if base is Decimal and Money in metadata:
-            return FieldKind.MONEY, nullable
+            return FieldKind.MONEY, nullable, wire, None
         annotation = base
         origin = typing.get_origin(annotation)
     if origin in (tuple, list):
-        return FieldKind.STRING_LIST, nullable
+        return FieldKind.STRING_LIST, nullable, wire, None
     if origin is dict:
-        return FieldKind.STRING_MAP, nullable
+        return FieldKind.STRING_MAP, nullable, wire, None
     simple = {
         str: FieldKind.STRING,
         Decimal: FieldKind.DECIMAL,
@@ -232,9 +313,9 @@ def _kind_of(annotation: Any) -> tuple[FieldKind, bool]:
         bool: FieldKind.BOOLEAN,
     }
     if annotation in simple:
-        return simple[annotation], nullable
-    if isinstance(annotation, type) and issubclass(annotation, str):  # a StrEnum of codes
-        return FieldKind.STRING, nullable
+        return simple[annotation], nullable, wire, None
+    if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):  # codes: only the declared ones
+        return FieldKind.STRING, nullable, wire, tuple(member.value for member in annotation)
     raise TypeError(f"unsupported field type {annotation!r}")
 
 
@@ -242,15 +323,39 @@ def field_specs(model: type[BaseModel]) -> dict[str, FieldSpec]:
     specs = {}
     for name, info in model.model_fields.items():
         annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        kind, nullable = _kind_of(annotation)
-        specs[name] = FieldSpec(name, kind, nullable, info.description or "")
+        kind, nullable, wire, choices = _kind_of(annotation)
+        specs[name] = FieldSpec(name, kind, nullable, info.description or "", wire, choices)
     return specs
 
 
+_SPECS_OF: dict[type[BaseModel], dict[str, FieldSpec]] = {}
+
+
 class RecordModel(BaseModel):
-    """An item or reference row: unknown fields refused, immutable once validated."""
+    """An item or reference row: unknown fields refused, immutable once validated.
+
+    Text values are read by the wire grammar (``FieldSpec.read``) before pydantic sees them, so a
+    reference export is held to the same grammar as items; numbers from JSON Lines or Parquet are
+    read as the text they print as (a float's exponent is refused like any other)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _by_the_wire_grammar(cls, value: Any, info: ValidationInfo) -> Any:
+        specs = _SPECS_OF.get(cls)
+        if specs is None:
+            specs = _SPECS_OF[cls] = field_specs(cls)
+        spec = specs[info.field_name] if info.field_name is not None else None
+        if spec is None or spec.kind is FieldKind.STRING_MAP:
+            return value
+        if isinstance(value, str):
+            # Strings are stripped by the model after this; every other kind is read as it stands.
+            return spec.read(value) if value.strip() else value
+        if spec.kind in (FieldKind.DECIMAL, FieldKind.MONEY) and isinstance(value, (int, float, Decimal)) \
+                and not isinstance(value, bool):
+            return spec.read(format(value, "f") if isinstance(value, Decimal) else str(value))
+        return value
 
 
 def _split_list(value: Any) -> Any:

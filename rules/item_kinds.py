@@ -17,8 +17,21 @@ from typing import Annotated, Any
 import rule_engine
 from pydantic import BaseModel, Field
 
-from tollgate.rules.entities import ENTITIES, Entity, Versioned, define_entity
-from tollgate.rules.fields import FieldSpec, Money, RecordModel, StringList, field_specs
+from tollgate.rules.entities import ENTITIES, Entity, LineType, TimeType, Versioned, define_entity
+from tollgate.rules.fields import (
+    Currency,
+    FieldSpec,
+    FreeText,
+    Hours,
+    Money,
+    NonNegativeAmount,
+    Percent,
+    Quantity,
+    RecordModel,
+    StringList,
+    UnitRate,
+    field_specs,
+)
 
 T = rule_engine.DataType
 
@@ -33,15 +46,15 @@ class TimeEntry(RecordModel):
     task_id: str = Field(min_length=1)
     assignment_id: str | None = None
     work_date: dt.date
-    hours: Decimal
-    time_type: str = "REG"
+    hours: Hours
+    time_type: TimeType = TimeType.REG
     role_code: str | None = None
     labor_category: str | None = None
     billable: bool = True
-    bill_rate: Annotated[Decimal, Money] | None = None
+    bill_rate: UnitRate | None = None
     rate_source: str | None = Field(None, description="where the bill rate came from (RC-1)")
-    bill_amount: Annotated[Decimal, Money] | None = Field(None, description="hours x bill rate, once rated")
-    currency: str | None = None
+    bill_amount: NonNegativeAmount | None = Field(None, description="hours x bill rate, once rated")
+    currency: Currency | None = None
     activity_code: str | None = None
     source_system: str | None = None
     source_ref: str | None = None
@@ -62,20 +75,21 @@ class ExpenseLine(RecordModel):
     assignment_id: str | None = None
     expense_date: dt.date
     expense_type: str = Field(min_length=1, description="MEALS, LODGING, PER_DIEM, MILEAGE, AIRFARE, ...")
-    amount: Annotated[Decimal, Money]
-    currency: str = Field(min_length=1)
+    amount: NonNegativeAmount
+    currency: Currency
     payment_method: str | None = None
     receipt_attached: bool = False
     location: str | None = Field(None, description="where the expense was incurred, e.g. US-NY-NYC or DE-BE")
-    miles: Decimal | None = None
+    miles: Quantity | None = None
     attendees: StringList = Field((), description="who attended (meals); in CSV: A|B|C")
-    purpose: str | None = None
+    purpose: FreeText | None = None
     billable: bool = True
-    billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part billed to the client (EX-2)")
-    non_billable_amount: Annotated[Decimal, Money] | None = Field(None, description="the part over a cap (EX-2)")
-    bill_amount: Annotated[Decimal, Money] | None = Field(None, description="what the client is billed (CT-5)")
-    bill_currency: str | None = Field(None, description="the currency of bill_amount when it is not the expense's: "
-                                                        "the contract's, converted at the rate on the date (CT-5.fx)")
+    billable_amount: NonNegativeAmount | None = Field(None, description="the part billed to the client (EX-2)")
+    non_billable_amount: NonNegativeAmount | None = Field(None, description="the part over a cap (EX-2)")
+    bill_amount: NonNegativeAmount | None = Field(None, description="what the client is billed (CT-5)")
+    bill_currency: Currency | None = Field(
+        None, description="the currency of bill_amount when it is not the expense's: the contract's, converted at the "
+                          "rate on the date (CT-5.fx)")
     bill_status: str | None = None
     source_system: str | None = None
     source_ref: str | None = None
@@ -95,20 +109,20 @@ class InvoiceLine(RecordModel):
     invoice_date: dt.date
     contract_id: str = Field(min_length=1)
     customer_id: str = Field(min_length=1)
-    currency: str = Field(min_length=1)
+    currency: Currency
     po_number: str | None = None
     supplier_vat_id: str | None = None
     customer_vat_id: str | None = None
-    tax_legend: str | None = Field(None, description="text printed on the invoice, e.g. the reverse-charge legend")
-    line_type: str = Field("TIME", description="TIME, EXPENSE, FIXED_FEE, MILESTONE")
+    tax_legend: FreeText | None = Field(None, description="text printed on the invoice, e.g. the reverse-charge legend")
+    line_type: LineType = Field(LineType.TIME, description="TIME, EXPENSE, FIXED_FEE, MILESTONE")
     service_category: str = Field("PROFESSIONAL_SERVICES", description="what is sold, for taxability (TX-4)")
     source_ids: StringList = Field((), description="ids of the time entries / expense lines billed; CSV: A|B|C")
-    quantity: Decimal | None = None
-    rate: Annotated[Decimal, Money] | None = None
-    amount: Annotated[Decimal, Money]
+    quantity: Quantity | None = None
+    rate: UnitRate | None = None
+    amount: NonNegativeAmount
     tax_code: str | None = None
-    tax_rate: Decimal | None = None
-    tax_amount: Annotated[Decimal, Money] | None = None
+    tax_rate: Percent | None = None
+    tax_amount: NonNegativeAmount | None = None
     revenue_treatment: str | None = None
     bill_status: str | None = None
     custom: dict[str, str] = Field(default_factory=dict)

@@ -203,7 +203,7 @@ def test_bad_changes_are_refused_with_every_problem() -> None:
         apply_changes(base, "worker", upserts=[{"worker_id": "W-9", "status": "ACTIVE", "hire_date": "soon"},
                                                {"worker_id": "W-8", "hire_date": "2026-01-01"}])
     assert [str(p) for p in caught.value.problems] == [
-        "upsert worker:1: hire_date: Input should be a valid date or datetime, input is too short",
+        "upsert worker:1: hire_date: 'soon' is not a date (expected YYYY-MM-DD)",
         "upsert worker:2: status: Field required",
     ]
     with pytest.raises(ProblemsError, match="P-999 is not in snapshot"):
