@@ -79,7 +79,8 @@ def _wire(value: Any) -> str:
         # A float from JSON: its shortest repr is what the sender wrote (never binary noise).
         return repr(value)
     if isinstance(value, Decimal):
-        return format(value, "f")
+        # Written out in full (never 1E+3) where that is short; 1E+999999999 in full would be a gigabyte.
+        return format(value, "f") if value.is_finite() and -40 < value.adjusted() < 40 else str(value)
     return str(value)
 
 

@@ -41,12 +41,20 @@ def _assign(figures: dict[str, Any], name: str, items_name: str, value: Decimal,
         figures[name], figures[items_name] = value, named
 
 
+# Items whose share of a figure could not be worked out: position -> (aggregate name, the error). Such an item
+# reads zero and is rejected by the engine, naming the aggregate; the others' figures leave it out.
+Failures = dict[int, tuple[str, Exception]]
+
+
 def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scopes: Sequence[Mapping[str, Any]],
-                  counting: Sequence[bool]) -> list[dict[str, Any]]:
+                  counting: Sequence[bool], failures: Failures | None = None) -> list[dict[str, Any]]:
     """For each item (its scope as it enters the ruleset), the batch figures its rules read.
 
     ``counting[i]``: whether item i counts in the figures (false: rejected by an earlier ruleset).
+    ``failures`` receives the items whose share of a figure could not be worked out (one bad item costs
+    only itself: the figures of the others are worked out without it).
     """
+    failures = {} if failures is None else failures
     figures: list[dict[str, Any]] = [{} for _ in scopes]
     date_field, id_field = kind.date_field, kind.id_field
     ids = [str(scope[id_field]) for scope in scopes]
@@ -54,7 +62,8 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
     order = [position for _day, _id, position in
              sorted(zip([scope[date_field] for scope in scopes], ids, range(len(scopes)), strict=True))]
     for aggregate in aggregates:
-        groups = _groups(aggregate, scopes, order, figures, counting=counting, date_field=date_field)
+        groups = _groups(aggregate, scopes, order, figures, counting=counting, date_field=date_field,
+                         failures=failures)
         name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
         several = aggregate.spec.each is not None  # an item in several groups reads the largest figure
         names_all = aggregate.spec.sum is None  # a count names every item counted; a sum, the items that add to it
@@ -63,33 +72,55 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
             if len(members) == 1:
                 # Alone in its group, as most items are in most groups: the same figure, worked out directly.
                 position, counts, amount, start, _limit = members[0]
-                if running:
-                    _assign(figures[position], name, items_name, start + amount, (ids[position],), several=several)
-                else:
-                    alone: tuple[str, ...] = (ids[position],) if counts and (names_all or amount) else ()
-                    _assign(figures[position], name, items_name, _ZERO + amount, alone, several=several)
+                try:
+                    if running:
+                        _assign(figures[position], name, items_name, start + amount, (ids[position],),
+                                several=several)
+                    else:
+                        alone: tuple[str, ...] = (ids[position],) if counts and (names_all or amount) else ()
+                        _assign(figures[position], name, items_name, _ZERO + amount, alone, several=several)
+                except ArithmeticError as error:
+                    _failed(figures, failures, position, (name, items_name), error)
                 continue
             if running:
-                _running(members, ids, figures, (name, items_name), names_all=names_all, several=several)
+                _running(members, ids, figures, (name, items_name), names_all=names_all, several=several,
+                         failures=failures)
                 continue
-            total, named_ids = _ZERO, []
+            total, named_ids, left_out = _ZERO, [], set()
             for position, counts, amount, _start, _limit in members:
                 if counts:
-                    total += amount
+                    try:
+                        total += amount
+                    except ArithmeticError as error:
+                        _failed(figures, failures, position, (name, items_name), error)
+                        left_out.add(position)
+                        continue
                     if names_all or amount:
                         named_ids.append(ids[position])
             named = _named(named_ids[:ITEMS_NAMED], len(named_ids))
             for position, counts, amount, _start, _limit in members:
-                _assign(figures[position], name, items_name, total if counts else total + amount, named,
-                        several=several)
+                if position in left_out:
+                    continue
+                try:
+                    _assign(figures[position], name, items_name, total if counts else total + amount, named,
+                            several=several)
+                except ArithmeticError as error:
+                    _failed(figures, failures, position, (name, items_name), error)
     return figures
 
 
+def _failed(figures: list[dict[str, Any]], failures: Failures, position: int, names: tuple[str, str],
+            error: Exception) -> None:
+    """An item whose share of a figure cannot be worked out: it reads zero, and is named in ``failures``."""
+    figures[position][names[0]], figures[position][names[1]] = _ZERO, ()
+    failures.setdefault(position, (names[0], error))
+
+
 def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], order: Sequence[int],
-            figures: list[dict[str, Any]], *, counting: Sequence[bool],
-            date_field: str) -> dict[tuple[Any, ...], list[_Member]]:
+            figures: list[dict[str, Any]], *, counting: Sequence[bool], date_field: str,
+            failures: Failures) -> dict[tuple[Any, ...], list[_Member]]:
     """The aggregate's groups, each with its members in the batch's fixed order; an item whose values cannot be
-    worked out, or with an empty ``each``, is in none and reads zero."""
+    worked out (named in ``failures``), or with an empty ``each``, is in none and reads zero."""
     groups: dict[tuple[Any, ...], list[_Member]] = {}
     name, items_name = aggregate.name, aggregate.name + ITEMS_SUFFIX
     values_of, per, round_amount = aggregate.values, aggregate.spec.per, aggregate.round_amount
@@ -99,19 +130,20 @@ def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], o
         scope = scopes[position]
         try:
             values = values_of(scope)
-        except Exception:  # e.g. a record the item lacks: it is rejected for that already
-            figures[position][name], figures[position][items_name] = _ZERO, ()
+            key = values[:keys]
+            if per == "day":
+                key += (scope[date_field].date(),)
+            elif per == "week":
+                year, week, _weekday = scope[date_field].isocalendar()
+                key += (year, week)
+            amount, start, limit, elements = values[keys:]
+            amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
+            if round_amount is not None:
+                amount = round_amount(amount)
+            hash(key)  # a value that cannot be a group's key (a signalling NaN) fails here, for this item alone
+        except Exception as error:  # a record the item lacks (it is rejected for that already), or a bad value
+            _failed(figures, failures, position, (name, items_name), error)
             continue
-        key = values[:keys]
-        if per == "day":
-            key += (scope[date_field].date(),)
-        elif per == "week":
-            year, week, _weekday = scope[date_field].isocalendar()
-            key += (year, week)
-        amount, start, limit, elements = values[keys:]
-        amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
-        if round_amount is not None:
-            amount = round_amount(amount)
         member = (position, counting[position], amount, start if start is not None else _ZERO, limit)
         if not each:
             group = groups.get(key)
@@ -129,13 +161,17 @@ def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], o
 
 
 def _running(members: Sequence[_Member], ids: Sequence[str], figures: list[dict[str, Any]], names: tuple[str, str],
-             *, names_all: bool, several: bool) -> None:
+             *, names_all: bool, several: bool, failures: Failures) -> None:
     """A running total through a group's members, in order: each reads the total up to and including itself."""
     name, items_name = names
     so_far, named_ids, count = members[0][3], [], 0
     for position, counts, amount, _start, limit in members:
-        total = so_far + amount
-        counted = counts and (limit is None or total <= limit)
+        try:
+            total = so_far + amount
+            counted = counts and (limit is None or total <= limit)
+        except ArithmeticError as error:  # this item's amount or limit: it alone is left out
+            _failed(figures, failures, position, names, error)
+            continue
         if counted:
             so_far = total  # an item the limit leaves out does not count for the items after it
         if counted and (names_all or amount):

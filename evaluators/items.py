@@ -40,7 +40,7 @@ def _string_list(spec: FieldSpec, value: Any, problems: list[Reason]) -> tuple[s
     if isinstance(value, str):
         value = value.split("|")
     try:
-        return tuple(read_string(text) for text in (str(part).strip() for part in value) if text)
+        return spec.elements(tuple(read_string(text) for text in (str(part).strip() for part in value) if text))
     except FieldValueError as error:
         problems.append(_problem("INVALID_FIELD", spec.name, f"{spec.name}: {error}"))
         return None

@@ -75,6 +75,7 @@ class Wire:
     minimum: Decimal | None = None
     maximum: Decimal | None = None
     free_text: bool = False
+    unique: bool = False  # lists: no element twice
     pattern: str | None = None  # a regular expression the whole value must match
     shape: str = ""  # what the pattern means, for the message: "three capital letters (ISO 4217)"
 
@@ -254,10 +255,21 @@ class FieldSpec:
         if kind is FieldKind.BOOLEAN:
             return read_boolean(text)
         if kind is FieldKind.STRING_LIST:
-            return _parse_string_list(text)
+            return self.elements(_parse_string_list(text))
         if kind is FieldKind.STRING:
             return read_string(text, self.wire, self.choices)
         raise FieldValueError(f"{self.name} is not given as text")
+
+    def elements(self, parts: tuple[str, ...]) -> tuple[str, ...]:
+        """A list's elements, each already read as a string; FieldValueError for one given twice where that is
+        refused (an invoice line billing one source item twice)."""
+        if self.wire.unique and len(set(parts)) != len(parts):
+            seen: set[str] = set()
+            for part in parts:
+                if part in seen:
+                    raise FieldValueError(f"{_shown(part)} is listed twice")
+                seen.add(part)
+        return parts
 
     def parse(self, text: str) -> Any:
         """Parse a wire string into a rule value; an empty string is a missing value."""
@@ -366,4 +378,5 @@ def _split_list(value: Any) -> Any:
 
 
 StringList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+UniqueList = Annotated[tuple[str, ...], BeforeValidator(_split_list), Wire(unique=True)]
 

@@ -29,6 +29,7 @@ from tollgate.rules.fields import (
     Quantity,
     RecordModel,
     StringList,
+    UniqueList,
     UnitRate,
     field_specs,
 )
@@ -116,7 +117,8 @@ class InvoiceLine(RecordModel):
     tax_legend: FreeText | None = Field(None, description="text printed on the invoice, e.g. the reverse-charge legend")
     line_type: LineType = Field(LineType.TIME, description="TIME, EXPENSE, FIXED_FEE, MILESTONE")
     service_category: str = Field("PROFESSIONAL_SERVICES", description="what is sold, for taxability (TX-4)")
-    source_ids: StringList = Field((), description="ids of the time entries / expense lines billed; CSV: A|B|C")
+    source_ids: UniqueList = Field(
+        (), description="ids of the time entries / expense lines billed, each once (IV-2); CSV: A|B|C")
     quantity: Quantity | None = None
     rate: UnitRate | None = None
     amount: NonNegativeAmount

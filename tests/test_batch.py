@@ -115,3 +115,43 @@ def test_ten_thousand_mixed_entries_are_decided_in_one_call(tmp_path: Path) -> N
             "NOT_TO_EXCEED_REACHED"} <= set(codes)
     assert "RULE_EVALUATION_ERROR" not in codes
     assert result.summary.accepted + result.summary.enriched + result.summary.rejected == len(entries)
+
+
+def test_an_item_whose_share_of_a_figure_fails_costs_only_itself(evaluator: Evaluator) -> None:
+    # A value the wire grammar would refuse, put straight into a decoded item (as a bug or a future field might):
+    # its share of every figure fails (a signalling NaN takes part in no arithmetic); it alone is rejected,
+    # naming the figure, and the others are decided as if it were not there.
+    from tollgate.evaluators.items import DecodedItem
+
+    decode = evaluator.decoder.decode
+    items = [decode(_entry(f"OK-{n}", hours="4", source_ref=f"s{n}"), n) for n in range(3)]
+    poisoned = decode(_entry("HUGE", source_ref="h"), 9)
+    items.insert(1, DecodedItem("HUGE", {**poisoned.values, "hours": Decimal("sNaN")}, []))
+    decisions = _by_id(evaluator.decide_batch(items))
+    huge = decisions["HUGE"]
+    assert huge.outcome is Outcome.REJECT
+    assert "aggregate:daily_hours_so_far" in {r.rule_id for r in huge.reasons if r.code == "RULE_EVALUATION_ERROR"}
+    for n in range(3):
+        ok = decisions[f"OK-{n}"]
+        assert ok.outcome is not Outcome.REJECT, ok.reasons
+    # 12 hours on the day without the poisoned one: not over 24, so no one else is rejected for the day
+    assert "DAILY_HOURS_EXCEEDED" not in {code for d in decisions.values() for code in d.codes}
+    assert "POSSIBLE_DUPLICATE" in decisions["OK-0"].codes  # the three alike; the poisoned one not counted
+
+
+def test_a_figure_that_cannot_be_summed_leaves_the_others_whole() -> None:
+    from tollgate.rules.typecheck import rules_decimal_context
+
+    day = date_value(dt.date(2026, 11, 3))
+    values = [{"entry_id": f"E-{n}", "worker_id": "W-1", "work_date": day, "hours": Decimal(2)} for n in range(4)]
+    values[2] = {**values[2], "hours": Decimal("sNaN")}
+    values.append({**values[2], "entry_id": "E-9"})
+    aggregates = [a for a in compile_ruleset(BATCH_CHECKS).aggregates
+                  if a.name in ("weekly_hours", "daily_hours_so_far")]
+    failures: dict[int, tuple[str, Exception]] = {}
+    with rules_decimal_context():
+        figures = batch_figures(TIME_ENTRY, aggregates, values, [True] * len(values), failures)
+    assert set(failures) == {2, 4}
+    assert failures[2][0] in {"daily_hours_so_far", "weekly_hours"}
+    assert [f["weekly_hours"] for f in figures] == [6, 6, 0, 6, 0]  # the others summed without them
+    assert [f["daily_hours_so_far"] for f in figures] == [2, 4, 0, 6, 0]

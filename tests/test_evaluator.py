@@ -326,7 +326,7 @@ def test_requires_of_a_binding_the_rule_does_not_otherwise_read(tmp_path: Path, 
     message: long
 """
     evaluator = make_evaluator([compile_ruleset(ruleset_file(tmp_path, rules))], snapshot)
-    decisions = evaluator.evaluate([entry(hours="22"), entry(hours="22", worker_id="W-5")])
+    decisions = evaluator.evaluate([entry(hours="22"), entry(entry_id="TE-2", hours="22", worker_id="W-5")])
     assert [d.codes for d in decisions] == [["LONG_ENTRY"], []]
 
 

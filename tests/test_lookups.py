@@ -63,7 +63,7 @@ def test_the_most_specific_way_wins_and_says_which_it_was(tmp_path: Path, snapsh
     evaluator = Evaluator(TIME_ENTRY, [_ruleset(tmp_path)], SnapshotBinder(TIME_ENTRY, snapshot), "snap", "test")
     entry = {"entry_id": "E-1", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "assignment_id": "A-1",
              "work_date": "2026-11-03", "hours": "8", "labor_category": "SENIOR_CONSULTANT"}
-    contract_rate, standard_rate = evaluator.evaluate([entry, {**entry, "project_id": "P-400"}])
+    contract_rate, standard_rate = evaluator.evaluate([entry, {**entry, "entry_id": "E-1b", "project_id": "P-400"}])
     assert contract_rate.reasons[0].message == "R-10 way 3 fx (none)"  # the contract's rate: way 3
     assert standard_rate.reasons[0].message == "R-1 way 5 fx (none)"  # an internal project: the standard card
 
