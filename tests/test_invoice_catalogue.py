@@ -13,7 +13,8 @@ The sample, examples/invoices-2026-11.jsonl (we invoice from the Netherlands):
   (IV-2), an amount that is not its items' (IV-1), a tax code retired on 15 November (TX-7), a wrong tax amount
   (IV-10).
 - INV-2026-1106 Wayne, dated in October, a closed receivables period (IV-9).
-- INV-2026-1107 Wayne in USD (IV-5), without the customer's VAT id (IV-4) or a purchase order (IV-6).
+- INV-2026-1107 Wayne in USD (IV-5), without the customer's VAT id (IV-4) or a purchase order (IV-6: that alone
+  would hold it, but a rejected line keeps no hold, nor its reason).
 - INV-2026-1108 Wayne after contract C-400's billing hold starts on 23 November: held (IV-6).
 - INV-2026-1109 Wayne, a day after INV-2026-1102, billing one of its time entries again (IV-2.batch).
 """
@@ -63,7 +64,7 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
     "INV-2026-1105-5": ("reject", ["TAX_CODE_NOT_ACTIVE", "EXEMPTION_EXPIRED"]),
     "INV-2026-1105-6": ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"]),
     "INV-2026-1106-1": ("reject", ["PERIOD_NOT_OPEN"]),
-    "INV-2026-1107-1": ("reject", ["CURRENCY_NOT_CONTRACT_CURRENCY", "EU_INVOICE_CONTENT_MISSING", "PO_REQUIRED"]),
+    "INV-2026-1107-1": ("reject", ["CURRENCY_NOT_CONTRACT_CURRENCY", "EU_INVOICE_CONTENT_MISSING"]),
     "INV-2026-1108-1": ("enrich", ["REVERSE_CHARGE", "BILLING_HOLD"]),
     "INV-2026-1109-1": ("reject", ["SOURCE_BILLED_TWICE"]),
 }
@@ -336,6 +337,35 @@ def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     # The kind as rulesets name it (applies_to: invoice_line) is understood too.
     by_line_kind = run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice_line", "--server", target)
     assert "17 items: 2 accepted, 7 enriched, 8 rejected" in by_line_kind.stdout
+
+
+def _sample_invoice(invoice_id: str, **header: Any) -> dict[str, Any]:
+    """A sample invoice with header fields changed (None removes one)."""
+    invoice = next(i for i in sample_invoices() if i["invoice_id"] == invoice_id)
+    changed = {**invoice, **header}
+    return {k: v for k, v in changed.items() if v is not None}
+
+
+def test_an_invoice_without_the_po_its_customer_requires_is_held(client: ValidationClient) -> None:
+    """IV-6: a hold (bill_status HOLD and a warning), not a rejection; the invoice stands, billing is blocked."""
+    invoice = _sample_invoice("INV-2026-1102", po_number=None)  # Wayne GmbH requires a PO
+    for all_or_nothing in (False, True):
+        result = client.validate_invoices([invoice], all_or_nothing=all_or_nothing)
+        assert {d.item_id: (d.outcome.value, d.codes) for d in result.decisions} == {
+            "INV-2026-1102-1": ("enrich", ["REVERSE_CHARGE", "PO_REQUIRED"]),
+            "INV-2026-1102-2": ("enrich", ["REVERSE_CHARGE", "PO_REQUIRED"]),
+        }
+        for decision in result.decisions:
+            assert _enriched(decision)["bill_status"] == "HOLD"
+            po = decision.reasons[-1]
+            assert (po.rule_id, po.severity.value, po.field) == ("IV-6", "warning", "po_number")
+            assert "Customer CU-WAYNE requires a purchase order number" in po.message
+            assert "held for billing until it carries the customer's PO number" in po.message
+        [rollup] = result.rollups
+        assert (rollup.group_id, rollup.outcome.value, rollup.enriched, rollup.rejected) == (
+            "INV-2026-1102", "enrich", 2, 0)
+    with_po = client.validate_invoices([_sample_invoice("INV-2026-1102")])
+    assert all("bill_status" not in _enriched(d) for d in with_po.decisions)
 
 
 def test_sample_invoices_as_flat_rows(client: ValidationClient, tmp_path: Path) -> None:
