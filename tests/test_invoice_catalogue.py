@@ -368,6 +368,52 @@ def test_an_invoice_without_the_po_its_customer_requires_is_held(client: Validat
     assert all("bill_status" not in _enriched(d) for d in with_po.decisions)
 
 
+def _acme_line(**line: str | None) -> dict[str, Any]:
+    """INV-2026-1105 with its first line alone (WI-1001 and WI-1002, 2640.00 USD to New Mexico: 4.875% is 128.70),
+    its tax fields as given (None leaves one out)."""
+    invoice = _sample_invoice("INV-2026-1105")
+    first = {k: v for k, v in {**invoice["lines"][0], **line}.items() if v is not None}
+    return {**invoice, "lines": [first]}
+
+
+@pytest.mark.parametrize(("tax", "expected"), [
+    # Sent without a rate: the code's rate is applied, the amount sent is kept and checked (IV-10).
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "135.00"}, ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "128.70"},
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "128.71"},  # within the tolerance of 0.01
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
+    # Sent with its code's rate, or another: the same check of the amount sent.
+    ({"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "135.00"},
+     ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_code": "US-NM-GRT4875", "tax_rate": "4.5", "tax_amount": "118.80"},  # 4.5% of 2640.00
+     ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    # Without a tax amount, or with another state's code (TX-4 changes it): the code's tax is applied.
+    ({"tax_code": "US-NM-GRT4875"},
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875", "tax_amount": "128.70"})),
+    ({"tax_code": "US-HI-GET", "tax_rate": "4.712", "tax_amount": "124.40"},
+     ("enrich", ["US_SALES_TAX", "EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"],
+      {"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "128.70"})),
+], ids=["no-rate-wrong-amount", "no-rate-right-amount", "no-rate-within-tolerance", "rate-wrong-amount",
+        "other-rate-its-amount", "no-amount", "other-state"])
+def test_a_tax_amount_sent_is_checked_whether_or_not_the_line_carries_its_rate(
+    client: ValidationClient, tax: dict[str, str], expected: tuple[Any, ...]
+) -> None:
+    """IV-10 sees the tax amount the line was sent with: tax-rates sets the rate and keeps the amount."""
+    result = client.validate_invoices([_acme_line(**tax)])
+    [decision] = result.decisions
+    assert (decision.outcome.value, decision.codes) == expected[:2]
+    if decision.outcome.value == "reject":
+        mismatch = next(r for r in decision.reasons if r.code == "TAX_AMOUNT_MISMATCH")
+        assert mismatch.rule_id == "IV-10"
+        assert f"carries tax {tax['tax_amount']} USD, but 4.875% of 2640.00 is 128.70" in mismatch.message
+        assert "tax code US-NM-GRT4875 on 2026-11-20" in mismatch.message
+        [rollup] = result.rollups
+        assert (rollup.outcome.value, rollup.rejected_items) == ("reject", ("INV-2026-1105-1",))
+    else:
+        assert _enriched(decision) == expected[2]
+
+
 def test_sample_invoices_as_flat_rows(client: ValidationClient, tmp_path: Path) -> None:
     """The same invoices as one row per line (header fields repeated) are gathered by invoice id."""
     path = tmp_path / "invoice-lines.jsonl"
