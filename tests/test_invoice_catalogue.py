@@ -383,6 +383,11 @@ def _acme_line(**line: str | None) -> dict[str, Any]:
      ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
     ({"tax_code": "US-NM-GRT4875", "tax_amount": "128.71"},  # within the tolerance of 0.01
      ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
+    # Sent without a code or rate: TX-4 gives the state's code, and the amount sent is checked against it.
+    ({"tax_amount": "135.00"}, ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_amount": "128.70"},
+     ("enrich", ["US_SALES_TAX", "EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"],
+      {"tax_code": "US-NM-GRT4875", "tax_rate": "4.875"})),
     # Sent with its code's rate, or another: the same check of the amount sent.
     ({"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "135.00"},
      ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
@@ -394,12 +399,14 @@ def _acme_line(**line: str | None) -> dict[str, Any]:
     ({"tax_code": "US-HI-GET", "tax_rate": "4.712", "tax_amount": "124.40"},
      ("enrich", ["US_SALES_TAX", "EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"],
       {"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "128.70"})),
-], ids=["no-rate-wrong-amount", "no-rate-right-amount", "no-rate-within-tolerance", "rate-wrong-amount",
+], ids=["no-rate-wrong-amount", "no-rate-right-amount", "no-rate-within-tolerance", "no-code-wrong-amount",
+        "no-code-right-amount", "rate-wrong-amount",
         "other-rate-its-amount", "no-amount", "other-state"])
 def test_a_tax_amount_sent_is_checked_whether_or_not_the_line_carries_its_rate(
     client: ValidationClient, tax: dict[str, str], expected: tuple[Any, ...]
 ) -> None:
-    """IV-10 sees the tax amount the line was sent with: tax-rates sets the rate and keeps the amount."""
+    """IV-10 sees the tax amount the line was sent with: tax-rates sets the rate and keeps the amount, and the
+    tax treatment drops it only with a code it replaces (TX-4.replaced: the tax follows the new code)."""
     result = client.validate_invoices([_acme_line(**tax)])
     [decision] = result.decisions
     assert (decision.outcome.value, decision.codes) == expected[:2]
