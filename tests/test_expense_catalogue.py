@@ -24,7 +24,8 @@ from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.item_kinds import EXPENSE_LINE
 from tollgate.rules.loader import load_rulesets
 from tollgate.rules.typecheck import compile_ruleset
-from tollgate.server.app import RunningServer
+from tollgate.server.app import RunningServer, start
+from tollgate.server.settings import Settings
 
 REFDATA = ROOT / "examples" / "refdata"
 SAMPLE_REPORT = ROOT / "examples" / "expense-report-2026-11.csv"
@@ -317,6 +318,51 @@ def test_a_single_expense_line_as_a_dict(client: ValidationClient) -> None:
     assert (decision.outcome, decision.codes, _enriched(decision)) == (
         Outcome.ENRICH, ["EXPENSE_AT_COST"], {"bill_amount": "64.50"})
 
+
+
+def _per_diem_report() -> list[dict[str, Any]]:
+    """A report of W-1's on 2026-11-03: a meal in London (no GB per-diem row: the DEFAULT cap, if any), a meal in
+    New York (its city's cap) and a London taxi (a type the per-diem policy does not cap)."""
+    line = {**BASE_LINE, "report_id": "ER-PD", "assignment_id": "A-1", "attendees": ["Ada Byron"],
+            "purpose": "Working lunch"}
+    return [{**line, "expense_id": "PD-1", "amount": "45.00", "location": "GB-LDN"},
+            {**line, "expense_id": "PD-2", "amount": "30.00", "location": "US-NY-NYC"},
+            {**line, "expense_id": "PD-3", "amount": "18.00", "location": "GB-LDN", "expense_type": "TAXI"}]
+
+
+def test_a_capped_expense_without_any_per_diem_cap_is_rejected(tmp_path: Path, client: ValidationClient) -> None:
+    """EX-2.missing: with no cap row for the location, its region, its country or DEFAULT, a meal is not billed
+    at cost: it is rejected, naming the expense type, the location and the date (fail closed)."""
+    with_default = client.validate_expense_lines(_per_diem_report())
+    assert _summary(with_default.decisions)["PD-1"] == ("enrich", ["EXPENSE_AT_COST"], {"bill_amount": "45.00"})
+
+    refdata = tmp_path / "refdata"
+    refdata.mkdir()
+    for path in REFDATA.iterdir():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if path.name == "per_diem_rates.csv":
+            lines = [line for line in lines if not line.startswith("DEFAULT,")]
+        (refdata / path.name).write_text("".join(lines), encoding="utf-8")
+    running = start(Settings(port=0, threads=2, refdata=refdata, log_level="warning"))
+    try:
+        with ValidationClient(f"127.0.0.1:{running.port}", timeout=30) as no_default:
+            result = no_default.validate_expense_lines(_per_diem_report())
+            whole = no_default.validate_expense_lines(_per_diem_report(), all_or_nothing=True)
+    finally:
+        running.stop()
+    assert _summary(result.decisions) == {
+        "PD-1": ("reject", ["NO_PER_DIEM_CAP"], {}),
+        "PD-2": ("enrich", ["EXPENSE_AT_COST"], {"bill_amount": "30.00"}),
+        "PD-3": ("enrich", ["EXPENSE_AT_COST"], {"bill_amount": "18.00"}),
+    }
+    [reason] = result.decisions[0].reasons
+    assert (reason.rule_id, reason.field, reason.severity.value) == ("EX-2.missing", "location", "error")
+    assert reason.message.startswith("No per-diem cap for MEALS at location GB-LDN is in force on 2026-11-03 (no "
+                                     "row for the location, its region, its country or DEFAULT)")
+    assert result.summary.by_reason_code["NO_PER_DIEM_CAP"] == 1
+    [rollup] = result.rollups
+    assert (rollup.outcome, rollup.rejected_items) == (Outcome.REJECT, ("PD-1",))
+    assert [d.outcome for d in whole.decisions] == [Outcome.REJECT] * 3
 
 
 def test_sample_report_through_the_cli(server: RunningServer) -> None:

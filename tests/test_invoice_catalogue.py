@@ -13,7 +13,8 @@ The sample, examples/invoices-2026-11.jsonl (we invoice from the Netherlands):
   (IV-2), an amount that is not its items' (IV-1), a tax code retired on 15 November (TX-7), a wrong tax amount
   (IV-10).
 - INV-2026-1106 Wayne, dated in October, a closed receivables period (IV-9).
-- INV-2026-1107 Wayne in USD (IV-5), without the customer's VAT id (IV-4) or a purchase order (IV-6).
+- INV-2026-1107 Wayne in USD (IV-5), without the customer's VAT id (IV-4) or a purchase order (IV-6: that alone
+  would hold it, but a rejected line keeps no hold, nor its reason).
 - INV-2026-1108 Wayne after contract C-400's billing hold starts on 23 November: held (IV-6).
 - INV-2026-1109 Wayne, a day after INV-2026-1102, billing one of its time entries again (IV-2.batch).
 """
@@ -63,7 +64,7 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
     "INV-2026-1105-5": ("reject", ["TAX_CODE_NOT_ACTIVE", "EXEMPTION_EXPIRED"]),
     "INV-2026-1105-6": ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"]),
     "INV-2026-1106-1": ("reject", ["PERIOD_NOT_OPEN"]),
-    "INV-2026-1107-1": ("reject", ["CURRENCY_NOT_CONTRACT_CURRENCY", "EU_INVOICE_CONTENT_MISSING", "PO_REQUIRED"]),
+    "INV-2026-1107-1": ("reject", ["CURRENCY_NOT_CONTRACT_CURRENCY", "EU_INVOICE_CONTENT_MISSING"]),
     "INV-2026-1108-1": ("enrich", ["REVERSE_CHARGE", "BILLING_HOLD"]),
     "INV-2026-1109-1": ("reject", ["SOURCE_BILLED_TWICE"]),
 }
@@ -336,6 +337,88 @@ def test_sample_invoices_through_the_cli(server: RunningServer) -> None:
     # The kind as rulesets name it (applies_to: invoice_line) is understood too.
     by_line_kind = run_cli("validate", str(SAMPLE_INVOICES), "--kind", "invoice_line", "--server", target)
     assert "17 items: 2 accepted, 7 enriched, 8 rejected" in by_line_kind.stdout
+
+
+def _sample_invoice(invoice_id: str, **header: Any) -> dict[str, Any]:
+    """A sample invoice with header fields changed (None removes one)."""
+    invoice = next(i for i in sample_invoices() if i["invoice_id"] == invoice_id)
+    changed = {**invoice, **header}
+    return {k: v for k, v in changed.items() if v is not None}
+
+
+def test_an_invoice_without_the_po_its_customer_requires_is_held(client: ValidationClient) -> None:
+    """IV-6: a hold (bill_status HOLD and a warning), not a rejection; the invoice stands, billing is blocked."""
+    invoice = _sample_invoice("INV-2026-1102", po_number=None)  # Wayne GmbH requires a PO
+    for all_or_nothing in (False, True):
+        result = client.validate_invoices([invoice], all_or_nothing=all_or_nothing)
+        assert {d.item_id: (d.outcome.value, d.codes) for d in result.decisions} == {
+            "INV-2026-1102-1": ("enrich", ["REVERSE_CHARGE", "PO_REQUIRED"]),
+            "INV-2026-1102-2": ("enrich", ["REVERSE_CHARGE", "PO_REQUIRED"]),
+        }
+        for decision in result.decisions:
+            assert _enriched(decision)["bill_status"] == "HOLD"
+            po = decision.reasons[-1]
+            assert (po.rule_id, po.severity.value, po.field) == ("IV-6", "warning", "po_number")
+            assert "Customer CU-WAYNE requires a purchase order number" in po.message
+            assert "held for billing until it carries the customer's PO number" in po.message
+        [rollup] = result.rollups
+        assert (rollup.group_id, rollup.outcome.value, rollup.enriched, rollup.rejected) == (
+            "INV-2026-1102", "enrich", 2, 0)
+    with_po = client.validate_invoices([_sample_invoice("INV-2026-1102")])
+    assert all("bill_status" not in _enriched(d) for d in with_po.decisions)
+
+
+def _acme_line(**line: str | None) -> dict[str, Any]:
+    """INV-2026-1105 with its first line alone (WI-1001 and WI-1002, 2640.00 USD to New Mexico: 4.875% is 128.70),
+    its tax fields as given (None leaves one out)."""
+    invoice = _sample_invoice("INV-2026-1105")
+    first = {k: v for k, v in {**invoice["lines"][0], **line}.items() if v is not None}
+    return {**invoice, "lines": [first]}
+
+
+@pytest.mark.parametrize(("tax", "expected"), [
+    # Sent without a rate: the code's rate is applied, the amount sent is kept and checked (IV-10).
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "135.00"}, ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "128.70"},
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
+    ({"tax_code": "US-NM-GRT4875", "tax_amount": "128.71"},  # within the tolerance of 0.01
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875"})),
+    # Sent without a code or rate: TX-4 gives the state's code, and the amount sent is checked against it.
+    ({"tax_amount": "135.00"}, ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_amount": "128.70"},
+     ("enrich", ["US_SALES_TAX", "EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"],
+      {"tax_code": "US-NM-GRT4875", "tax_rate": "4.875"})),
+    # Sent with its code's rate, or another: the same check of the amount sent.
+    ({"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "135.00"},
+     ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    ({"tax_code": "US-NM-GRT4875", "tax_rate": "4.5", "tax_amount": "118.80"},  # 4.5% of 2640.00
+     ("reject", ["EXEMPTION_EXPIRED", "TAX_AMOUNT_MISMATCH"])),
+    # Without a tax amount, or with another state's code (TX-4 changes it): the code's tax is applied.
+    ({"tax_code": "US-NM-GRT4875"},
+     ("enrich", ["EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"], {"tax_rate": "4.875", "tax_amount": "128.70"})),
+    ({"tax_code": "US-HI-GET", "tax_rate": "4.712", "tax_amount": "124.40"},
+     ("enrich", ["US_SALES_TAX", "EXEMPTION_EXPIRED", "TAX_RATE_APPLIED"],
+      {"tax_code": "US-NM-GRT4875", "tax_rate": "4.875", "tax_amount": "128.70"})),
+], ids=["no-rate-wrong-amount", "no-rate-right-amount", "no-rate-within-tolerance", "no-code-wrong-amount",
+        "no-code-right-amount", "rate-wrong-amount",
+        "other-rate-its-amount", "no-amount", "other-state"])
+def test_a_tax_amount_sent_is_checked_whether_or_not_the_line_carries_its_rate(
+    client: ValidationClient, tax: dict[str, str], expected: tuple[Any, ...]
+) -> None:
+    """IV-10 sees the tax amount the line was sent with: tax-rates sets the rate and keeps the amount, and the
+    tax treatment drops it only with a code it replaces (TX-4.replaced: the tax follows the new code)."""
+    result = client.validate_invoices([_acme_line(**tax)])
+    [decision] = result.decisions
+    assert (decision.outcome.value, decision.codes) == expected[:2]
+    if decision.outcome.value == "reject":
+        mismatch = next(r for r in decision.reasons if r.code == "TAX_AMOUNT_MISMATCH")
+        assert mismatch.rule_id == "IV-10"
+        assert f"carries tax {tax['tax_amount']} USD, but 4.875% of 2640.00 is 128.70" in mismatch.message
+        assert "tax code US-NM-GRT4875 on 2026-11-20" in mismatch.message
+        [rollup] = result.rollups
+        assert (rollup.outcome.value, rollup.rejected_items) == ("reject", ("INV-2026-1105-1",))
+    else:
+        assert _enriched(decision) == expected[2]
 
 
 def test_sample_invoices_as_flat_rows(client: ValidationClient, tmp_path: Path) -> None:
