@@ -311,7 +311,7 @@ def test_workers_share_one_port_and_reference_data_changes(tmp_path: Path) -> No
         # Each new channel is a new connection; the kernel spreads connections over the workers.
         while len(serving) < 2 and time.monotonic() < deadline:
             with ValidationClient(target, timeout=10) as client:
-                client.wait_until_ready(timeout=30)
+                client.wait_until_ready(timeout=90)
                 client.validate_time_entries([_entry("W-1")])
             serving = {json.loads(line).get("process") for line in logs.lines() if '"decided"' in line}
         assert len(serving) == 2, f"calls were served by {serving}"
