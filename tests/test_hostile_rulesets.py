@@ -1,0 +1,150 @@
+"""Hostile or broken rulesets cost a refusal naming file and line, quickly: never hours, never a traceback.
+
+The cases of the issue "A control point that holds under hostile input" (rulesets: alias bombs, huge
+files, deep nesting, huge expressions, catastrophic regexes), each refused or bounded; a fuzz of
+YAML structure and expressions holds the loader to "refused with file:line, or loaded".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, write_ruleset
+from tollgate.rules import yaml_source
+from tollgate.rules.loader import load_rulesets
+from tollgate.rules.problems import MAX_PROBLEM_CHARS, ProblemsError
+from tollgate.rules.typecheck import MAX_EXPRESSION_OPERATORS, MAX_RULESET_BYTES, compile_ruleset
+
+
+def _billion_laughs(depth: int) -> str:
+    """Params whose aliases nest ``depth`` deep, each level ten of the one before: 10**depth values."""
+    lines = ["  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, depth + 1):
+        lines.append(f"  l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    return "params:\n" + "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_nine_deep_is_refused_fast_naming_the_line(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, extra=_billion_laughs(9))
+    assert path.stat().st_size < 1200  # the issue's file: 807 bytes
+    started = time.perf_counter()
+    problem = only_problem(path)
+    assert time.perf_counter() - started < 1.0
+    assert problem.line == line_with(path, "l1: &l1"), str(problem)  # the first alias
+    assert "aliases repeat" in problem.message and f"{yaml_source.MAX_ALIAS_EXPANSION:,}" in problem.message
+
+
+def test_an_alias_bomb_seven_deep_is_refused_too(tmp_path: Path) -> None:
+    # lint took 75 s over it, then accepted it
+    problem = only_problem(write_ruleset(tmp_path, extra=_billion_laughs(7)))
+    assert "aliases repeat" in problem.message
+
+
+def test_small_aliases_stay_allowed(tmp_path: Path) -> None:
+    # the shipped rate cards alias one set expression; a list param repeated is fine too
+    extra = "params:\n  codes: &codes [A, B, C]\n  again: *codes\n"
+    ruleset = compile_ruleset(write_ruleset(tmp_path, extra=extra))
+    assert ruleset.params["again"] == ("A", "B", "C")
+
+
+def test_an_alias_of_a_node_it_is_inside_is_refused(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, extra="params:\n  loop: &loop [a, *loop]\n")
+    problem = only_problem(path)
+    assert problem.line == line_with(path, "loop: &loop"), str(problem)
+    assert "inside" in problem.message
+
+
+def test_a_huge_params_file_is_refused_by_its_size_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "demo.yaml"
+    with path.open("w", encoding="utf-8") as file:  # 50 MB of params: 90 s and 1.6 GB before
+        file.write("ruleset: demo\nparams:\n")
+        row = "  p{}: [abc, def, 1.5, 2026-01-01]\n"
+        for number in range(1_400_000):
+            file.write(row.format(number))
+    assert path.stat().st_size > 50_000_000
+    started = time.perf_counter()
+    problem = only_problem(path)
+    assert time.perf_counter() - started < 1.0
+    assert "larger than 256 KiB" in problem.message
+    with path.open("rb") as file:
+        assert problem.line == file.read(MAX_RULESET_BYTES).count(b"\n") + 1
+
+
+def test_a_file_just_under_the_size_limit_is_read(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "#" * (MAX_RULESET_BYTES - len(text.encode()) - 1) + "\n", encoding="utf-8")
+    assert path.stat().st_size == MAX_RULESET_BYTES
+    compile_ruleset(path)
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_yaml_nested_ten_thousand_deep_is_refused_naming_the_line(tmp_path: Path, opening: str) -> None:
+    closing = "]" if opening == "[" else "}"
+    path = write_ruleset(tmp_path, extra="params:\n  deep: " + opening * 10_000 + "1" + closing * 10_000 + "\n")
+    problem = only_problem(path)
+    assert problem.line == line_with(path, "deep:"), str(problem)
+    assert f"deeper than {yaml_source.MAX_DEPTH} levels" in problem.message
+
+
+def test_aliases_cannot_nest_deeper_than_the_limit_either(tmp_path: Path) -> None:
+    levels = ["  d0: &d0 " + "[" * 40 + "1" + "]" * 40]
+    levels += [f"  d{n}: &d{n} " + "[" * 40 + f"*d{n - 1}" + "]" * 40 for n in range(1, 4)]
+    problem = only_problem(write_ruleset(tmp_path, extra="params:\n" + "\n".join(levels) + "\n"))
+    assert "once its aliases are expanded" in problem.message
+
+
+@pytest.mark.parametrize("text", [
+    "? [a]\n: 1\n",             # a list as a key: unhashable
+    "params: {d: !!timestamp 2026-13-45}\n",
+    "params: {b: !!binary zz}\n",
+    "params: !!python/object:os.system {}\n",
+])
+def test_odd_yaml_is_a_problem_not_a_traceback(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(text, encoding="utf-8")
+    problem = only_problem(path)
+    assert problem.line is not None and problem.path == str(path), str(problem)
+
+
+def test_a_thousand_nots_are_refused_naming_file_line_and_rule(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, rule_yaml(when="not " * 1000 + "billable"))
+    problem = only_problem(path)
+    assert (problem.line, problem.subject) == (line_with(path, "when:"), "XX-1"), str(problem)
+    assert "at most" in problem.message
+    assert len(str(problem)) <= MAX_PROBLEM_CHARS
+
+
+def test_a_nesting_under_the_character_limit_is_refused_by_its_operators(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, rule_yaml(when="not " * 900 + "billable"))
+    problem = only_problem(path)
+    assert f"at most {MAX_EXPRESSION_OPERATORS} are allowed" in problem.message, str(problem)
+
+
+def test_a_twenty_thousand_term_sum_is_refused_naming_file_line_and_rule(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, rule_yaml(when=" + ".join(["hours"] * 20_000) + " > 0"))
+    problem = only_problem(path)
+    assert (problem.line, problem.subject) == (line_with(path, "when:"), "XX-1"), str(problem)
+    assert len(str(problem)) <= MAX_PROBLEM_CHARS
+
+
+def test_a_deep_message_placeholder_is_refused_too(tmp_path: Path) -> None:
+    path = write_ruleset(tmp_path, rule_yaml(message="'{" + "-" * 300 + "hours}'"))
+    problem = only_problem(path)
+    assert problem.subject == "XX-1" and "message placeholder" in problem.message, str(problem)
+
+
+def test_an_expression_at_the_operator_limit_still_loads(tmp_path: Path) -> None:
+    when = " + ".join(["hours"] * (MAX_EXPRESSION_OPERATORS // 2)) + " > 0"
+    compile_ruleset(write_ruleset(tmp_path, rule_yaml(when=when)))
+
+
+def test_lint_prints_problems_not_a_traceback(tmp_path: Path) -> None:
+    write_ruleset(tmp_path, rule_yaml(when="not " * 1000 + "billable"), name="a.yaml", ruleset="a")
+    write_ruleset(tmp_path, extra=_billion_laughs(9), name="b.yaml", ruleset="b", order=20)
+    with pytest.raises(ProblemsError) as caught:
+        load_rulesets(tmp_path)
+    assert sorted(Path(p.path).name for p in caught.value.problems) == ["a.yaml", "b.yaml"]
