@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import rule_engine
 
 from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, write_ruleset
 from tollgate.rules import yaml_source
+from tollgate.rules.codegen.expressions import compile_expression
 from tollgate.rules.loader import load_rulesets
 from tollgate.rules.problems import MAX_PROBLEM_CHARS, ProblemsError
 from tollgate.rules.typecheck import MAX_EXPRESSION_OPERATORS, MAX_RULESET_BYTES, compile_ruleset
@@ -148,3 +150,68 @@ def test_lint_prints_problems_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(ProblemsError) as caught:
         load_rulesets(tmp_path)
     assert sorted(Path(p.path).name for p in caught.value.problems) == ["a.yaml", "b.yaml"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Regexes: RE2, in linear time
+
+
+CATASTROPHIC = "(a+)+$"
+
+
+@pytest.mark.parametrize("text", [f"entry_id =~ '{CATASTROPHIC}'", "entry_id =~ pattern"])
+def test_a_catastrophic_pattern_answers_in_milliseconds(text: str) -> None:
+    # Python's re took 7 s on 28 characters, doubling per character
+    expression = compile_expression(text, rule_engine.Context())
+    thing = {"entry_id": "a" * 100_000 + "!", "pattern": CATASTROPHIC}
+    for evaluate in (expression.evaluate, expression.rule.evaluate):  # the generated code and the interpreter
+        started = time.perf_counter()
+        assert evaluate(thing) is False
+        assert time.perf_counter() - started < 0.1
+    assert expression.evaluate({"entry_id": "aaa", "pattern": CATASTROPHIC}) is True
+
+
+def test_a_catastrophic_pattern_in_a_ruleset_loads_and_decides_fast(tmp_path: Path) -> None:
+    ruleset = compile_ruleset(write_ruleset(tmp_path, rule_yaml(when=f"entry_id =~ '{CATASTROPHIC}'")))
+    condition = ruleset.rules[0].condition
+    started = time.perf_counter()
+    assert condition.evaluate({"entry_id": "a" * 28 + "!"}) is False
+    assert condition.evaluate({"entry_id": "a" * 1_000_000 + "!"}) is False
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("(a)\\\\1", "invalid escape sequence"),           # a backreference
+    ("a(?=b)", "invalid perl operator: (?="),          # lookahead
+    ("(?<=a)b", "invalid perl operator: (?<="),        # lookbehind
+    ("(?>a+)b", "invalid perl operator: (?>"),         # an atomic group
+    ("a{2000}", "invalid repetition size"),
+])
+def test_lint_refuses_a_pattern_re2_cannot_take_saying_why(tmp_path: Path, pattern: str, why: str) -> None:
+    path = write_ruleset(tmp_path, rule_yaml(when=f"entry_id =~~ '{pattern}'"))
+    problem = only_problem(path)
+    assert (problem.line, problem.subject) == (line_with(path, "when:"), "XX-1"), str(problem)
+    assert why in problem.message and "linear" in problem.message, str(problem)
+
+
+def test_a_pattern_from_the_item_that_re2_cannot_take_rejects_that_item_only() -> None:
+    expression = compile_expression("a =~ b", rule_engine.Context())
+    for evaluate in (expression.evaluate, expression.rule.evaluate):
+        with pytest.raises(rule_engine.errors.RegexSyntaxError, match="cannot be run by RE2"):
+            evaluate({"a": "xx", "b": "(x)\\1"})
+
+
+@pytest.mark.parametrize(("text", "thing", "expected"), [
+    ("a =~ 'x\\\\Z'", {"a": "x"}, True),      # Python's \Z is RE2's \z
+    ("a =~ 'x\\\\Z'", {"a": "x\n"}, False),
+    ("a =~ 'x$'", {"a": "x\n"}, False),       # RE2: $ only at the very end (Python's also before a final newline)
+    ("a =~ '\\\\d'", {"a": "\u0663"}, False),  # RE2: \d is ASCII
+    ("a =~~ 'b'", {"a": "abc"}, True),
+    ("a !~~ 'z'", {"a": "abc"}, True),
+    ("a !~ 'b'", {"a": "abc"}, True),
+    ("a =~ 'B(.)b' and $re_groups[0] == 'o'", {"a": "Bob"}, True),
+])
+def test_re2_semantics(text: str, thing: dict[str, str], expected: bool) -> None:
+    expression = compile_expression(text, rule_engine.Context())
+    assert expression.evaluate(thing) is expected
+    assert expression.rule.evaluate(thing) is expected
