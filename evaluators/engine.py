@@ -23,7 +23,7 @@ from tollgate.evaluators.binding import Binder, Scope
 from tollgate.evaluators.items import DecodedItem, ItemDecoder
 from tollgate.rules.codegen.rulesets import PYTHON_TYPES, RulesetFunction, fuse, wire
 from tollgate.rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef, new_record
-from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.fields import FieldKind, FieldSpec, cut, date_value, format_message_value, format_value
 from tollgate.rules.item_kinds import Binding, ItemKind
 from tollgate.rules.model import Severity
 from tollgate.rules.problems import ProblemsError
@@ -512,7 +512,7 @@ class Evaluator:
         state.rejected = True
         state.reasons.append(
             Reason(rule_id, RULE_ERROR,
-                   f"rule {rule_id} could not be evaluated ({type(error).__name__}: {error}); "
+                   f"rule {rule_id} could not be evaluated ({type(error).__name__}: {cut(str(error))}); "
                    "the item is rejected until the rule or the data is corrected",
                    Severity.ERROR, field, ruleset_id)
         )
@@ -564,7 +564,8 @@ class Evaluator:
                 if not spec.nullable:
                     raise TypeError(f"set {spec.name} produced null, but {spec.name} cannot be null")
             elif not isinstance(value, assignment.python_type):
-                raise TypeError(f"set {spec.name} produced {format_value(value)!r}, which is not a {spec.kind.value}")
+                raise TypeError(f"set {spec.name} produced {format_message_value(value)!r}, which is not a "
+                                f"{spec.kind.value}")
             elif assignment.money:
                 value = plan.round_money(cast(Decimal, value))
             old = scope[spec.name]

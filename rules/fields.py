@@ -63,9 +63,9 @@ def _parse_decimal(text: str) -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise FieldValueError(f"{text!r} is not a decimal number") from None
+        raise FieldValueError(f"{cut(repr(text))} is not a decimal number") from None
     if not value.is_finite():
-        raise FieldValueError(f"{text!r} is not a finite decimal number")
+        raise FieldValueError(f"{cut(repr(text))} is not a finite decimal number")
     return value
 
 
@@ -73,7 +73,7 @@ def _parse_date(text: str) -> dt.datetime:
     try:
         day = dt.date.fromisoformat(text.strip())
     except ValueError:
-        raise FieldValueError(f"{text!r} is not a date (expected YYYY-MM-DD)") from None
+        raise FieldValueError(f"{cut(repr(text))} is not a date (expected YYYY-MM-DD)") from None
     return date_value(day)
 
 
@@ -81,9 +81,10 @@ def _parse_datetime(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise FieldValueError(f"{text!r} is not a datetime (expected RFC 3339, e.g. 2026-11-03T17:30:00Z)") from None
+        expected = "expected RFC 3339, e.g. 2026-11-03T17:30:00Z"
+        raise FieldValueError(f"{cut(repr(text))} is not a datetime ({expected})") from None
     if moment.tzinfo is None:
-        raise FieldValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
+        raise FieldValueError(f"{cut(repr(text))} has no time zone (add Z or an offset such as +01:00)")
     return moment
 
 
@@ -97,7 +98,7 @@ def _parse_boolean(text: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise FieldValueError(f"{text!r} is not a boolean (expected true or false)")
+    raise FieldValueError(f"{cut(repr(text))} is not a boolean (expected true or false)")
 
 
 def _parse_string_list(text: str) -> tuple[str, ...]:
@@ -167,6 +168,27 @@ def format_value(value: Any) -> str:
     """A rule value as a person (and the wire) reads it: dates without a time, decimals as written."""
     formatter = _FORMATTERS.get(type(value))  # by exact type: this runs for every placeholder of every message
     return formatter(value) if formatter is not None else str(value)
+
+
+# A value quoted in a reason message (a ``{placeholder}``) is cut to this many characters, the last an ellipsis: a
+# 1 MiB field quoted 200 times in a template would otherwise make a 200 MB message. Only messages: an enrichment's
+# value, and everything else format_value gives, stays whole.
+MESSAGE_VALUE_CHARS = 200
+ELLIPSIS = "…"
+# Types whose text is short whatever the value (a date or datetime, a boolean, null): never cut.
+SHORT_TYPES: frozenset[type] = frozenset({bool, type(None), dt.datetime})
+
+
+def cut(text: str) -> str:
+    """``text`` as a message quotes it: at most MESSAGE_VALUE_CHARS characters, cut with an ellipsis."""
+    return text if len(text) <= MESSAGE_VALUE_CHARS else text[: MESSAGE_VALUE_CHARS - 1] + ELLIPSIS
+
+
+def format_message_value(value: Any) -> str:
+    """A rule value as a reason message quotes it: ``format_value``, cut to MESSAGE_VALUE_CHARS characters."""
+    formatter = _FORMATTERS.get(type(value))
+    text = formatter(value) if formatter is not None else str(value)
+    return text if len(text) <= MESSAGE_VALUE_CHARS else text[: MESSAGE_VALUE_CHARS - 1] + ELLIPSIS
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from tollgate.rules.codegen.expressions import (
 )
 from tollgate.rules.codegen.rulesets import RulesetFunction, Segment, fuse
 from tollgate.rules.entities import ENTITIES, Entity
-from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_message_value
 from tollgate.rules.item_kinds import ITEM_KINDS, ItemKind
 from tollgate.rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from tollgate.rules.problems import Problem, ProblemsError
@@ -95,13 +95,15 @@ def rules_decimal_context() -> Iterator[None]:
 class MessageTemplate:
     """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions.
 
-    The fused ruleset function renders messages inline; ``render`` is for rules run one by one.
+    The fused ruleset function renders messages inline; ``render`` is for rules run one by one. Each value is
+    cut to MESSAGE_VALUE_CHARS characters (rules/fields.py), so a message is bounded by its template.
     """
 
     parts: tuple[str | CompiledExpression, ...]
 
     def render(self, scope: Any) -> str:
-        return "".join(part if isinstance(part, str) else format_value(part.evaluate(scope)) for part in self.parts)
+        return "".join(part if isinstance(part, str) else format_message_value(part.evaluate(scope))
+                       for part in self.parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,3 +215,60 @@ def test_re2_semantics(text: str, thing: dict[str, str], expected: bool) -> None
     expression = compile_expression(text, rule_engine.Context())
     assert expression.evaluate(thing) is expected
     assert expression.rule.evaluate(thing) is expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages: every quoted value cut to MESSAGE_VALUE_CHARS
+
+
+def test_every_value_a_message_quotes_is_cut_with_an_ellipsis(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from tollgate.rules.fields import MESSAGE_VALUE_CHARS, format_message_value, format_value
+
+    long_text = "x" * 5_000
+    cut_text = "x" * (MESSAGE_VALUE_CHARS - 1) + "…"
+    assert format_message_value(long_text) == cut_text
+    assert format_message_value(Decimal("1" * 500)) == "1" * (MESSAGE_VALUE_CHARS - 1) + "…"
+    assert len(format_message_value(tuple(["AB"] * 1_000))) == MESSAGE_VALUE_CHARS
+    assert format_message_value("W-1") == "W-1"
+    assert format_value(long_text) == long_text  # what enrichments carry stays whole
+
+    message = "'{worker_id} / {worker_id + worker_id} / {hours} / {work_date}'"
+    path = write_ruleset(tmp_path, rule_yaml(when="true", action="warn", code="ECHO", message=message))
+    rule = compile_ruleset(path).rules[0]
+    scope = {"worker_id": long_text, "hours": Decimal("8"), "work_date": _midnight()}
+    rendered = rule.message.render(scope)  # the rule-by-rule path
+    assert rendered == f"{cut_text} / {cut_text} / 8 / 2026-11-03"
+
+
+def _midnight() -> object:
+    import datetime as dt
+
+    return dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+
+
+def test_the_generated_code_cuts_the_values_it_quotes_too(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from tollgate.rules.decisions import Reason
+
+    message = "'{worker_id} / {worker_id + worker_id} / {hours}'"
+    path = write_ruleset(tmp_path, rule_yaml(when="true", action="warn", code="ECHO", message=message))
+    ruleset = compile_ruleset(path)
+    assert ruleset.run is not None and "cut(" in ruleset.source
+
+    class State:
+        explain, rejected = True, False
+
+        def __init__(self) -> None:
+            self.fired: list[str] = []
+            self.reasons: list[Reason] = []
+            self.enrichments: list[object] = []
+            self.enrichment_reasons: set[int] = set()
+
+    state = State()
+    ruleset.run({"worker_id": "W" * 1_000_000, "hours": Decimal("1" * 300)}, state, None)  # type: ignore[arg-type]
+    [reason] = state.reasons
+    quoted = "W" * 199 + "…"
+    assert reason.message == f"{quoted} / {quoted} / {'1' * 199}…"

@@ -104,3 +104,39 @@ def test_calls_and_reference_data_changes_do_not_wait_for_a_reload_loading(
         release.set()
         reloading.join(30)
     assert not reloading.is_alive()
+
+
+def test_a_one_mib_field_quoted_two_hundred_times_gives_a_bounded_message(tmp_path: Path) -> None:
+    rulesets = tmp_path / "rulesets"
+    rulesets.mkdir()
+    placeholders = " ".join(["{worker_id}"] * 200)
+    (rulesets / "echo.yaml").write_text(f"""\
+ruleset: echo
+version: 1.0.0
+effective_from: 2026-01-01
+applies_to: time_entry
+order: 10
+owner: revenue-controls@example.com
+rules:
+  - id: EC-1
+    title: Echo the worker
+    when: "true"
+    action: warn
+    code: ECHO
+    message: "Worker {placeholders}; and {{worker_id + worker_id}}."
+tests:
+  - name: fires
+    item: {{entry_id: TE-1, worker_id: W-1, project_id: P-100, task_id: T-1, work_date: 2026-11-03, hours: 8}}
+    expect: {{outcome: accept, codes: [ECHO]}}
+""", encoding="utf-8")
+    server = start(Settings(port=0, threads=2, rulesets=rulesets, log_level="warning"))
+    try:
+        huge = "W" * (1 << 20)
+        with ValidationClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+            decision = client.validate_time_entries([{**ENTRY, "worker_id": huge}]).decisions[0]
+    finally:
+        server.stop()
+    [reason] = [reason for reason in decision.reasons if reason.code == "ECHO"]
+    quoted = "W" * 199 + "…"
+    assert reason.message == "Worker " + " ".join([quoted] * 200) + "; and " + quoted + "."
+    assert len(reason.message) < 41_000  # 201 values of 200 characters; a 213 MB response before
