@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import rule_engine
 
+from tests.conftest import run_cli
 from tests.test_ruleset_loading import line_with, only_problem, rule_yaml, write_ruleset
 from tollgate.rules import yaml_source
 from tollgate.rules.codegen.expressions import compile_expression
@@ -142,6 +143,22 @@ def test_a_deep_message_placeholder_is_refused_too(tmp_path: Path) -> None:
 def test_an_expression_at_the_operator_limit_still_loads(tmp_path: Path) -> None:
     when = " + ".join(["hours"] * (MAX_EXPRESSION_OPERATORS // 2)) + " > 0"
     compile_ruleset(write_ruleset(tmp_path, rule_yaml(when=when)))
+
+
+def test_the_lint_command_prints_file_line_problems_not_a_traceback(tmp_path: Path) -> None:
+    write_ruleset(tmp_path, rule_yaml(when="not " * 1000 + "billable"), name="a.yaml", ruleset="a")
+    write_ruleset(tmp_path, extra=_billion_laughs(9), name="b.yaml", ruleset="b", order=20)
+    write_ruleset(tmp_path, rule_yaml(when=" + ".join(["hours"] * 20_000) + " > 0"), name="c.yaml", ruleset="c",
+                  order=30)
+    started = time.perf_counter()
+    result = run_cli("rules", "lint", str(tmp_path))
+    assert time.perf_counter() - started < 30
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 4, result.stderr  # three problems and the count
+    for name in ("a.yaml", "b.yaml", "c.yaml"):
+        assert any(line.startswith(f"{tmp_path / name}:") and line.split(":")[1].isdigit() for line in lines), lines
 
 
 def test_lint_prints_problems_not_a_traceback(tmp_path: Path) -> None:
