@@ -112,6 +112,18 @@ def compile_pattern(pattern: str, flags: int = 0) -> Re2Pattern:
     return Re2Pattern(pattern, flags)
 
 
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slots(node_type: type) -> tuple[str, ...]:
+    """The slots of a node type, its own and inherited, but its context."""
+    slots = _SLOTS.get(node_type)
+    if slots is None:
+        names = {name for cls in node_type.__mro__ for name in getattr(cls, "__slots__", ())}
+        slots = _SLOTS[node_type] = tuple(sorted(names - {"context"}))
+    return slots
+
+
 def _nodes(root: Any) -> Iterator[Any]:
     """Every expression node under ``root`` (rule-engine's nodes keep their children in slots and attributes)."""
     stack, seen = [root], set()
@@ -121,8 +133,7 @@ def _nodes(root: Any) -> Iterator[Any]:
             continue
         seen.add(id(node))
         yield node
-        names = {name for cls in type(node).__mro__ for name in getattr(cls, "__slots__", ())}
-        values = [getattr(node, name, None) for name in names if name != "context"]
+        values = [getattr(node, name, None) for name in _slots(type(node))]
         values += [value for name, value in getattr(node, "__dict__", {}).items() if name != "context"]
         while values:
             value = values.pop()

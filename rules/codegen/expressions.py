@@ -1334,5 +1334,6 @@ def compile_expression(text: str, context: rule_engine.Context | None = None) ->
     """
     context = context or rule_engine.Context()
     rule = rule_engine.Rule(text, context)
-    regex_engine.use_re2(rule.statement)  # =~ and friends by RE2, in the interpreter and the generated code alike
+    if "~" in text:  # =~ and friends by RE2, in the interpreter and the generated code alike (none without a ~)
+        regex_engine.use_re2(rule.statement)
     return CompiledExpression(text, context, rule)
