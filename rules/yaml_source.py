@@ -46,23 +46,38 @@ class LineList(list[Any]):
 
 class _Loader(yaml.SafeLoader):
     _depth = 0
-    _first_alias: Any = None  # where the first alias is, to point at when aliases repeat too much
+    _anchored = False  # whether the document has anchors, hence maybe aliases
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        # PyYAML composes recursively: refuse a deep document before Python's own stack does (a RecursionError).
+    # PyYAML composes recursively: refuse a deep document before Python's own stack does (a RecursionError).
+    # Only mappings and lists nest, so only they are counted (a scalar costs nothing more).
+    def compose_sequence_node(self, anchor: Any) -> Any:
+        return self._nested(super().compose_sequence_node, anchor)
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        return self._nested(super().compose_mapping_node, anchor)
+
+    def _nested(self, compose: Any, anchor: Any) -> Any:
         self._depth += 1
-        if self._first_alias is None and self.check_event(yaml.AliasEvent):
-            self._first_alias = self.peek_event().start_mark  # type: ignore[no-untyped-call]
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise LimitError(f"nests deeper than {MAX_DEPTH} levels", mark)
-            return super().compose_node(parent, index)
+            return compose(anchor)
         finally:
             self._depth -= 1
 
+    def compose_document(self) -> Any:
+        # PyYAML's, remembering whether there were anchors before it forgets them
+        self.get_event()  # type: ignore[no-untyped-call]
+        node = self.compose_node(None, None)  # type: ignore[arg-type]
+        self.get_event()  # type: ignore[no-untyped-call]
+        self._anchored = bool(self.anchors)
+        self.anchors = {}
+        return node
+
     def construct_document(self, node: Any) -> Any:
-        _check_expansion(node, self._first_alias)
+        if self._anchored:  # without anchors there are no aliases: nothing repeats, nothing nests deeper
+            _check_expansion(node)
         return super().construct_document(node)
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
@@ -113,7 +128,7 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
-def _check_expansion(root: yaml.Node, first_alias: Any) -> None:
+def _check_expansion(root: yaml.Node) -> None:
     """Refuse, before constructing anything, a document whose aliases repeat more than MAX_ALIAS_EXPANSION
     values, that nests deeper than MAX_DEPTH once expanded, or whose alias refers to a node it is inside.
 
@@ -136,7 +151,8 @@ def _check_expansion(root: yaml.Node, first_alias: Any) -> None:
         if done:
             open_nodes.discard(key)
             size[key] = 1 + sum(size[id(child)] for child in children)
-            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            depth[key] = (0 if isinstance(node, yaml.ScalarNode) else 1) + max(
+                (depth[id(child)] for child in children), default=0)
             if depth[key] > MAX_DEPTH:
                 raise LimitError(f"nests deeper than {MAX_DEPTH} levels once its aliases are expanded",
                                  node.start_mark)
@@ -156,12 +172,19 @@ def _check_expansion(root: yaml.Node, first_alias: Any) -> None:
     repeated = size[id(root)] - len(size)
     if repeated > MAX_ALIAS_EXPANSION:
         raise LimitError(f"its aliases repeat {repeated:,} values; at most {MAX_ALIAS_EXPANSION:,} are allowed "
-                         "(write the values out, or alias smaller parts)", first_alias or root.start_mark)
+                         "(write the values out, or alias smaller parts)", None)  # load() points at the first alias
 
 
 def load(text: str) -> Any:
-    """Parse one YAML document; raises yaml.YAMLError (with its mark) on a syntax error."""
-    return yaml.load(text, Loader=_Loader)
+    """Parse one YAML document; raises yaml.YAMLError (with its mark) on a syntax error or past a limit."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except LimitError as error:
+        if error.problem_mark is None:  # aliases repeat too much: point at the first (found again only now)
+            marks: Any = (event.start_mark for event in yaml.parse(text, Loader=yaml.SafeLoader)
+                          if isinstance(event, yaml.AliasEvent))
+            error.problem_mark = next(marks, None)
+        raise
 
 
 def line_of(document: Any, path: Sequence[Any]) -> int | None:
