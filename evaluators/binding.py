@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tollgate.refdata.snapshot import ReferenceSnapshot, Row, in_force, ranges_meet, starts, version_as_of
 from tollgate.rules.entities import HoldScope
-from tollgate.rules.fields import format_value
+from tollgate.rules.fields import format_message_value, format_value
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, Binding, ItemKind
 from tollgate.rules.problems import Problem
 from tollgate.rules.typecheck import LOOKUP_PRECEDENCE, CompiledLookup, CompiledRuleset
@@ -397,7 +397,7 @@ class SnapshotBinder:
 
     def describe_missing(self, binding: Binding, scope: Scope) -> str:
         fields = tuple(f for f in binding.entity.key if f in self.kind.fields)
-        key = " / ".join(format_value(scope[f]) for f in fields)
+        key = " / ".join(format_message_value(scope[f]) for f in fields)  # a reason's message: each value cut
         day = format_value(scope[self.kind.date_field])
         table = self.snapshot.table(binding.entity.name)
         exists = bool(fields) and bool(table.by_key.get(tuple(scope[f] for f in fields)))

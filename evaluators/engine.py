@@ -23,7 +23,7 @@ from tollgate.evaluators.binding import Binder, Scope
 from tollgate.evaluators.items import SCHEMA_RULE, DecodedItem, ItemDecoder
 from tollgate.rules.codegen.rulesets import PYTHON_TYPES, RulesetFunction, fuse, wire
 from tollgate.rules.decisions import Decision, Enrichment, Outcome, Provenance, Reason, RulesetRef, new_record
-from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.fields import FieldKind, FieldSpec, cut, date_value, format_message_value, format_value
 from tollgate.rules.item_kinds import Binding, ItemKind
 from tollgate.rules.model import Severity
 from tollgate.rules.problems import ProblemsError
@@ -236,8 +236,8 @@ class Evaluator:
                 if first[1] is not group and group_id is not None:
                     item.problems.append(Reason(
                         SCHEMA_RULE, DUPLICATE_ITEM,
-                        f"{group_field} {format_value(group_id)} is sent twice in this request (again with item "
-                        f"{position}; first with item {first[0]}); only the first is decided: send each once",
+                        f"{group_field} {format_message_value(group_id)} is sent twice in this request (again with "
+                        f"item {position}; first with item {first[0]}); only the first is decided: send each once",
                         Severity.ERROR, group_field))
                     continue
             if not item.values.get(id_field):
@@ -246,8 +246,8 @@ class Evaluator:
             if earlier != position:
                 item.problems.append(Reason(
                     SCHEMA_RULE, DUPLICATE_ITEM,
-                    f"{id_field} {item.item_id} is sent twice in this request (item {earlier} and item {position}); "
-                    "only the first is decided: send each item once", Severity.ERROR, id_field))
+                    f"{id_field} {cut(item.item_id)} is sent twice in this request (item {earlier} and item "
+                    f"{position}); only the first is decided: send each item once", Severity.ERROR, id_field))
 
     @collector.deciding_a_batch
     def decide_batch(self, items: Sequence[DecodedItem], groups: Sequence[object] | None = None) -> list[Decision]:
@@ -551,7 +551,7 @@ class Evaluator:
         state.rejected = True
         state.reasons.append(
             Reason(rule_id, RULE_ERROR,
-                   f"rule {rule_id} could not be evaluated ({type(error).__name__}: {error}); "
+                   f"rule {rule_id} could not be evaluated ({type(error).__name__}: {cut(str(error))}); "
                    "the item is rejected until the rule or the data is corrected",
                    Severity.ERROR, field, ruleset_id)
         )
@@ -603,7 +603,8 @@ class Evaluator:
                 if not spec.nullable:
                     raise TypeError(f"set {spec.name} produced null, but {spec.name} cannot be null")
             elif not isinstance(value, assignment.python_type):
-                raise TypeError(f"set {spec.name} produced {format_value(value)!r}, which is not a {spec.kind.value}")
+                raise TypeError(f"set {spec.name} produced {format_message_value(value)!r}, which is not a "
+                                f"{spec.kind.value}")
             elif assignment.money:
                 value = plan.round_money(cast(Decimal, value))
             old = scope[spec.name]

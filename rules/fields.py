@@ -229,6 +229,27 @@ def format_value(value: Any) -> str:
     return formatter(value) if formatter is not None else str(value)
 
 
+# A value quoted in a reason message (a ``{placeholder}``) is cut to this many characters, the last an ellipsis: a
+# 1 MiB field quoted 200 times in a template would otherwise make a 200 MB message. Only messages: an enrichment's
+# value, and everything else format_value gives, stays whole.
+MESSAGE_VALUE_CHARS = 200
+ELLIPSIS = "…"
+# Types whose text is short whatever the value (a date or datetime, a boolean, null): never cut.
+SHORT_TYPES: frozenset[type] = frozenset({bool, type(None), dt.datetime})
+
+
+def cut(text: str) -> str:
+    """``text`` as a message quotes it: at most MESSAGE_VALUE_CHARS characters, cut with an ellipsis."""
+    return text if len(text) <= MESSAGE_VALUE_CHARS else text[: MESSAGE_VALUE_CHARS - 1] + ELLIPSIS
+
+
+def format_message_value(value: Any) -> str:
+    """A rule value as a reason message quotes it: ``format_value``, cut to MESSAGE_VALUE_CHARS characters."""
+    formatter = _FORMATTERS.get(type(value))
+    text = formatter(value) if formatter is not None else str(value)
+    return text if len(text) <= MESSAGE_VALUE_CHARS else text[: MESSAGE_VALUE_CHARS - 1] + ELLIPSIS
+
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     name: str

@@ -47,6 +47,8 @@ def load_rulesets(directory: Path) -> RulesetBundle:
             compiled.append(compile_ruleset(path))
         except ProblemsError as error:
             problems.extend(error.problems)
+        except Exception as error:  # never a traceback (a bug of ours): the file is refused, saying what happened
+            problems.append(Problem(str(path), None, None, f"cannot be loaded ({type(error).__name__}: {error})"))
     problems.extend(_version_problems(compiled))
     if problems:
         raise ProblemsError(problems)

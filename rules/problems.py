@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# A problem as printed (lint, the reload_refused log event) is at most this many characters.
+MAX_PROBLEM_CHARS = 1_000
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -18,7 +21,9 @@ class Problem:
         where = f"{self.path}:{self.line}" if self.line else self.path
         subject = f" {self.subject}:" if self.subject else ""
         prefix = "" if self.level == "error" else " warning:"
-        return f"{where}:{prefix}{subject} {self.message}"
+        text = f"{where}:{prefix}{subject} {self.message}"
+        # bounded, whatever a hostile file puts in a rule id or an expression quoted in the message
+        return text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 1] + "…"
 
 
 class ProblemsError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import operator
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from tollgate.rules.codegen.expressions import (
 )
 from tollgate.rules.codegen.rulesets import RulesetFunction, Segment, fuse
 from tollgate.rules.entities import ENTITIES, Entity
-from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_value
+from tollgate.rules.fields import FieldKind, FieldSpec, date_value, format_message_value
 from tollgate.rules.item_kinds import ITEM_KINDS, ItemKind
 from tollgate.rules.model import Action, AggregateSpec, Rounding, RulesetSpec, RuleSpec, Severity
 from tollgate.rules.problems import Problem, ProblemsError
@@ -44,6 +45,38 @@ BATCH_SYMBOL = "batch"
 # whichever thread loads the rulesets (rule-engine's default); one object for every ruleset, so the engine
 # makes it current once per batch and the generated code never has to switch contexts per item.
 DECIMAL_CONTEXT = decimal.Context()
+
+# What a ruleset may be, so that a broken or hostile file costs a refusal naming its line, never minutes of
+# loading or a RecursionError (docs/rulesets.md, "Limits"). A file: 256 KiB, 15 times the largest shipped
+# (17.5 KB); PyYAML's pure-Python parser reads about 80 KB/s of dense YAML here, so a file at the limit takes
+# seconds, not the minutes of a 50 MB one. An expression: 4,000 characters (the longest shipped has 434) and
+# 200 operators (29): rule-engine's parser and type checker, and the code generator, recurse once per operator,
+# and 1,000 nested ``not`` pass Python's recursion limit.
+MAX_RULESET_BYTES = 256 * 1024
+MAX_EXPRESSION_CHARS = 4_000
+MAX_EXPRESSION_OPERATORS = 200
+# A quoted expression in a problem is cut to this many characters.
+QUOTE_CHARS = 200
+
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"', re.DOTALL)
+# An upper bound on what nests in the parsed tree: operator characters (``==`` counts two), brackets, keywords.
+_OPERATOR = re.compile(r"[-+*/%&|^<>=!?~.:,\[({]|\b(?:not|and|or|in|for|if)\b")
+
+
+def expression_limit_problem(text: str) -> str | None:
+    """Why ``text`` is too big an expression to hand to rule-engine, or None."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        return f"the expression has {len(text):,} characters; at most {MAX_EXPRESSION_CHARS:,} are allowed"
+    operators = len(_OPERATOR.findall(_STRING_LITERAL.sub("''", text)))
+    if operators > MAX_EXPRESSION_OPERATORS:
+        return (f"the expression has {operators:,} operators; at most {MAX_EXPRESSION_OPERATORS} are allowed "
+                "(split the rule, or put the values in a list param)")
+    return None
+
+
+def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` to quote in a problem, cut with an ellipsis past ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @contextmanager
@@ -62,13 +95,15 @@ def rules_decimal_context() -> Iterator[None]:
 class MessageTemplate:
     """A message with ``{expression}`` placeholders, compiled; ``parts`` alternate text and expressions.
 
-    The fused ruleset function renders messages inline; ``render`` is for rules run one by one.
+    The fused ruleset function renders messages inline; ``render`` is for rules run one by one. Each value is
+    cut to MESSAGE_VALUE_CHARS characters (rules/fields.py), so a message is bounded by its template.
     """
 
     parts: tuple[str | CompiledExpression, ...]
 
     def render(self, scope: Any) -> str:
-        return "".join(part if isinstance(part, str) else format_value(part.evaluate(scope)) for part in self.parts)
+        return "".join(part if isinstance(part, str) else format_message_value(part.evaluate(scope))
+                       for part in self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +252,18 @@ def read_ruleset(path: Path) -> tuple[RulesetSpec, Any]:
     """Parse and validate one ruleset file; raise ProblemsError naming lines."""
     name = str(path)
     try:
-        document = yaml_source.load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(MAX_RULESET_BYTES + 1)  # never more: a 50 MB file is refused without reading it all
+        if len(data) > MAX_RULESET_BYTES:
+            passing = data.count(b"\n", 0, MAX_RULESET_BYTES) + 1
+            raise ProblemsError([Problem(
+                name, passing, None, f"the file is larger than {MAX_RULESET_BYTES // 1024} KiB, the most a ruleset "
+                "may be (it passes the limit on this line); split it into several rulesets")])
+        document = yaml_source.load(data.decode("utf-8"))
+    except yaml_source.LimitError as error:
+        where = error.problem_mark
+        problem = Problem(name, where.line + 1 if where else None, None, f"YAML: {error.problem}")
+        raise ProblemsError([problem]) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         line = mark.line + 1 if mark else None
@@ -494,13 +540,24 @@ class _RuleCompiler:
     def _expression(
         self, text: str, context: rule_engine.Context, loc: Sequence[Any], rule_id: str | None, what: str
     ) -> CompiledExpression | None:
+        limit = expression_limit_problem(text)
+        if limit is not None:
+            self._problem(loc, rule_id, f"{what}: {limit} in `{quoted(text)}`")
+            return None
         try:
             return compile_expression(text, context)
         except rule_engine.errors.EngineError as error:
             message = getattr(error, "message", str(error))
             suggestion = getattr(error, "suggestion", None)
             hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-            self._problem(loc, rule_id, f"{what}: {message}{hint} in `{text}`")
+            self._problem(loc, rule_id, f"{what}: {message}{hint} in `{quoted(text)}`")
+            return None
+        except RecursionError:
+            self._problem(loc, rule_id, f"{what}: the expression nests too deeply to compile in `{quoted(text)}`")
+            return None
+        except Exception as error:  # never a traceback: whatever else rule-engine or the compiler trips on
+            self._problem(loc, rule_id, f"{what}: cannot be compiled ({type(error).__name__}: "
+                          f"{quoted(str(error))}) in `{quoted(text)}`")
             return None
 
     def compile(self) -> CompiledRuleset:
@@ -511,7 +568,11 @@ class _RuleCompiler:
             if rule.id in seen:
                 self._problem((*loc, "id"), rule.id, f"rule id appears twice (first as rule #{seen[rule.id] + 1})")
             seen.setdefault(rule.id, index)
-            compiled = self._rule(index, rule)
+            try:
+                compiled = self._rule(index, rule)
+            except Exception as error:  # never a traceback: the rule is refused, naming it
+                self._problem(loc, rule.id, f"cannot be compiled ({type(error).__name__}: {quoted(str(error))})")
+                continue
             if compiled is not None:
                 rules.append(compiled)
         self._check_money_rounding()
@@ -537,6 +598,8 @@ class _RuleCompiler:
             run, source = fuse([ruleset.segment()], decimal_context=DECIMAL_CONTEXT)
         except NotCompilableError as error:
             return replace(ruleset, source=f"not fused: {error}")
+        except (RecursionError, MemoryError, SyntaxError) as error:  # too big for Python's compiler: rule by rule
+            return replace(ruleset, source=f"not fused: {type(error).__name__}: {quoted(str(error))}")
         return replace(ruleset, run=run, source=source)
 
     def _bindings_with_dependencies(self, used: frozenset[str]) -> tuple[str, ...]:

@@ -250,30 +250,40 @@ class Runtime:
 
     def reload(self) -> bool:
         """Reload rulesets, and reference data from the export directory if there is one (published to
-        the store); on any problem keep the current generation."""
-        with self._lock:
-            current = self._generation
-            try:
-                rulesets = load_rulesets(self.rulesets_dir)
-                snapshot = load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
-                # Built before anything changes: rulesets whose lookups clash with the data are refused too.
-                generation = Generation.build(rulesets, current.snapshot) if current is not None else None
-                if snapshot is not None and (problems := lookup_problems(rulesets, snapshot)):
-                    raise ProblemsError(problems)
-            except ProblemsError as error:
-                log.error("reload_refused", problems=[str(p) for p in error.problems],
-                          serving_snapshot=current.snapshot.snapshot_id if current else None)
-                return False
-            self._rulesets = rulesets
-            self._past.clear()
-            if generation is not None:
-                self._generation = generation
-            log.info("rulesets_reloaded", rulesets=[f"{r.id}@{r.version}" for r in rulesets.all])
+        the store); on any problem keep the current generation.
+
+        The files are read and compiled, and the new generation built, outside the lock that calls and reference
+        data changes wait on: only the swap holds it. Any error is refused and logged (``reload_refused``), never
+        raised to the thread that asked."""
+        current = self._generation
+        try:
+            rulesets = load_rulesets(self.rulesets_dir)
+            snapshot = load_snapshot(self.refdata_dir) if self.refdata_dir is not None else None
+            # Built before anything changes: rulesets whose lookups clash with the data are refused too.
+            generation = Generation.build(rulesets, current.snapshot) if current is not None else None
+            if snapshot is not None and (problems := lookup_problems(rulesets, snapshot)):
+                raise ProblemsError(problems)
+            with self._lock:
+                if self._generation is not current:  # a snapshot was adopted meanwhile: decide with it
+                    current = self._generation
+                    generation = Generation.build(rulesets, current.snapshot) if current is not None else None
+                self._rulesets = rulesets
+                self._past.clear()
+                if generation is not None:
+                    self._generation = generation
+        except Exception as error:  # a problem of the files, or anything else: the current generation stays
+            refused = [str(p) for p in error.problems] if isinstance(error, ProblemsError) \
+                else [f"{type(error).__name__}: {error}"]
+            log.error("reload_refused", problems=refused,
+                      serving_snapshot=current.snapshot.snapshot_id if current else None)
+            return False
+        log.info("rulesets_reloaded", rulesets=[f"{r.id}@{r.version}" for r in rulesets.all])
         if snapshot is not None:
             try:
                 self.publish(snapshot)
-            except StoreUnavailableError as error:
-                log.error("reload_refused", problems=[str(error)])
+            except Exception as error:  # the store is unreachable (or refused it): the rulesets stay reloaded
+                problem = str(error) if isinstance(error, StoreUnavailableError) else f"{type(error).__name__}: {error}"
+                log.error("reload_refused", problems=[problem])
                 return False
         return True
 

@@ -59,6 +59,8 @@ from rule_engine.builtins import Builtins
 from rule_engine.suggestions import suggest_symbol
 from rule_engine.types import DataType, coerce_value, is_integer_number, is_natural_number, is_numeric
 
+from tollgate.rules import regex as regex_engine
+
 __all__ = ("CompiledExpression", "ExpressionCodegen", "NotCompilableError", "compile_expression")
 
 # the value of a symbol cache that has not been read yet
@@ -1221,13 +1223,14 @@ class ExpressionCodegen:
         subject_check = self._helper("regex_subject", _regex_subject)
         subject = self._temp()
         left = self._expr(node.left)
+        # RE2, as the rule's interpreter (rules/regex.py): installed on the node if it is not yet
+        regex_engine.install(node)
         if isinstance(node.right, ast.StringExpression):
-            # a literal pattern was compiled (with context.regex_flags) by rule-engine at parse time
+            # a literal pattern was compiled (with context.regex_flags) by RE2 when the rule was parsed
             pattern = self._constant(node._right, "pattern")
-            matcher = self._constant(getattr(node._right, method), "matcher")
-            test = "is not None" if on_match else "is None"
+            matcher = self._constant(node._right.test(method), "matcher")
             return (
-                f"({matcher}({subject}) {test} if type({subject} := {left}) is str"
+                f"({'' if on_match else 'not '}{matcher}({subject}) if type({subject} := {left}) is str"
                 f" else {result}({subject_check}({subject}), {pattern}))"
             )
         regex = self._constant(functools.partial(_regex, node), "regex")
@@ -1326,7 +1329,11 @@ class CompiledExpression:
 def compile_expression(text: str, context: rule_engine.Context | None = None) -> CompiledExpression:
     """Parse and type-check *text* with rule-engine, then compile it (or fall back to the interpreter).
 
-    Parse and type errors propagate as rule-engine raises them.
+    Parse and type errors propagate as rule-engine raises them, and a literal regex RE2 cannot take as a
+    RegexSyntaxError (rules/regex.py).
     """
     context = context or rule_engine.Context()
-    return CompiledExpression(text, context, rule_engine.Rule(text, context))
+    rule = rule_engine.Rule(text, context)
+    if "~" in text:  # =~ and friends by RE2, in the interpreter and the generated code alike (none without a ~)
+        regex_engine.use_re2(rule.statement)
+    return CompiledExpression(text, context, rule)

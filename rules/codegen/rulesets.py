@@ -40,7 +40,16 @@ from typing import Any, Protocol
 
 from tollgate.rules.codegen.expressions import CompiledExpression, ExpressionCodegen, NotCompilableError
 from tollgate.rules.decisions import Enrichment, Reason, new_record
-from tollgate.rules.fields import FieldKind, FieldSpec, format_value, formatter_for
+from tollgate.rules.fields import (
+    MESSAGE_VALUE_CHARS,
+    SHORT_TYPES,
+    FieldKind,
+    FieldSpec,
+    cut,
+    format_message_value,
+    format_value,
+    formatter_for,
+)
 
 # Statement lines filled in once every rule is generated, when the symbols the rules' conditions read are known:
 # "read every symbol again", and "read this field again" after an enrichment wrote it. Matched as whole lines:
@@ -140,6 +149,7 @@ class _Fuser:
         self.decimal_context = decimal_context
         self.namespace: dict[str, Any] = {
             "Reason": Reason, "Enrichment": Enrichment, "new": new_record, "wire": wire, "fmt": format_value,
+            "mfmt": format_message_value, "cut": cut,
         }
         self.symbols: dict[str, str] = {}  # symbol -> local, read when the function starts
         self.formatters: dict[type, str] = {}  # python type -> the namespace name of its formatter
@@ -203,23 +213,31 @@ class _Fuser:
 
     def message(self, codegen: ExpressionCodegen, parts: Sequence[str | CompiledExpression]) -> str:
         pieces = [repr(part) if isinstance(part, str) else
-                  self.formatted(self.expression(codegen, part, in_message=True), self.static_type(codegen, part))
+                  self.formatted(self.expression(codegen, part, in_message=True), self.static_type(codegen, part),
+                                 in_message=True)
                   for part in parts]
         if len(pieces) < 2:
             return pieces[0] if pieces else "''"
         # Every piece is a str: joined at once, rather than a new string per ``+`` (a third of the time at ten pieces).
         return f"''.join(({', '.join(pieces)}))"
 
-    def formatted(self, source: str, static_type: tuple[type, bool] | None) -> str:
+    def formatted(self, source: str, static_type: tuple[type, bool] | None, *, in_message: bool = False) -> str:
         """``fmt(source)``, calling the formatter of the value's type directly where the type is known and the
-        value cannot be None (a string: as it is)."""
+        value cannot be None (a string: as it is). ``in_message``: as a reason message quotes it, cut to
+        MESSAGE_VALUE_CHARS characters (``mfmt``), unless its type always prints short (a date)."""
         if static_type is None or static_type[1] or (formatter := formatter_for(static_type[0])) is None:
-            return f"fmt({source})"
+            return f"mfmt({source})" if in_message else f"fmt({source})"
         if formatter is str:
-            return source
-        if static_type[0] not in self.formatters:
-            self.formatters[static_type[0]] = self.constant(formatter, "format")
-        return f"{self.formatters[static_type[0]]}({source})"
+            text = source
+        else:
+            if static_type[0] not in self.formatters:
+                self.formatters[static_type[0]] = self.constant(formatter, "format")
+            text = f"{self.formatters[static_type[0]]}({source})"
+        if not in_message or static_type[0] in SHORT_TYPES:
+            return text
+        # the length test inline, the call only for a long value: this runs for every placeholder of every message
+        local = f"_text{next(self._names)}"
+        return f"({local} if len({local} := {text}) <= {MESSAGE_VALUE_CHARS} else cut({local}))"
 
     def check(self, index: int, spec: FieldSpec, static_type: tuple[type, bool] | None) -> str:
         """Statements checking (and rounding) new value ``n{index}`` for its field; ``static_type``: what the
@@ -237,7 +255,7 @@ class _Fuser:
         lines.append(f"    raise TypeError({f'set {spec.name} produced null, but {spec.name} cannot be null'!r})\n"
                      if not spec.nullable else "    pass\n")
         lines.append(f"elif not isinstance({value}, {kind}):\n")
-        lines.append(f"    raise TypeError(f'set {spec.name} produced {{fmt({value})!r}}, which is not a "
+        lines.append(f"    raise TypeError(f'set {spec.name} produced {{mfmt({value})!r}}, which is not a "
                      f"{spec.kind.value}')\n")
         if spec.kind is FieldKind.MONEY:
             lines.append(f"else:\n    {value} = {self.round_money}({value})\n")
