@@ -158,7 +158,7 @@ class ItemDecoder:
             return f"    t = {raw}\n    {v} = _string_list(spec{index}, t, problems) if t else ()\n"
         if spec.kind is FieldKind.STRING:
             # isprintable() is one C call: False for any control or other non-printable character.
-            checks = ["t.isprintable()"]
+            checks = [f"len(t) <= {spec.wire.max_length}", "t.isprintable()"]
             if spec.choices is not None:
                 checks.append(f"t in choices{index}")
             if spec.wire.pattern is not None:

@@ -75,6 +75,7 @@ class Wire:
     minimum: Decimal | None = None
     maximum: Decimal | None = None
     free_text: bool = False
+    max_length: int = 256  # strings: ids, keys and codes; free text up to 4,000
     unique: bool = False  # lists: no element twice
     pattern: str | None = None  # a regular expression the whole value must match
     shape: str = ""  # what the pattern means, for the message: "three capital letters (ISO 4217)"
@@ -90,7 +91,7 @@ class Wire:
 
 
 DEFAULT_WIRE = Wire()
-FREE_TEXT = Wire(free_text=True)
+FREE_TEXT = Wire(free_text=True, max_length=4000)
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch
 _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
 _DATETIME_TEXT_SHAPE = re.compile(
@@ -161,6 +162,8 @@ def read_boolean(text: str) -> bool:
 
 
 def read_string(text: str, wire: Wire = DEFAULT_WIRE, choices: tuple[str, ...] | None = None) -> str:
+    if len(text) > wire.max_length:
+        raise FieldValueError(f"{_shown(text)} is longer than {wire.max_length:,} characters")
     if not text.isprintable() and (not wire.free_text or not text.translate(_LINE_BREAKS_AND_TABS).isprintable()):
         allowed = "; tabs and line breaks are allowed here" if wire.free_text else ""
         raise FieldValueError(f"{_shown(text)} holds a control or other non-printable character{allowed}")

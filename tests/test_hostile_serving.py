@@ -131,12 +131,16 @@ tests:
 """, encoding="utf-8")
     server = start(Settings(port=0, threads=2, rulesets=rulesets, log_level="warning"))
     try:
-        huge = "W" * (1 << 20)
+        longest = "W" * 256  # the longest id the wire grammar takes; a 1 MiB one is refused as such
         with ValidationClient(f"127.0.0.1:{server.port}", timeout=30) as client:
-            decision = client.validate_time_entries([{**ENTRY, "worker_id": huge}]).decisions[0]
+            decision, refused = client.validate_time_entries(
+                [{**ENTRY, "worker_id": longest}, {**ENTRY, "entry_id": "TE-HUGE", "worker_id": "W" * (1 << 20)}]
+            ).decisions
     finally:
         server.stop()
+    assert refused.codes == ["INVALID_FIELD"]
+    assert len(refused.reasons[0].message) < 200
     [reason] = [reason for reason in decision.reasons if reason.code == "ECHO"]
     quoted = "W" * 199 + "…"
     assert reason.message == "Worker " + " ".join([quoted] * 200) + "; and " + quoted + "."
-    assert len(reason.message) < 41_000  # 201 values of 200 characters; a 213 MB response before
+    assert len(reason.message) < 41_000  # 201 values of 200 characters; 213 MB for a 1 MiB id before
