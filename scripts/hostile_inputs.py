@@ -215,7 +215,8 @@ def _load_cases(target: str, work: Path) -> Iterator[tuple[str, Callable[[Valida
     yield variant("a NUL inside a worker id", edit("workers.csv", "W-1,", "W-1\x00,"))
     yield variant("a rate in other digits", edit("rate_cards.csv", ",165.00", ",\u0661\u0666\u0665.00"))
     yield variant("a rate of 1e999999", edit("rate_cards.csv", ",165.00", ",1e999999"))
-    yield variant("effective_to before effective_from", edit("projects.csv", "2026-11-16,", "2026-11-16,2026-01-01"))
+    yield variant("effective_to before effective_from",
+                  edit("projects.csv", ",2026-11-16,\n", ",2026-11-16,2026-01-01\n"))
 
 
 def run(out: Any) -> int:
