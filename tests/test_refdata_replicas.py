@@ -171,3 +171,19 @@ def test_a_replica_started_while_redis_is_down_refuses_to_decide_then_catches_up
     finally:
         replica.stop()
         own.kill()
+
+
+def test_a_redis_password_is_never_shown_in_status_or_logs(prefix: str) -> None:
+    from tests.conftest import run_cli
+
+    # The shared Redis has no password, so AUTH fails: the replica reports the store unreachable, and says
+    # where it is, in status and in its logs, without the password.
+    url = shared_redis_url().replace("redis://", "redis://ops:hunter2@") + "?password=hunter3"
+    with servers(["--redis-url", url, "--redis-prefix", prefix]) as (server,):
+        for output in ("table", "json"):
+            shown = run_cli("refdata", "status", "--format", output, "--server", server.target)
+            assert "ops:***@" in shown.stdout and "password=***" in shown.stdout, shown.stdout + shown.stderr
+            assert "hunter" not in shown.stdout + shown.stderr
+        logs = server.stderr()
+    assert "ops:***@" in logs
+    assert "hunter" not in logs

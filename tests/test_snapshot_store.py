@@ -431,3 +431,27 @@ def test_the_watcher_catches_up_after_redis_returns(tmp_path: Path, base: Refere
         publisher.close()
         watcher.close()
         own.kill()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://user:hunter2@cache:6379/0", "redis://user:***@cache:6379/0"),
+    ("redis://:hunter2@cache:6379", "redis://:***@cache:6379"),
+    ("redis://hunter2@cache", "redis://***@cache"),  # a password where the user name goes
+    ("redis://cache:6379/0?password=hunter2&db=2", "redis://cache:6379/0?password=***&db=2"),
+    ("rediss://u:hunter2@cache/1?Password=hunter2", "rediss://u:***@cache/1?Password=***"),
+    ("unix:///run/redis.sock?password=hunter2", "unix:///run/redis.sock?password=***"),
+    ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+])
+def test_a_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from tollgate.refdata.redis_store import safe_url
+
+    assert safe_url(url) == shown
+    store = RedisSnapshotStore(url)
+    assert "hunter2" not in store.description
+    store.close()
+
+
+def test_a_malformed_redis_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"^redis://:\*\*\*@cache:port is not a Redis URL") as refused:
+        RedisSnapshotStore("redis://:hunter2@cache:port")
+    assert "hunter2" not in str(refused.value)
