@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from tollgate.clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
+from tollgate.clients.client import ExportDirectoryError, ItemError, RefDataClient, ValidationClient, ValidationResult
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
@@ -339,6 +339,12 @@ def cmd_refdata_load(args: argparse.Namespace) -> int:
     try:
         with RefDataClient(args.server, timeout=args.timeout) as client:
             loaded = client.load_directory(args.directory, partial=args.partial, source=args.source)
+    except ExportDirectoryError as error:
+        print(f"tollgate refdata load: {args.directory}: refused, nothing uploaded:", file=sys.stderr)
+        for refused in error.problems:
+            print(f"{refused.path}: {refused.subject + ': ' if refused.subject else ''}{refused.message}",
+                  file=sys.stderr)
+        return EXIT_FAILED
     except (OSError, FileNotFoundError) as error:
         print(f"tollgate refdata load: {error}", file=sys.stderr)
         return EXIT_USAGE

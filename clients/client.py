@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
-from tollgate.refdata.loaders import SUFFIXES, file_stem
+from tollgate.refdata.loaders import export_files as loader_export_files
 from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
     SNAPSHOT_METADATA_KEY,
@@ -44,10 +44,10 @@ from tollgate.rules.decisions import (
     RulesetRef,
     new_record,
 )
-from tollgate.rules.entities import ENTITIES
 from tollgate.rules.fields import FieldKind
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, ItemKind
 from tollgate.rules.model import Severity
+from tollgate.rules.problems import Problem
 
 _OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
 _SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}
@@ -298,16 +298,26 @@ class ValidationClient:
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
+class ExportDirectoryError(ValueError):
+    """An export directory the client refuses to upload: names it does not recognise (each with the
+    export name it most likely meant), or two exports of one entity. Nothing was sent."""
+
+    def __init__(self, directory: Path, problems: Sequence[Problem]) -> None:
+        self.directory = directory
+        self.problems = list(problems)
+        super().__init__(f"{directory}: refused, nothing uploaded: "
+                         + "; ".join(f"{Path(p.path).relative_to(directory)}: {p.message}" for p in self.problems))
+
+
 def export_files(directory: Path) -> list[Path]:
-    """The files of an export directory the service loads: ENTITY.EXT, or the files of an ENTITY/ folder."""
-    stems = {file_stem(entity) for entity in ENTITIES.values()}
-    found = []
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and path.stem in stems and path.suffix in SUFFIXES:
-            found.append(path)
-        elif path.is_dir() and path.name in stems:
-            found.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix in SUFFIXES)
-    return found
+    """The files of an export directory the service loads: ENTITY.EXT, or the files of an ENTITY/ folder.
+
+    Names are exact (``refdata.loaders``): any other name, but hidden files and notes, refuses the
+    directory (ExportDirectoryError), as the server would, before anything is sent."""
+    found = loader_export_files(directory)
+    if found.problems:
+        raise ExportDirectoryError(directory, found.problems)
+    return sorted(path for paths in found.files.values() for path in paths)
 
 
 def _upload(directory: Path, files: Sequence[Path], header: refdata_pb2.LoadHeader,

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from tollgate.api.v1 import refdata_pb2 as pb
 from tollgate.api.v1 import refdata_pb2_grpc as pb_grpc
 from tollgate.refdata.diff import diff_snapshots
-from tollgate.refdata.loaders import SUFFIXES
+from tollgate.refdata.loaders import upload_problem
 from tollgate.refdata.snapshot import ReferenceSnapshot, Table, apply_changes, build_snapshot, load_exports
 from tollgate.refdata.store import (
     ANY_CURRENT,
@@ -53,7 +53,8 @@ def _problem_message(problem: Problem, root: Path | None) -> pb.Problem:
     path = problem.path
     if root is not None and Path(path).is_relative_to(root):
         path = str(Path(path).relative_to(root))
-    return pb.Problem(path=path, line=problem.line or 0, field=problem.subject or "", message=problem.message)
+    message = problem.message if root is None else problem.message.replace(f"{root}/", "").replace(str(root), ".")
+    return pb.Problem(path=path, line=problem.line or 0, field=problem.subject or "", message=message)
 
 
 def _where(problem: pb.Problem) -> str:
@@ -82,14 +83,10 @@ def _abort_with_problems(context: grpc.ServicerContext, what: str, problems: Seq
 
 def _upload_path(root: Path, relative: str, context: grpc.ServicerContext) -> Path:
     """Where an uploaded file goes: inside the upload directory, as an entity file or a file of its folder."""
-    parts = PurePosixPath(relative).parts
-    if not parts or len(parts) > 2 or any(p in ("", ".", "..") for p in parts) or relative.startswith("/"):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"file path {relative!r}: give ENTITY.EXT or ENTITY/FILE.EXT relative to the export directory")
-    if PurePosixPath(relative).suffix not in SUFFIXES:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"file path {relative!r}: only {', '.join(SUFFIXES)} exports are loaded")
-    return root.joinpath(*parts)
+    problem = upload_problem(relative)
+    if problem is not None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"file path {relative!r}: {problem}")
+    return root.joinpath(*PurePosixPath(relative).parts)
 
 
 def _empty_snapshot() -> ReferenceSnapshot:
@@ -139,8 +136,13 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
                     handle = handles.get(chunk.path)
                     if handle is None:
                         target = _upload_path(root, chunk.path, context)
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        handle = handles[chunk.path] = target.open("wb")
+                        try:
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            handle = handles[chunk.path] = target.open("wb")
+                        except OSError as error:  # never the message: it names the server's upload directory
+                            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                          f"file path {chunk.path!r}: cannot be written ({error.strerror})")
+                            raise AssertionError("context.abort raises") from None  # pragma: no cover
                     handle.write(chunk.data)
             finally:
                 for handle in handles.values():
