@@ -351,12 +351,20 @@ class RefDataClient:
         self._channel.close()
 
     def load_directory(self, directory: Path, *, partial: bool = False, source: str | None = None,
+                       keep_missing: bool = False, allow_emptying: bool = False,
                        chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> refdata_pb2.LoadResponse:
-        """Upload an export directory; it becomes the current snapshot on every replica."""
+        """Upload an export directory; it becomes the current snapshot on every replica.
+
+        It replaces the current snapshot whole; a load that would empty a table that has rows (its export
+        left out, or with no rows) is refused unless ``keep_missing`` (entities not sent are taken over)
+        or ``allow_emptying``. A directory holding names it does not recognise raises ExportDirectoryError
+        before anything is sent."""
         files = export_files(directory)
         if not files:
-            raise FileNotFoundError(f"{directory}: no exports (ENTITY.csv, .jsonl, .parquet, or ENTITY/ folders)")
-        header = refdata_pb2.LoadHeader(source=source or str(directory), partial=partial)
+            raise FileNotFoundError(f"{directory}: no exports (ENTITY.csv, .jsonl, .parquet, .csv.gz, .jsonl.gz, "
+                                    "or ENTITY/ folders)")
+        header = refdata_pb2.LoadHeader(source=source or str(directory), partial=partial, keep_missing=keep_missing,
+                                        allow_emptying=allow_emptying)
         response: refdata_pb2.LoadResponse = self._stub.Load(_upload(directory, files, header, chunk_bytes),
                                                              timeout=self.timeout)
         return response

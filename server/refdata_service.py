@@ -22,7 +22,14 @@ from tollgate.api.v1 import refdata_pb2 as pb
 from tollgate.api.v1 import refdata_pb2_grpc as pb_grpc
 from tollgate.refdata.diff import diff_snapshots
 from tollgate.refdata.loaders import upload_problem
-from tollgate.refdata.snapshot import ReferenceSnapshot, Table, apply_changes, build_snapshot, load_exports
+from tollgate.refdata.snapshot import (
+    ReferenceSnapshot,
+    Table,
+    apply_changes,
+    build_snapshot,
+    load_exports,
+    replacing,
+)
 from tollgate.refdata.store import (
     ANY_CURRENT,
     SnapshotConflictError,
@@ -155,11 +162,37 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
             except ProblemsError as error:
                 _abort_with_problems(context, "load", error.problems, root)
             rejected = [_problem_message(p, root) for p in loaded.rejected]
-        self._publish(loaded.snapshot, context)
-        log.info("refdata_loaded", snapshot_id=loaded.snapshot.snapshot_id, source=source,
-                 counts=loaded.snapshot.counts(), rejected_rows=len(rejected))
-        return pb.LoadResponse(snapshot=snapshot_info_message(SnapshotInfo.of(loaded.snapshot)),
-                               rejected_rows=rejected)
+            for _attempt in range(CONFLICT_RETRIES):  # what it replaces is checked again if another change won
+                base, base_id = self._base(context)
+                try:
+                    replaced = replacing(loaded, base, keep_missing=header.keep_missing,
+                                         allow_emptying=header.allow_emptying, where=directory)
+                except ProblemsError as error:
+                    _abort_with_problems(context, "load", error.problems, root)
+                try:
+                    self._publish(replaced.snapshot, context, if_current=base_id)
+                    break
+                except SnapshotConflictError:
+                    continue
+            else:
+                context.abort(grpc.StatusCode.ABORTED, "the current snapshot kept changing during this load; retry")
+        log.info("refdata_loaded", snapshot_id=replaced.snapshot.snapshot_id, source=source,
+                 counts=replaced.snapshot.counts(), rejected_rows=len(rejected),
+                 previous_snapshot_id=replaced.previous_id, emptied=replaced.emptied, kept=replaced.kept)
+        return pb.LoadResponse(snapshot=snapshot_info_message(SnapshotInfo.of(replaced.snapshot)),
+                               rejected_rows=rejected, previous_snapshot_id=replaced.previous_id,
+                               emptied=replaced.emptied, kept=replaced.kept)
+
+    def _base(self, context: grpc.ServicerContext) -> tuple[ReferenceSnapshot | None, str]:
+        """What a load replaces, and the store's current id to publish over. A store with no snapshot while
+        this replica decides with one has lost its data: the load replaces the replica's snapshot."""
+        try:
+            current = self.runtime.store.current()
+        except StoreUnavailableError as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the current snapshot: {error}")
+        if current is None and self.runtime.has_data:
+            return self.runtime.generation.snapshot, ""
+        return current, current.snapshot_id if current is not None else ""
 
     def _change(self, context: grpc.ServicerContext, if_current: str,
                 make: Callable[[ReferenceSnapshot], ReferenceSnapshot]) -> pb.ChangeResponse:

@@ -277,3 +277,51 @@ def test_gzipped_exports_load_through_the_cli(empty_server: RunningServer, tmp_p
     completed = run_cli("refdata", "load", str(copy), "--server", _target(empty_server))
     assert completed.returncode == 0, completed.stderr
     assert empty_server.runtime.generation.snapshot.snapshot_id == load_snapshot(REFDATA).snapshot_id
+
+
+def test_a_load_that_would_empty_tables_is_refused_naming_each_unless_asked(sample_server: RunningServer,
+                                                                         tmp_path: Path) -> None:
+    target = _target(sample_server)
+    before = sample_server.runtime.generation.snapshot
+    only = tmp_path / "only-projects"
+    only.mkdir()
+    replace_in(copy_refdata(tmp_path) / "projects.csv", "Acme ERP rollout", "Acme ERP rollout II")
+    (only / "projects.csv").write_bytes((tmp_path / "refdata" / "projects.csv").read_bytes())
+
+    refused = run_cli("refdata", "load", str(only), "--server", target)
+    assert refused.returncode == 1
+    assert "INVALID_ARGUMENT: load refused: 22 problem(s), nothing changed" in refused.stderr
+    workers = before.counts()["worker"]
+    assert (f"{only}/workers: worker: would empty the table, {workers:,} row(s) in {before.snapshot_id}: this load "
+            "has no workers export; send it, or keep_missing (--keep-missing) takes them over; allow_emptying "
+            "(--allow-emptying) empties it") in refused.stderr
+    assert sample_server.runtime.generation.snapshot.snapshot_id == before.snapshot_id
+
+    kept = run_cli("refdata", "load", str(only), "--keep-missing", "--server", target)
+    assert kept.returncode == 0, kept.stderr
+    assert f"replaces {before.snapshot_id}" in kept.stdout
+    assert "(no export in this load, --keep-missing): accounting_period, assignment, " in kept.stdout
+    merged = sample_server.runtime.generation.snapshot
+    assert merged.counts() == before.counts()
+    assert merged.digests["worker"] == before.digests["worker"]
+    assert merged.digests["project"] != before.digests["project"]
+
+    header_only = tmp_path / "no-projects"
+    header_only.mkdir()
+    (header_only / "projects.csv").write_text((only / "projects.csv").read_text().splitlines()[0] + "\n")
+    with RefDataClient(target) as refdata:
+        with pytest.raises(grpc.RpcError) as emptying:
+            refdata.load_directory(header_only, keep_missing=True)
+        assert emptying.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (f"projects.csv: project: would empty the table, 10 row(s) in {merged.snapshot_id}: its export has "
+                "no rows") in emptying.value.details()
+        emptied = refdata.load_directory(header_only, keep_missing=True, allow_emptying=True)
+    assert dict(emptied.emptied) == {"project": 10}
+    assert emptied.previous_snapshot_id == merged.snapshot_id
+    assert sample_server.runtime.generation.snapshot.counts()["project"] == 0
+
+    everything = run_cli("refdata", "load", str(only), "--allow-emptying", "--server", target)
+    assert everything.returncode == 0, everything.stderr
+    assert f"emptied worker: {workers:,} row(s) in {emptied.snapshot.snapshot_id} (--allow-emptying)" in \
+        everything.stdout
+    assert sum(sample_server.runtime.generation.snapshot.counts().values()) == 10
