@@ -431,12 +431,17 @@ def cmd_refdata_status(args: argparse.Namespace) -> int:
             "store_reachable": status.store_reachable,
             "stale_seconds": status.stale_seconds,
             "store_current_id": status.store_current_id or None,
+            "store_lost": status.store_lost or None,
         }, sys.stdout, indent=2)
         print()
         return EXIT_OK
     print(f"current  {_info_line(current) if current else '(no reference data loaded)'}")
     reachable = "reachable" if status.store_reachable else f"UNREACHABLE for {status.stale_seconds:.1f}s"
     print(f"store    {status.store}, {reachable}; current there: {status.store_current_id or '(none)'}")
+    if status.store_lost:
+        print(f"LOST     the store lost its data ({status.store_lost}); this replica keeps deciding with "
+              f"{current.snapshot_id if current else '(none)'}; recover with: tollgate refdata load DIR "
+              "(the full exports)")
     for info in status.kept:
         print(f"kept     {_info_line(info)}")
     return EXIT_OK

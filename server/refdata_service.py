@@ -100,6 +100,12 @@ def _empty_snapshot() -> ReferenceSnapshot:
     return build_snapshot({name: Table(entity, {}) for name, entity in ENTITIES.items()}, "empty")
 
 
+def _store_lost(runtime: Runtime) -> str:
+    return (f"the snapshot store ({runtime.store.description}) holds no current snapshot while this replica "
+            f"decides with {runtime.generation.snapshot.snapshot_id}: it lost its data. Nothing was changed; load "
+            "the full exports (tollgate refdata load DIR) to make a snapshot current again")
+
+
 def upload_too_large(limit: int) -> str:
     return (f"the upload is larger than this server accepts: {limit:,} bytes over all files (max_upload_bytes); "
             "nothing was loaded. Start the server with a larger --max-upload-bytes (TOLLGATE_MAX_UPLOAD_BYTES), "
@@ -202,6 +208,8 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
                 current = self.runtime.store.current()
             except StoreUnavailableError as error:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the current snapshot: {error}")
+            if current is None and self.runtime.has_data:  # the store lost its data: this change would be all
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, _store_lost(self.runtime))
             base_id = current.snapshot_id if current is not None else ""
             if if_current and base_id != if_current:
                 break
@@ -260,6 +268,7 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
             store_reachable=status.store_reachable,
             stale_seconds=status.stale_seconds,
             store_current_id=status.store_current_id or "",
+            store_lost=status.store_lost or "",
         )
         if status.current is not None:
             response.current.CopyFrom(snapshot_info_message(status.current))

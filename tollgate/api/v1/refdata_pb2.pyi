@@ -132,20 +132,22 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("current", "kept", "store", "store_reachable", "stale_seconds", "store_current_id")
+    __slots__ = ("current", "kept", "store", "store_reachable", "stale_seconds", "store_current_id", "store_lost")
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     STORE_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STORE_CURRENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_LOST_FIELD_NUMBER: _ClassVar[int]
     current: SnapshotInfo
     kept: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
     store: str
     store_reachable: bool
     stale_seconds: float
     store_current_id: str
-    def __init__(self, current: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., kept: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., store: _Optional[str] = ..., store_reachable: _Optional[bool] = ..., stale_seconds: _Optional[float] = ..., store_current_id: _Optional[str] = ...) -> None: ...
+    store_lost: str
+    def __init__(self, current: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., kept: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., store: _Optional[str] = ..., store_reachable: _Optional[bool] = ..., stale_seconds: _Optional[float] = ..., store_current_id: _Optional[str] = ..., store_lost: _Optional[str] = ...) -> None: ...
 
 class DiffRequest(_message.Message):
     __slots__ = ("from_snapshot_id", "to_snapshot_id")
