@@ -134,9 +134,15 @@ def upload_problem(relative: str) -> str | None:
     if (not parts or len(parts) > 2 or relative.startswith("/") or "\\" in relative or "\0" in relative
             or any(p in ("", ".", "..") for p in parts)):
         return "give ENTITY.EXT or ENTITY/FILE.EXT relative to the export directory"
-    if export_suffix(parts[-1]) is None:
-        return "only .csv, .jsonl, .parquet, .csv.gz and .jsonl.gz exports are loaded"
     stems = {file_stem(entity) for entity in ENTITIES.values()}
+    if export_suffix(parts[-1]) is None:
+        suffix = export_suffix(parts[-1].lower())  # projects.CSV
+        name = parts[-1][:len(parts[-1]) - len(suffix)] + suffix if suffix else None
+        if name is not None and len(parts) == 1:
+            meant = _meant(name[:-len(suffix or "")], stems)
+            name = meant + (suffix or "") if meant else name
+        return ("only .csv, .jsonl, .parquet, .csv.gz and .jsonl.gz exports are loaded"
+                f"{'; did you mean ' + '/'.join([*parts[:-1], name]) + '?' if name else ''}")
     if len(parts) == 2 and parts[0] not in stems:
         meant = _meant(parts[0].split(".", 1)[0], stems)
         return (f"{parts[0]}/ is not the folder of any entity's exports"

@@ -260,6 +260,9 @@ def test_the_server_refuses_unrecognised_and_colliding_upload_paths_by_name(samp
     collided = _upload(sample_server, ("projects.csv", projects), ("projects.csv/part.csv", projects))
     assert collided.details() == ("file path 'projects.csv/part.csv': projects.csv/ is not the folder of any "
                                   "entity's exports; did you mean projects/?")
+    upper = _upload(sample_server, ("Projects.CSV", projects))
+    assert upper.details() == ("file path 'Projects.CSV': only .csv, .jsonl, .parquet, .csv.gz and .jsonl.gz "
+                               "exports are loaded; did you mean projects.csv?")
     others = [(p.name, p.read_bytes()) for p in REFDATA.iterdir() if p.name != "projects.csv"]
     misnamed = _upload(sample_server, *others, ("project.csv", projects))
     assert "project.csv: not an export of any entity; did you mean projects.csv?" in misnamed.details()
