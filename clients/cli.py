@@ -5,7 +5,7 @@
                       [--format table|json] [--all-or-nothing] [--fail-on-reject]
     tollgate rules lint [DIR]
     tollgate rules test [DIR]
-    tollgate refdata load DIR [--partial] [--source TEXT] [--server HOST:PORT]
+    tollgate refdata load DIR [--partial] [--keep-missing] [--allow-emptying] [--source TEXT] [--server HOST:PORT]
     tollgate refdata upsert ENTITY FILE.csv|FILE.jsonl [--server HOST:PORT]
     tollgate refdata delete ENTITY KEY... [--server HOST:PORT]        (KEY: P-300, or P-100/T-1)
     tollgate refdata status [--format table|json] [--server HOST:PORT]
@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from tollgate.clients.client import ItemError, RefDataClient, ValidationClient, ValidationResult
+from tollgate.clients.client import ExportDirectoryError, ItemError, RefDataClient, ValidationClient, ValidationResult
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
@@ -338,7 +338,14 @@ def _info_line(info: Any) -> str:
 def cmd_refdata_load(args: argparse.Namespace) -> int:
     try:
         with RefDataClient(args.server, timeout=args.timeout) as client:
-            loaded = client.load_directory(args.directory, partial=args.partial, source=args.source)
+            loaded = client.load_directory(args.directory, partial=args.partial, source=args.source,
+                                           keep_missing=args.keep_missing, allow_emptying=args.allow_emptying)
+    except ExportDirectoryError as error:
+        print(f"tollgate refdata load: {args.directory}: refused, nothing uploaded:", file=sys.stderr)
+        for refused in error.problems:
+            print(f"{refused.path}: {refused.subject + ': ' if refused.subject else ''}{refused.message}",
+                  file=sys.stderr)
+        return EXIT_FAILED
     except (OSError, FileNotFoundError) as error:
         print(f"tollgate refdata load: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -350,6 +357,12 @@ def cmd_refdata_load(args: argparse.Namespace) -> int:
         print(f"{where}: {problem.field + ': ' if problem.field else ''}{problem.message} (row left out)",
               file=sys.stderr)
     print(f"loaded {_info_line(loaded.snapshot)}")
+    previous = loaded.previous_snapshot_id or "(none)"
+    print(f"replaces {previous}")
+    if loaded.kept:
+        print(f"kept from {previous} (no export in this load, --keep-missing): {', '.join(sorted(loaded.kept))}")
+    for entity, rows in sorted(loaded.emptied.items()):
+        print(f"emptied {entity}: {rows:,} row(s) in {previous} (--allow-emptying)")
     if loaded.rejected_rows:
         print(f"{len(loaded.rejected_rows)} bad row(s) left out (--partial)")
     return EXIT_OK
@@ -418,12 +431,17 @@ def cmd_refdata_status(args: argparse.Namespace) -> int:
             "store_reachable": status.store_reachable,
             "stale_seconds": status.stale_seconds,
             "store_current_id": status.store_current_id or None,
+            "store_lost": status.store_lost or None,
         }, sys.stdout, indent=2)
         print()
         return EXIT_OK
     print(f"current  {_info_line(current) if current else '(no reference data loaded)'}")
     reachable = "reachable" if status.store_reachable else f"UNREACHABLE for {status.stale_seconds:.1f}s"
     print(f"store    {status.store}, {reachable}; current there: {status.store_current_id or '(none)'}")
+    if status.store_lost:
+        print(f"LOST     the store lost its data ({status.store_lost}); this replica keeps deciding with "
+              f"{current.snapshot_id if current else '(none)'}; recover with: tollgate refdata load DIR "
+              "(the full exports)")
     for info in status.kept:
         print(f"kept     {_info_line(info)}")
     return EXIT_OK
@@ -464,6 +482,11 @@ def _add_refdata_commands(commands: Any) -> None:
     load.add_argument("directory", type=Path, help="ENTITY.csv|.jsonl|.parquet files, or ENTITY/ folders of them")
     load.add_argument("--partial", action="store_true", help="leave bad rows out (each reported) instead of refusing")
     load.add_argument("--source", help="where the exports came from, shown in status (default: DIR)")
+    load.add_argument("--keep-missing", action="store_true",
+                      help="take the entities DIR has no export for over from the current snapshot (else a load "
+                           "that would empty a table with rows is refused)")
+    load.add_argument("--allow-emptying", action="store_true",
+                      help="let the load empty tables that have rows now (left out, or an export with no rows)")
     upsert = command("upsert", "replace every version of the records' keys", cmd_refdata_upsert)
     upsert.add_argument("entity", help="project, task, worker, assignment, contract, rate_card, job_code")
     upsert.add_argument("file", type=Path, help=".csv or .jsonl of records, as in an export")

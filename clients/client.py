@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
-from tollgate.refdata.loaders import SUFFIXES, file_stem
+from tollgate.refdata.loaders import export_files as loader_export_files
 from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
     SNAPSHOT_METADATA_KEY,
@@ -44,10 +44,10 @@ from tollgate.rules.decisions import (
     RulesetRef,
     new_record,
 )
-from tollgate.rules.entities import ENTITIES
 from tollgate.rules.fields import FieldKind
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, ItemKind
 from tollgate.rules.model import Severity
+from tollgate.rules.problems import Problem
 
 _OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
 _SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}
@@ -299,16 +299,26 @@ class ValidationClient:
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
+class ExportDirectoryError(ValueError):
+    """An export directory the client refuses to upload: names it does not recognise (each with the
+    export name it most likely meant), or two exports of one entity. Nothing was sent."""
+
+    def __init__(self, directory: Path, problems: Sequence[Problem]) -> None:
+        self.directory = directory
+        self.problems = list(problems)
+        super().__init__(f"{directory}: refused, nothing uploaded: "
+                         + "; ".join(f"{Path(p.path).relative_to(directory)}: {p.message}" for p in self.problems))
+
+
 def export_files(directory: Path) -> list[Path]:
-    """The files of an export directory the service loads: ENTITY.EXT, or the files of an ENTITY/ folder."""
-    stems = {file_stem(entity) for entity in ENTITIES.values()}
-    found = []
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and path.stem in stems and path.suffix in SUFFIXES:
-            found.append(path)
-        elif path.is_dir() and path.name in stems:
-            found.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.suffix in SUFFIXES)
-    return found
+    """The files of an export directory the service loads: ENTITY.EXT, or the files of an ENTITY/ folder.
+
+    Names are exact (``refdata.loaders``): any other name, but hidden files and notes, refuses the
+    directory (ExportDirectoryError), as the server would, before anything is sent."""
+    found = loader_export_files(directory)
+    if found.problems:
+        raise ExportDirectoryError(directory, found.problems)
+    return sorted(path for paths in found.files.values() for path in paths)
 
 
 def _upload(directory: Path, files: Sequence[Path], header: refdata_pb2.LoadHeader,
@@ -342,12 +352,20 @@ class RefDataClient:
         self._channel.close()
 
     def load_directory(self, directory: Path, *, partial: bool = False, source: str | None = None,
+                       keep_missing: bool = False, allow_emptying: bool = False,
                        chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> refdata_pb2.LoadResponse:
-        """Upload an export directory; it becomes the current snapshot on every replica."""
+        """Upload an export directory; it becomes the current snapshot on every replica.
+
+        It replaces the current snapshot whole; a load that would empty a table that has rows (its export
+        left out, or with no rows) is refused unless ``keep_missing`` (entities not sent are taken over)
+        or ``allow_emptying``. A directory holding names it does not recognise raises ExportDirectoryError
+        before anything is sent."""
         files = export_files(directory)
         if not files:
-            raise FileNotFoundError(f"{directory}: no exports (ENTITY.csv, .jsonl, .parquet, or ENTITY/ folders)")
-        header = refdata_pb2.LoadHeader(source=source or str(directory), partial=partial)
+            raise FileNotFoundError(f"{directory}: no exports (ENTITY.csv, .jsonl, .parquet, .csv.gz, .jsonl.gz, "
+                                    "or ENTITY/ folders)")
+        header = refdata_pb2.LoadHeader(source=source or str(directory), partial=partial, keep_missing=keep_missing,
+                                        allow_emptying=allow_emptying)
         response: refdata_pb2.LoadResponse = self._stub.Load(_upload(directory, files, header, chunk_bytes),
                                                              timeout=self.timeout)
         return response

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -84,11 +85,29 @@ redis.call('PUBLISH', prefix .. ':published', id)
 return id
 """
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for status and logs."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://{credentials.split(':')[0] + ':***@' if at else ''}{host}"
+# Query parameters of a Redis URL that carry a secret (redis-py reads ``password`` from the query too).
+_SECRET_PARAMETERS = ("password", "pass", "pwd", "secret", "token", "auth")
+
+
+def safe_url(url: str) -> str:
+    """The URL with every secret masked (``***``), for status, logs and errors: the password of
+    ``redis://user:pw@host`` and ``redis://:pw@host``, and ``?password=...`` (or any parameter whose name
+    says it holds a secret)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    credentials, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _password = credentials.partition(":")
+        # A credential alone may be a password written where the user name goes: masked too.
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(
+        f"{name}={'***' if name.lower() in _SECRET_PARAMETERS else value}" if equals else name
+        for name, equals, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    if "://" not in url:
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}" \
+           f"{'#' if parts.fragment else ''}{parts.fragment}"
 
 
 @contextmanager
@@ -107,13 +126,17 @@ def _reaching(description: str) -> Iterator[None]:
 class RedisSnapshotStore(SharedStore):
     def __init__(self, url: str, *, prefix: str = "tollgate", keep: int = DEFAULT_KEEP,
                  timeout_seconds: float = 2.0) -> None:
-        super().__init__(f"redis {_safe_url(url)} prefix {prefix}", keep)
+        super().__init__(f"redis {safe_url(url)} prefix {prefix}", keep)
         self.prefix = prefix
         # No retries inside a call: a replica must not stall for long on Redis; the watcher reconnects.
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0), health_check_interval=self.recheck_seconds,
-        )
+        try:
+            self._redis = redis.Redis.from_url(
+                url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+                retry=Retry(NoBackoff(), 0), health_check_interval=self.recheck_seconds,
+            )
+        except ValueError as error:  # its message may quote the URL, password and all
+            raise ValueError(f"{safe_url(url)} is not a Redis URL (redis://[[user]:password@]host[:port][/db])") \
+                from error.__cause__
         self._publish = self._redis.register_script(_PUBLISH_SCRIPT)
 
     def _key(self, *parts: str) -> str:

@@ -254,29 +254,41 @@ class SharedStore(ABC):
 
     def _watch(self, on_current: OnCurrent, on_state: OnState) -> None:
         delivered: str | None = None
-        reachable: bool | None = None
+        told: tuple[bool, str | None] | None = None  # the reachability and loss last told
         failures = 0
         while not self._closed.is_set():
             try:
                 with self._signs_of_change() as wait:
                     for current in self._currents(wait):
-                        if reachable is not True:
-                            reachable, failures = True, 0
-                            on_state(StoreState(True, dt.datetime.now(dt.UTC), current))
+                        failures = 0
+                        gone = None
                         if current is not None and current != delivered:
                             seen_at = time.perf_counter()
-                            self._deliver(on_current, self.fetch(current), seen_at)
-                            delivered = current
+                            try:
+                                snapshot = self.fetch(current)
+                            except SnapshotNotFoundError as error:
+                                if self.current_id() != current:
+                                    # Trimmed between reading current and fetching it: a newer one is current.
+                                    log.warning("snapshot_vanished", error=str(error))
+                                    continue
+                                gone = str(error)
+                            else:
+                                self._deliver(on_current, snapshot, seen_at)
+                                delivered = current
+                        # The store had a snapshot (this process took it from there) and now has none, or
+                        # cannot give the one it calls current: its data is lost.
+                        lost = gone or ("the store holds no current snapshot any more"
+                                        if current is None and delivered is not None else None)
+                        if told != (True, lost):
+                            told = (True, lost)
+                            on_state(StoreState(True, dt.datetime.now(dt.UTC), current, lost))
             except (StoreUnavailableError, OSError) as error:
-                if reachable is not False:
-                    reachable = False
+                if told is None or told[0]:
+                    told = (False, None)
                     log.warning("store_unreachable", store=self.description, error=str(error))
                     on_state(StoreState(False, dt.datetime.now(dt.UTC), delivered))
                 self._closed.wait(RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)])
                 failures += 1
-            except SnapshotNotFoundError as error:
-                # Trimmed between reading current and fetching it: a newer one is current; read again.
-                log.warning("snapshot_vanished", error=str(error))
 
     def _currents(self, wait: Wait) -> Iterator[str | None]:
         """Current, read now and after each sign of change or recheck interval, until the store is closed."""

@@ -31,9 +31,9 @@ from tollgate.rules.problems import Problem, ProblemsError
 from . import codec
 from .loaders import LocatedRow, file_stem, read_exports, validate_row
 
-__all__ = ["ByKey", "LoadedExports", "ReferenceSnapshot", "Row", "Segment", "Table", "apply_changes",
+__all__ = ["ByKey", "LoadedExports", "ReferenceSnapshot", "Replacement", "Row", "Segment", "Table", "apply_changes",
            "build_snapshot", "build_table", "file_stem", "group_rows", "load_exports", "load_snapshot", "ranges_meet",
-           "split_versions", "version_as_of"]
+           "replacing", "split_versions", "version_as_of"]
 
 Row = Mapping[str, Any]
 Key = tuple[Any, ...]
@@ -444,6 +444,54 @@ def load_exports(directory: Path, *, partial: bool = False, source: str | None =
         raise ProblemsError([*exports.fatal, *problems])
     problems.sort(key=lambda p: (p.path, p.line or 0))
     return LoadedExports(build_snapshot(tables, source or str(directory)), problems, exports.files)
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """A loaded snapshot as it replaces the current one: what it empties and what it takes over."""
+
+    snapshot: ReferenceSnapshot
+    previous_id: str  # "" if there was none
+    emptied: dict[str, int]  # entity -> rows it had in the previous snapshot
+    kept: list[str]  # entities not sent, taken over from the previous snapshot
+
+
+def replacing(loaded: LoadedExports, current: ReferenceSnapshot | None, *, keep_missing: bool = False,
+              allow_emptying: bool = False, where: str = ".") -> Replacement:
+    """``loaded`` as the snapshot that replaces ``current``.
+
+    A load replaces the current snapshot whole: an entity it has no export for would be emptied. With
+    ``keep_missing`` those entities' tables are taken over from ``current`` instead. A table the result
+    would leave empty while ``current`` has rows for it (left out, an export with no rows, every row
+    left out by a partial load) refuses the load (ProblemsError, one problem per table naming its row
+    count) unless ``allow_emptying``. ``where``: the export directory, for the problems' paths.
+    """
+    if current is None:
+        return Replacement(loaded.snapshot, "", {}, [])
+    tables, known = dict(loaded.snapshot.tables), dict(loaded.snapshot.digests)
+    kept = [name for name in ENTITIES if name not in loaded.files and name in current.tables] if keep_missing else []
+    for name in kept:
+        tables[name], known[name] = current.tables[name], current.digests[name]
+    emptied = {name: len(current.tables[name]) for name, table in tables.items()
+               if not len(table) and name in current.tables and len(current.tables[name])}
+    if emptied and not allow_emptying:
+        problems = []
+        for name, rows in emptied.items():
+            stem = file_stem(ENTITIES[name])
+            if name in loaded.files:
+                why = "its export has no rows" + (" that load" if loaded.rejected else "")
+                files = loaded.files[name]
+                path = str(files[0]) if len(files) == 1 else str(Path(where) / stem)
+            else:
+                why, path = f"this load has no {stem} export; send it, or keep_missing (--keep-missing) takes them " \
+                            "over", str(Path(where) / stem)
+            problems.append(Problem(path, None, name, f"would empty the table, {rows:,} row(s) in "
+                                    f"{current.snapshot_id}: {why}; allow_emptying (--allow-emptying) empties it"))
+        raise ProblemsError(problems)
+    snapshot = loaded.snapshot
+    if kept:
+        snapshot = build_snapshot(tables, snapshot.source, known_digests=known, loaded_at=snapshot.loaded_at)
+    return Replacement(snapshot, current.snapshot_id, emptied, kept)
 
 
 def load_snapshot(directory: Path) -> ReferenceSnapshot:

@@ -46,6 +46,9 @@ class StoreState:
     reachable: bool
     since: dt.datetime
     current_id: str | None = None  # the store's current snapshot, as last seen
+    # Why the store no longer has what it had (no current snapshot after one was; the current snapshot's
+    # manifest or segments gone): a Redis restarted without persistence, a FLUSHDB, an eviction.
+    lost: str | None = None
 
 
 class SnapshotNotFoundError(LookupError):

@@ -69,7 +69,8 @@ def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> 
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, serving if runtime.has_data else not_serving)
-    health_servicer.set(REFDATA_SERVICE_NAME, serving if runtime.store_reachable else not_serving)
+    health_servicer.set(REFDATA_SERVICE_NAME,
+                        serving if runtime.store_reachable and runtime.store_lost is None else not_serving)
 
 
 def start(settings: Settings) -> RunningServer:

@@ -1,8 +1,8 @@
 """Prometheus metrics, served over HTTP at /metrics when ``--metrics-port`` is set (0, the default: off).
 
-What the reference data is (snapshot id, how stale, whether the store can be reached, switches and
-how long adopting a snapshot took) and what was decided (decisions by item kind and outcome, reasons
-by rule id and code, batch durations).
+What the reference data is (snapshot id, how stale, whether the store can be reached, whether it lost
+its data, switches and how long adopting a snapshot took) and what was decided (decisions by item kind
+and outcome, reasons by rule id and code, batch durations).
 
 Each server process serves its own metrics: with ``--workers N``, worker ``i`` listens on
 ``metrics_port + i`` (ports metrics_port .. metrics_port + N - 1), and each is scraped as a target
@@ -39,6 +39,9 @@ STALE_SECONDS = Gauge("tollgate_reference_stale_seconds",
                       "Seconds since the snapshot store was last reachable (0 while it is): how far behind the data "
                       "may be")
 STORE_REACHABLE = Gauge("tollgate_reference_store_reachable", "1 if the snapshot store can be reached, else 0")
+STORE_LOST = Gauge("tollgate_reference_store_lost_data",
+                   "1 while the snapshot store has lost the data this process decides with (a Redis restarted "
+                   "without persistence, a FLUSHDB), else 0; a full load (tollgate refdata load) recovers")
 SWITCHES = Counter("tollgate_reference_snapshot_switches", "Switches to a new reference snapshot")
 ADOPTION_SECONDS = Histogram("tollgate_reference_snapshot_adoption_seconds",
                              "From a new current snapshot being seen to deciding with it: fetching and decoding what "
@@ -98,5 +101,6 @@ def start(runtime: Runtime, host: str, port: int) -> MetricsServer:
     runtime.on_switch(_record_switch)
     STALE_SECONDS.set_function(runtime.stale_seconds)
     STORE_REACHABLE.set_function(lambda: 1.0 if runtime.store_reachable else 0.0)
+    STORE_LOST.set_function(lambda: 0.0 if runtime.store_lost is None else 1.0)
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return MetricsServer(server, server.server_port)

@@ -21,8 +21,15 @@ from grpc_status import rpc_status
 from tollgate.api.v1 import refdata_pb2 as pb
 from tollgate.api.v1 import refdata_pb2_grpc as pb_grpc
 from tollgate.refdata.diff import diff_snapshots
-from tollgate.refdata.loaders import SUFFIXES
-from tollgate.refdata.snapshot import ReferenceSnapshot, Table, apply_changes, build_snapshot, load_exports
+from tollgate.refdata.loaders import upload_problem
+from tollgate.refdata.snapshot import (
+    ReferenceSnapshot,
+    Table,
+    apply_changes,
+    build_snapshot,
+    load_exports,
+    replacing,
+)
 from tollgate.refdata.store import (
     ANY_CURRENT,
     SnapshotConflictError,
@@ -53,7 +60,8 @@ def _problem_message(problem: Problem, root: Path | None) -> pb.Problem:
     path = problem.path
     if root is not None and Path(path).is_relative_to(root):
         path = str(Path(path).relative_to(root))
-    return pb.Problem(path=path, line=problem.line or 0, field=problem.subject or "", message=problem.message)
+    message = problem.message if root is None else problem.message.replace(f"{root}/", "").replace(str(root), ".")
+    return pb.Problem(path=path, line=problem.line or 0, field=problem.subject or "", message=message)
 
 
 def _where(problem: pb.Problem) -> str:
@@ -82,18 +90,20 @@ def _abort_with_problems(context: grpc.ServicerContext, what: str, problems: Seq
 
 def _upload_path(root: Path, relative: str, context: grpc.ServicerContext) -> Path:
     """Where an uploaded file goes: inside the upload directory, as an entity file or a file of its folder."""
-    parts = PurePosixPath(relative).parts
-    if not parts or len(parts) > 2 or any(p in ("", ".", "..") for p in parts) or relative.startswith("/"):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"file path {relative!r}: give ENTITY.EXT or ENTITY/FILE.EXT relative to the export directory")
-    if PurePosixPath(relative).suffix not in SUFFIXES:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"file path {relative!r}: only {', '.join(SUFFIXES)} exports are loaded")
-    return root.joinpath(*parts)
+    problem = upload_problem(relative)
+    if problem is not None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"file path {relative!r}: {problem}")
+    return root.joinpath(*PurePosixPath(relative).parts)
 
 
 def _empty_snapshot() -> ReferenceSnapshot:
     return build_snapshot({name: Table(entity, {}) for name, entity in ENTITIES.items()}, "empty")
+
+
+def _store_lost(runtime: Runtime) -> str:
+    return (f"the snapshot store ({runtime.store.description}) holds no current snapshot while this replica "
+            f"decides with {runtime.generation.snapshot.snapshot_id}: it lost its data. Nothing was changed; load "
+            "the full exports (tollgate refdata load DIR) to make a snapshot current again")
 
 
 def upload_too_large(limit: int) -> str:
@@ -139,8 +149,13 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
                     handle = handles.get(chunk.path)
                     if handle is None:
                         target = _upload_path(root, chunk.path, context)
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        handle = handles[chunk.path] = target.open("wb")
+                        try:
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            handle = handles[chunk.path] = target.open("wb")
+                        except OSError as error:  # never the message: it names the server's upload directory
+                            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                          f"file path {chunk.path!r}: cannot be written ({error.strerror})")
+                            raise AssertionError("context.abort raises") from None  # pragma: no cover
                     handle.write(chunk.data)
             finally:
                 for handle in handles.values():
@@ -153,11 +168,37 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
             except ProblemsError as error:
                 _abort_with_problems(context, "load", error.problems, root)
             rejected = [_problem_message(p, root) for p in loaded.rejected]
-        self._publish(loaded.snapshot, context)
-        log.info("refdata_loaded", snapshot_id=loaded.snapshot.snapshot_id, source=source,
-                 counts=loaded.snapshot.counts(), rejected_rows=len(rejected))
-        return pb.LoadResponse(snapshot=snapshot_info_message(SnapshotInfo.of(loaded.snapshot)),
-                               rejected_rows=rejected)
+            for _attempt in range(CONFLICT_RETRIES):  # what it replaces is checked again if another change won
+                base, base_id = self._base(context)
+                try:
+                    replaced = replacing(loaded, base, keep_missing=header.keep_missing,
+                                         allow_emptying=header.allow_emptying, where=directory)
+                except ProblemsError as error:
+                    _abort_with_problems(context, "load", error.problems, root)
+                try:
+                    self._publish(replaced.snapshot, context, if_current=base_id)
+                    break
+                except SnapshotConflictError:
+                    continue
+            else:
+                context.abort(grpc.StatusCode.ABORTED, "the current snapshot kept changing during this load; retry")
+        log.info("refdata_loaded", snapshot_id=replaced.snapshot.snapshot_id, source=source,
+                 counts=replaced.snapshot.counts(), rejected_rows=len(rejected),
+                 previous_snapshot_id=replaced.previous_id, emptied=replaced.emptied, kept=replaced.kept)
+        return pb.LoadResponse(snapshot=snapshot_info_message(SnapshotInfo.of(replaced.snapshot)),
+                               rejected_rows=rejected, previous_snapshot_id=replaced.previous_id,
+                               emptied=replaced.emptied, kept=replaced.kept)
+
+    def _base(self, context: grpc.ServicerContext) -> tuple[ReferenceSnapshot | None, str]:
+        """What a load replaces, and the store's current id to publish over. A store with no snapshot while
+        this replica decides with one has lost its data: the load replaces the replica's snapshot."""
+        try:
+            current = self.runtime.store.current()
+        except StoreUnavailableError as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the current snapshot: {error}")
+        if current is None and self.runtime.has_data:
+            return self.runtime.generation.snapshot, ""
+        return current, current.snapshot_id if current is not None else ""
 
     def _change(self, context: grpc.ServicerContext, if_current: str,
                 make: Callable[[ReferenceSnapshot], ReferenceSnapshot]) -> pb.ChangeResponse:
@@ -167,6 +208,8 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
                 current = self.runtime.store.current()
             except StoreUnavailableError as error:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the current snapshot: {error}")
+            if current is None and self.runtime.has_data:  # the store lost its data: this change would be all
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, _store_lost(self.runtime))
             base_id = current.snapshot_id if current is not None else ""
             if if_current and base_id != if_current:
                 break
@@ -225,6 +268,7 @@ class ReferenceDataService(pb_grpc.ReferenceDataServiceServicer):
             store_reachable=status.store_reachable,
             stale_seconds=status.stale_seconds,
             store_current_id=status.store_current_id or "",
+            store_lost=status.store_lost or "",
         )
         if status.current is not None:
             response.current.CopyFrom(snapshot_info_message(status.current))

@@ -95,6 +95,7 @@ class ReferenceStatus:
     store_current_id: str | None
     # Seconds since the store was last known reachable (0 while it is): how far behind the data may be.
     stale_seconds: float
+    store_lost: str | None = None  # why the store lost its data (Runtime.store_lost)
 
 
 class Runtime:
@@ -108,6 +109,7 @@ class Runtime:
         self._generation: Generation | None = None
         self._past: OrderedDict[str, Generation] = OrderedDict()
         self._state = StoreState(True, dt.datetime.now(dt.UTC))
+        self._lost: str | None = None  # why the store lost the data this replica holds, while it has
         self._listeners: list[Callable[[], None]] = []
         self._switch_listeners: list[Callable[[str, float], None]] = []
         initial = self._initial_snapshot()
@@ -223,10 +225,20 @@ class Runtime:
 
     def _on_store_state(self, state: StoreState) -> None:
         with self._lock:
-            changed = state.reachable != self._state.reachable
-            self._state = state
-        if changed:
+            held = self._generation.snapshot.snapshot_id if self._generation is not None else None
+            # The store lost its data: it says so, or it has no snapshot while this replica decides with one.
+            lost = (state.lost or ("the store holds no current snapshot" if state.current_id is None else None)
+                    if state.reachable and held is not None else None)
+            changed = state.reachable != self._state.reachable or lost != self._lost
+            self._state, self._lost = state, lost
+        if changed and lost is not None:
+            log.error("store_lost_data", store=self.store.description, reason=lost, held_snapshot_id=held,
+                      hint="this replica keeps deciding with the snapshot it holds; loads and changes through "
+                           "it are refused until one is current again: run `tollgate refdata load DIR` with "
+                           "the full exports (README, Reference data: Faults)")
+        elif changed:
             log.info("store_reachable" if state.reachable else "store_degraded", store=self.store.description)
+        if changed:
             self._notify_listeners()
 
     def publish(self, snapshot: ReferenceSnapshot, *, if_current: str = ANY_CURRENT,
@@ -306,6 +318,12 @@ class Runtime:
     def store_reachable(self) -> bool:
         return self._state.reachable
 
+    @property
+    def store_lost(self) -> str | None:
+        """Why the store lost its data (a Redis restarted without persistence, a FLUSHDB), while it has; None
+        while it holds a current snapshot (or this replica holds none)."""
+        return self._lost
+
     def stale_seconds(self) -> float:
         """Seconds since the store was last known reachable (0 while it is): how far behind the data may be."""
         state = self._state
@@ -326,6 +344,7 @@ class Runtime:
             store_reachable=state.reachable,
             store_current_id=kept[0].snapshot_id if kept else state.current_id,
             stale_seconds=stale,
+            store_lost=self._lost,
         )
 
     def close(self) -> None:

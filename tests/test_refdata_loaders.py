@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import shutil
 from decimal import Decimal
@@ -87,9 +88,79 @@ def test_a_misnamed_export_is_refused_not_silently_ignored(tmp_path: Path) -> No
         load_exports(copy)
     [problem] = refused.value.problems
     assert problem.path == str(copy / "billed_entries.csv")
-    assert problem.message.startswith("not an export of any entity (expected one of accounting_periods, assignments, ")
-    partial = load_exports(copy, partial=True)  # with --partial: loaded without it, and said so
-    assert [p.path for p in partial.rejected] == [str(copy / "billed_entries.csv")]
+    assert problem.message.startswith("not an export of any entity (an export is ENTITY.csv, .jsonl, .parquet, "
+                                      ".csv.gz or .jsonl.gz, or a folder ENTITY/ of them; entities: "
+                                      "accounting_periods, assignments, ")
+    with pytest.raises(ProblemsError):  # even partial: its rows would be missing without a word
+        load_exports(copy, partial=True)
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("Projects.csv", "did you mean projects.csv?"),
+    ("projects.CSV", "did you mean projects.csv?"),
+    ("project.csv", "did you mean projects.csv?"),
+    ("PROJECT.jsonl", "did you mean projects.jsonl?"),
+    ("expense_policy.csv.gz", "did you mean expense_policies.csv.gz?"),
+    ("rate-cards.parquet", "did you mean rate_cards.parquet?"),
+    ("projcts.csv", "did you mean projects.csv?"),
+    ("projects.txt", "did you mean projects.csv?: .txt is not read"),
+    ("projects.tsv", "did you mean projects.csv?: .tsv is not read"),
+    ("projects.parquet.gz", "did you mean projects.parquet?: Parquet compresses its own pages"),
+    ("projects.csv.zip", "did you mean projects.csv.gz?: only gzip"),
+    ("Projects", "not a folder of any entity's exports; did you mean projects/?"),
+])
+def test_an_export_under_a_near_name_is_refused_with_the_name_it_meant(tmp_path: Path, name: str,
+                                                                      meant: str) -> None:
+    copy = copy_refdata(tmp_path)
+    projects = copy / "projects.csv"
+    if name == "Projects":
+        (copy / name).mkdir()
+        projects.rename(copy / name / "part-1.csv")
+    else:
+        projects.rename(copy / name)
+    (copy / ".DS_Store").write_bytes(b"\0")  # hidden: ignored
+    (copy / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(ProblemsError) as refused:
+        load_exports(copy)
+    [problem] = refused.value.problems
+    assert (Path(problem.path).name, problem.line) == (name, None)
+    assert meant in problem.message
+
+
+def test_a_folder_of_an_entity_holds_only_export_files(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    folder = copy / "projects"
+    folder.mkdir()
+    (copy / "projects.csv").rename(folder / "part-1.csv")
+    (folder / "part-2.xlsx").write_bytes(b"PK")
+    (folder / "older").mkdir()
+    (folder / "notes.md").write_text("ignored", encoding="utf-8")
+    with pytest.raises(ProblemsError) as refused:
+        load_exports(copy)
+    assert sorted(Path(p.path).name for p in refused.value.problems) == ["older", "part-2.xlsx"]
+    assert all("a folder of project exports holds" in p.message for p in refused.value.problems)
+
+
+def test_gzipped_csv_and_jsonl_exports_are_read(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    for name in ("projects.csv", "workers.csv"):
+        (copy / (name + ".gz")).write_bytes(gzip.compress((copy / name).read_bytes()))
+        (copy / name).unlink()
+    _as_jsonl(copy / "tasks.csv", copy / "tasks.jsonl")
+    (copy / "tasks.csv").unlink()
+    (copy / "tasks.jsonl.gz").write_bytes(gzip.compress((copy / "tasks.jsonl").read_bytes()))
+    (copy / "tasks.jsonl").unlink()
+    assert load_snapshot(copy).snapshot_id == load_snapshot(REFDATA).snapshot_id
+    (copy / "projects.csv").write_bytes(gzip.decompress((copy / "projects.csv.gz").read_bytes()))
+    with pytest.raises(ProblemsError, match=r"more than one export for project \(projects.csv, projects.csv.gz\)"):
+        load_exports(copy)
+    (copy / "projects.csv").unlink()
+    (copy / "projects.csv.gz").write_bytes(b"not gzip")
+    with pytest.raises(ProblemsError) as refused:
+        load_exports(copy, partial=True)
+    [problem] = refused.value.problems
+    assert (Path(problem.path).name, problem.line) == ("projects.csv.gz", None)
+    assert problem.message.startswith("cannot read: Not a gzipped file")
 
 
 def test_bad_rows_in_jsonl_and_parquet_name_file_line_and_field(tmp_path: Path) -> None:
@@ -232,3 +303,67 @@ def test_diff_names_added_removed_and_changed_keys() -> None:
         ("task", [], [], ["P-100/T-1"]),
     ]
     assert diff_snapshots(step, step) == []
+
+
+def _problem(directory: Path, *, partial: bool = False) -> tuple[str, int | None, str | None, str]:
+    with pytest.raises(ProblemsError) as refused:
+        load_exports(directory, partial=partial)
+    [problem] = refused.value.problems
+    return Path(problem.path).name, problem.line, problem.subject, problem.message
+
+
+def test_bytes_that_are_not_utf8_are_refused_at_their_line(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    lines = (copy / "projects.csv").read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b",", b",Caf\xe9 ", 1)  # Latin-1, as a spreadsheet may save it
+    (copy / "projects.csv").write_bytes(b"\n".join(lines))
+    name, line, _, message = _problem(copy, partial=True)  # even partial: the rows after it are unknown
+    assert (name, line) == ("projects.csv", 4)
+    assert message.startswith("cannot read on: not UTF-8: byte 0xe9 at byte ")
+    (copy / "projects.csv.gz").write_bytes(gzip.compress((copy / "projects.csv").read_bytes()))
+    (copy / "projects.csv").unlink()
+    assert _problem(copy)[:2] == ("projects.csv.gz", 4)
+
+
+def test_a_byte_order_mark_is_read_as_nothing(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    (copy / "projects.csv").write_bytes(b"\xef\xbb\xbf" + (copy / "projects.csv").read_bytes())
+    _as_jsonl(copy / "workers.csv", copy / "workers.jsonl")
+    (copy / "workers.csv").unlink()
+    (copy / "workers.jsonl").write_bytes(b"\xef\xbb\xbf" + (copy / "workers.jsonl").read_bytes())
+    assert load_snapshot(copy).snapshot_id == load_snapshot(REFDATA).snapshot_id
+
+
+def test_a_cell_over_128_kib_is_refused_at_its_line(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    replace_in(copy / "projects.csv", "Acme ERP rollout", "x" * (128 * 1024 + 1))
+    line = next(number for number, text in enumerate((copy / "projects.csv").read_text().splitlines(), start=1)
+                if "xxxx" in text)
+    name, at, _, message = _problem(copy, partial=True)
+    assert (name, at) == ("projects.csv", line)
+    assert message.startswith("cannot read on: a cell longer than 131,072 characters (128 KiB)")
+    copy = copy_refdata(tmp_path / "jsonl")
+    _as_jsonl(copy / "projects.csv", copy / "projects.jsonl")
+    (copy / "projects.csv").unlink()
+    replace_in(copy / "projects.jsonl", "Acme ERP rollout", "x" * (128 * 1024 + 1))
+    name, at, _, message = _problem(copy)
+    assert (name, at) == ("projects.jsonl", line - 1)
+    assert message.startswith("name: longer than 131,072 characters")
+    assert len(load_exports(copy, partial=True).rejected) == 1  # in JSON Lines, only that line is lost
+
+
+def test_an_effective_range_that_ends_before_it_starts_is_refused_at_file_line_field(tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    with (copy / "workers.csv").open("a", encoding="utf-8") as handle:
+        handle.write("W-BACK,Back Wards,ACTIVE,2026-01-01,,false,J-SENIOR,US-NY,2026-06-01,2026-05-31\n")
+    header = (copy / "workers.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["effective_from", "effective_to"], header
+    lines = len((copy / "workers.csv").read_text().splitlines())
+    assert _problem(copy) == ("workers.csv", lines, "effective_to",
+                              "2026-05-31 is before effective_from 2026-06-01: the row would never be in force")
+    base = load_snapshot(REFDATA)
+    with pytest.raises(ProblemsError, match="is before effective_from"):
+        apply_changes(base, "project", upserts=[{"project_id": "P-1", "name": "n", "status": "ACTIVE",
+                                                 "start_date": "2026-01-05", "finish_date": "2026-12-31",
+                                                 "contract_id": "C-100", "customer_id": "CU-ACME",
+                                                 "effective_from": "2026-02-01", "effective_to": "2026-01-31"}])

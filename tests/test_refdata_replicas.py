@@ -171,3 +171,91 @@ def test_a_replica_started_while_redis_is_down_refuses_to_decide_then_catches_up
     finally:
         replica.stop()
         own.kill()
+
+
+def test_a_redis_password_is_never_shown_in_status_or_logs(prefix: str) -> None:
+    from tests.conftest import run_cli
+
+    # The shared Redis has no password, so AUTH fails: the replica reports the store unreachable, and says
+    # where it is, in status and in its logs, without the password.
+    url = shared_redis_url().replace("redis://", "redis://ops:hunter2@") + "?password=hunter3"
+    with servers(["--redis-url", url, "--redis-prefix", prefix]) as (server,):
+        for output in ("table", "json"):
+            shown = run_cli("refdata", "status", "--format", output, "--server", server.target)
+            assert "ops:***@" in shown.stdout and "password=***" in shown.stdout, shown.stdout + shown.stderr
+            assert "hunter" not in shown.stdout + shown.stderr
+        logs = server.stderr()
+    assert "ops:***@" in logs
+    assert "hunter" not in logs
+
+
+def _metric(port: int, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    [value] = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
+def test_redis_restarted_without_its_data_is_detected_and_a_full_load_recovers(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import free_port, run_cli
+
+    data = tmp_path / "redis"
+    data.mkdir()
+    own = OwnRedis(data)
+    own.start()
+    metrics = [free_port(), free_port()]
+    try:
+        with servers(["--redis-url", own.url, "--refdata", str(REFDATA), "--metrics-port", str(metrics[0])],
+                     ["--redis-url", own.url, "--metrics-port", str(metrics[1])]) as replicas:
+            first, second = replicas
+            held = _bill_rate(first.target)[0]
+            wait_until(lambda: _bill_rate(second.target)[0] == held, timeout=5)
+            assert _metric(metrics[1], "tollgate_reference_store_lost_data") == 0
+            own.kill()  # and back without persistence: nothing kept
+            shutil.rmtree(data)
+            data.mkdir()
+            own.start()
+            for replica in replicas:
+                with RefDataClient(replica.target, timeout=5) as refdata:
+                    wait_until(lambda rd=refdata: rd.status().store_lost != "", timeout=10)  # type: ignore[misc]
+                    assert replica.health(REFDATA_SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+                    assert replica.health(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+                    assert _bill_rate(replica.target) == (held, "165.00")  # still deciding with what it holds
+                    status = refdata.status()
+                    assert status.store_reachable
+                    assert status.store_lost == "the store holds no current snapshot any more"
+                    assert status.current.snapshot_id == held
+                    with pytest.raises(grpc.RpcError) as refused:
+                        refdata.upsert("job_code", [{"job_code": "J-X", "labor_category": "X"}])
+                    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                    assert "lost its data" in refused.value.details()
+            assert [_metric(port, "tollgate_reference_store_lost_data") for port in metrics] == [1, 1]
+            shown = run_cli("refdata", "status", "--server", second.target)
+            assert "LOST     the store lost its data (the store holds no current snapshot any more); this " \
+                   f"replica keeps deciding with {held}; recover with: tollgate refdata load DIR" in shown.stdout
+            # A load of some entities only is checked against the snapshot the replica holds: refused.
+            only = tmp_path / "only"
+            only.mkdir()
+            shutil.copy(REFDATA / "projects.csv", only / "projects.csv")
+            with RefDataClient(second.target) as refdata:
+                with pytest.raises(grpc.RpcError) as partial:
+                    refdata.load_directory(only)
+                assert f"first: tasks: task: would empty the table, 12 row(s) in {held}" in partial.value.details()
+                recovered = refdata.load_directory(REFDATA, source="recovery")
+            assert recovered.snapshot.snapshot_id == held  # the same data, the same id
+            for replica in replicas:
+                wait_until(lambda r=replica: r.health(REFDATA_SERVICE_NAME)  # type: ignore[misc]
+                           == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+                with RefDataClient(replica.target, timeout=5) as refdata:
+                    assert refdata.status().store_lost == ""
+            assert [_metric(port, "tollgate_reference_store_lost_data") for port in metrics] == [0, 0]
+            logs = [replica.stderr() for replica in replicas]
+        for log in logs:
+            [line] = [line for line in log.splitlines() if "store_lost_data" in line]
+            assert held in line and "tollgate refdata load DIR" in line
+    finally:
+        own.kill()

@@ -228,3 +228,103 @@ def test_an_upsert_naming_a_stale_snapshot_is_aborted(sample_server: RunningServ
     with RefDataClient(_target(sample_server)) as refdata, pytest.raises(grpc.RpcError) as conflict:
         refdata.upsert("job_code", [{"job_code": "J-X", "labor_category": "X"}], if_current="snap-000000000000")
     assert conflict.value.code() is grpc.StatusCode.ABORTED
+
+
+def test_a_directory_with_an_unrecognised_name_is_refused_by_the_cli_naming_each(sample_server: RunningServer,
+                                                                              tmp_path: Path) -> None:
+    copy = copy_refdata(tmp_path)
+    (copy / "projects.csv").rename(copy / "Projects.csv")
+    (copy / "workers.csv").rename(copy / "worker.CSV")
+    (copy / "README.md").write_text("nightly ERP export\n", encoding="utf-8")  # a note: ignored
+    before = sample_server.runtime.generation.snapshot.snapshot_id
+    completed = run_cli("refdata", "load", str(copy), "--server", _target(sample_server))
+    assert completed.returncode == 1
+    assert f"{copy}: refused, nothing uploaded" in completed.stderr
+    assert f"{copy}/Projects.csv: not an export of any entity; did you mean projects.csv?" in completed.stderr
+    assert f"{copy}/worker.CSV: not an export of any entity; did you mean workers.csv?" in completed.stderr
+    assert sample_server.runtime.generation.snapshot.snapshot_id == before
+
+
+def _upload(server: RunningServer, *files: tuple[str, bytes]) -> grpc.RpcError:
+    requests = [refdata_pb2.LoadRequest(header=refdata_pb2.LoadHeader(source="raw")),
+                *(refdata_pb2.LoadRequest(chunk=refdata_pb2.FileChunk(path=path, data=data)) for path, data in files)]
+    with grpc.insecure_channel(_target(server)) as channel, pytest.raises(grpc.RpcError) as refused:
+        refdata_pb2_grpc.ReferenceDataServiceStub(channel).Load(iter(requests), timeout=30)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert "tollgate-upload-" not in refused.value.details()
+    return refused.value
+
+
+def test_the_server_refuses_unrecognised_and_colliding_upload_paths_by_name(sample_server: RunningServer) -> None:
+    projects = (REFDATA / "projects.csv").read_bytes()
+    collided = _upload(sample_server, ("projects.csv", projects), ("projects.csv/part.csv", projects))
+    assert collided.details() == ("file path 'projects.csv/part.csv': projects.csv/ is not the folder of any "
+                                  "entity's exports; did you mean projects/?")
+    upper = _upload(sample_server, ("Projects.CSV", projects))
+    assert upper.details() == ("file path 'Projects.CSV': only .csv, .jsonl, .parquet, .csv.gz and .jsonl.gz "
+                               "exports are loaded; did you mean projects.csv?")
+    others = [(p.name, p.read_bytes()) for p in REFDATA.iterdir() if p.name != "projects.csv"]
+    misnamed = _upload(sample_server, *others, ("project.csv", projects))
+    assert "project.csv: not an export of any entity; did you mean projects.csv?" in misnamed.details()
+    latin1 = _upload(sample_server, *others, ("projects.csv", projects.replace(b"Acme", b"Acm\xe9")))
+    assert "projects.csv:2: cannot read on: not UTF-8: byte 0xe9" in latin1.details()
+
+
+def test_gzipped_exports_load_through_the_cli(empty_server: RunningServer, tmp_path: Path) -> None:
+    import gzip
+
+    copy = copy_refdata(tmp_path)
+    for path in list(copy.iterdir()):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    completed = run_cli("refdata", "load", str(copy), "--server", _target(empty_server))
+    assert completed.returncode == 0, completed.stderr
+    assert empty_server.runtime.generation.snapshot.snapshot_id == load_snapshot(REFDATA).snapshot_id
+
+
+def test_a_load_that_would_empty_tables_is_refused_naming_each_unless_asked(sample_server: RunningServer,
+                                                                         tmp_path: Path) -> None:
+    target = _target(sample_server)
+    before = sample_server.runtime.generation.snapshot
+    only = tmp_path / "only-projects"
+    only.mkdir()
+    replace_in(copy_refdata(tmp_path) / "projects.csv", "Acme ERP rollout", "Acme ERP rollout II")
+    (only / "projects.csv").write_bytes((tmp_path / "refdata" / "projects.csv").read_bytes())
+
+    refused = run_cli("refdata", "load", str(only), "--server", target)
+    assert refused.returncode == 1
+    assert "INVALID_ARGUMENT: load refused: 22 problem(s), nothing changed" in refused.stderr
+    workers = before.counts()["worker"]
+    assert (f"{only}/workers: worker: would empty the table, {workers:,} row(s) in {before.snapshot_id}: this load "
+            "has no workers export; send it, or keep_missing (--keep-missing) takes them over; allow_emptying "
+            "(--allow-emptying) empties it") in refused.stderr
+    assert sample_server.runtime.generation.snapshot.snapshot_id == before.snapshot_id
+
+    kept = run_cli("refdata", "load", str(only), "--keep-missing", "--server", target)
+    assert kept.returncode == 0, kept.stderr
+    assert f"replaces {before.snapshot_id}" in kept.stdout
+    assert "(no export in this load, --keep-missing): accounting_period, assignment, " in kept.stdout
+    merged = sample_server.runtime.generation.snapshot
+    assert merged.counts() == before.counts()
+    assert merged.digests["worker"] == before.digests["worker"]
+    assert merged.digests["project"] != before.digests["project"]
+
+    header_only = tmp_path / "no-projects"
+    header_only.mkdir()
+    (header_only / "projects.csv").write_text((only / "projects.csv").read_text().splitlines()[0] + "\n")
+    with RefDataClient(target) as refdata:
+        with pytest.raises(grpc.RpcError) as emptying:
+            refdata.load_directory(header_only, keep_missing=True)
+        assert emptying.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (f"projects.csv: project: would empty the table, 10 row(s) in {merged.snapshot_id}: its export has "
+                "no rows") in emptying.value.details()
+        emptied = refdata.load_directory(header_only, keep_missing=True, allow_emptying=True)
+    assert dict(emptied.emptied) == {"project": 10}
+    assert emptied.previous_snapshot_id == merged.snapshot_id
+    assert sample_server.runtime.generation.snapshot.counts()["project"] == 0
+
+    everything = run_cli("refdata", "load", str(only), "--allow-emptying", "--server", target)
+    assert everything.returncode == 0, everything.stderr
+    assert f"emptied worker: {workers:,} row(s) in {emptied.snapshot.snapshot_id} (--allow-emptying)" in \
+        everything.stdout
+    assert sum(sample_server.runtime.generation.snapshot.counts().values()) == 10

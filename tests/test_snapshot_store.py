@@ -431,3 +431,59 @@ def test_the_watcher_catches_up_after_redis_returns(tmp_path: Path, base: Refere
         publisher.close()
         watcher.close()
         own.kill()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://user:hunter2@cache:6379/0", "redis://user:***@cache:6379/0"),
+    ("redis://:hunter2@cache:6379", "redis://:***@cache:6379"),
+    ("redis://hunter2@cache", "redis://***@cache"),  # a password where the user name goes
+    ("redis://cache:6379/0?password=hunter2&db=2", "redis://cache:6379/0?password=***&db=2"),
+    ("rediss://u:hunter2@cache/1?Password=hunter2", "rediss://u:***@cache/1?Password=***"),
+    ("unix:///run/redis.sock?password=hunter2", "unix:///run/redis.sock?password=***"),
+    ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+])
+def test_a_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from tollgate.refdata.redis_store import safe_url
+
+    assert safe_url(url) == shown
+    store = RedisSnapshotStore(url)
+    assert "hunter2" not in store.description
+    store.close()
+
+
+def test_a_malformed_redis_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"^redis://:\*\*\*@cache:port is not a Redis URL") as refused:
+        RedisSnapshotStore("redis://:hunter2@cache:port")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_the_watcher_tells_when_redis_loses_its_data_and_when_a_snapshot_is_current_again(
+        base: ReferenceSnapshot) -> None:
+    from tests.refdata_support import delete_prefix
+
+    url = shared_redis_url()
+    with redis_prefix(url) as prefix:
+        store = RedisSnapshotStore(url, prefix=prefix)
+        store.recheck_seconds = 0.05
+        states: list[StoreState] = []
+        adopted: list[str] = []
+        try:
+            store.publish(base)
+            store.watch(lambda snapshot, _seen: adopted.append(snapshot.snapshot_id), states.append)
+            wait_until(lambda: adopted == [base.snapshot_id], timeout=5)
+            delete_prefix(url, prefix)  # as FLUSHDB, or a restart without persistence
+            wait_until(lambda: states[-1].lost is not None, timeout=5)
+            assert (states[-1].reachable, states[-1].current_id) == (True, None)
+            assert states[-1].lost == "the store holds no current snapshot any more"
+            store.publish(_worker(base, "W-LOST"))
+            wait_until(lambda: states[-1].lost is None and len(adopted) == 2, timeout=5)
+            client = redis.Redis.from_url(url)
+            try:  # the current snapshot's manifest gone (an eviction): lost too
+                client.delete(f"{prefix}:snapshot:{adopted[-1]}")
+                client.set(f"{prefix}:current", base.snapshot_id)
+            finally:
+                client.close()
+            wait_until(lambda: states[-1].lost is not None, timeout=5)
+            assert states[-1].lost == f"snapshot {base.snapshot_id} is not kept in {store.description}"
+        finally:
+            store.close()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/api/v1/refdata.proto\x12\x0btollgate.v1\"-\n\nLoadHeader\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07partial\x18\x02 \x01(\x08\"\'\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"i\n\x0bLoadRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.tollgate.v1.LoadHeaderH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.tollgate.v1.FileChunkH\x00\x42\x06\n\x04part\"E\n\x07Problem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xac\x01\n\x0cSnapshotInfo\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tloaded_at\x18\x03 \x01(\t\x12\x35\n\x06\x63ounts\x18\x04 \x03(\x0b\x32%.tollgate.v1.SnapshotInfo.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"h\n\x0cLoadResponse\x12+\n\x08snapshot\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12+\n\rrejected_rows\x18\x02 \x03(\x0b\x32\x14.tollgate.v1.Problem\"Y\n\rUpsertRequest\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12$\n\x07records\x18\x02 \x03(\x0b\x32\x13.tollgate.v1.Record\x12\x12\n\nif_current\x18\x03 \x01(\t\"h\n\x06Record\x12/\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1f.tollgate.v1.Record.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\rDeleteRequest\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12!\n\x04keys\x18\x02 \x03(\x0b\x32\x13.tollgate.v1.Record\x12\x12\n\nif_current\x18\x03 \x01(\t\"[\n\x0e\x43hangeResponse\x12+\n\x08snapshot\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\x1c\n\x14previous_snapshot_id\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\xbe\x01\n\x0eStatusResponse\x12*\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\'\n\x04kept\x18\x02 \x03(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\r\n\x05store\x18\x03 \x01(\t\x12\x17\n\x0fstore_reachable\x18\x04 \x01(\x08\x12\x15\n\rstale_seconds\x18\x05 \x01(\x01\x12\x18\n\x10store_current_id\x18\x06 \x01(\t\"?\n\x0b\x44iffRequest\x12\x18\n\x10\x66rom_snapshot_id\x18\x01 \x01(\t\x12\x16\n\x0eto_snapshot_id\x18\x02 \x01(\t\"M\n\nEntityDiff\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x03(\t\"9\n\x0c\x44iffResponse\x12)\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x17.tollgate.v1.EntityDiff2\xdb\x02\n\x14ReferenceDataService\x12=\n\x04Load\x12\x18.tollgate.v1.LoadRequest\x1a\x19.tollgate.v1.LoadResponse(\x01\x12\x41\n\x06Upsert\x12\x1a.tollgate.v1.UpsertRequest\x1a\x1b.tollgate.v1.ChangeResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.tollgate.v1.DeleteRequest\x1a\x1b.tollgate.v1.ChangeResponse\x12\x41\n\x06Status\x12\x1a.tollgate.v1.StatusRequest\x1a\x1b.tollgate.v1.StatusResponse\x12;\n\x04\x44iff\x12\x18.tollgate.v1.DiffRequest\x1a\x19.tollgate.v1.DiffResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/api/v1/refdata.proto\x12\x0btollgate.v1\"[\n\nLoadHeader\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x14\n\x0ckeep_missing\x18\x03 \x01(\x08\x12\x16\n\x0e\x61llow_emptying\x18\x04 \x01(\x08\"\'\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"i\n\x0bLoadRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.tollgate.v1.LoadHeaderH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.tollgate.v1.FileChunkH\x00\x42\x06\n\x04part\"E\n\x07Problem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xac\x01\n\x0cSnapshotInfo\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tloaded_at\x18\x03 \x01(\t\x12\x35\n\x06\x63ounts\x18\x04 \x03(\x0b\x32%.tollgate.v1.SnapshotInfo.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xfd\x01\n\x0cLoadResponse\x12+\n\x08snapshot\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12+\n\rrejected_rows\x18\x02 \x03(\x0b\x32\x14.tollgate.v1.Problem\x12\x1c\n\x14previous_snapshot_id\x18\x03 \x01(\t\x12\x37\n\x07\x65mptied\x18\x04 \x03(\x0b\x32&.tollgate.v1.LoadResponse.EmptiedEntry\x12\x0c\n\x04kept\x18\x05 \x03(\t\x1a.\n\x0c\x45mptiedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Y\n\rUpsertRequest\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12$\n\x07records\x18\x02 \x03(\x0b\x32\x13.tollgate.v1.Record\x12\x12\n\nif_current\x18\x03 \x01(\t\"h\n\x06Record\x12/\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1f.tollgate.v1.Record.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\rDeleteRequest\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12!\n\x04keys\x18\x02 \x03(\x0b\x32\x13.tollgate.v1.Record\x12\x12\n\nif_current\x18\x03 \x01(\t\"[\n\x0e\x43hangeResponse\x12+\n\x08snapshot\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\x1c\n\x14previous_snapshot_id\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\xd2\x01\n\x0eStatusResponse\x12*\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\'\n\x04kept\x18\x02 \x03(\x0b\x32\x19.tollgate.v1.SnapshotInfo\x12\r\n\x05store\x18\x03 \x01(\t\x12\x17\n\x0fstore_reachable\x18\x04 \x01(\x08\x12\x15\n\rstale_seconds\x18\x05 \x01(\x01\x12\x18\n\x10store_current_id\x18\x06 \x01(\t\x12\x12\n\nstore_lost\x18\x07 \x01(\t\"?\n\x0b\x44iffRequest\x12\x18\n\x10\x66rom_snapshot_id\x18\x01 \x01(\t\x12\x16\n\x0eto_snapshot_id\x18\x02 \x01(\t\"M\n\nEntityDiff\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x03(\t\"9\n\x0c\x44iffResponse\x12)\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x17.tollgate.v1.EntityDiff2\xdb\x02\n\x14ReferenceDataService\x12=\n\x04Load\x12\x18.tollgate.v1.LoadRequest\x1a\x19.tollgate.v1.LoadResponse(\x01\x12\x41\n\x06Upsert\x12\x1a.tollgate.v1.UpsertRequest\x1a\x1b.tollgate.v1.ChangeResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.tollgate.v1.DeleteRequest\x1a\x1b.tollgate.v1.ChangeResponse\x12\x41\n\x06Status\x12\x1a.tollgate.v1.StatusRequest\x1a\x1b.tollgate.v1.StatusResponse\x12;\n\x04\x44iff\x12\x18.tollgate.v1.DiffRequest\x1a\x19.tollgate.v1.DiffResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,42 +33,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SNAPSHOTINFO_COUNTSENTRY']._loaded_options = None
   _globals['_SNAPSHOTINFO_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_LOADRESPONSE_EMPTIEDENTRY']._loaded_options = None
+  _globals['_LOADRESPONSE_EMPTIEDENTRY']._serialized_options = b'8\001'
   _globals['_RECORD_FIELDSENTRY']._loaded_options = None
   _globals['_RECORD_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_LOADHEADER']._serialized_start=46
-  _globals['_LOADHEADER']._serialized_end=91
-  _globals['_FILECHUNK']._serialized_start=93
-  _globals['_FILECHUNK']._serialized_end=132
-  _globals['_LOADREQUEST']._serialized_start=134
-  _globals['_LOADREQUEST']._serialized_end=239
-  _globals['_PROBLEM']._serialized_start=241
-  _globals['_PROBLEM']._serialized_end=310
-  _globals['_SNAPSHOTINFO']._serialized_start=313
-  _globals['_SNAPSHOTINFO']._serialized_end=485
-  _globals['_SNAPSHOTINFO_COUNTSENTRY']._serialized_start=440
-  _globals['_SNAPSHOTINFO_COUNTSENTRY']._serialized_end=485
-  _globals['_LOADRESPONSE']._serialized_start=487
-  _globals['_LOADRESPONSE']._serialized_end=591
-  _globals['_UPSERTREQUEST']._serialized_start=593
-  _globals['_UPSERTREQUEST']._serialized_end=682
-  _globals['_RECORD']._serialized_start=684
-  _globals['_RECORD']._serialized_end=788
-  _globals['_RECORD_FIELDSENTRY']._serialized_start=743
-  _globals['_RECORD_FIELDSENTRY']._serialized_end=788
-  _globals['_DELETEREQUEST']._serialized_start=790
-  _globals['_DELETEREQUEST']._serialized_end=876
-  _globals['_CHANGERESPONSE']._serialized_start=878
-  _globals['_CHANGERESPONSE']._serialized_end=969
-  _globals['_STATUSREQUEST']._serialized_start=971
-  _globals['_STATUSREQUEST']._serialized_end=986
-  _globals['_STATUSRESPONSE']._serialized_start=989
-  _globals['_STATUSRESPONSE']._serialized_end=1179
-  _globals['_DIFFREQUEST']._serialized_start=1181
-  _globals['_DIFFREQUEST']._serialized_end=1244
-  _globals['_ENTITYDIFF']._serialized_start=1246
-  _globals['_ENTITYDIFF']._serialized_end=1323
-  _globals['_DIFFRESPONSE']._serialized_start=1325
-  _globals['_DIFFRESPONSE']._serialized_end=1382
-  _globals['_REFERENCEDATASERVICE']._serialized_start=1385
-  _globals['_REFERENCEDATASERVICE']._serialized_end=1732
+  _globals['_LOADHEADER']._serialized_end=137
+  _globals['_FILECHUNK']._serialized_start=139
+  _globals['_FILECHUNK']._serialized_end=178
+  _globals['_LOADREQUEST']._serialized_start=180
+  _globals['_LOADREQUEST']._serialized_end=285
+  _globals['_PROBLEM']._serialized_start=287
+  _globals['_PROBLEM']._serialized_end=356
+  _globals['_SNAPSHOTINFO']._serialized_start=359
+  _globals['_SNAPSHOTINFO']._serialized_end=531
+  _globals['_SNAPSHOTINFO_COUNTSENTRY']._serialized_start=486
+  _globals['_SNAPSHOTINFO_COUNTSENTRY']._serialized_end=531
+  _globals['_LOADRESPONSE']._serialized_start=534
+  _globals['_LOADRESPONSE']._serialized_end=787
+  _globals['_LOADRESPONSE_EMPTIEDENTRY']._serialized_start=741
+  _globals['_LOADRESPONSE_EMPTIEDENTRY']._serialized_end=787
+  _globals['_UPSERTREQUEST']._serialized_start=789
+  _globals['_UPSERTREQUEST']._serialized_end=878
+  _globals['_RECORD']._serialized_start=880
+  _globals['_RECORD']._serialized_end=984
+  _globals['_RECORD_FIELDSENTRY']._serialized_start=939
+  _globals['_RECORD_FIELDSENTRY']._serialized_end=984
+  _globals['_DELETEREQUEST']._serialized_start=986
+  _globals['_DELETEREQUEST']._serialized_end=1072
+  _globals['_CHANGERESPONSE']._serialized_start=1074
+  _globals['_CHANGERESPONSE']._serialized_end=1165
+  _globals['_STATUSREQUEST']._serialized_start=1167
+  _globals['_STATUSREQUEST']._serialized_end=1182
+  _globals['_STATUSRESPONSE']._serialized_start=1185
+  _globals['_STATUSRESPONSE']._serialized_end=1395
+  _globals['_DIFFREQUEST']._serialized_start=1397
+  _globals['_DIFFREQUEST']._serialized_end=1460
+  _globals['_ENTITYDIFF']._serialized_start=1462
+  _globals['_ENTITYDIFF']._serialized_end=1539
+  _globals['_DIFFRESPONSE']._serialized_start=1541
+  _globals['_DIFFRESPONSE']._serialized_end=1598
+  _globals['_REFERENCEDATASERVICE']._serialized_start=1601
+  _globals['_REFERENCEDATASERVICE']._serialized_end=1948
 # @@protoc_insertion_point(module_scope)

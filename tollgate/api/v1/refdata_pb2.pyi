@@ -7,12 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadHeader(_message.Message):
-    __slots__ = ("source", "partial")
+    __slots__ = ("source", "partial", "keep_missing", "allow_emptying")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_MISSING_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_EMPTYING_FIELD_NUMBER: _ClassVar[int]
     source: str
     partial: bool
-    def __init__(self, source: _Optional[str] = ..., partial: _Optional[bool] = ...) -> None: ...
+    keep_missing: bool
+    allow_emptying: bool
+    def __init__(self, source: _Optional[str] = ..., partial: _Optional[bool] = ..., keep_missing: _Optional[bool] = ..., allow_emptying: _Optional[bool] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("path", "data")
@@ -62,12 +66,25 @@ class SnapshotInfo(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., source: _Optional[str] = ..., loaded_at: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
-    __slots__ = ("snapshot", "rejected_rows")
+    __slots__ = ("snapshot", "rejected_rows", "previous_snapshot_id", "emptied", "kept")
+    class EmptiedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMPTIED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
     snapshot: SnapshotInfo
     rejected_rows: _containers.RepeatedCompositeFieldContainer[Problem]
-    def __init__(self, snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., rejected_rows: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ...) -> None: ...
+    previous_snapshot_id: str
+    emptied: _containers.ScalarMap[str, int]
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., rejected_rows: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., previous_snapshot_id: _Optional[str] = ..., emptied: _Optional[_Mapping[str, int]] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("entity", "records", "if_current")
@@ -115,20 +132,22 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("current", "kept", "store", "store_reachable", "stale_seconds", "store_current_id")
+    __slots__ = ("current", "kept", "store", "store_reachable", "stale_seconds", "store_current_id", "store_lost")
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     STORE_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STORE_CURRENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_LOST_FIELD_NUMBER: _ClassVar[int]
     current: SnapshotInfo
     kept: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
     store: str
     store_reachable: bool
     stale_seconds: float
     store_current_id: str
-    def __init__(self, current: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., kept: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., store: _Optional[str] = ..., store_reachable: _Optional[bool] = ..., stale_seconds: _Optional[float] = ..., store_current_id: _Optional[str] = ...) -> None: ...
+    store_lost: str
+    def __init__(self, current: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., kept: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ..., store: _Optional[str] = ..., store_reachable: _Optional[bool] = ..., stale_seconds: _Optional[float] = ..., store_current_id: _Optional[str] = ..., store_lost: _Optional[str] = ...) -> None: ...
 
 class DiffRequest(_message.Message):
     __slots__ = ("from_snapshot_id", "to_snapshot_id")

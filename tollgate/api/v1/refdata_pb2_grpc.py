@@ -68,7 +68,8 @@ class ReferenceDataServiceServicer:
         """Uploads a directory of exports (one file or folder per entity: projects.csv,
         workers.jsonl, rate_cards/part-1.parquet, ...) and makes it the current snapshot. The first
         message is a header, then file chunks in any order. A refused load is INVALID_ARGUMENT with
-        a google.rpc.BadRequest naming each problem as "file:line: field"; nothing changes.
+        a google.rpc.BadRequest naming each problem as "file:line: field"; nothing changes. File names
+        are exact (ENTITY.csv, .jsonl, .parquet, .csv.gz, .jsonl.gz, or ENTITY/ folders): any other is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
