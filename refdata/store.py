@@ -140,7 +140,8 @@ class InProcessStore:
     def watch(self, on_current: OnCurrent, on_state: OnState) -> None:
         with self._lock:
             self._watchers.append(on_current)
-        on_state(StoreState(True, dt.datetime.now(dt.UTC)))
+            current = next(reversed(self._snapshots), None)
+        on_state(StoreState(True, dt.datetime.now(dt.UTC), current))
 
     def close(self) -> None:
         with self._lock:

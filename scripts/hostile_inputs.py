@@ -7,7 +7,8 @@ It starts the real gRPC server on a free port (bundled rulesets, sample data), a
 prober calls it with a one-entry timesheet every 20 ms: the worst latency it sees is what another caller
 suffered meanwhile. Each case is refused as it should be (the item rejected naming the field, the call
 answered with a clear status, the ruleset or load refused naming file and line, the snapshot unchanged),
-or counts as a silent accept, or as a crash (UNKNOWN, INTERNAL, a traceback, the server gone).
+or counts as a silent accept, or as a crash (UNKNOWN, INTERNAL, a traceback, the server gone, or another
+caller kept waiting by it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tollgate.clients.client import RefDataClient, ValidationClient  # noqa: E40
 from tollgate.rules.loader import load_rulesets  # noqa: E402
 from tollgate.rules.problems import ProblemsError  # noqa: E402
 from tollgate.server.app import start  # noqa: E402
+from tollgate.server.logs import configure_logging  # noqa: E402
 from tollgate.server.settings import Settings  # noqa: E402
 
 ENTRY = {"entry_id": "TE-H", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "work_date": "2026-11-03",
@@ -142,13 +144,18 @@ def _request_cases(target: str) -> Iterator[tuple[str, Callable[[ValidationClien
             yield from ()
 
         calls = [pb_grpc.ValidationServiceStub(c).StreamTimeEntries(nothing(), timeout=30) for c in channels]
-        time.sleep(3)  # the prober meanwhile measures what the idle streams cost others
+        time.sleep(0.5)
+        started = time.perf_counter()
+        with ValidationClient(target, timeout=10) as other:
+            other.validate_time_entries([ENTRY])
+        stalled = time.perf_counter() - started > 0.5  # another caller waited for the idle streams
+        time.sleep(2)  # the prober meanwhile measures what the idle streams cost others
         release.set()
         for call in calls:
             list(call)
         for channel in channels:
             channel.close()
-        return REFUSED
+        return CRASH if stalled else REFUSED
     yield "8 streams that send nothing for 3 s", idle_streams
 
 
@@ -222,6 +229,7 @@ def _load_cases(target: str, work: Path) -> Iterator[tuple[str, Callable[[Valida
 def run(out: Any) -> int:
     settings = Settings(port=0, threads=4, shutdown_grace_seconds=2, log_level="error", refdata=ROOT / "examples" /
                         "refdata")
+    configure_logging("error")  # to standard error: the table alone goes to standard output
     running = start(settings)
     target = f"127.0.0.1:{running.port}"
     surfaces: list[Surface] = []
@@ -248,7 +256,7 @@ def run(out: Any) -> int:
             surfaces.append(surface)
         worst = dict(prober.worst)
     running.stop()
-    out.write("| surface | hostile inputs tried | refused as they should be | silent accepts | crashes | slowest "
+    out.write("| surface | hostile inputs tried | refused as they should be | silent accepts | crashes or stalls | slowest "
               "case | worst latency another caller saw |\n|---|---|---|---|---|---|---|\n")
     for surface in surfaces:
         counts = {kind: sum(1 for _n, o, _s in surface.outcomes if o == kind) for kind in (REFUSED, SILENT, CRASH)}
