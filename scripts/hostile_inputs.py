@@ -256,8 +256,8 @@ def run(out: Any) -> int:
             surfaces.append(surface)
         worst = dict(prober.worst)
     running.stop()
-    out.write("| surface | hostile inputs tried | refused as they should be | silent accepts | crashes or stalls | slowest "
-              "case | worst latency another caller saw |\n|---|---|---|---|---|---|---|\n")
+    out.write("| surface | hostile inputs tried | refused as they should be | silent accepts | crashes or stalls "
+              "| slowest case | worst latency another caller saw |\n|---|---|---|---|---|---|---|\n")
     for surface in surfaces:
         counts = {kind: sum(1 for _n, o, _s in surface.outcomes if o == kind) for kind in (REFUSED, SILENT, CRASH)}
         slowest = max(surface.outcomes, key=lambda o: o[2])
