@@ -22,7 +22,7 @@ from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
 from tollgate.evaluators.rollups import roll_up
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
-from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY
+from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
 from tollgate.server.calls import CallError, StreamSlots, bad_request, off_loop, read_within, write_within
@@ -36,9 +36,9 @@ _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOIC
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
 
 
-def _acceptance(value: int, where: str) -> Any:
+def _acceptance(value: int, where: str) -> Acceptance:
     """The request's acceptance; an unknown value (a newer client's, or garbage) is a bad request."""
-    acceptance = codec.ACCEPTANCE.get(value)  # type: ignore[call-overload]
+    acceptance: Acceptance | None = codec.ACCEPTANCE.get(value)  # type: ignore[call-overload]
     if acceptance is None:
         known = ", ".join(f"{pb.Acceptance.Name(v)} ({v})" for v in codec.ACCEPTANCE)
         raise bad_request(f"{where}acceptance {value} is not an Acceptance this server knows: one of {known}",
@@ -116,7 +116,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         return response
 
     def time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
-                      where: str) -> pb.ValidationResponse:
+                     where: str) -> pb.ValidationResponse:
         return self._decide(TIME_ENTRY, request.entries, None, acceptance=request.acceptance, generation=generation,
                             field="entries", where=where)
 

@@ -27,8 +27,10 @@ from grpc_status import rpc_status
 
 from tests.conftest import ROOT, TOLLGATE, free_port
 from tests.refdata_support import wait_until
+from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.clients.client import _upload, export_files
 from tollgate.server.app import RunningServer, start
 from tollgate.server.logs import configure_logging
 from tollgate.server.settings import Settings
@@ -57,15 +59,18 @@ def _detail(error: grpc.RpcError, message_type: Any) -> Any:
 
 
 class _Held:
-    """A request iterator for a sync streaming call: yields what it is given, ends when released."""
+    """A request iterator for a sync streaming call: yields what it is given, waits until released, then
+    yields the rest and ends."""
 
     def __init__(self, *first: Any) -> None:
         self.first = list(first)
+        self.rest: list[Any] = []  # what follows the release
         self.released = threading.Event()
 
     def __iter__(self) -> Iterator[Any]:
         yield from self.first
         self.released.wait(timeout=60)
+        yield from self.rest
 
 
 @contextlib.contextmanager
@@ -308,3 +313,27 @@ def test_a_thousand_idle_streams_delay_neither_unary_calls_nor_health_and_sigter
         log_file.close()
     logs = log_path.read_text()
     assert '"event": "stopped"' in logs, logs[-2000:]
+
+
+def test_an_upload_in_progress_holds_no_thread_and_deciding_goes_on() -> None:
+    running = start(Settings(port=0, threads=1, load_threads=1, log_level="warning"))
+    try:
+        refdata = ROOT / "examples" / "refdata"
+        upload = list(_upload(refdata, export_files(refdata), refdata_pb2.LoadHeader(source="held upload"), 4096))
+        # Half the upload sent, then the client pauses; the load thread and the deciding thread stay free.
+        held = _Held(*upload[: len(upload) // 2])
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            load = refdata_pb2_grpc.ReferenceDataServiceStub(channel).Load.future(iter(held), timeout=60)
+            wait_until(lambda: running.streams.open == 1, timeout=10)
+            stub = pb_grpc.ValidationServiceStub(channel)
+            for n in range(5):
+                assert len(stub.ValidateTimeEntries(_request(f"D{n}"), timeout=5).decisions) == 3
+            status = refdata_pb2_grpc.ReferenceDataServiceStub(channel).Status(refdata_pb2.StatusRequest(), timeout=5)
+            assert status.current.snapshot_id
+            held.rest = upload[len(upload) // 2 :]
+            held.released.set()
+            loaded = load.result(timeout=60)
+        assert loaded.snapshot.source == "held upload"
+        assert running.runtime.generation.snapshot.snapshot_id == loaded.snapshot.snapshot_id
+    finally:
+        running.stop()
