@@ -122,7 +122,11 @@ async def read_within(context: grpc.aio.ServicerContext[Any, Any], seconds: floa
         raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED,
                         f"no {what} for {seconds:g} s (stream_idle_seconds): the stream is closed; send the next "
                         "chunk sooner, or open a stream when there is something to send") from None
-    return None if request is grpc.aio.EOF else request
+    if request is grpc.aio.EOF:
+        if context.cancelled():  # a cancelled call reads as ended too: never act on half a stream
+            raise asyncio.CancelledError
+        return None
+    return request
 
 
 async def write_within(context: grpc.aio.ServicerContext[Any, Any], response: Any, seconds: float) -> None:
