@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +39,25 @@ from tollgate.evaluators.engine import Evaluator
 from tollgate.refdata.snapshot import load_snapshot
 from tollgate.rules.item_kinds import TIME_ENTRY
 from tollgate.rules.loader import load_rulesets
+from tollgate.server.calls import StreamSlots
 from tollgate.server.logs import configure_logging
 from tollgate.server.runtime import Runtime
 from tollgate.server.settings import Settings
 from tollgate.server.validation_service import ValidationService
 
 
-class _LocalCall:
-    """What the servicer reads of a gRPC call's context, for a call made in process: no metadata."""
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-
 def _timesheet_calls(firm: Firm, refdata: Path) -> Callable[[], Any]:
     """One call of the server's own path for the latency comparison's timesheet (as ``tollgate serve`` loads
     the bundled rulesets and ``refdata``)."""
     configure_logging("warning")  # the servicer logs each call at info
-    service = ValidationService(Runtime(RULESETS, refdata), Settings())
+    settings = Settings()
+    # The deciding a call's pool thread does, request to response (the event loop's part is the transport's).
+    service = ValidationService(Runtime(RULESETS, refdata), settings, ThreadPoolExecutor(1), StreamSlots(1))
     request = pb.ValidateTimeEntriesRequest(entries=[
         time_entry_message(item, position)
         for position, item in enumerate(firm.timesheet(TIMESHEET_LINES, SIZES.seed), start=1)
     ])
-    context = _LocalCall()
-    return lambda: service.ValidateTimeEntries(request, context)
+    return lambda: service.decide_in_thread(service.time_entries, request, (), None, "")
 
 
 def main(argv: list[str] | None = None) -> None:

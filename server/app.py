@@ -1,12 +1,21 @@
-"""Start-up: build the gRPC server with health and reflection, serve until SIGTERM, stop cleanly."""
+"""Start-up: build the gRPC server with health and reflection, serve until SIGTERM, stop cleanly.
+
+The server is a grpc.aio server on one event loop, in a thread of its own (one loop per process, shared by
+every server the process starts): a waiting call holds no thread. Deciding runs in a pool of
+``threads`` threads, reference data work in a pool of ``load_threads`` (server/calls.py:off_loop).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import threading
+from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -20,7 +29,7 @@ from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
 from tollgate.rules.problems import Problem, ProblemsError
 from tollgate.server import metrics
-from tollgate.server.correlation import CorrelationInterceptor
+from tollgate.server.calls import CallInterceptor, StreamSlots
 from tollgate.server.logs import configure_logging
 from tollgate.server.refdata_service import ReferenceDataService
 from tollgate.server.runtime import Runtime
@@ -33,19 +42,58 @@ SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].f
 REFDATA_SERVICE_NAME = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
 
 
+T = TypeVar("T")
+# Past the grace period, how long stopping may take before the process exits regardless (SIGTERM always ends it).
+STOP_MARGIN_SECONDS = 5.0
+
+
+class _Loop:
+    """The process's event loop for gRPC, running in a daemon thread from the first server started."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="tollgate-grpc", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
+def _on_loop(coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    return asyncio.run_coroutine_threadsafe(coroutine, _Loop.get()).result(timeout)
+
+
 @dataclass(slots=True)
 class RunningServer:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     runtime: Runtime
     grace_seconds: float
+    deciding: futures.ThreadPoolExecutor
+    loads: futures.ThreadPoolExecutor
+    streams: StreamSlots
     metrics: metrics.MetricsServer | None = None
 
     def stop(self) -> None:
-        """Refuse new calls (health says NOT_SERVING first), let calls in flight finish, then stop."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(self.grace_seconds).wait()
+        """Refuse new calls (health says NOT_SERVING first), let calls in flight finish for up to the grace
+        period, end those still open (idle streams too), then stop."""
+
+        async def stop() -> None:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(self.grace_seconds)
+
+        try:
+            _on_loop(stop(), timeout=self.grace_seconds + STOP_MARGIN_SECONDS)
+        except TimeoutError:
+            log.error("stop_timed_out", grace_seconds=self.grace_seconds)
+        # Work already handed to a pool thread finishes (one batch at most); nothing queued starts.
+        self.deciding.shutdown(wait=False, cancel_futures=True)
+        self.loads.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
             self.metrics.stop()
         self.runtime.close()
@@ -59,7 +107,7 @@ def snapshot_store(settings: Settings) -> SnapshotStore:
     return InProcessStore(keep=settings.snapshots_kept)
 
 
-def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> None:
+async def _follow_health(runtime: Runtime, health_servicer: health.aio.HealthServicer) -> None:
     """Health follows the data: deciding needs a snapshot; changing reference data needs the store.
 
     A replica whose store is unreachable keeps deciding from the snapshot it holds, so "" and the
@@ -68,34 +116,56 @@ def _follow_health(runtime: Runtime, health_servicer: health.HealthServicer) -> 
     """
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     for service in ("", SERVICE_NAME):
-        health_servicer.set(service, serving if runtime.has_data else not_serving)
-    health_servicer.set(REFDATA_SERVICE_NAME,
-                        serving if runtime.store_reachable and runtime.store_lost is None else not_serving)
+        await health_servicer.set(service, serving if runtime.has_data else not_serving)
+    await health_servicer.set(REFDATA_SERVICE_NAME,
+                              serving if runtime.store_reachable and runtime.store_lost is None else not_serving)
+
+
+def _health_follows(runtime: Runtime, health_servicer: health.aio.HealthServicer) -> None:
+    """From any thread (the store's watcher, a load): update health on the loop, without waiting for it."""
+    asyncio.run_coroutine_threadsafe(_follow_health(runtime, health_servicer), _Loop.get())
 
 
 def start(settings: Settings) -> RunningServer:
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate"),
-        interceptors=[CorrelationInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-        ],
-    )
-    validation_pb2_grpc.add_ValidationServiceServicer_to_server(ValidationService(runtime, settings), server)
-    refdata_service = ReferenceDataService(runtime, max_upload_bytes=settings.max_upload_bytes)
-    refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(refdata_service, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, REFDATA_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
-    )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
+    deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
+    loads = futures.ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="tollgate-load")
+    streams = StreamSlots(settings.max_streams)
+
+    async def build() -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+        server = grpc.aio.server(
+            interceptors=[CallInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+            ],
+        )
+        validation_pb2_grpc.add_ValidationServiceServicer_to_server(
+            ValidationService(runtime, settings, deciding, streams), server)
+        refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(
+            ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
+                                 idle_seconds=settings.stream_idle_seconds), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, REFDATA_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+        try:
+            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        except RuntimeError:  # grpc.aio raises where the sync server answers 0
+            port = 0
+        return server, port, health_servicer
+
+    def give_up() -> None:
+        deciding.shutdown(wait=False)
+        loads.shutdown(wait=False)
         runtime.close()
+
+    server, port, health_servicer = _on_loop(build())
+    if port == 0:
+        give_up()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     metrics_server = None
     if settings.metrics_port:
@@ -103,16 +173,24 @@ def start(settings: Settings) -> RunningServer:
         try:
             metrics_server = metrics.start(runtime, settings.host, wanted)
         except OSError as error:
-            runtime.close()
+            give_up()
             raise ProblemsError([Problem("metrics_port", None, str(wanted),
                                          f"cannot serve metrics on {settings.host}:{wanted}: {error}")]) from error
-    server.start()
-    runtime.on_change(lambda: _follow_health(runtime, health_servicer))
-    _follow_health(runtime, health_servicer)
+
+    async def serve() -> None:
+        await _follow_health(runtime, health_servicer)
+        await server.start()
+
+    _on_loop(serve())
+    runtime.on_change(lambda: _health_follows(runtime, health_servicer))
+    _health_follows(runtime, health_servicer)  # whatever changed between the first look and listening
     log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION,
              snapshot_id=runtime.generation.snapshot.snapshot_id if runtime.has_data else None,
-             store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None)
-    return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, metrics_server)
+             store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None,
+             threads=settings.threads, max_streams=settings.max_streams,
+             stream_idle_seconds=settings.stream_idle_seconds)
+    return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
+                         streams, metrics_server)
 
 
 def run(settings: Settings) -> int:
@@ -145,6 +223,15 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
     stopping.wait()
+    # Whatever is stuck (a store that does not answer, a pool thread), the process ends soon after the grace.
+    watchdog = threading.Timer(settings.shutdown_grace_seconds + 2 * STOP_MARGIN_SECONDS, _exit_now)
+    watchdog.daemon = True
+    watchdog.start()
     running.stop()
     log.info("stopped")
     return 0
+
+
+def _exit_now() -> None:
+    log.error("stop_overran", hint="exiting without waiting for the work still running")
+    os._exit(1)

@@ -47,6 +47,11 @@ ADOPTION_SECONDS = Histogram("tollgate_reference_snapshot_adoption_seconds",
                              "From a new current snapshot being seen to deciding with it: fetching and decoding what "
                              "this process lacks, indexing, building evaluators", buckets=_ADOPTION_BUCKETS)
 
+OPEN_STREAMS = Gauge("tollgate_open_streams", "Streaming calls open now (at most max_streams)")
+STREAMS_REFUSED = Counter("tollgate_streams_refused", "Streaming calls refused RESOURCE_EXHAUSTED: max_streams open")
+CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
+                        "its traceback and correlation id), by method", ["method"])
+
 
 def _child(metric: Counter | Histogram, children: dict[tuple[str, ...], Any], labels: tuple[str, ...]) -> Any:
     """``metric.labels(*labels)``, kept: prometheus-client validates and locks on every labels() call, which

@@ -57,7 +57,22 @@ class Settings(BaseSettings):
         DEFAULT_MAX_UPLOAD_BYTES, ge=1,
         description="largest reference data upload (ReferenceDataService.Load, every file together), in bytes",
     )
-    threads: int = Field(max(4, (os.cpu_count() or 1) * 2), ge=1, description="gRPC handler threads per process")
+    threads: int = Field(
+        max(4, (os.cpu_count() or 1) * 2), ge=1,
+        description="threads deciding calls per process (the CPU work of each validation call or stream chunk); "
+        "calls beyond wait their turn. Waiting streams and health checks hold none",
+    )
+    load_threads: int = Field(2, ge=1, description="threads for reference data loads, changes, status and diffs "
+                              "per process, apart from the deciding threads")
+    max_streams: int = Field(
+        1000, ge=1,
+        description="most streaming calls open at once per process (validation streams and reference data "
+        "uploads); one more is refused RESOURCE_EXHAUSTED",
+    )
+    stream_idle_seconds: float = Field(
+        60.0, gt=0,
+        description="a stream that sends no chunk (or takes no response) for this long is ended DEADLINE_EXCEEDED",
+    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 

@@ -30,6 +30,9 @@ from tollgate.server.settings import Settings
 log = structlog.get_logger("tollgate.supervisor")
 
 RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
+# Past the grace period, how long a stopping worker gets before it is killed (its own watchdog ends it
+# 10 s past the grace: server/app.py).
+KILL_AFTER_GRACE_SECONDS = 15.0
 
 
 def _worker_environment(settings: Settings, index: int) -> dict[str, str]:
@@ -97,6 +100,14 @@ def _supervise(settings: Settings) -> int:
             restarts[index] += 1
             workers[index] = _spawn(settings, index)
         stopping.wait(0.2)
-    codes = [worker.wait() for worker in workers.values()]
+    deadline = time.monotonic() + settings.shutdown_grace_seconds + KILL_AFTER_GRACE_SECONDS
+    codes = []
+    for index, worker in workers.items():
+        try:
+            codes.append(worker.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            log.error("worker_killed", worker=index, pid=worker.pid, hint="it did not stop within its grace period")
+            worker.kill()
+            codes.append(worker.wait())
     log.info("stopped", exit_codes=codes)
     return 0 if all(code == 0 for code in codes) else 1

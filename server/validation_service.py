@@ -1,27 +1,31 @@
-"""The ValidationService servicer: request → items → evaluator → decisions → response."""
+"""The ValidationService servicer: request → items → evaluator → decisions → response.
+
+Each call's deciding runs in the deciding thread pool (server/calls.py:off_loop), never on the event
+loop; a stream waits for its chunks on the loop, holding no thread, and is bounded: at most
+max_streams open per process, ended when idle for stream_idle_seconds.
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
 from tollgate.evaluators.rollups import roll_up
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
-from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY
+from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
+from tollgate.server.calls import CallError, StreamSlots, bad_request, off_loop, read_within, write_within
 from tollgate.server.correlation import current_correlation_id
 from tollgate.server.runtime import Generation, Runtime
 from tollgate.server.settings import Settings
@@ -32,57 +36,61 @@ _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOIC
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
 
 
-def _abort_bad_request(context: grpc.ServicerContext, message: str, field: str, description: str) -> None:
-    """End the call with INVALID_ARGUMENT and a google.rpc.BadRequest naming the offending field."""
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(
-        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
-    ))
-    context.abort_with_status(rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
-    ))
+def _acceptance(value: int, where: str) -> Acceptance:
+    """The request's acceptance; an unknown value (a newer client's, or garbage) is a bad request."""
+    acceptance: Acceptance | None = codec.ACCEPTANCE.get(value)  # type: ignore[call-overload]
+    if acceptance is None:
+        known = ", ".join(f"{pb.Acceptance.Name(v)} ({v})" for v in codec.ACCEPTANCE)
+        raise bad_request(f"{where}acceptance {value} is not an Acceptance this server knows: one of {known}",
+                          [("acceptance", f"{value} is not one of {known}")])
+    return acceptance
+
+
+Decide = Callable[[Any, Generation, str], pb.ValidationResponse]
 
 
 class ValidationService(pb_grpc.ValidationServiceServicer):
-    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, deciding: Executor, streams: StreamSlots) -> None:
         self.runtime = runtime
         self.max_items = settings.max_batch_items
+        self.idle_seconds = settings.stream_idle_seconds
+        self.deciding = deciding
+        self.streams = streams
 
-    def _generation(self, context: grpc.ServicerContext) -> Generation:
+    def _generation(self, metadata: Sequence[tuple[str, Any]] | None) -> Generation:
         """What this call decides with: the snapshot it names (a replay), else the current one.
 
-        Aborts the call rather than decide against nothing (no data yet) or against the wrong data
+        Refuses the call rather than decide against nothing (no data yet) or against the wrong data
         (a snapshot that is not kept, or cannot be fetched now).
         """
-        requested = next((str(v) for k, v in context.invocation_metadata() or () if k == SNAPSHOT_METADATA_KEY), None)
+        requested = next((str(v) for k, v in metadata or () if k == SNAPSHOT_METADATA_KEY), None)
         if requested is None:
             if not self.runtime.has_data:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"no reference data loaded yet ({self.runtime.store.description}); load a snapshot "
-                              "with `tollgate refdata load DIR`, or start the service with --refdata DIR")
+                raise CallError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"no reference data loaded yet ({self.runtime.store.description}); load a snapshot "
+                                "with `tollgate refdata load DIR`, or start the service with --refdata DIR")
             return self.runtime.generation
         if not _SNAPSHOT_ID.match(requested):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{SNAPSHOT_METADATA_KEY}: {requested!r} is not a snapshot id (snap- and 12 hex digits)")
+            raise CallError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{SNAPSHOT_METADATA_KEY}: {requested!r} is not a snapshot id (snap- and 12 hex digits)")
         try:
             return self.runtime.generation_for(requested)
         except SnapshotNotFoundError as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"cannot replay: {error}")
+            raise CallError(grpc.StatusCode.NOT_FOUND, f"cannot replay: {error}") from error
         except StoreUnavailableError as error:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}")
-        raise AssertionError("context.abort raises")  # pragma: no cover
+            raise CallError(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}") from error
 
-    def _decide(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, *, acceptance: pb.Acceptance,
-                generation: Generation, context: grpc.ServicerContext, field: str) -> pb.ValidationResponse:
-        """Decide one request's items of ``kind`` (``headers``: each line's invoice, for invoice lines)."""
+    def _decide(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, *, acceptance: int,
+                generation: Generation, field: str, where: str) -> pb.ValidationResponse:
+        """Decide one request's items of ``kind`` (``headers``: each line's invoice, for invoice lines).
+        ``where``: which chunk of a stream this is ("" for a unary call), for the messages of a refusal."""
         if len(lines) > self.max_items:
-            _abort_bad_request(
-                context,
-                f"{len(lines)} {_NOUNS[kind.name]} in one request; the limit is {self.max_items}. "
+            raise bad_request(
+                f"{where}{len(lines)} {_NOUNS[kind.name]} in one request; the limit is {self.max_items}. "
                 "Split the batch, or send it in chunks with the streaming call.",
-                field,
-                f"at most {self.max_items} items per request",
+                [(field, f"at most {self.max_items} items per request")],
             )
+        accept = _acceptance(acceptance, where)
         started = time.perf_counter()
         evaluator = generation.evaluators[kind.name]
         with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
@@ -90,7 +98,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             group_field = kind.group_field
             group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
                 else [getattr(line, group_field) for line in lines]
-            decisions, rollups = roll_up(decided, group_ids, codec.ACCEPTANCE[acceptance], kind.group_name)
+            decisions, rollups = roll_up(decided, group_ids, accept, kind.group_name)
             metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
             response = pb.ValidationResponse()
             provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
@@ -107,60 +115,71 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         )
         return response
 
-    def _time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
-                      context: grpc.ServicerContext) -> pb.ValidationResponse:
+    def time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
+                     where: str) -> pb.ValidationResponse:
         return self._decide(TIME_ENTRY, request.entries, None, acceptance=request.acceptance, generation=generation,
-                            context=context, field="entries")
+                            field="entries", where=where)
 
     def _expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
-                       context: grpc.ServicerContext) -> pb.ValidationResponse:
+                       where: str) -> pb.ValidationResponse:
         return self._decide(EXPENSE_LINE, request.lines, None, acceptance=request.acceptance, generation=generation,
-                            context=context, field="lines")
+                            field="lines", where=where)
 
     def _invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
-                  context: grpc.ServicerContext) -> pb.ValidationResponse:
+                  where: str) -> pb.ValidationResponse:
         lines = [(line, invoice) for invoice in request.invoices for line in invoice.lines]
         return self._decide(INVOICE_LINE, [line for line, _ in lines], [invoice for _, invoice in lines],
-                            acceptance=request.acceptance, generation=generation, context=context, field="invoices")
+                            acceptance=request.acceptance, generation=generation, field="invoices", where=where)
 
-    def _unary(self, decide: Callable[[Any, Generation, grpc.ServicerContext], pb.ValidationResponse],
-               request: Any, context: grpc.ServicerContext) -> pb.ValidationResponse:
-        return decide(request, self._generation(context), context)
+    def decide_in_thread(self, decide: Decide, request: Any, metadata: Sequence[tuple[str, Any]] | None,
+                         pinned: Generation | None, where: str) -> pb.ValidationResponse:
+        """A call's (or a chunk's) work, in a deciding thread: which generation, then ``decide``."""
+        return decide(request, pinned or self._generation(metadata), where)
 
-    def _stream(self, decide: Callable[[Any, Generation, grpc.ServicerContext], pb.ValidationResponse],
-                requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.ValidationResponse]:
-        replay = any(k == SNAPSHOT_METADATA_KEY for k, _v in context.invocation_metadata() or ())
-        pinned = self._generation(context) if replay else None
-        for request in requests:
-            # Each chunk is decided by one generation: the replayed one, or whichever is current.
-            yield decide(request, pinned or self._generation(context), context)
+    async def _unary(self, decide: Decide, request: Any,
+                     context: grpc.aio.ServicerContext[Any, Any]) -> pb.ValidationResponse:
+        return await off_loop(self.deciding, self.decide_in_thread, decide, request, context.invocation_metadata(),
+                              None, "")
 
-    def ValidateTimeEntries(  # noqa: N802 - gRPC method name
-        self, request: pb.ValidateTimeEntriesRequest, context: grpc.ServicerContext
+    async def _stream(self, decide: Decide, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        metadata = context.invocation_metadata()
+        with self.streams.hold():
+            replay = any(k == SNAPSHOT_METADATA_KEY for k, _v in metadata or ())
+            pinned = await off_loop(self.deciding, self._generation, metadata) if replay else None
+            chunk = 0
+            while (request := await read_within(context, self.idle_seconds, "chunk")) is not None:
+                chunk += 1
+                # Each chunk is decided by one generation: the replayed one, or whichever is current.
+                response = await off_loop(self.deciding, self.decide_in_thread, decide, request, metadata, pinned,
+                                          f"chunk {chunk}: ")
+                await write_within(context, response, self.idle_seconds)
+
+    async def ValidateTimeEntries(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateTimeEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidationResponse:
-        return self._unary(self._time_entries, request, context)
+        return await self._unary(self.time_entries, request, context)
 
-    def StreamTimeEntries(  # noqa: N802 - gRPC method name
-        self, requests: Iterator[pb.ValidateTimeEntriesRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.ValidationResponse]:
-        return self._stream(self._time_entries, requests, context)
+    async def StreamTimeEntries(  # noqa: N802 - gRPC method name
+        self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await self._stream(self.time_entries, context)
 
-    def ValidateExpenseLines(  # noqa: N802 - gRPC method name
-        self, request: pb.ValidateExpenseLinesRequest, context: grpc.ServicerContext
+    async def ValidateExpenseLines(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateExpenseLinesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidationResponse:
-        return self._unary(self._expense_lines, request, context)
+        return await self._unary(self._expense_lines, request, context)
 
-    def StreamExpenseLines(  # noqa: N802 - gRPC method name
-        self, requests: Iterator[pb.ValidateExpenseLinesRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.ValidationResponse]:
-        return self._stream(self._expense_lines, requests, context)
+    async def StreamExpenseLines(  # noqa: N802 - gRPC method name
+        self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await self._stream(self._expense_lines, context)
 
-    def ValidateInvoices(  # noqa: N802 - gRPC method name
-        self, request: pb.ValidateInvoicesRequest, context: grpc.ServicerContext
+    async def ValidateInvoices(  # noqa: N802 - gRPC method name
+        self, request: pb.ValidateInvoicesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidationResponse:
-        return self._unary(self._invoices, request, context)
+        return await self._unary(self._invoices, request, context)
 
-    def StreamInvoices(  # noqa: N802 - gRPC method name
-        self, requests: Iterator[pb.ValidateInvoicesRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.ValidationResponse]:
-        return self._stream(self._invoices, requests, context)
+    async def StreamInvoices(  # noqa: N802 - gRPC method name
+        self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await self._stream(self._invoices, context)
