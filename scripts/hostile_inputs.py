@@ -156,7 +156,7 @@ def _request_cases(target: str) -> Iterator[tuple[str, Callable[[ValidationClien
         for channel in channels:
             channel.close()
         return CRASH if stalled else REFUSED
-    yield "8 streams that send nothing for 3 s", idle_streams
+    yield "8 streams that send nothing for 2.5 s", idle_streams
 
 
 def _ruleset_cases(work: Path) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:

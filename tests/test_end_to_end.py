@@ -301,7 +301,7 @@ def _snapshot_of_each_worker(metrics_port: int, workers: int) -> list[str]:
 def test_workers_share_one_port_and_reference_data_changes(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     process = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "2",
-                                "--metrics-port", str(metrics_port)], cwd=ROOT,
+                                "--metrics-port", str(metrics_port)], cwd=ROOT, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = _LogTail(process)
     target = f"127.0.0.1:{port}"
@@ -346,8 +346,8 @@ def test_workers_share_one_port_and_reference_data_changes(tmp_path: Path) -> No
         assert process.wait(timeout=30) == 0
         assert not Path(shared).exists()  # the run's store goes with the run
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # the supervisor and its workers, which would outlive it
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 class _LogTail:
