@@ -140,23 +140,25 @@ def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], o
             amount = _ONE if counts_items else (amount if amount is not None else _ZERO)
             if round_amount is not None:
                 amount = round_amount(amount)
-            hash(key)  # a value that cannot be a group's key (a signalling NaN) fails here, for this item alone
         except Exception as error:  # a record the item lacks (it is rejected for that already), or a bad value
             _failed(figures, failures, position, (name, items_name), error)
             continue
         member = (position, counting[position], amount, start if start is not None else _ZERO, limit)
-        if not each:
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [member]
-            else:
-                group.append(member)
-            continue
-        elements = dict.fromkeys(elements or ())
-        if not elements:
-            figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
-        for element in elements:
-            groups.setdefault((*key, element), []).append(member)
+        try:  # hashing the key: a value that cannot be one (a signalling NaN) fails here, for this item alone
+            if not each:
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [member]
+                else:
+                    group.append(member)
+                continue
+            elements = dict.fromkeys(elements or ())
+            if not elements:
+                figures[position][name], figures[position][items_name] = _ZERO, ()  # in no group
+            for element in elements:
+                groups.setdefault((*key, element), []).append(member)
+        except TypeError as error:
+            _failed(figures, failures, position, (name, items_name), error)
     return groups
 
 

@@ -114,9 +114,14 @@ Factor = Annotated[Decimal, Wire(integer_digits=3, scale=4, minimum=Decimal(0))]
 Quantity = Annotated[Decimal, Wire(integer_digits=9, scale=4, minimum=Decimal(0))]
 
 
+# A refused wire value is quoted shorter than a value in a rule's message: the refusal says what was wrong.
+REFUSED_VALUE_CHARS = 40
+
+
 def _shown(text: str) -> str:
-    """A wire value quoted in a message, cut short: a message must not grow with what a caller sent."""
-    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text):,} characters)"
+    """A wire value quoted in a refusal, cut short: a message must not grow with what a caller sent."""
+    quoted = repr(cut(text, REFUSED_VALUE_CHARS))
+    return quoted if len(text) <= REFUSED_VALUE_CHARS else f"{quoted} ({len(text):,} characters)"
 
 
 def read_decimal(text: str, wire: Wire = DEFAULT_WIRE) -> Decimal:
@@ -241,9 +246,9 @@ ELLIPSIS = "…"
 SHORT_TYPES: frozenset[type] = frozenset({bool, type(None), dt.datetime})
 
 
-def cut(text: str) -> str:
-    """``text`` as a message quotes it: at most MESSAGE_VALUE_CHARS characters, cut with an ellipsis."""
-    return text if len(text) <= MESSAGE_VALUE_CHARS else text[: MESSAGE_VALUE_CHARS - 1] + ELLIPSIS
+def cut(text: str, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """``text`` as a message quotes it: at most ``limit`` characters, cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
 
 
 def format_message_value(value: Any) -> str:
