@@ -226,8 +226,14 @@ def _add_settings_flags(serve: argparse.ArgumentParser) -> None:
         shown = _bundled_relative(default) if isinstance(default, Path) else default
         help_text = f"{field.description} (default: {'none' if shown is None else shown}; env TOLLGATE_{name.upper()})"
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
-        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, choices=choices,
-                           metavar=None if choices else name.upper(), help=help_text.replace("%", "%%"))
+        flag, help_text = f"--{name.replace('_', '-')}", help_text.replace("%", "%%")
+        if field.annotation is bool:  # a switch: given, it is on
+            serve.add_argument(flag, dest=name, action="store_const", const="true", help=help_text)
+            continue
+        if field.annotation == bool | None:
+            choices = ("true", "false")
+        serve.add_argument(flag, dest=name, choices=choices, metavar=None if choices else name.upper(),
+                           help=help_text)
 
 
 _GROUP_NAMES = {"time_entry": "timesheet", "expense_line": "expense report", "invoice": "invoice"}

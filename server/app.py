@@ -171,11 +171,12 @@ def start(settings: Settings) -> RunningServer:
     if settings.metrics_port:
         wanted = metrics.metrics_port(settings.metrics_port, settings.worker_index)
         try:
-            metrics_server = metrics.start(runtime, settings.host, wanted)
+            metrics_server = metrics.start(runtime, settings.metrics_host, wanted)
         except OSError as error:
             give_up()
+            where = f"{settings.metrics_host}:{wanted}"
             raise ProblemsError([Problem("metrics_port", None, str(wanted),
-                                         f"cannot serve metrics on {settings.host}:{wanted}: {error}")]) from error
+                                         f"cannot serve metrics on {where}: {error}")]) from error
 
     async def serve() -> None:
         await _follow_health(runtime, health_servicer)

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="forbid")
 
-    host: str = Field("127.0.0.1", description="address to listen on (and to serve metrics on)")
+    host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(50051, ge=0, le=65535, description="port to listen on; 0 picks a free port")
     rulesets: Path = Field(BUNDLED_RULESETS, description="directory of ruleset files")
     refdata: Path | None = Field(
@@ -73,10 +73,36 @@ class Settings(BaseSettings):
         60.0, gt=0,
         description="a stream that sends no chunk (or takes no response) for this long is ended DEADLINE_EXCEEDED",
     )
+    tls_cert: Path | None = Field(
+        None, description="serve TLS with this PEM certificate chain (with --tls-key); a replaced file is picked up "
+        "by the next connection, without a restart")
+    tls_key: Path | None = Field(None, description="the PEM private key of --tls-cert")
+    tls_client_ca: Path | None = Field(
+        None, description="mutual TLS: require a client certificate signed by a CA in this PEM file; its subject "
+        "alternative name (or common name) is the caller, as named in --identities-file")
+    identities_file: Path | None = Field(
+        None, description="YAML file of callers (name, roles, the hash of their token): every call but health "
+        "checks needs a token or certificate of one of them, and a role for its method; reloaded on SIGHUP or "
+        "AdminService.Reload")
+    jwt_public_key: Path | None = Field(
+        None, description="also take JWTs signed by the PEM public key in this file (an identity provider's; "
+        "RS256, ES256 or EdDSA), with --jwt-issuer and --jwt-audience; roles from the --jwt-roles-claim claim")
+    jwt_issuer: str | None = Field(None, description="the iss claim a JWT must carry")
+    jwt_audience: str | None = Field(None, description="the aud claim a JWT must carry")
+    jwt_roles_claim: str = Field("roles", min_length=1, description="the JWT claim listing the caller's roles")
+    insecure: bool = Field(
+        False, description="allow listening on an address other than loopback without TLS and authentication "
+        "(anyone who can reach the port may then change reference data)")
+    reflection: bool | None = Field(
+        None, description="serve gRPC reflection; unset: on without authentication, off with it (it then needs "
+        "the reader role)")
+    metrics_host: str = Field("127.0.0.1", description="address to serve metrics on (the endpoint has no "
+                              "authentication: loopback unless a scraper elsewhere needs it)")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
-    @field_validator("refdata", "redis_url", "snapshot_dir", mode="before")
+    @field_validator("refdata", "redis_url", "snapshot_dir", "tls_cert", "tls_key", "tls_client_ca", "identities_file",
+                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", mode="before")
     @classmethod
     def _none_spelled_out(cls, value: Any) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its
@@ -91,3 +117,23 @@ class Settings(BaseSettings):
         if (self.redis_url or self.snapshot_dir) and "refdata" not in self.model_fields_set:
             self.refdata = None
         return self
+
+    @model_validator(mode="after")
+    def _tls_settings_go_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ValueError(f"{missing}: --tls-cert and --tls-key go together (a certificate and its key)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca: mutual TLS needs the server's own --tls-cert and --tls-key")
+        if self.jwt_public_key is not None and (self.jwt_issuer is None or self.jwt_audience is None):
+            raise ValueError("jwt_public_key: JWTs are checked against --jwt-issuer and --jwt-audience; set both")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def authenticating(self) -> bool:
+        """Whether callers must say who they are: identities, JWTs or client certificates are configured."""
+        return self.identities_file is not None or self.jwt_public_key is not None or self.tls_client_ca is not None
