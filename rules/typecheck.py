@@ -20,7 +20,6 @@ from typing import Any
 
 import pydantic
 import rule_engine
-import yaml
 
 from tollgate.rules import yaml_source
 from tollgate.rules.codegen.expressions import (
@@ -251,48 +250,15 @@ class CompiledRuleset:
 def read_ruleset(path: Path) -> tuple[RulesetSpec, Any]:
     """Parse and validate one ruleset file; raise ProblemsError naming lines."""
     name = str(path)
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_RULESET_BYTES + 1)  # never more: a 50 MB file is refused without reading it all
-        if len(data) > MAX_RULESET_BYTES:
-            passing = data.count(b"\n", 0, MAX_RULESET_BYTES) + 1
-            raise ProblemsError([Problem(
-                name, passing, None, f"the file is larger than {MAX_RULESET_BYTES // 1024} KiB, the most a ruleset "
-                "may be (it passes the limit on this line); split it into several rulesets")])
-        document = yaml_source.load(data.decode("utf-8"))
-    except yaml_source.LimitError as error:
-        where = error.problem_mark
-        problem = Problem(name, where.line + 1 if where else None, None, f"YAML: {error.problem}")
-        raise ProblemsError([problem]) from None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        line = mark.line + 1 if mark else None
-        raise ProblemsError([Problem(name, line, None, f"YAML syntax: {error.problem}")]) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ProblemsError([Problem(name, None, None, f"cannot read ruleset: {error}")]) from None
+    document = yaml_source.read_file(path, MAX_RULESET_BYTES, "ruleset", "split it into several rulesets")
     if not isinstance(document, dict):
         message = "a ruleset file is a YAML mapping (ruleset:, version:, rules: ...)"
         raise ProblemsError([Problem(name, 1, None, message)])
     try:
         return RulesetSpec.model_validate(document), document
     except pydantic.ValidationError as error:
-        raise ProblemsError([_validation_problem(name, document, e) for e in error.errors()]) from None
-
-
-def _validation_problem(path: str, document: Any, error: Any) -> Problem:
-    loc = tuple(error["loc"])
-    subject = None
-    if len(loc) >= 2 and loc[0] in ("rules", "tests") and isinstance(loc[1], int):
-        entry = document.get(loc[0])[loc[1]] if isinstance(document.get(loc[0]), list) else None
-        if isinstance(entry, dict):
-            subject = str(entry.get("id") or entry.get("name") or "") or None
-    field = ".".join(str(part) for part in loc)
-    message = error["msg"]
-    if error["type"] == "missing":
-        message = "is required"
-    elif error["type"] == "extra_forbidden":
-        message = "is not a known key here (check the spelling)"
-    return Problem(path, yaml_source.line_of(document, loc), subject, f"{field}: {message}")
+        raise ProblemsError([yaml_source.validation_problem(name, document, e, ("rules", "tests"))
+                             for e in error.errors()]) from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tollgate.rules.problems import Problem, ProblemsError
 
 # How deeply mappings and lists may nest (the deepest shipped ruleset nests 7 levels).
 MAX_DEPTH = 64
@@ -201,3 +204,49 @@ def line_of(document: Any, path: Sequence[Any]) -> int | None:
         else:
             break
     return line
+
+
+def read_file(path: Path, max_bytes: int, what: str, hint: str) -> Any:
+    """Read and parse one YAML file of at most ``max_bytes``; raise ProblemsError naming the file and line.
+
+    ``what`` names the file's kind in messages ("ruleset"), ``hint`` what to do with a file too large."""
+    name = str(path)
+    try:
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)  # never more: a 50 MB file is refused without reading it all
+        if len(data) > max_bytes:
+            passing = data.count(b"\n", 0, max_bytes) + 1
+            raise ProblemsError([Problem(
+                name, passing, None, f"the file is larger than {max_bytes // 1024} KiB, the most a {what} "
+                f"may be (it passes the limit on this line); {hint}")])
+        return load(data.decode("utf-8"))
+    except LimitError as error:
+        where = error.problem_mark
+        problem = Problem(name, where.line + 1 if where else None, None, f"YAML: {error.problem}")
+        raise ProblemsError([problem]) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        line = mark.line + 1 if mark else None
+        raise ProblemsError([Problem(name, line, None, f"YAML syntax: {error.problem}")]) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ProblemsError([Problem(name, None, None, f"cannot read {what}: {error}")]) from None
+
+
+def validation_problem(path: str, document: Any, error: Any, named_lists: Sequence[str]) -> Problem:
+    """A problem for one of pydantic's ``error.errors()`` on ``document``, at the line of the value it is about.
+
+    An entry of a list in ``named_lists`` is named by its ``id`` or ``name`` (the rule, the identity)."""
+    loc = tuple(error["loc"])
+    subject = None
+    if len(loc) >= 2 and loc[0] in named_lists and isinstance(loc[1], int):
+        entries = document.get(loc[0]) if isinstance(document, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        if isinstance(entry, dict):
+            subject = str(entry.get("id") or entry.get("name") or "") or None
+    field = ".".join(str(part) for part in loc)
+    message = error["msg"]
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known key here (check the spelling)"
+    return Problem(path, line_of(document, loc), subject, f"{field}: {message}")

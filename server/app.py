@@ -8,6 +8,7 @@ every server the process starts): a waiting call holds no thread. Deciding runs 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import threading
@@ -22,13 +23,22 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc, validation_pb2, validation_pb2_grpc
+from tollgate.api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    refdata_pb2,
+    refdata_pb2_grpc,
+    validation_pb2,
+    validation_pb2_grpc,
+)
 from tollgate.evaluators import ENGINE_VERSION
 from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
 from tollgate.rules.problems import Problem, ProblemsError
 from tollgate.server import metrics
+from tollgate.server.admin_service import AdminService, Reloader
+from tollgate.server.authentication import Authenticator
 from tollgate.server.calls import CallInterceptor, StreamSlots
 from tollgate.server.logs import configure_logging
 from tollgate.server.refdata_service import ReferenceDataService
@@ -40,6 +50,7 @@ log = structlog.get_logger("tollgate.server")
 
 SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].full_name
 REFDATA_SERVICE_NAME = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 T = TypeVar("T")
@@ -77,6 +88,7 @@ class RunningServer:
     deciding: futures.ThreadPoolExecutor
     loads: futures.ThreadPoolExecutor
     streams: StreamSlots
+    reload: Reloader
     metrics: metrics.MetricsServer | None = None
 
     def stop(self) -> None:
@@ -126,15 +138,58 @@ def _health_follows(runtime: Runtime, health_servicer: health.aio.HealthServicer
     asyncio.run_coroutine_threadsafe(_follow_health(runtime, health_servicer), _Loop.get())
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _check_exposure(settings: Settings) -> None:
+    """Refuse to listen beyond loopback without TLS and authentication (unless --insecure); warn on loopback."""
+    if settings.tls and settings.authenticating:
+        return
+    missing = " and ".join(part for part, present in (("TLS (--tls-cert, --tls-key)", settings.tls),
+                                                      ("authentication (--identities-file, --jwt-public-key or "
+                                                       "--tls-client-ca)", settings.authenticating)) if not present)
+    if _is_loopback(settings.host):
+        if not settings.authenticating:
+            log.warning("authentication_off", host=settings.host,
+                        hint="every local process may change reference data and reload; run with --identities-file "
+                        "(README, 'Running it secured') before anything else shares this machine")
+        return
+    if settings.insecure:
+        log.warning("serving_insecure", host=settings.host, missing=missing,
+                    hint="anyone who can reach the port may call every method, and see what is sent")
+        return
+    raise ProblemsError([Problem("host", None, settings.host,
+                                 f"listening on {settings.host} needs {missing}: anyone who can reach the port could "
+                                 "change the reference data that prices every invoice. Give them, or --insecure to "
+                                 "accept that")])
+
+
+def _certificate_names(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, ...]:
+    auth = context.auth_context()
+    names = [*auth.get("x509_subject_alternative_name", ()), *auth.get("x509_common_name", ())]
+    return tuple(dict.fromkeys(name.decode("utf-8", "replace") for name in names))
+
+
 def start(settings: Settings) -> RunningServer:
+    _check_exposure(settings)
+    authenticator = Authenticator(settings)
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
+    reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
     loads = futures.ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="tollgate-load")
     streams = StreamSlots(settings.max_streams)
+    # Reflection lists every method and message: open without authentication, asked for with it.
+    reflecting = settings.reflection if settings.reflection is not None else not settings.authenticating
 
     async def build() -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
         server = grpc.aio.server(
-            interceptors=[CallInterceptor()],
+            interceptors=[CallInterceptor(authenticator, _certificate_names)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -145,13 +200,15 @@ def start(settings: Settings) -> RunningServer:
         refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(
             ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
                                  idle_seconds=settings.stream_idle_seconds), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(reload, loads, settings.worker_group), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, REFDATA_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
-            server,
-        )
+        if reflecting:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, REFDATA_SERVICE_NAME, ADMIN_SERVICE_NAME,
+                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                server,
+            )
         try:
             port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         except RuntimeError:  # grpc.aio raises where the sync server answers 0
@@ -189,9 +246,10 @@ def start(settings: Settings) -> RunningServer:
              snapshot_id=runtime.generation.snapshot.snapshot_id if runtime.has_data else None,
              store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None,
              threads=settings.threads, max_streams=settings.max_streams,
-             stream_idle_seconds=settings.stream_idle_seconds)
+             stream_idle_seconds=settings.stream_idle_seconds, authentication=settings.authenticating,
+             identities=len(authenticator.identities), reflection=reflecting)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
-                         streams, metrics_server)
+                         streams, reload, metrics_server)
 
 
 def run(settings: Settings) -> int:
@@ -205,7 +263,7 @@ def run(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads rulesets and reference data. Returns an exit code."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads rulesets, reference data and identities. Returns an exit code."""
     try:
         running = start(settings)
     except ProblemsError as error:
@@ -218,7 +276,7 @@ def serve(settings: Settings) -> int:
         stopping.set()
 
     def on_reload(_signum: int, _frame: FrameType | None) -> None:
-        threading.Thread(target=running.runtime.reload, name="reload", daemon=True).start()
+        threading.Thread(target=running.reload, name="reload", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)

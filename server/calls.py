@@ -21,7 +21,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -32,6 +32,7 @@ from grpc_status import rpc_status
 
 from tollgate.rules.decisions import CORRELATION_METADATA_KEY
 from tollgate.server import metrics
+from tollgate.server.authentication import AccessRefusedError, Authenticator, current_caller
 from tollgate.server.correlation import correlation_id_from, current_correlation_id
 
 log = structlog.get_logger("tollgate.calls")
@@ -140,7 +141,13 @@ async def write_within(context: grpc.aio.ServicerContext[Any, Any], response: An
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Correlation id and isolation for every call (unary or streaming, any service)."""
+    """Correlation id, the caller's identity and role, and isolation for every call (unary or streaming, any
+    service). ``certificate_names`` gives the names of a call's client certificate (server/tls.py)."""
+
+    def __init__(self, authenticator: Authenticator,
+                 certificate_names: Callable[[grpc.aio.ServicerContext[Any, Any]], tuple[str, ...]]) -> None:
+        self.authenticator = authenticator
+        self.certificate_names = certificate_names
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -153,9 +160,30 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         correlation_id = correlation_id_from(handler_call_details.invocation_metadata)
 
         async def bind(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            """Bind the correlation id and the caller to the call's logs; refuse a caller who may not call."""
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(correlation_id=correlation_id, method=method)
             await context.send_initial_metadata(((CORRELATION_METADATA_KEY, correlation_id),))
+            try:
+                caller = self.authenticator.check(method, context.invocation_metadata() or (),
+                                                  self.certificate_names(context))
+            except AccessRefusedError as refusal:
+                await refuse(context, refusal)
+            current_caller.set(caller)
+            structlog.contextvars.bind_contextvars(caller=caller.name)
+
+        async def refuse(context: grpc.aio.ServicerContext[Any, Any], refusal: AccessRefusedError) -> NoReturn:
+            metrics.AUTH_REFUSALS.labels(method, refusal.reason).inc()
+            log.warning("call_unauthorized", reason=refusal.reason, claimed=refusal.claimed, peer=context.peer(),
+                        role_required=refusal.role, message=refusal.message)
+            metadata = {"method": method, "correlation_id": correlation_id}
+            if refusal.role is not None:
+                metadata["role_required"] = str(refusal.role)
+            info = error_details_pb2.ErrorInfo(reason=refusal.reason, domain=ERROR_DOMAIN, metadata=metadata)
+            code = grpc.StatusCode.UNAUTHENTICATED if refusal.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
+            status = CallError(code, refusal.message, [info]).status()
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            raise AssertionError("context.abort raises")  # pragma: no cover
 
         async def fail(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
             """End the call with a status for ``error`` (raises grpc.aio.AbortError, as context.abort does)."""

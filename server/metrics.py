@@ -49,6 +49,8 @@ ADOPTION_SECONDS = Histogram("tollgate_reference_snapshot_adoption_seconds",
 
 OPEN_STREAMS = Gauge("tollgate_open_streams", "Streaming calls open now (at most max_streams)")
 STREAMS_REFUSED = Counter("tollgate_streams_refused", "Streaming calls refused RESOURCE_EXHAUSTED: max_streams open")
+AUTH_REFUSALS = Counter("tollgate_auth_refusals", "Calls refused UNAUTHENTICATED (no or a bad credential) or "
+                        "PERMISSION_DENIED (a role missing), by method and reason", ["method", "reason"])
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
 

@@ -154,6 +154,11 @@ class Runtime:
         return generation
 
     @property
+    def rulesets(self) -> RulesetBundle:
+        """The rulesets in force (those of the current generation, or loaded for the first snapshot)."""
+        return self._rulesets
+
+    @property
     def has_data(self) -> bool:
         return self._generation is not None
 
@@ -260,9 +265,9 @@ class Runtime:
                 timeout=timeout,
             )
 
-    def reload(self) -> bool:
+    def reload(self) -> list[str]:
         """Reload rulesets, and reference data from the export directory if there is one (published to
-        the store); on any problem keep the current generation.
+        the store); on any problem keep the current generation, and return the problems (empty: reloaded).
 
         The files are read and compiled, and the new generation built, outside the lock that calls and reference
         data changes wait on: only the swap holds it. Any error is refused and logged (``reload_refused``), never
@@ -288,7 +293,7 @@ class Runtime:
                 else [f"{type(error).__name__}: {error}"]
             log.error("reload_refused", problems=refused,
                       serving_snapshot=current.snapshot.snapshot_id if current else None)
-            return False
+            return refused
         log.info("rulesets_reloaded", rulesets=[f"{r.id}@{r.version}" for r in rulesets.all])
         if snapshot is not None:
             try:
@@ -296,8 +301,8 @@ class Runtime:
             except Exception as error:  # the store is unreachable (or refused it): the rulesets stay reloaded
                 problem = str(error) if isinstance(error, StoreUnavailableError) else f"{type(error).__name__}: {error}"
                 log.error("reload_refused", problems=[problem])
-                return False
-        return True
+                return [problem]
+        return []
 
     # -- status --------------------------------------------------------------------------------------
 

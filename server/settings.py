@@ -125,6 +125,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{missing}: --tls-cert and --tls-key go together (a certificate and its key)")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca: mutual TLS needs the server's own --tls-cert and --tls-key")
+        if self.tls_client_ca is not None and self.identities_file is None and self.jwt_public_key is None:
+            raise ValueError("tls_client_ca: a client certificate names its caller, whose roles come from "
+                             "--identities-file; set it")
         if self.jwt_public_key is not None and (self.jwt_issuer is None or self.jwt_audience is None):
             raise ValueError("jwt_public_key: JWTs are checked against --jwt-issuer and --jwt-audience; set both")
         return self

@@ -53,7 +53,7 @@ def test_an_alias_bomb_reloaded_into_a_running_server_is_refused_fast(running: t
     bomb.write_text("ruleset: bomb\nparams:\n" + "\n".join(levels) + "\n", encoding="utf-8")
     started = time.perf_counter()
     with capture_logs() as logs:
-        assert server.runtime.reload() is False
+        assert server.runtime.reload()  # refused: the problems
     assert time.perf_counter() - started < 10  # the shipped rulesets compile again; the bomb costs nothing
     [refused] = _refusals(logs)
     assert any(problem.startswith(f"{bomb}:4: YAML: its aliases repeat") for problem in refused["problems"])
@@ -72,7 +72,7 @@ def test_an_error_while_reloading_is_refused_and_logged_never_raised(
 
     monkeypatch.setattr(runtime_module, "load_rulesets", broken)
     with capture_logs() as logs:
-        assert server.runtime.reload() is False
+        assert server.runtime.reload()  # refused: the problems
     [refused] = _refusals(logs)
     assert refused["problems"] == ["RecursionError: maximum recursion depth exceeded"]
     assert server.runtime.generation is before
