@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from tollgate.clients.auth_commands import add_auth_commands
 from tollgate.clients.client import ExportDirectoryError, ItemError, RefDataClient, ValidationClient, ValidationResult
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
@@ -539,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(handler=cmd_rules_test)
 
     _add_refdata_commands(commands)
+    add_auth_commands(commands)
     return parser
 
 

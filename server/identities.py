@@ -24,9 +24,9 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pydantic
 import yaml
@@ -128,16 +128,38 @@ def read_identities(path: Path) -> dict[str, IdentityEntry]:
     return by_name
 
 
-def write_identity(path: Path, name: str, roles: Iterable[Role], token_hash: str | None) -> None:
-    """Add ``name`` to the identities file, or replace its roles and token hash; the file is created if missing.
-
-    The file is written whole to a temporary file beside it and renamed over it (never half-written), with
-    mode 0600. Comments in it are not kept (the file is rewritten from its entries)."""
+def write_identity(path: Path, name: str, roles: Iterable[Role] | None, token_hash: str | None) -> IdentityEntry:
+    """Add ``name`` to the identities file, or replace its token hash (and its roles, unless ``roles`` is None);
+    the file is created if missing. Returns the entry written."""
     entries = read_identities(path) if path.exists() else {}
-    entries[name] = IdentityEntry(name=name, roles=tuple(roles), token_hash=token_hash)
-    document: Mapping[str, Any] = {"identities": [
-        entry.model_dump(mode="json", exclude_none=True) for entry in entries.values()]}
-    text = HEADER + yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=None)
+    previous = entries.get(name)
+    if roles is None and previous is None:
+        raise ProblemsError([Problem(str(path), None, name, "is a new identity: give its roles")])
+    chosen = tuple(roles) if roles is not None else previous.roles if previous is not None else ()
+    try:
+        entry = IdentityEntry(name=name, roles=chosen, token_hash=token_hash)
+    except pydantic.ValidationError as error:
+        raise ProblemsError([Problem(str(path), None, name, f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
+                             for e in error.errors()]) from None
+    entries[name] = entry
+    _write_entries(path, entries.values())
+    return entry
+
+
+def remove_identity(path: Path, name: str) -> bool:
+    """Remove ``name`` from the identities file (revoking its token and certificate); False if it was not there."""
+    entries = read_identities(path)
+    if entries.pop(name, None) is None:
+        return False
+    _write_entries(path, entries.values())
+    return True
+
+
+def _write_entries(path: Path, entries: Iterable[IdentityEntry]) -> None:
+    """The file written whole to a temporary file beside it and renamed over it (never half-written), mode 0600.
+    Comments in it are not kept: it is rewritten from its entries."""
+    document = {"identities": [entry.model_dump(mode="json", exclude_none=True) for entry in entries]}
+    text = HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=None)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
