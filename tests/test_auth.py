@@ -31,6 +31,7 @@ from tests.auth_support import (
     method_path,
 )
 from tests.conftest import run_cli
+from tests.refdata_support import ServerProcess, wait_until
 from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, refdata_pb2, refdata_pb2_grpc
 from tollgate.rules.problems import ProblemsError
 from tollgate.server.app import RunningServer, start
@@ -359,3 +360,45 @@ def test_auth_commands_make_rotate_and_revoke_tokens(tmp_path: Path) -> None:
     assert no_roles.returncode == 2 and "give its roles" in no_roles.stderr
     bad_name = run_cli("auth", "token", "create", "a\nb", "--roles", "caller", "--identities", str(path))
     assert bad_name.returncode == 2
+
+
+def test_every_worker_enforces_the_table_and_reloads_on_request(tmp_path: Path) -> None:
+    identities = Identities.make(tmp_path)
+    server = ServerProcess("--workers", "2", "--identities-file", str(identities.path))
+    try:
+        server.wait_until_up(timeout=90)
+
+        def logged(event: str) -> list[dict[str, Any]]:
+            return [json.loads(line) for line in server.stderr().splitlines()
+                    if line.startswith("{") and f'"event": "{event}"' in line]
+
+        def status_on_fresh_connections(metadata: tuple[tuple[str, str], ...], times: int = 12) -> set[str]:
+            codes = set()
+            for _ in range(times):  # each channel is a new connection; the kernel spreads them over the workers
+                with grpc.insecure_channel(server.target) as channel:
+                    codes.add(call(channel, _by_path("/tollgate.v1.ReferenceDataService/Status"), metadata).name)
+            return codes
+
+        wait_until(lambda: len({line["process"] for line in logged("serving")}) == 2, timeout=90)
+        assert status_on_fresh_connections(()) == {"UNAUTHENTICATED"}
+        assert len({line["process"] for line in logged("call_unauthorized")}) == 2, "both workers refused"
+        old = bearer(identities.tokens[Role.READER])
+        assert status_on_fresh_connections(old) == {"OK"}
+
+        rotated, rotated_hash = new_token("as-reader")
+        write_identity(identities.path, "as-reader", None, rotated_hash)
+        loads_before = len(logged("identities_loaded"))
+        with grpc.insecure_channel(server.target) as channel:
+            answer = admin_pb2_grpc.AdminServiceStub(channel).Reload(
+                admin_pb2.ReloadRequest(), metadata=bearer(identities.tokens[Role.OPERATOR]), timeout=30)
+        assert answer.identities_reloaded and answer.workers_signalled == 1
+        # The worker asked reloads, then the supervisor has every worker reload (that one again): three loads.
+        wait_until(lambda: len(logged("identities_loaded")) >= loads_before + 3, timeout=30)
+        assert status_on_fresh_connections(old) == {"UNAUTHENTICATED"}
+        assert status_on_fresh_connections(bearer(rotated)) == {"OK"}
+    finally:
+        server.stop()
+
+
+def _by_path(path: str) -> Any:
+    return next(method for method in every_method() if method_path(method) == path)
