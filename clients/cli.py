@@ -26,7 +26,15 @@ from typing import Any, TextIO
 import grpc
 
 from tollgate.clients.auth_commands import add_auth_commands
-from tollgate.clients.client import ExportDirectoryError, ItemError, RefDataClient, ValidationClient, ValidationResult
+from tollgate.clients.channel import ChannelSecurity, ChannelSecurityError
+from tollgate.clients.client import (
+    AdminClient,
+    ExportDirectoryError,
+    ItemError,
+    RefDataClient,
+    ValidationClient,
+    ValidationResult,
+)
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
@@ -240,6 +248,33 @@ def _add_settings_flags(serve: argparse.ArgumentParser) -> None:
 _GROUP_NAMES = {"time_entry": "timesheet", "expense_line": "expense report", "invoice": "invoice"}
 
 
+def add_connection_flags(parser: argparse.ArgumentParser, timeout: float) -> None:
+    """--server, --timeout and how to reach the server securely: the same flags on every client command."""
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds (default %(default)s)")
+    parser.add_argument("--token", default=os.environ.get("TOLLGATE_TOKEN"),
+                        help="the caller's token (default: TOLLGATE_TOKEN; prefer it: a flag shows in ps)")
+    parser.add_argument("--tls-ca", type=Path, default=_environment_path("TOLLGATE_CLIENT_CA"),
+                        help="connect over TLS, trusting the server's certificate from this CA (PEM; default: "
+                             "TOLLGATE_CLIENT_CA)")
+    parser.add_argument("--tls-cert", type=Path, default=_environment_path("TOLLGATE_CLIENT_CERT"),
+                        help="a client certificate for mutual TLS, with --tls-key (default: TOLLGATE_CLIENT_CERT)")
+    parser.add_argument("--tls-key", type=Path, default=_environment_path("TOLLGATE_CLIENT_KEY"),
+                        help="the client certificate's key (default: TOLLGATE_CLIENT_KEY)")
+    parser.add_argument("--tls-server-name", help="the name the server's certificate carries, when --server is an "
+                                                  "address it does not name")
+
+
+def _environment_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _security(args: argparse.Namespace) -> ChannelSecurity:
+    return ChannelSecurity(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, token=args.token or None,
+                           server_name=args.tls_server_name)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         items = read_items(args.file)
@@ -248,7 +283,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"tollgate validate: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with ValidationClient(args.server, timeout=args.timeout) as client:
+        with ValidationClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             options: dict[str, Any] = {"correlation_id": args.correlation_id, "all_or_nothing": args.all_or_nothing}
             if kind == "invoice":
                 result = client.validate_invoices(invoices_of(items), **options)
@@ -344,7 +379,7 @@ def _info_line(info: Any) -> str:
 
 def cmd_refdata_load(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             loaded = client.load_directory(args.directory, partial=args.partial, source=args.source,
                                            keep_missing=args.keep_missing, allow_emptying=args.allow_emptying)
     except ExportDirectoryError as error:
@@ -388,7 +423,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 def cmd_refdata_upsert(args: argparse.Namespace) -> int:
     try:
         records = _read_records(args.file)
-        with RefDataClient(args.server, timeout=args.timeout) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             changed = client.upsert(args.entity, records)
     except (OSError, ValueError) as error:
         print(f"tollgate refdata upsert: {error}", file=sys.stderr)
@@ -415,7 +450,7 @@ def cmd_refdata_delete(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         keys.append(dict(zip(entity.key, values, strict=True)))
     try:
-        with RefDataClient(args.server, timeout=args.timeout) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             changed = client.delete(entity.name, keys)
     except grpc.RpcError as error:
         return _refdata_error("delete", error)
@@ -425,7 +460,7 @@ def cmd_refdata_delete(args: argparse.Namespace) -> int:
 
 def cmd_refdata_status(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             status = client.status()
     except grpc.RpcError as error:
         return _refdata_error("status", error)
@@ -456,7 +491,7 @@ def cmd_refdata_status(args: argparse.Namespace) -> int:
 
 def cmd_refdata_diff(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
             diff = client.diff(args.snapshot_a, args.snapshot_b)
     except grpc.RpcError as error:
         return _refdata_error("diff", error)
@@ -474,14 +509,29 @@ def cmd_refdata_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_admin_reload(args: argparse.Namespace) -> int:
+    try:
+        with AdminClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+            answer = client.reload()
+    except grpc.RpcError as error:
+        print(f"tollgate admin reload: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"rulesets {'reloaded' if answer.rulesets_reloaded else 'refused'}: {', '.join(answer.rulesets)}")
+    print(f"identities {'reloaded' if answer.identities_reloaded else 'not reloaded'}: {answer.identities}")
+    if answer.workers_signalled:
+        print(f"{answer.workers_signalled} other worker(s) told to reload")
+    for problem in answer.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_FAILED if answer.problems else EXIT_OK
+
+
 def _add_refdata_commands(commands: Any) -> None:
     refdata = commands.add_parser("refdata", help="load, change and inspect reference data snapshots")
     sub = refdata.add_subparsers(dest="refdata_command", required=True)
 
     def command(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
-        parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default %(default)s)")
+        add_connection_flags(parser, timeout=300.0)
         parser.set_defaults(handler=handler)
         return parser
 
@@ -521,9 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "with its lines per JSON line)")
     validate.add_argument("--kind", choices=sorted([*KIND_ID_FIELDS, *KIND_ALIASES]),
                           help="the item kind (default: told from the file's id column)")
-    validate.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    add_connection_flags(validate, timeout=60.0)
     validate.add_argument("--format", choices=["table", "json"], default="table")
-    validate.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
     validate.add_argument("--correlation-id", help="sent as x-correlation-id (default: generated)")
     validate.add_argument("--fail-on-reject", action="store_true", help="exit 1 if any item is rejected")
     validate.add_argument("--all-or-nothing", action="store_true",
@@ -541,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_refdata_commands(commands)
     add_auth_commands(commands)
+    admin = commands.add_parser("admin", help="operate a running service").add_subparsers(dest="admin_command",
+                                                                                          required=True)
+    reload = admin.add_parser("reload", help="reread rulesets, reference data directory and identities, on every "
+                                             "worker (what SIGHUP does; the operator role)")
+    add_connection_flags(reload, timeout=120.0)
+    reload.set_defaults(handler=cmd_admin_reload)
     return parser
 
 
@@ -551,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         sys.stdout.flush()
+    except ChannelSecurityError as error:
+        print(f"tollgate {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (``tollgate validate FILE | head``): end quietly, as a command killed by
         # SIGPIPE does. Later writes, and the interpreter's flush at exit, go nowhere rather than raise.

@@ -27,9 +27,10 @@ from typing import Any
 import grpc
 from pydantic import BaseModel
 
-from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc
+from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, refdata_pb2, refdata_pb2_grpc
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.clients.channel import ChannelSecurity, open_channel
 from tollgate.refdata.loaders import export_files as loader_export_files
 from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
@@ -203,11 +204,11 @@ def _rollup(message: Any) -> Rollup:
 
 class ValidationClient:
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None) -> None:
         self.target = target
         self.timeout = timeout
         self.chunk_size = chunk_size
-        self._channel = grpc.insecure_channel(target, options=[
+        self._channel = open_channel(target, security, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ])
@@ -336,10 +337,11 @@ class RefDataClient:
     messages of ``tollgate_api.v1.refdata_pb2``. Refused changes raise grpc.RpcError (INVALID_ARGUMENT,
     with a google.rpc.BadRequest naming each problem)."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 300.0) -> None:
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 300.0,
+                 security: ChannelSecurity | None = None) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = open_channel(target, security)
         self._stub = refdata_pb2_grpc.ReferenceDataServiceStub(self._channel)
 
     def __enter__(self) -> RefDataClient:
@@ -392,4 +394,28 @@ class RefDataClient:
         response: refdata_pb2.DiffResponse = self._stub.Diff(
             refdata_pb2.DiffRequest(from_snapshot_id=from_snapshot_id, to_snapshot_id=to_snapshot_id),
             timeout=self.timeout)
+        return response
+
+
+class AdminClient:
+    """The AdminService (the operator role): ``reload()`` does what SIGHUP does, on every worker."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 120.0,
+                 security: ChannelSecurity | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = open_channel(target, security)
+        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def reload(self) -> admin_pb2.ReloadResponse:
+        response: admin_pb2.ReloadResponse = self._stub.Reload(admin_pb2.ReloadRequest(), timeout=self.timeout)
         return response

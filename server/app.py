@@ -36,7 +36,7 @@ from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
 from tollgate.rules.problems import Problem, ProblemsError
-from tollgate.server import metrics
+from tollgate.server import metrics, tls
 from tollgate.server.admin_service import AdminService, Reloader
 from tollgate.server.authentication import Authenticator
 from tollgate.server.calls import CallInterceptor, StreamSlots
@@ -170,15 +170,11 @@ def _check_exposure(settings: Settings) -> None:
                                  "accept that")])
 
 
-def _certificate_names(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, ...]:
-    auth = context.auth_context()
-    names = [*auth.get("x509_subject_alternative_name", ()), *auth.get("x509_common_name", ())]
-    return tuple(dict.fromkeys(name.decode("utf-8", "replace") for name in names))
-
-
 def start(settings: Settings) -> RunningServer:
     _check_exposure(settings)
     authenticator = Authenticator(settings)
+    certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
+        if settings.tls_cert is not None and settings.tls_key is not None else None
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
@@ -189,7 +185,7 @@ def start(settings: Settings) -> RunningServer:
 
     async def build() -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
         server = grpc.aio.server(
-            interceptors=[CallInterceptor(authenticator, _certificate_names)],
+            interceptors=[CallInterceptor(authenticator, tls.certificate_names)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -210,7 +206,9 @@ def start(settings: Settings) -> RunningServer:
                 server,
             )
         try:
-            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            address = f"{settings.host}:{settings.port}"
+            port = server.add_secure_port(address, certificates.credentials()) if certificates is not None \
+                else server.add_insecure_port(address)
         except RuntimeError:  # grpc.aio raises where the sync server answers 0
             port = 0
         return server, port, health_servicer
@@ -247,7 +245,9 @@ def start(settings: Settings) -> RunningServer:
              store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None,
              threads=settings.threads, max_streams=settings.max_streams,
              stream_idle_seconds=settings.stream_idle_seconds, authentication=settings.authenticating,
-             identities=len(authenticator.identities), reflection=reflecting)
+             identities=len(authenticator.identities), reflection=reflecting, tls=certificates is not None,
+             mutual_tls=settings.tls_client_ca is not None,
+             tls_certificate=certificates.material.subject if certificates is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
                          streams, reload, metrics_server)
 
