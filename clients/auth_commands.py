@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tollgate.rules.problems import ProblemsError
-from tollgate.server.identities import NAME_PATTERN, new_token, read_identities, remove_identity, write_identity
+from tollgate.server.identities import NAME_CHARACTERS, new_token, read_identities, remove_identity, write_identity
 from tollgate.server.roles import Role
 
 DEFAULT_IDENTITIES = "identities.yaml"
@@ -32,7 +32,7 @@ def _roles(text: str) -> list[Role]:
 
 
 def _name(text: str) -> str:
-    if not re.match(NAME_PATTERN, text):
+    if not re.fullmatch(NAME_CHARACTERS, text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a name: letters, digits and ._@:/- (at most 128, "
                                          "starting with a letter or digit)")
     return text

@@ -21,7 +21,7 @@ import grpc
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 # What gRPC metadata can carry: printable ASCII (a token never has more).
-_METADATA_TEXT = re.compile(r"^[\x21-\x7e]+$")
+_METADATA_TEXT = re.compile(r"[\x21-\x7e]+")
 
 
 class ChannelSecurityError(ValueError):
@@ -54,7 +54,7 @@ class ChannelSecurity:
         if (self.cert is None) != (self.key is None):
             raise ChannelSecurityError("--tls-cert and --tls-key (TOLLGATE_CLIENT_CERT, TOLLGATE_CLIENT_KEY) go "
                                        "together")
-        if self.token is not None and not _METADATA_TEXT.match(self.token):
+        if self.token is not None and not _METADATA_TEXT.fullmatch(self.token):
             raise ChannelSecurityError("--token (TOLLGATE_TOKEN) has characters a token never has (spaces, "
                                        "control characters or non-ASCII): check what was pasted")
 

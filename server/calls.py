@@ -190,6 +190,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if isinstance(error, CallError):
                 call_error = error
                 log.info("call_refused", code=error.code.name, message=error.message)
+            elif isinstance(error, NotImplementedError):  # a generated servicer's method no one wrote (Health.List)
+                call_error = CallError(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
             else:
                 call_error = internal_error(error, method)
                 metrics.CALL_FAILURES.labels(method).inc()

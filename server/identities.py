@@ -39,7 +39,8 @@ from tollgate.server.roles import Role
 MAX_IDENTITIES_BYTES = 1024 * 1024
 TOKEN_PREFIX = "tg_"
 # A name is what logs, metrics and the ledger show as the caller: a DNS name, an e-mail or a plain word.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:/-]{0,127}$"
+NAME_CHARACTERS = r"[A-Za-z0-9][A-Za-z0-9._@:/-]{0,127}"
+NAME_PATTERN = f"^{NAME_CHARACTERS}$"
 _HASH = re.compile(r"^sha256\$([0-9a-f]{32})\$([0-9a-f]{64})$")
 HEADER = ("# Tollgate identities: who may call the service, with which roles (README, \"Running it secured\").\n"
           "# Tokens are never stored, only their salted hashes; remove an entry to revoke it, then reload.\n")

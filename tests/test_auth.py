@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from tests.auth_support import (
     every_method,
     method_path,
 )
+from tests.certs import CA, Issued
 from tests.conftest import run_cli
 from tests.refdata_support import ServerProcess, wait_until
 from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, refdata_pb2, refdata_pb2_grpc
+from tollgate.clients.channel import ChannelSecurity, open_channel
 from tollgate.rules.problems import ProblemsError
 from tollgate.server.app import RunningServer, start
 from tollgate.server.identities import new_token, read_identities, remove_identity, write_identity
@@ -60,13 +63,57 @@ def _secured_settings(identities: Identities, issuer: JwtIssuer, **extra: object
                     **extra)  # type: ignore[arg-type]
 
 
+@dataclass
+class Secured:
+    """A server with identities (one per role), JWTs and, over TLS, certificates: ``transport`` says which."""
+
+    running: RunningServer
+    identities: Identities
+    issuer: JwtIssuer
+    transport: str
+    ca: CA | None = None
+    directory: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+    def channel(self, client: Issued | None = None) -> grpc.Channel:
+        """A channel of the real client's making: TLS trusting the test CA, with ``client``'s certificate."""
+        if self.ca is None:
+            return open_channel(self.target, ChannelSecurity())
+        assert self.directory is not None
+        ca_file = self.directory / "ca.pem"
+        cert = key = None
+        if client is not None:
+            cert, key = client.write(self.directory, f"client-{client.certificate.serial_number}")
+        return open_channel(self.target, ChannelSecurity(ca=ca_file, cert=cert, key=key))
+
+
+def _start_secured(directory: Path, transport: str, **extra: object) -> Secured:
+    identities, issuer = Identities.make(directory), JwtIssuer.make(directory)
+    if transport == "plaintext":
+        return Secured(start(_secured_settings(identities, issuer, **extra)), identities, issuer, transport)
+    ca = CA.make()
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+    cert, key = ca.server_certificate().write(directory, "server")
+    mutual = {"tls_client_ca": directory / "ca.pem"} if transport == "mutual TLS" else {}
+    running = start(_secured_settings(identities, issuer, tls_cert=cert, tls_key=key, **mutual, **extra))
+    return Secured(running, identities, issuer, transport, ca, directory)
+
+
+@pytest.fixture(scope="module", params=["plaintext", "TLS", "mutual TLS"])
+def secured_over(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    secured = _start_secured(tmp_path_factory.mktemp("auth"), request.param, reflection=True)
+    yield secured
+    secured.running.stop()
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Identities, JwtIssuer]]:
-    directory = tmp_path_factory.mktemp("auth")
-    identities, issuer = Identities.make(directory), JwtIssuer.make(directory)
-    running = start(_secured_settings(identities, issuer, reflection=True))
-    yield running, identities, issuer
-    running.stop()
+    over_plaintext = _start_secured(tmp_path_factory.mktemp("auth"), "plaintext", reflection=True)
+    yield over_plaintext.running, over_plaintext.identities, over_plaintext.issuer
+    over_plaintext.running.stop()
 
 
 def _credentials(identities: Identities, issuer: JwtIssuer) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -92,21 +139,53 @@ def _expected(required: Role | None, credential: str) -> grpc.StatusCode:
     return ALLOWED if credential.split(":")[1] == required else DENIED
 
 
-def test_every_rpc_with_every_credential(secured: tuple[RunningServer, Identities, JwtIssuer]) -> None:
-    running, identities, issuer = secured
-    outcomes: dict[tuple[str, str], tuple[grpc.StatusCode, grpc.StatusCode]] = {}
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        for method in every_method():
-            required = METHOD_ROLES[method_path(method)]
-            for credential, metadata in _credentials(identities, issuer).items():
-                code = call(channel, method, metadata)
-                expected = _expected(required, credential)
-                # An allowed call may still be a bad request (it is empty): what matters is it got past the check.
-                got = code if code in (UNAUTHENTICATED, DENIED) else ALLOWED
-                outcomes[(method_path(method), credential)] = (expected, got)
-    wrong = {key: value for key, value in outcomes.items() if value[0] != value[1]}
+def _outcomes(channel: grpc.Channel, credentials: dict[str, tuple[tuple[str, str], ...]],
+              expect: Any) -> dict[tuple[str, str], tuple[str, str]]:
+    """Every method with every credential on ``channel``: (expected, got) where they differ."""
+    wrong = {}
+    for method in every_method():
+        required = METHOD_ROLES[method_path(method)]
+        for credential, metadata in credentials.items():
+            code = call(channel, method, metadata)
+            # An allowed call may still be a bad request (it is empty): what matters is it got past the check.
+            got = code if code in (UNAUTHENTICATED, DENIED, grpc.StatusCode.UNAVAILABLE) else ALLOWED
+            expected = expect(required, credential)
+            if got != expected:
+                wrong[(method_path(method), credential)] = (expected.name, got.name)
+    return wrong
+
+
+def test_every_rpc_with_every_credential(secured_over: Secured) -> None:
+    """Tokens and JWTs on every transport; over mutual TLS, each role's certificate (and none, an unknown one, another
+    CA's, an expired one) too."""
+    credentials = _credentials(secured_over.identities, secured_over.issuer)
+    channel_certificate = None
+    if secured_over.transport == "mutual TLS":  # the channel needs a certificate: it names the caller of "none"
+        assert secured_over.ca is not None
+        channel_certificate = secured_over.ca.issue("as-caller")
+        credentials["certificate:caller"] = credentials.pop("none")
+    with secured_over.channel(channel_certificate) as channel:
+        wrong = _outcomes(channel, credentials, _expected)
+    if secured_over.transport == "mutual TLS":
+        assert secured_over.ca is not None
+        certificates = {f"certificate:{role}": secured_over.ca.issue(f"cn-ignored-{role}", dns=(f"as-{role}",))
+                        for role in Role}
+        certificates["certificate CN:operator"] = secured_over.ca.issue("as-operator")
+        certificates["unknown certificate"] = secured_over.ca.issue("someone-else", dns=("someone.example.com",))
+        refused_at_handshake = {"no certificate": None, "another CA's": CA.make("Other CA").issue("as-operator"),
+                                "expired": secured_over.ca.issue("as-operator", valid_days=-1)}
+        for name, certificate in certificates.items():
+            with secured_over.channel(certificate) as channel:
+                role_of = name.split(":")[1] if ":" in name else None
+                wrong |= _outcomes(channel, {name: ()}, lambda required, _n, role=role_of: ALLOWED
+                                   if required is OPEN or required == role
+                                   else (DENIED if role is not None else UNAUTHENTICATED))
+        for name, certificate in refused_at_handshake.items():
+            with secured_over.channel(certificate) as channel:
+                health = next(m for m in every_method() if method_path(m) == "/grpc.health.v1.Health/Check")
+                if call(channel, health, timeout=5) is not grpc.StatusCode.UNAVAILABLE:
+                    wrong[("handshake", name)] = ("UNAVAILABLE", "connected")
     assert wrong == {}
-    assert len(outcomes) == len(every_method()) * (6 + 2 * len(Role))
 
 
 def test_refusals_carry_error_info_and_are_logged_and_counted(
