@@ -1,6 +1,6 @@
 """Servers for the gRPC benchmarks, each run in its own process so the client does not share its GIL.
 
-    python -m benchmarks.servers tollgate --refdata DIR [--threads N]   # the real service: server.app.start
+    python -m benchmarks.servers tollgate --refdata DIR [--threads N] [--setting NAME=VALUE ...]  # the real service
     python -m benchmarks.servers ceiling [--threads N]                 # the transport ceiling
 
 Each prints ``PORT <n>`` on stdout once it serves, and stops cleanly on SIGTERM. The ceiling serves the
@@ -33,6 +33,7 @@ import grpc
 
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
+from tollgate.clients.channel import ChannelSecurity, open_channel
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the service's default max_message_bytes
@@ -69,7 +70,7 @@ def start_ceiling(threads: int, port: int = 0) -> tuple[grpc.Server, int]:
     return server, bound
 
 
-def _serve(kind: str, refdata: str | None, threads: int, log_level: str) -> int:
+def _serve(kind: str, refdata: str | None, threads: int, log_level: str, settings: list[str]) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -85,6 +86,7 @@ def _serve(kind: str, refdata: str | None, threads: int, log_level: str) -> int:
         overrides: dict[str, Any] = {"port": 0, "threads": threads, "workers": 1, "shutdown_grace_seconds": 2}
         if refdata:
             overrides["refdata"] = Path(refdata)
+        overrides.update(setting.split("=", 1) for setting in settings)  # checked by Settings, as flags are
         running = start(Settings(**overrides))
         port, stop = running.port, running.stop
     print(f"PORT {port}", flush=True)
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refdata")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE: a setting of the real service")
     args = parser.parse_args(argv)
-    return _serve(args.kind, args.refdata, args.threads, args.log_level)
+    return _serve(args.kind, args.refdata, args.threads, args.log_level, args.setting)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,10 +120,13 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m benchmarks.servers KIND ...`` as a child process; ``.target`` is its address."""
 
-    def __init__(self, kind: str, *, refdata: Path | None = None, threads: int = 4, log_path: Path | None = None):
+    def __init__(self, kind: str, *, refdata: Path | None = None, threads: int = 4, log_path: Path | None = None,
+                 settings: dict[str, str] | None = None, security: ChannelSecurity | None = None):
         command = [sys.executable, "-m", "benchmarks.servers", kind, "--threads", str(threads)]
         if refdata is not None:
             command += ["--refdata", str(refdata)]
+        for name, value in (settings or {}).items():
+            command += ["--setting", f"{name}={value}"]
         self._log: IO[bytes] | None = log_path.open("wb") if log_path else None
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                         stderr=self._log or subprocess.DEVNULL, start_new_session=True)
@@ -131,7 +137,7 @@ class ServerProcess:
             raise RuntimeError(f"{kind} server did not start (said {line!r}, exit code {self.process.poll()})")
         self.port = int(line.split()[1])
         self.target = f"127.0.0.1:{self.port}"
-        wait_ready(self.target)
+        wait_ready(self.target, security=security)
 
     def stop(self) -> None:
         _terminate(self.process)
@@ -177,8 +183,8 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def wait_ready(target: str, timeout: float = 30.0) -> None:
-    with grpc.insecure_channel(target) as channel:
+def wait_ready(target: str, timeout: float = 30.0, security: ChannelSecurity | None = None) -> None:
+    with open_channel(target, security or ChannelSecurity()) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
