@@ -11,6 +11,9 @@ order the items were given. ``snapshot_id=`` replays a batch against a kept refe
     with RefDataClient("127.0.0.1:50051") as refdata:
         loaded = refdata.load_directory(Path("exports/2026-11-30"))
         print(loaded.snapshot.snapshot_id, refdata.status().stale_seconds)
+
+Every client takes ``security=ChannelSecurity(ca=..., cert=..., key=..., token=...)`` (clients/channel.py) for a
+server run secured; without it, TOLLGATE_TOKEN and TOLLGATE_CLIENT_CA/CERT/KEY from the environment.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from pydantic import BaseModel
@@ -202,19 +205,16 @@ def _rollup(message: Any) -> Rollup:
                   message.rejected, tuple(message.rejected_items))
 
 
-class ValidationClient:
-    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
-                 max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None) -> None:
+class _Connection:
+    """A channel to the server (TLS and token from ``security``, else from the environment), closed on exit."""
+
+    def __init__(self, target: str, timeout: float, security: ChannelSecurity | None,
+                 options: Sequence[tuple[str, Any]] = ()) -> None:
         self.target = target
         self.timeout = timeout
-        self.chunk_size = chunk_size
-        self._channel = open_channel(target, security, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ])
-        self._stub = pb_grpc.ValidationServiceStub(self._channel)
+        self._channel = open_channel(target, security, options)
 
-    def __enter__(self) -> ValidationClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -222,6 +222,17 @@ class ValidationClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+class ValidationClient(_Connection):
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
+                 max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None) -> None:
+        super().__init__(target, timeout, security, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self.chunk_size = chunk_size
+        self._stub = pb_grpc.ValidationServiceStub(self._channel)
 
     def wait_until_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
@@ -332,26 +343,15 @@ def _upload(directory: Path, files: Sequence[Path], header: refdata_pb2.LoadHead
                 yield refdata_pb2.LoadRequest(chunk=refdata_pb2.FileChunk(path=relative, data=data))
 
 
-class RefDataClient:
+class RefDataClient(_Connection):
     """Loads, changes and inspects reference snapshots (ReferenceDataService); answers are the protobuf
     messages of ``tollgate_api.v1.refdata_pb2``. Refused changes raise grpc.RpcError (INVALID_ARGUMENT,
     with a google.rpc.BadRequest naming each problem)."""
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 300.0,
                  security: ChannelSecurity | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, timeout, security)
         self._stub = refdata_pb2_grpc.ReferenceDataServiceStub(self._channel)
-
-    def __enter__(self) -> RefDataClient:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
 
     def load_directory(self, directory: Path, *, partial: bool = False, source: str | None = None,
                        keep_missing: bool = False, allow_emptying: bool = False,
@@ -397,24 +397,13 @@ class RefDataClient:
         return response
 
 
-class AdminClient:
+class AdminClient(_Connection):
     """The AdminService (the operator role): ``reload()`` does what SIGHUP does, on every worker."""
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 120.0,
                  security: ChannelSecurity | None = None) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = open_channel(target, security)
+        super().__init__(target, timeout, security)
         self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
-
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
 
     def reload(self) -> admin_pb2.ReloadResponse:
         response: admin_pb2.ReloadResponse = self._stub.Reload(admin_pb2.ReloadRequest(), timeout=self.timeout)
