@@ -30,13 +30,16 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc  # noqa: E402
 from tollgate.api.v1 import validation_pb2 as pb  # noqa: E402
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc  # noqa: E402
 from tollgate.clients.client import RefDataClient, ValidationClient  # noqa: E402
 from tollgate.rules.loader import load_rulesets  # noqa: E402
 from tollgate.rules.problems import ProblemsError  # noqa: E402
 from tollgate.server.app import start  # noqa: E402
+from tollgate.server.identities import new_token, write_identity  # noqa: E402
 from tollgate.server.logs import configure_logging  # noqa: E402
+from tollgate.server.roles import Role  # noqa: E402
 from tollgate.server.settings import Settings  # noqa: E402
 
 ENTRY = {"entry_id": "TE-H", "worker_id": "W-1", "project_id": "P-100", "task_id": "T-1", "work_date": "2026-11-03",
@@ -226,6 +229,55 @@ def _load_cases(target: str, work: Path) -> Iterator[tuple[str, Callable[[Valida
                   edit("projects.csv", ",2026-11-16,\n", ",2026-11-16,2026-01-01\n"))
 
 
+def _access_cases(work: Path) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:
+    """Against a second server in the same process (one event loop for both), with identities: who may not."""
+    identities = work / "identities.yaml"
+    caller_token, caller_hash = new_token("psa")
+    write_identity(identities, "psa", [Role.CALLER], caller_hash)
+    secured = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, log_level="error",
+                             refdata=ROOT / "examples" / "refdata", identities_file=identities))
+    target = f"127.0.0.1:{secured.port}"
+
+    def refused_as(codes: set[grpc.StatusCode], call: Callable[[Any], Any], *metadata: tuple[str, str]) -> str:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                call(channel)(metadata=metadata, timeout=10)
+            except grpc.RpcError as error:
+                return REFUSED if error.code() in codes else CRASH
+        return SILENT
+
+    def upsert(channel: grpc.Channel) -> Callable[..., Any]:
+        request = refdata_pb2.UpsertRequest(entity="rate_card", records=[refdata_pb2.Record(fields={
+            "rate_card_id": "R-10", "labor_category": "SENIOR_CONSULTANT", "rate": "0.01"})])
+        return lambda **options: refdata_pb2_grpc.ReferenceDataServiceStub(channel).Upsert(request, **options)
+
+    unauthenticated, denied = {grpc.StatusCode.UNAUTHENTICATED}, {grpc.StatusCode.PERMISSION_DENIED}
+    yield "an upsert of rate R-10 to 0.01 without a credential", lambda _c: refused_as(unauthenticated, upsert)
+    yield "the same upsert with a caller's token", \
+        lambda _c: refused_as(denied, upsert, ("authorization", f"Bearer {caller_token}"))
+    yield "a JWT with alg none", lambda _c: refused_as(unauthenticated, upsert, (
+        "authorization", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJwc2EiLCJyb2xlcyI6WyJvcGVyYXRvciJdfQ."))
+    yield "a 7 KiB authorization header", lambda _c: refused_as(
+        unauthenticated | {grpc.StatusCode.RESOURCE_EXHAUSTED}, upsert, ("authorization", "Bearer " + "x" * 7000))
+
+    def flood(_client: ValidationClient) -> str:
+        outcomes: list[str] = []
+
+        def guesses() -> None:
+            for attempt in range(500):
+                outcomes.append(refused_as(unauthenticated, upsert, ("authorization", f"Bearer tg_psa.guess{attempt}")))
+
+        threads = [threading.Thread(target=guesses) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return REFUSED if set(outcomes) == {REFUSED} else CRASH
+
+    yield "2,000 guessed tokens from 4 callers at once", flood
+    secured.stop()
+
+
 def run(out: Any) -> int:
     settings = Settings(port=0, threads=4, shutdown_grace_seconds=2, log_level="error", refdata=ROOT / "examples" /
                         "refdata")
@@ -240,7 +292,8 @@ def run(out: Any) -> int:
                             ("invoices (ValidateInvoices)", _invoice_cases()),
                             ("requests and streams", _request_cases(target)),
                             ("rulesets (load, lint, reload)", _ruleset_cases(work)),
-                            ("reference data loads (Load)", _load_cases(target, work))):
+                            ("reference data loads (Load)", _load_cases(target, work)),
+                            ("access control (tokens, roles)", _access_cases(work))):
             surface = Surface(name)
             prober.surface = name
             for case_name, case in cases:

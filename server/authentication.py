@@ -35,8 +35,9 @@ from tollgate.server.settings import Settings
 log = structlog.get_logger("tollgate.auth")
 
 AUTHORIZATION_METADATA_KEY = "authorization"
-# Longer than any token or JWT a caller has reason to send; refused before it is parsed.
-MAX_CREDENTIAL_CHARS = 8192
+# Longer than any token or JWT a caller has reason to send (gRPC itself refuses metadata past 8 KiB at random,
+# past 16 KiB always); refused before it is parsed.
+MAX_CREDENTIAL_CHARS = 6144
 # Clocks of the identity provider and this server may differ this much.
 JWT_LEEWAY_SECONDS = 30
 

@@ -225,7 +225,7 @@ def test_every_log_line_of_a_call_names_its_caller(secured: tuple[RunningServer,
 
 
 @pytest.mark.parametrize(("credential", "reason"), [
-    ("Bearer " + "x" * 9000, "BAD_CREDENTIAL"),
+    ("Bearer " + "x" * 6200, "BAD_CREDENTIAL"),
     ("Bearer ", "BAD_CREDENTIAL"),
     ("bearer tg_.secret", "BAD_CREDENTIAL"),
     ("Bearer tg_as-caller.", "BAD_CREDENTIAL"),
