@@ -32,7 +32,7 @@ from tests.auth_support import (
     method_path,
 )
 from tests.certs import CA, Issued
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.refdata_support import ServerProcess, wait_until
 from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, refdata_pb2, refdata_pb2_grpc
 from tollgate.clients.channel import ChannelSecurity, open_channel
@@ -481,3 +481,16 @@ def test_every_worker_enforces_the_table_and_reloads_on_request(tmp_path: Path) 
 
 def _by_path(path: str) -> Any:
     return next(method for method in every_method() if method_path(method) == path)
+
+
+def test_metrics_listen_on_loopback_even_when_the_service_does_not(tmp_path: Path) -> None:
+    identities = Identities.make(tmp_path)
+    ca = CA.make()
+    cert, key = ca.server_certificate().write(tmp_path, "server")
+    running = start(Settings(host="0.0.0.0", port=0, metrics_port=free_port(), threads=1, shutdown_grace_seconds=0,
+                             tls_cert=cert, tls_key=key, identities_file=identities.path))
+    try:
+        assert running.metrics is not None
+        assert running.metrics.server.server_address[0] == "127.0.0.1"
+    finally:
+        running.stop()
