@@ -32,6 +32,8 @@ from tollgate.api.v1 import (
     validation_pb2_grpc,
 )
 from tollgate.evaluators import ENGINE_VERSION
+from tollgate.ledger.recorder import Recorder, open_recorder
+from tollgate.ledger.store import masked
 from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
@@ -90,6 +92,7 @@ class RunningServer:
     streams: StreamSlots
     reload: Reloader
     metrics: metrics.MetricsServer | None = None
+    ledger: Recorder | None = None
 
     def stop(self) -> None:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish for up to the grace
@@ -109,6 +112,8 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.stop()
         self.runtime.close()
+        if self.ledger is not None:
+            self.ledger.engine.dispose()
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -179,6 +184,7 @@ def _certificate_names(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str
 def start(settings: Settings) -> RunningServer:
     _check_exposure(settings)
     authenticator = Authenticator(settings)
+    ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
@@ -196,7 +202,7 @@ def start(settings: Settings) -> RunningServer:
             ],
         )
         validation_pb2_grpc.add_ValidationServiceServicer_to_server(
-            ValidationService(runtime, settings, deciding, streams), server)
+            ValidationService(runtime, settings, deciding, streams, ledger), server)
         refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(
             ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
                                  idle_seconds=settings.stream_idle_seconds), server)
@@ -219,6 +225,8 @@ def start(settings: Settings) -> RunningServer:
         deciding.shutdown(wait=False)
         loads.shutdown(wait=False)
         runtime.close()
+        if ledger is not None:
+            ledger.engine.dispose()
 
     server, port, health_servicer = _on_loop(build())
     if port == 0:
@@ -247,9 +255,10 @@ def start(settings: Settings) -> RunningServer:
              store=runtime.store.description, metrics_port=metrics_server.port if metrics_server else None,
              threads=settings.threads, max_streams=settings.max_streams,
              stream_idle_seconds=settings.stream_idle_seconds, authentication=settings.authenticating,
-             identities=len(authenticator.identities), reflection=reflecting)
+             identities=len(authenticator.identities), reflection=reflecting,
+             ledger=masked(ledger.engine.url) if ledger is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
-                         streams, reload, metrics_server)
+                         streams, reload, metrics_server, ledger)
 
 
 def run(settings: Settings) -> int:

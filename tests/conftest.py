@@ -32,8 +32,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[RunningServer]:
-    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=2))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # The ledger in a temporary directory: no test writes into the repository's ./var.
+    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=2,
+                             data_dir=tmp_path_factory.mktemp("session-ledger")))
     yield running
     running.stop()
 
