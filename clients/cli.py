@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from tollgate.clients.audit_commands import add_audit_commands
 from tollgate.clients.auth_commands import add_auth_commands
 from tollgate.clients.client import ExportDirectoryError, ItemError, RefDataClient, ValidationClient, ValidationResult
 from tollgate.refdata.loaders import BadLine, json_lines
@@ -541,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_refdata_commands(commands)
     add_auth_commands(commands)
+    add_audit_commands(commands)
     return parser
 
 

@@ -82,6 +82,7 @@ def connect(url: URL | str, **options: Any) -> Engine:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
