@@ -240,3 +240,32 @@ def test_a_database_url_of_another_scheme_refuses_to_start_naming_the_setting(tm
     assert completed.returncode == 2, output
     assert "database_url" in output and "mysql" in output
     assert "s3cret-pw" not in output
+
+
+def test_two_workers_starting_at_once_migrate_one_after_the_other(fresh_database: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        engines = list(pool.map(lambda _: open_database(connect(fresh_database).url), range(4)))
+    try:
+        with engines[0].connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+    finally:
+        for opened in engines:
+            opened.dispose()
+
+
+def test_an_invoice_line_is_recorded_with_its_invoice_header(stub: pb_grpc.ValidationServiceStub,
+                                                             engine: Engine) -> None:
+    from tollgate.clients.client import invoice_message
+
+    [invoice] = [json.loads(line) for line in (ROOT / "examples" / "invoices-2026-11.jsonl").read_text().splitlines()
+                 if line.strip()][:1]
+    response = stub.ValidateInvoices(pb.ValidateInvoicesRequest(invoices=[invoice_message(invoice, 1)],
+                                                                request_id="inv-req"), timeout=30)
+    [batch] = _rows(engine, batches, batches.c.batch_id == response.batch_id)
+    assert (batch.item_kind, batch.request_id, batch.total) == ("invoice_line", "inv-req", len(invoice["lines"]))
+    rows = sorted(_rows(engine, decisions, decisions.c.batch_id == response.batch_id), key=lambda r: r.position)
+    first = json.loads(rows[0].input)
+    assert first["line_id"] == invoice["lines"][0]["line_id"]
+    assert first["invoice"]["invoice_id"] == invoice["invoice_id"] and "lines" not in first["invoice"]
