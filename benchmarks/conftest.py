@@ -105,6 +105,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The servers benchmarked keep their ledger (on by default) in a temporary directory, not in ./var."""
+    if "TOLLGATE_DATA_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["TOLLGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="tollgate-bench-data-")
+        config.stash[_MADE_DATA_DIR] = os.environ["TOLLGATE_DATA_DIR"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    made = config.stash.get(_MADE_DATA_DIR, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+_MADE_DATA_DIR = pytest.StashKey[str]()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"tollgate benchmarks: {os.cpu_count()} cpus ({cpu_model()}), Python {platform.python_version()}, "

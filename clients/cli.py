@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from tollgate.clients.audit_commands import add_audit_commands
 from tollgate.clients.auth_commands import add_auth_commands
 from tollgate.clients.channel import ChannelSecurity, ChannelSecurityError
 from tollgate.clients.client import (
@@ -236,10 +237,10 @@ def _add_settings_flags(serve: argparse.ArgumentParser) -> None:
         help_text = f"{field.description} (default: {'none' if shown is None else shown}; env TOLLGATE_{name.upper()})"
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
         flag, help_text = f"--{name.replace('_', '-')}", help_text.replace("%", "%%")
-        if field.annotation is bool:  # a switch: given, it is on
+        if field.annotation is bool and default is False:  # a switch: given, it is on
             serve.add_argument(flag, dest=name, action="store_const", const="true", help=help_text)
             continue
-        if field.annotation == bool | None:
+        if field.annotation in (bool, bool | None):  # on by default, or unset: said outright
             choices = ("true", "false")
         serve.add_argument(flag, dest=name, choices=choices, metavar=None if choices else name.upper(),
                            help=help_text)
@@ -596,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "worker (what SIGHUP does; the operator role)")
     add_connection_flags(reload, timeout=120.0)
     reload.set_defaults(handler=cmd_admin_reload)
+    add_audit_commands(commands)
     return parser
 
 

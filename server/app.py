@@ -32,6 +32,8 @@ from tollgate.api.v1 import (
     validation_pb2_grpc,
 )
 from tollgate.evaluators import ENGINE_VERSION
+from tollgate.ledger.recorder import Recorder, open_recorder
+from tollgate.ledger.store import masked
 from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
 from tollgate.refdata.store import InProcessStore, SnapshotStore
@@ -90,6 +92,7 @@ class RunningServer:
     streams: StreamSlots
     reload: Reloader
     metrics: metrics.MetricsServer | None = None
+    ledger: Recorder | None = None
 
     def stop(self) -> None:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish for up to the grace
@@ -109,6 +112,8 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.stop()
         self.runtime.close()
+        if self.ledger is not None:
+            self.ledger.engine.dispose()
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -175,6 +180,7 @@ def start(settings: Settings) -> RunningServer:
     authenticator = Authenticator(settings)
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
+    ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
     runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
@@ -192,7 +198,7 @@ def start(settings: Settings) -> RunningServer:
             ],
         )
         validation_pb2_grpc.add_ValidationServiceServicer_to_server(
-            ValidationService(runtime, settings, deciding, streams), server)
+            ValidationService(runtime, settings, deciding, streams, ledger), server)
         refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(
             ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
                                  idle_seconds=settings.stream_idle_seconds), server)
@@ -217,6 +223,8 @@ def start(settings: Settings) -> RunningServer:
         deciding.shutdown(wait=False)
         loads.shutdown(wait=False)
         runtime.close()
+        if ledger is not None:
+            ledger.engine.dispose()
 
     server, port, health_servicer = _on_loop(build())
     if port == 0:
@@ -247,9 +255,10 @@ def start(settings: Settings) -> RunningServer:
              stream_idle_seconds=settings.stream_idle_seconds, authentication=settings.authenticating,
              identities=len(authenticator.identities), reflection=reflecting, tls=certificates is not None,
              mutual_tls=settings.tls_client_ca is not None,
-             tls_certificate=certificates.material.subject if certificates is not None else None)
+             tls_certificate=certificates.material.subject if certificates is not None else None,
+             ledger=masked(ledger.engine.url) if ledger is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
-                         streams, reload, metrics_server)
+                         streams, reload, metrics_server, ledger)
 
 
 def run(settings: Settings) -> int:

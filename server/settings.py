@@ -98,11 +98,18 @@ class Settings(BaseSettings):
         "the reader role)")
     metrics_host: str = Field("127.0.0.1", description="address to serve metrics on (the endpoint has no "
                               "authentication: loopback unless a scraper elsewhere needs it)")
+    database_url: str | None = Field(
+        None, description="the decision ledger's database: postgresql+psycopg://USER@HOST/DB (shared by replicas) or "
+        "sqlite:///PATH; unset: the SQLite file tollgate.db in --data-dir")
+    data_dir: Path = Field(Path("var"), description="directory of the service's own files (the ledger's SQLite "
+                           "file by default), created if missing")
+    ledger: bool = Field(True, description="record every validation call in the decision ledger before it is "
+                         "answered (false: nothing recorded)")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
     @field_validator("refdata", "redis_url", "snapshot_dir", "tls_cert", "tls_key", "tls_client_ca", "identities_file",
-                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", mode="before")
+                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", mode="before")
     @classmethod
     def _none_spelled_out(cls, value: Any) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its

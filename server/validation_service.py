@@ -9,23 +9,38 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import structlog
+from google.rpc import error_details_pb2
+from sqlalchemy.exc import SQLAlchemyError
 
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
 from tollgate.evaluators.rollups import roll_up
+from tollgate.ledger.recorder import Batch, Recorder
+from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
-from tollgate.server.calls import CallError, StreamSlots, bad_request, off_loop, read_within, write_within
+from tollgate.server.authentication import current_caller
+from tollgate.server.calls import (
+    ERROR_DOMAIN,
+    CallError,
+    StreamSlots,
+    bad_request,
+    off_loop,
+    read_within,
+    write_within,
+)
 from tollgate.server.correlation import current_correlation_id
 from tollgate.server.runtime import Generation, Runtime
 from tollgate.server.settings import Settings
@@ -34,6 +49,7 @@ log = structlog.get_logger("tollgate.validation")
 
 _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOICE_LINE.name: "invoice lines"}
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
+LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
 
 
 def _acceptance(value: int, where: str) -> Acceptance:
@@ -46,12 +62,14 @@ def _acceptance(value: int, where: str) -> Acceptance:
     return acceptance
 
 
-Decide = Callable[[Any, Generation, str], pb.ValidationResponse]
+Decide = Callable[[Any, Generation, str, datetime], pb.ValidationResponse]
 
 
 class ValidationService(pb_grpc.ValidationServiceServicer):
-    def __init__(self, runtime: Runtime, settings: Settings, deciding: Executor, streams: StreamSlots) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, deciding: Executor, streams: StreamSlots,
+                 ledger: Recorder | None = None) -> None:
         self.runtime = runtime
+        self.ledger = ledger
         self.max_items = settings.max_batch_items
         self.idle_seconds = settings.stream_idle_seconds
         self.deciding = deciding
@@ -81,7 +99,8 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             raise CallError(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}") from error
 
     def _decide(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, *, acceptance: int,
-                generation: Generation, field: str, where: str) -> pb.ValidationResponse:
+                generation: Generation, field: str, where: str, request_id: str,
+                received: datetime) -> pb.ValidationResponse:
         """Decide one request's items of ``kind`` (``headers``: each line's invoice, for invoice lines).
         ``where``: which chunk of a stream this is ("" for a unary call), for the messages of a refusal."""
         if len(lines) > self.max_items:
@@ -103,6 +122,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             response = pb.ValidationResponse()
             provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
             codec.fill_response(response, decisions, provenance, rollups)
+        if self.ledger is not None:
+            response.batch_id = self._record(kind, lines, headers, decisions, generation=generation,
+                                             provenance=provenance, request_id=request_id, received=received)
         log.info(
             "decided",
             kind=kind.name,
@@ -115,31 +137,59 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         )
         return response
 
+    def _record(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, decisions: Sequence[Any],
+                *, generation: Generation, provenance: Any, request_id: str, received: datetime) -> str:
+        """Put the call on record (in this deciding thread) before it is answered; the batch id.
+
+        A database that cannot be written fails the call UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is
+        answered unrecorded. Keeping decisions in a local spool through an outage is a later slice.
+        """
+        assert self.ledger is not None
+        batch_id = str(uuid.uuid4())
+        try:
+            batch = Batch(batch_id=batch_id, request_id=request_id, correlation_id=provenance.correlation_id,
+                          caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
+                          item_kind=kind.name, rulesets=self.ledger.sources(generation.rulesets.for_kind(kind.name)),
+                          snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version)
+            self.ledger.record(batch, lines, headers, decisions)
+        except (SQLAlchemyError, OSError) as error:
+            log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
+                      error=str(error).splitlines()[0] if str(error) else "")
+            info = error_details_pb2.ErrorInfo(reason=LEDGER_UNAVAILABLE, domain=ERROR_DOMAIN, metadata={
+                "correlation_id": provenance.correlation_id, "error_type": type(error).__name__})
+            raise CallError(grpc.StatusCode.UNAVAILABLE,
+                            "the decision ledger cannot be written now, so this batch is not answered (a decision "
+                            "is answered only once it is on record); retry later", [info]) from error
+        return batch_id
+
     def time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
-                     where: str) -> pb.ValidationResponse:
+                     where: str, received: datetime) -> pb.ValidationResponse:
         return self._decide(TIME_ENTRY, request.entries, None, acceptance=request.acceptance, generation=generation,
-                            field="entries", where=where)
+                            field="entries", where=where, request_id=request.request_id, received=received)
 
     def _expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
-                       where: str) -> pb.ValidationResponse:
+                       where: str, received: datetime) -> pb.ValidationResponse:
         return self._decide(EXPENSE_LINE, request.lines, None, acceptance=request.acceptance, generation=generation,
-                            field="lines", where=where)
+                            field="lines", where=where, request_id=request.request_id, received=received)
 
     def _invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
-                  where: str) -> pb.ValidationResponse:
+                  where: str, received: datetime) -> pb.ValidationResponse:
         lines = [(line, invoice) for invoice in request.invoices for line in invoice.lines]
         return self._decide(INVOICE_LINE, [line for line, _ in lines], [invoice for _, invoice in lines],
-                            acceptance=request.acceptance, generation=generation, field="invoices", where=where)
+                            acceptance=request.acceptance, generation=generation, field="invoices", where=where,
+                            request_id=request.request_id, received=received)
 
-    def decide_in_thread(self, decide: Decide, request: Any, metadata: Sequence[tuple[str, Any]] | None,
-                         pinned: Generation | None, where: str) -> pb.ValidationResponse:
+    def decide_in_thread(  # noqa: PLR0917 - off_loop passes its arguments by position
+        self, decide: Decide, request: Any, metadata: Sequence[tuple[str, Any]] | None, pinned: Generation | None,
+        where: str, received: datetime | None = None,
+    ) -> pb.ValidationResponse:
         """A call's (or a chunk's) work, in a deciding thread: which generation, then ``decide``."""
-        return decide(request, pinned or self._generation(metadata), where)
+        return decide(request, pinned or self._generation(metadata), where, received or datetime.now(UTC))
 
     async def _unary(self, decide: Decide, request: Any,
                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.ValidationResponse:
         return await off_loop(self.deciding, self.decide_in_thread, decide, request, context.invocation_metadata(),
-                              None, "")
+                              None, "", datetime.now(UTC))
 
     async def _stream(self, decide: Decide, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         metadata = context.invocation_metadata()
@@ -149,9 +199,10 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             chunk = 0
             while (request := await read_within(context, self.idle_seconds, "chunk")) is not None:
                 chunk += 1
+                received = datetime.now(UTC)
                 # Each chunk is decided by one generation: the replayed one, or whichever is current.
                 response = await off_loop(self.deciding, self.decide_in_thread, decide, request, metadata, pinned,
-                                          f"chunk {chunk}: ")
+                                          f"chunk {chunk}: ", received)
                 await write_within(context, response, self.idle_seconds)
 
     async def ValidateTimeEntries(  # noqa: N802 - gRPC method name

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,22 @@ from tollgate.server.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TIMESHEET = ROOT / "examples" / "timesheet-2026-11.csv"
 TOLLGATE = [sys.executable, "-m", "tollgate.clients.cli"]
+_MADE_DATA_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every server a test starts (in this process or a ``tollgate serve`` of its own) keeps its ledger in a
+    temporary directory, never in the repository's ./var, unless the test says where."""
+    if "TOLLGATE_DATA_DIR" not in os.environ:  # set once, by the process that made it (xdist workers inherit it)
+        os.environ["TOLLGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="tollgate-test-data-")
+        config.stash[_MADE_DATA_DIR] = os.environ["TOLLGATE_DATA_DIR"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_MADE_DATA_DIR, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        del os.environ["TOLLGATE_DATA_DIR"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,8 +51,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[RunningServer]:
-    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=2))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # The ledger in a temporary directory: no test writes into the repository's ./var.
+    running = start(Settings(port=0, threads=4, shutdown_grace_seconds=2,
+                             data_dir=tmp_path_factory.mktemp("session-ledger")))
     yield running
     running.stop()
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 # The top-level folders the repository shows; each is importable only as tollgate.<name>.
-SOURCE_PACKAGES = ("rules", "refdata", "evaluators", "server", "clients")
+SOURCE_PACKAGES = ("rules", "refdata", "evaluators", "server", "clients", "ledger")
 FORMER_NAMES = (*SOURCE_PACKAGES, "tollgate_api")
 
 

@@ -157,12 +157,14 @@ class ExpenseLine(_message.Message):
     def __init__(self, expense_id: _Optional[str] = ..., report_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., project_id: _Optional[str] = ..., task_id: _Optional[str] = ..., assignment_id: _Optional[str] = ..., expense_date: _Optional[str] = ..., expense_type: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., receipt_attached: _Optional[str] = ..., location: _Optional[str] = ..., miles: _Optional[str] = ..., attendees: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., billable: _Optional[str] = ..., billable_amount: _Optional[str] = ..., non_billable_amount: _Optional[str] = ..., bill_amount: _Optional[str] = ..., bill_status: _Optional[str] = ..., source_system: _Optional[str] = ..., source_ref: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ..., bill_currency: _Optional[str] = ...) -> None: ...
 
 class ValidateExpenseLinesRequest(_message.Message):
-    __slots__ = ("lines", "acceptance")
+    __slots__ = ("lines", "acceptance", "request_id")
     LINES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedCompositeFieldContainer[ExpenseLine]
     acceptance: Acceptance
-    def __init__(self, lines: _Optional[_Iterable[_Union[ExpenseLine, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, lines: _Optional[_Iterable[_Union[ExpenseLine, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
     __slots__ = ("invoice_id", "invoice_number", "invoice_date", "contract_id", "customer_id", "currency", "po_number", "supplier_vat_id", "customer_vat_id", "tax_legend", "lines")
@@ -228,20 +230,24 @@ class InvoiceLine(_message.Message):
     def __init__(self, line_id: _Optional[str] = ..., line_type: _Optional[str] = ..., service_category: _Optional[str] = ..., source_ids: _Optional[_Iterable[str]] = ..., quantity: _Optional[str] = ..., rate: _Optional[str] = ..., amount: _Optional[str] = ..., tax_code: _Optional[str] = ..., tax_rate: _Optional[str] = ..., tax_amount: _Optional[str] = ..., revenue_treatment: _Optional[str] = ..., bill_status: _Optional[str] = ..., custom: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ValidateInvoicesRequest(_message.Message):
-    __slots__ = ("invoices", "acceptance")
+    __slots__ = ("invoices", "acceptance", "request_id")
     INVOICES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     invoices: _containers.RepeatedCompositeFieldContainer[Invoice]
     acceptance: Acceptance
-    def __init__(self, invoices: _Optional[_Iterable[_Union[Invoice, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, invoices: _Optional[_Iterable[_Union[Invoice, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ValidateTimeEntriesRequest(_message.Message):
-    __slots__ = ("entries", "acceptance")
+    __slots__ = ("entries", "acceptance", "request_id")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[TimeEntry]
     acceptance: Acceptance
-    def __init__(self, entries: _Optional[_Iterable[_Union[TimeEntry, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[TimeEntry, _Mapping]]] = ..., acceptance: _Optional[_Union[Acceptance, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("rule_id", "code", "message", "severity", "field", "ruleset_id")
@@ -327,16 +333,18 @@ class BatchSummary(_message.Message):
     def __init__(self, total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ..., by_reason_code: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ValidationResponse(_message.Message):
-    __slots__ = ("decisions", "summary", "provenance", "rollups")
+    __slots__ = ("decisions", "summary", "provenance", "rollups", "batch_id")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     ROLLUPS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     summary: BatchSummary
     provenance: Provenance
     rollups: _containers.RepeatedCompositeFieldContainer[Rollup]
-    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., summary: _Optional[_Union[BatchSummary, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., rollups: _Optional[_Iterable[_Union[Rollup, _Mapping]]] = ...) -> None: ...
+    batch_id: str
+    def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., summary: _Optional[_Union[BatchSummary, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., rollups: _Optional[_Iterable[_Union[Rollup, _Mapping]]] = ..., batch_id: _Optional[str] = ...) -> None: ...
 
 class Rollup(_message.Message):
     __slots__ = ("group_id", "outcome", "total", "accepted", "enriched", "rejected", "rejected_items")

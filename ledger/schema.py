@@ -1,0 +1,50 @@
+"""The ledger's tables (SQLAlchemy Core). A change here needs a new revision in ledger/migrations/versions/."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# One row per validation call (per stream chunk for a streaming call).
+batches = Table(
+    "batches", metadata,
+    Column("batch_id", String(36), primary_key=True),  # a UUID, returned in ValidationResponse.batch_id
+    Column("request_id", Text, nullable=False),  # the caller's, "" when none was given
+    Column("correlation_id", Text, nullable=False),
+    Column("caller", Text, nullable=False),  # the caller's identity name (server/authentication.py)
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("answered_at", DateTime(timezone=True), nullable=False),
+    Column("item_kind", String(32), nullable=False),
+    Column("rulesets", Text, nullable=False),  # JSON: [{"id", "version", "digest"}], in the order they run
+    Column("snapshot_id", Text, nullable=False),
+    Column("engine_version", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("enriched", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+)
+
+# One row per item decided, in request order.
+decisions = Table(
+    "decisions", metadata,
+    Column("batch_id", String(36), ForeignKey("batches.batch_id"), primary_key=True),
+    Column("position", Integer, primary_key=True),  # from 0, in request order
+    Column("item_kind", String(32), nullable=False),
+    Column("item_id", Text, nullable=False),
+    Column("input", Text, nullable=False),  # JSON of the item's wire fields as received
+    Column("outcome", String(16), nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list
+    Column("enrichments", Text, nullable=False),  # JSON list
+    Index("ix_decisions_item", "item_id", "item_kind"),
+)
+
+# Ruleset files' text by content digest: a past decision's rules can be compiled again after the files changed.
+ruleset_sources = Table(
+    "ruleset_sources", metadata,
+    Column("digest", String(64), primary_key=True),  # sha256 of the file's text (UTF-8), hex
+    Column("ruleset_id", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("path", Text, nullable=False),  # where it was read from, for the reader
+    Column("source", Text, nullable=False),
+)

@@ -1,0 +1,127 @@
+"""Connecting to the ledger's database, and bringing its schema up to date at start.
+
+SQLite (the default: a file in data_dir, shared by every worker of the supervisor) runs in WAL mode with
+synchronous=FULL (a commit is on disk before the call is answered) and a busy timeout, so workers writing at
+once wait for each other rather than fail. PostgreSQL (shared by replicas) goes through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from tollgate.rules.problems import Problem, ProblemsError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DEFAULT_FILE = "tollgate.db"
+BUSY_TIMEOUT_MS = 10_000
+# pg_advisory_lock key taken while migrating, so replicas starting at once migrate one after the other.
+MIGRATION_LOCK_KEY = 0x7011_6A7E
+SCHEMES = ("sqlite", "postgresql+psycopg")
+
+
+def masked(url: str | URL) -> str:
+    """The URL with any password hidden, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a URL)"
+
+
+def database_url(database_url: str | None, data_dir: Path) -> URL:
+    """The URL to use: ``database_url``, or the SQLite file tollgate.db in ``data_dir`` (created if missing).
+    ``postgresql://`` means psycopg 3; any other scheme is refused, naming the setting."""
+    if database_url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return URL.create("sqlite", database=str(data_dir / DEFAULT_FILE))
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ProblemsError([Problem("database_url", None, masked(database_url),
+                                     "is not a database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")]
+                            ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in SCHEMES:
+        raise ProblemsError([Problem("database_url", None, masked(url),
+                                     f"scheme {url.drivername!r} is not one the ledger takes: sqlite:///PATH or "
+                                     "postgresql+psycopg://USER@HOST/DB")])
+    if url.drivername == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def connect(url: URL | str, **options: Any) -> Engine:
+    """An engine for ``url``; SQLite connections get WAL, synchronous=FULL and a busy timeout."""
+    url = make_url(url)
+    if url.drivername.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                               **options)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **options)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent), one process at a time: a PostgreSQL advisory lock,
+    or for SQLite a lock file beside the database."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    database = engine.url.database
+    sqlite_file = engine.url.drivername.startswith("sqlite") and database not in (None, "", ":memory:")
+    lock = _file_lock(Path(f"{database}.migrate-lock")) if sqlite_file else contextlib.nullcontext()
+    with lock, engine.connect() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+        finally:
+            if postgres:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+
+
+def open_database(url: URL, **options: Any) -> Engine:
+    """Connect and migrate; a database that cannot be reached or migrated refuses the start, naming the setting."""
+    engine = connect(url, **options)
+    try:
+        migrate(engine)
+    except SQLAlchemyError as error:
+        engine.dispose()
+        raise ProblemsError([Problem("database_url", None, masked(url),
+                                     f"the ledger's database cannot be opened: {type(error).__name__}: "
+                                     f"{str(error).splitlines()[0]}")]) from error
+    return engine
