@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks.comparators import Prebound, RuleFacts, prebind, rule_facts
 from benchmarks.data import Firm, generate_firm
+from tests.data_dir import remove_temporary_data_dir, use_temporary_data_dir
 from tollgate.evaluators import ENGINE_VERSION
 from tollgate.evaluators.binding import FixedBinder, SnapshotBinder
 from tollgate.evaluators.engine import Evaluator
@@ -107,22 +108,12 @@ def cpu_model() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     """The servers benchmarked keep their ledger (on by default) in a temporary directory, not in ./var."""
-    if "TOLLGATE_DATA_DIR" not in os.environ:
-        import tempfile
-
-        os.environ["TOLLGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="tollgate-bench-data-")
-        config.stash[_MADE_DATA_DIR] = os.environ["TOLLGATE_DATA_DIR"]
+    use_temporary_data_dir(config, "tollgate-bench-data-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    import shutil
+    remove_temporary_data_dir(config)
 
-    made = config.stash.get(_MADE_DATA_DIR, None)
-    if made is not None:
-        shutil.rmtree(made, ignore_errors=True)
-
-
-_MADE_DATA_DIR = pytest.StashKey[str]()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -139,6 +139,23 @@ def test_grpc_batch(  # noqa: PLR0917 - pytest passes fixtures positionally
 # 3. Latency of one 40-line timesheet
 
 
+def raw_call_latencies(benchmark: Any, target: str, request: Any, calls: int, warmup: int) -> list[float]:
+    """Seconds of each of ``warmup + calls`` sequential ValidateTimeEntries calls through the raw stub."""
+    samples: list[float] = []
+    clock = time.perf_counter
+    channel, stub = _stub(target)
+    with channel:
+        call_stub = stub.ValidateTimeEntries
+
+        def call_raw() -> None:
+            started = clock()
+            call_stub(request, timeout=30)
+            samples.append(clock() - started)
+
+        benchmark.pedantic(call_raw, rounds=calls, warmup_rounds=warmup)
+    return samples
+
+
 @pytest.mark.parametrize("row", ["tollgate", "ceiling", "tollgate-ValidationClient"])
 def test_grpc_timesheet_latency(benchmark: Any, row: str, targets: dict[str, str], firm: Firm, sizes: Sizes) -> None:
     group = f"gRPC: latency of one {TIMESHEET_LINES}-line timesheet"
@@ -161,17 +178,7 @@ def test_grpc_timesheet_latency(benchmark: Any, row: str, targets: dict[str, str
             benchmark.pedantic(call_client, rounds=sizes.latency_calls, warmup_rounds=warmup)
     else:
         name = row
-        request = _request(timesheet)
-        channel, stub = _stub(targets[row])
-        with channel:
-            call_stub = stub.ValidateTimeEntries
-
-            def call_raw() -> None:
-                started = clock()
-                call_stub(request, timeout=30)
-                samples.append(clock() - started)
-
-            benchmark.pedantic(call_raw, rounds=sizes.latency_calls, warmup_rounds=warmup)
+        samples = raw_call_latencies(benchmark, targets[row], _request(timesheet), sizes.latency_calls, warmup)
     timed = samples[warmup:] or samples
     stats = _percentiles(timed)
     record(benchmark, group, name, **stats)

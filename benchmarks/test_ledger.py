@@ -10,7 +10,6 @@ transaction (group commit across calls is a later slice).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from benchmarks.conftest import Sizes, per_entry, record
 from benchmarks.data import TIMESHEET_LINES, Firm
 from benchmarks.servers import ServerProcess
-from benchmarks.test_grpc import BATCH_SIZES, _percentiles, _request, _stub
+from benchmarks.test_grpc import BATCH_SIZES, _percentiles, _request, _stub, raw_call_latencies
 from tests.ledger_support import postgres_schema
 
 LEDGERS = ("off", "sqlite", "postgres")
@@ -103,20 +102,9 @@ def test_ledger_timesheet_latency(benchmark: Any, ledger: str, ledger_servers: d
     group = f"ledger: latency of one {TIMESHEET_LINES}-line timesheet"
     benchmark.group = group
     target = _target(ledger_servers, ledger)
-    request = _request(firm.timesheet(TIMESHEET_LINES, sizes.seed))
-    samples: list[float] = []
     warmup = min(50, sizes.latency_calls)
-    clock = time.perf_counter
-    channel, stub = _stub(target)
-    with channel:
-        call_stub = stub.ValidateTimeEntries
-
-        def call_raw() -> None:
-            started = clock()
-            call_stub(request, timeout=30)
-            samples.append(clock() - started)
-
-        benchmark.pedantic(call_raw, rounds=sizes.latency_calls, warmup_rounds=warmup)
+    samples = raw_call_latencies(benchmark, target, _request(firm.timesheet(TIMESHEET_LINES, sizes.seed)),
+                                 sizes.latency_calls, warmup)
     stats = _percentiles(samples[warmup:] or samples)
     record(benchmark, group, f"ledger {ledger}", **stats)
     print(f"\n{group} [ledger {ledger}]: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms "

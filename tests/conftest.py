@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.data_dir import remove_temporary_data_dir, use_temporary_data_dir
 from tollgate.clients.client import ValidationClient
 from tollgate.server.app import RunningServer, start
 from tollgate.server.settings import Settings
@@ -20,22 +18,16 @@ from tollgate.server.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TIMESHEET = ROOT / "examples" / "timesheet-2026-11.csv"
 TOLLGATE = [sys.executable, "-m", "tollgate.clients.cli"]
-_MADE_DATA_DIR = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every server a test starts (in this process or a ``tollgate serve`` of its own) keeps its ledger in a
     temporary directory, never in the repository's ./var, unless the test says where."""
-    if "TOLLGATE_DATA_DIR" not in os.environ:  # set once, by the process that made it (xdist workers inherit it)
-        os.environ["TOLLGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="tollgate-test-data-")
-        config.stash[_MADE_DATA_DIR] = os.environ["TOLLGATE_DATA_DIR"]
+    use_temporary_data_dir(config, "tollgate-test-data-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    made = config.stash.get(_MADE_DATA_DIR, None)
-    if made is not None:
-        shutil.rmtree(made, ignore_errors=True)
-        del os.environ["TOLLGATE_DATA_DIR"]
+    remove_temporary_data_dir(config)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
