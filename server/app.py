@@ -181,7 +181,12 @@ def start(settings: Settings) -> RunningServer:
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
     ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
-    runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
+    try:
+        runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
+    except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed
+        if ledger is not None:
+            ledger.engine.dispose()
+        raise
     reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
     loads = futures.ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="tollgate-load")
