@@ -153,6 +153,7 @@ def print_json(result: ValidationResult, out: TextIO, group_name: str = "timeshe
              "enriched": r.enriched, "rejected": r.rejected, "rejected_items": list(r.rejected_items)}
             for r in result.rollups
         ],
+        "batch_ids": result.batch_ids,  # the ledger's, of each call or stream chunk
         "provenance": None if provenance is None else {
             "rulesets": [{"id": r.id, "version": r.version} for r in provenance.rulesets],
             "snapshot_id": provenance.snapshot_id,

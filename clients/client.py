@@ -22,7 +22,7 @@ import datetime as dt
 import itertools
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
@@ -65,6 +65,8 @@ class ValidationResult:
     summary: BatchSummary
     correlation_id: str
     rollups: list[Rollup]  # one per timesheet / expense report / invoice, in order of first appearance
+    # The ledger's batch of each call or stream chunk, in order (`tollgate audit batch ID`); empty with the ledger off.
+    batch_ids: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> list[Decision]:
@@ -295,14 +297,17 @@ class ValidationClient(_Connection):
             responses = stream(requests, timeout=self.timeout, metadata=metadata)
         decisions: list[Decision] = []
         rollups: list[Rollup] = []
+        batch_ids: list[str] = []
         for response in responses:
+            if response.batch_id:
+                batch_ids.append(response.batch_id)
             provenance = _provenance(response.provenance)
             decisions.extend(_decision(d, provenance) for d in response.decisions)
             rollups.extend(_rollup(r) for r in response.rollups)
         if len(decisions) != expected:
             raise RuntimeError(f"sent {expected} items but received {len(decisions)} decisions")
         summary = BatchSummary.of(decisions)
-        return ValidationResult(decisions, summary, correlation_id, rollups)
+        return ValidationResult(decisions, summary, correlation_id, rollups, batch_ids)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ def test_each_stream_chunk_is_a_batch_of_its_own(ledger_server: RunningServer, e
     rows = _rows(engine, batches, batches.c.correlation_id == "corr-stream")
     assert len(rows) >= 3
     assert len({r.batch_id for r in rows}) == len(rows)
+    assert set(result.batch_ids) == {r.batch_id for r in rows} and len(result.batch_ids) == len(rows)
     assert sum(r.total for r in rows) == len(result.decisions) == len(ENTRIES)
     with engine.connect() as connection:
         recorded = connection.execute(select(func.count()).select_from(decisions).where(
