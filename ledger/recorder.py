@@ -8,9 +8,7 @@ calls (each call commits its own transaction here, in the deciding thread that d
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,15 +23,6 @@ from tollgate.rules.typecheck import CompiledRuleset
 
 
 @dataclass(frozen=True, slots=True)
-class RulesetSource:
-    ruleset_id: str
-    version: str
-    path: str
-    digest: str
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
 class Batch:
     batch_id: str
     request_id: str
@@ -42,7 +31,7 @@ class Batch:
     received_at: datetime
     answered_at: datetime
     item_kind: str
-    rulesets: tuple[RulesetSource, ...]
+    rulesets: tuple[CompiledRuleset, ...]  # with their file's text and digest, taken at load
     snapshot_id: str
     engine_version: str
 
@@ -76,24 +65,7 @@ class Recorder:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._lock = threading.Lock()
-        # The sources of the rulesets loaded, read once per compiled ruleset (keyed by the object, kept alive here)
-        self._sources: dict[int, tuple[CompiledRuleset, RulesetSource]] = {}
         self._stored: set[str] = set()  # digests known to be in ruleset_sources
-
-    def sources(self, rulesets: Sequence[CompiledRuleset]) -> tuple[RulesetSource, ...]:
-        """Each ruleset's file text and its sha256, read the first time a compiled ruleset is recorded."""
-        found = []
-        with self._lock:
-            for ruleset in rulesets:
-                known = self._sources.get(id(ruleset))
-                if known is None or known[0] is not ruleset:
-                    text = Path(ruleset.path).read_text(encoding="utf-8")
-                    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-                    known = (ruleset, RulesetSource(ruleset.id, ruleset.version, ruleset.path, digest, text))
-                    self._sources[id(ruleset)] = known
-                found.append(known[1])
-        return tuple(found)
 
     def record(self, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
                decided: Sequence[Decision]) -> None:
@@ -116,7 +88,7 @@ class Recorder:
             "batch_id": batch.batch_id, "request_id": batch.request_id, "correlation_id": batch.correlation_id,
             "caller": batch.caller, "received_at": batch.received_at, "answered_at": batch.answered_at,
             "item_kind": kind, "snapshot_id": batch.snapshot_id, "engine_version": batch.engine_version,
-            "rulesets": json.dumps([{"id": s.ruleset_id, "version": s.version, "digest": s.digest}
+            "rulesets": json.dumps([{"id": s.id, "version": s.version, "digest": s.digest}
                                     for s in batch.rulesets], ensure_ascii=False),
             "total": len(rows), "accepted": counts["accept"], "enriched": counts["enrich"],
             "rejected": counts["reject"],
@@ -126,8 +98,8 @@ class Recorder:
             if missing:
                 present = set(connection.execute(select(ruleset_sources.c.digest).where(
                     ruleset_sources.c.digest.in_(missing))).scalars())
-                new = [{"digest": s.digest, "ruleset_id": s.ruleset_id, "version": s.version, "path": s.path,
-                        "source": s.source} for d, s in missing.items() if d not in present]
+                new = [{"digest": s.digest, "ruleset_id": s.id, "version": s.version, "path": s.path,
+                        "source": s.text} for d, s in missing.items() if d not in present]
                 if new:
                     connection.execute(_insert_ignoring_duplicates(connection.dialect.name), new)
             connection.execute(insert(batches), [batch_row])

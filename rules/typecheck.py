@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -203,6 +204,10 @@ class CompiledAggregate:
 class CompiledRuleset:
     spec: RulesetSpec
     path: str
+    # The file as read and compiled, and its sha256: what the decision ledger keeps, so a past decision's rules
+    # can be compiled again after the file changed (taken at load: a later edit cannot slip in).
+    text: str
+    digest: str
     document: Any  # the YAML as loaded, with line numbers, for reporting on tests
     kind: ItemKind
     rules: tuple[CompiledRule, ...]
@@ -247,15 +252,15 @@ class CompiledRuleset:
 # Reading the file
 
 
-def read_ruleset(path: Path) -> tuple[RulesetSpec, Any]:
-    """Parse and validate one ruleset file; raise ProblemsError naming lines."""
+def read_ruleset(path: Path) -> tuple[RulesetSpec, Any, str]:
+    """Parse and validate one ruleset file: (spec, document, the file's text); raise ProblemsError naming lines."""
     name = str(path)
-    document = yaml_source.read_file(path, MAX_RULESET_BYTES, "ruleset", "split it into several rulesets")
+    document, text = yaml_source.read_file(path, MAX_RULESET_BYTES, "ruleset", "split it into several rulesets")
     if not isinstance(document, dict):
         message = "a ruleset file is a YAML mapping (ruleset:, version:, rules: ...)"
         raise ProblemsError([Problem(name, 1, None, message)])
     try:
-        return RulesetSpec.model_validate(document), document
+        return RulesetSpec.model_validate(document), document, text
     except pydantic.ValidationError as error:
         raise ProblemsError([yaml_source.validation_problem(name, document, e, ("rules", "tests"))
                              for e in error.errors()]) from None
@@ -375,8 +380,9 @@ def _split_template(text: str) -> Iterator[tuple[bool, str]]:
 class _RuleCompiler:
     """Compiles the rules of one ruleset, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, path: str, document: Any, spec: RulesetSpec, kind: ItemKind) -> None:
+    def __init__(self, path: str, document: Any, spec: RulesetSpec, kind: ItemKind, text: str) -> None:
         self.path = path
+        self.text = text
         self.document = document
         self.spec = spec
         self.kind = kind
@@ -549,6 +555,8 @@ class _RuleCompiler:
         ruleset = CompiledRuleset(
             spec=self.spec,
             path=self.path,
+            text=self.text,
+            digest=hashlib.sha256(self.text.encode("utf-8")).hexdigest(),
             document=self.document,
             kind=self.kind,
             rules=tuple(rules),
@@ -679,6 +687,6 @@ class _RuleCompiler:
 
 def compile_ruleset(path: Path) -> CompiledRuleset:
     """Read, validate and compile one ruleset file; raise ProblemsError with every problem found."""
-    spec, document = read_ruleset(path)
+    spec, document, text = read_ruleset(path)
     kind = ITEM_KINDS[spec.applies_to]
-    return _RuleCompiler(str(path), document, spec, kind).compile()
+    return _RuleCompiler(str(path), document, spec, kind, text).compile()

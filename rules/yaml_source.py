@@ -206,8 +206,9 @@ def line_of(document: Any, path: Sequence[Any]) -> int | None:
     return line
 
 
-def read_file(path: Path, max_bytes: int, what: str, hint: str) -> Any:
-    """Read and parse one YAML file of at most ``max_bytes``; raise ProblemsError naming the file and line.
+def read_file(path: Path, max_bytes: int, what: str, hint: str) -> tuple[Any, str]:
+    """Read and parse one YAML file of at most ``max_bytes``: (the document, the text it was parsed from); raise
+    ProblemsError naming the file and line.
 
     ``what`` names the file's kind in messages ("ruleset"), ``hint`` what to do with a file too large."""
     name = str(path)
@@ -219,7 +220,8 @@ def read_file(path: Path, max_bytes: int, what: str, hint: str) -> Any:
             raise ProblemsError([Problem(
                 name, passing, None, f"the file is larger than {max_bytes // 1024} KiB, the most a {what} "
                 f"may be (it passes the limit on this line); {hint}")])
-        return load(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        return load(text), text
     except LimitError as error:
         where = error.problem_mark
         problem = Problem(name, where.line + 1 if where else None, None, f"YAML: {error.problem}")

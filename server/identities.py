@@ -108,7 +108,7 @@ def split_token(token: str) -> tuple[str, str] | None:
 
 def read_identities(path: Path) -> dict[str, IdentityEntry]:
     """The identities of the file by name; raise ProblemsError naming file:line for anything wrong in it."""
-    document = yaml_source.read_file(path, MAX_IDENTITIES_BYTES, "identities file", "it lists callers, not data")
+    document, _text = yaml_source.read_file(path, MAX_IDENTITIES_BYTES, "identities file", "it lists callers, not data")
     name = str(path)
     if not isinstance(document, dict):
         raise ProblemsError([Problem(name, 1, None, "an identities file is a YAML mapping with identities: [...]")])

@@ -149,7 +149,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         try:
             batch = Batch(batch_id=batch_id, request_id=request_id, correlation_id=provenance.correlation_id,
                           caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
-                          item_kind=kind.name, rulesets=self.ledger.sources(generation.rulesets.for_kind(kind.name)),
+                          item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
                           snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version)
             self.ledger.record(batch, lines, headers, decisions)
         except (SQLAlchemyError, OSError) as error:
