@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import datetime as dt
 import pstats
 import statistics
 import tempfile
@@ -57,7 +58,7 @@ def _timesheet_calls(firm: Firm, refdata: Path) -> Callable[[], Any]:
         time_entry_message(item, position)
         for position, item in enumerate(firm.timesheet(TIMESHEET_LINES, SIZES.seed), start=1)
     ])
-    return lambda: service.decide_in_thread(service.time_entries, request, (), None, "")
+    return lambda: service.decide_in_thread(service.time_entries, request, (), None, "", dt.datetime.now(dt.UTC))
 
 
 def main(argv: list[str] | None = None) -> None:

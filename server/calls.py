@@ -72,15 +72,20 @@ def bad_request(message: str, violations: Sequence[tuple[str, str]]) -> CallErro
     return CallError(grpc.StatusCode.INVALID_ARGUMENT, message, [detail])
 
 
+def failure(code: grpc.StatusCode, message: str, reason: str, **metadata: str) -> CallError:
+    """``code`` with a google.rpc.ErrorInfo: ``reason``, domain "tollgate", ``metadata`` and the correlation id
+    to find the call's log lines by."""
+    metadata.setdefault("correlation_id", current_correlation_id())
+    return CallError(code, message, [error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
+                                                                 metadata=metadata)])
+
+
 def internal_error(error: BaseException, method: str) -> CallError:
-    """INTERNAL with a google.rpc.ErrorInfo (reason, domain "tollgate", the correlation id to find the log by)."""
-    correlation_id = current_correlation_id()
-    info = error_details_pb2.ErrorInfo(reason=INTERNAL_REASON, domain=ERROR_DOMAIN,
-                                       metadata={"correlation_id": correlation_id, "method": method,
-                                                 "error_type": type(error).__name__})
-    return CallError(grpc.StatusCode.INTERNAL,
-                     f"the server failed on this call ({type(error).__name__}); nothing was decided for what was "
-                     f"not answered. It is logged with correlation id {correlation_id}", [info])
+    """INTERNAL, ErrorInfo reason INTERNAL_ERROR."""
+    return failure(grpc.StatusCode.INTERNAL,
+                   f"the server failed on this call ({type(error).__name__}); nothing was decided for what was "
+                   f"not answered. It is logged with correlation id {current_correlation_id()}", INTERNAL_REASON,
+                   method=method, error_type=type(error).__name__)
 
 
 async def off_loop(executor: Executor, function: Callable[..., T], *args: Any) -> T:
@@ -176,12 +181,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             metrics.AUTH_REFUSALS.labels(method, refusal.reason).inc()
             log.warning("call_unauthorized", reason=refusal.reason, claimed=refusal.claimed, peer=context.peer(),
                         role_required=refusal.role, message=refusal.message)
-            metadata = {"method": method, "correlation_id": correlation_id}
-            if refusal.role is not None:
-                metadata["role_required"] = str(refusal.role)
-            info = error_details_pb2.ErrorInfo(reason=refusal.reason, domain=ERROR_DOMAIN, metadata=metadata)
+            role = {} if refusal.role is None else {"role_required": str(refusal.role)}
             code = grpc.StatusCode.UNAUTHENTICATED if refusal.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
-            status = CallError(code, refusal.message, [info]).status()
+            status = failure(code, refusal.message, refusal.reason, method=method, **role).status()
             await context.abort(status.code, status.details, status.trailing_metadata)
             raise AssertionError("context.abort raises")  # pragma: no cover
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 import structlog
-from google.rpc import error_details_pb2
 from sqlalchemy.exc import SQLAlchemyError
 
 from tollgate.api.v1 import validation_pb2 as pb
@@ -29,14 +28,15 @@ from tollgate.ledger.recorder import Batch, Recorder
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
+from tollgate.rules.fields import cut
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
 from tollgate.server.authentication import current_caller
 from tollgate.server.calls import (
-    ERROR_DOMAIN,
     CallError,
     StreamSlots,
     bad_request,
+    failure,
     off_loop,
     read_within,
     write_within,
@@ -49,6 +49,7 @@ log = structlog.get_logger("tollgate.validation")
 
 _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOICE_LINE.name: "invoice lines"}
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
 
 
@@ -110,6 +111,10 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 [(field, f"at most {self.max_items} items per request")],
             )
         accept = _acceptance(acceptance, where)
+        if request_id and not _REQUEST_ID.fullmatch(request_id):
+            raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: at most "
+                              "128 printable ASCII characters without spaces (AIP-155: a UUID)",
+                              [("request_id", "at most 128 printable ASCII characters, no spaces")])
         started = time.perf_counter()
         evaluator = generation.evaluators[kind.name]
         with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
@@ -155,11 +160,10 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         except (SQLAlchemyError, OSError) as error:
             log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
                       error=str(error).splitlines()[0] if str(error) else "")
-            info = error_details_pb2.ErrorInfo(reason=LEDGER_UNAVAILABLE, domain=ERROR_DOMAIN, metadata={
-                "correlation_id": provenance.correlation_id, "error_type": type(error).__name__})
-            raise CallError(grpc.StatusCode.UNAVAILABLE,
-                            "the decision ledger cannot be written now, so this batch is not answered (a decision "
-                            "is answered only once it is on record); retry later", [info]) from error
+            raise failure(grpc.StatusCode.UNAVAILABLE,
+                          "the decision ledger cannot be written now, so this batch is not answered (a decision is "
+                          "answered only once it is on record); retry later", LEDGER_UNAVAILABLE,
+                          correlation_id=provenance.correlation_id, error_type=type(error).__name__) from error
         return batch_id
 
     def time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
@@ -181,10 +185,10 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
 
     def decide_in_thread(  # noqa: PLR0917 - off_loop passes its arguments by position
         self, decide: Decide, request: Any, metadata: Sequence[tuple[str, Any]] | None, pinned: Generation | None,
-        where: str, received: datetime | None = None,
+        where: str, received: datetime,
     ) -> pb.ValidationResponse:
         """A call's (or a chunk's) work, in a deciding thread: which generation, then ``decide``."""
-        return decide(request, pinned or self._generation(metadata), where, received or datetime.now(UTC))
+        return decide(request, pinned or self._generation(metadata), where, received)
 
     async def _unary(self, decide: Decide, request: Any,
                      context: grpc.aio.ServicerContext[Any, Any]) -> pb.ValidationResponse:

@@ -14,10 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import descriptor as protobuf_descriptor
 from google.protobuf import message_factory
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from grpc_status import rpc_status
 
 from tollgate.api.v1 import admin_pb2, refdata_pb2, validation_pb2
 from tollgate.server.identities import new_token, write_identity
@@ -120,13 +118,3 @@ def call(channel: grpc.Channel, method: protobuf_descriptor.MethodDescriptor,
 def _drain(responses: Iterator[Any]) -> None:
     for _response in responses:
         pass
-
-
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "the refusal carries a google.rpc.Status"
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info
-    raise AssertionError("no ErrorInfo in the refusal")

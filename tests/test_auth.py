@@ -27,13 +27,13 @@ from tests.auth_support import (
     JwtIssuer,
     bearer,
     call,
-    error_info,
     every_method,
     method_path,
 )
 from tests.certs import CA, Issued
 from tests.conftest import free_port, run_cli
 from tests.refdata_support import ServerProcess, wait_until
+from tests.status_support import error_info
 from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, refdata_pb2, refdata_pb2_grpc
 from tollgate.clients.channel import ChannelSecurity, open_channel
 from tollgate.rules.problems import ProblemsError

@@ -16,13 +16,12 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port, run_cli
 from tests.refdata_support import wait_until
+from tests.status_support import bad_request_field
 from tests.test_reference_data import copy_refdata, replace_in
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
@@ -179,14 +178,6 @@ def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) ->
     assert result.summary.rejected == 0
 
 
-def _bad_request_field(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    bad_request = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad_request)
-    return str(bad_request.field_violations[0].field)
-
-
 def test_request_limits_give_clear_errors() -> None:
     limited = start(Settings(port=0, threads=2, max_batch_items=5, max_message_bytes=64 * 1024))
     try:
@@ -195,7 +186,7 @@ def test_request_limits_give_clear_errors() -> None:
                 client.validate_time_entries([_entry(f"L-{n}") for n in range(6)])
             assert too_many.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "6 entries in one request; the limit is 5" in too_many.value.details()
-            assert _bad_request_field(too_many.value) == "entries"
+            assert bad_request_field(too_many.value) == "entries"
 
             with pytest.raises(grpc.RpcError) as too_big:
                 client.validate_time_entries([_entry("BIG", custom={"note": "x" * 100_000})])

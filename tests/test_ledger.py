@@ -10,12 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import Engine, create_engine, func, inspect, select
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, run_cli
 from tests.ledger_support import BACKENDS, ledger_database
+from tests.status_support import bad_request_field, error_info
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.cli import read_items
@@ -204,10 +203,7 @@ def test_a_database_that_refuses_connections_fails_the_call_unavailable(
         ledger_server.ledger.engine = working
     error = raised.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    status = rpc_status.from_call(error)
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
+    info = error_info(error)
     assert info.reason == "LEDGER_UNAVAILABLE" and info.metadata["correlation_id"] == "corr-down"
     assert _rows(engine, batches, batches.c.correlation_id == "corr-down") == []
     assert _validate(stub, ENTRIES[:1]).batch_id  # back once the database is
@@ -270,3 +266,42 @@ def test_an_invoice_line_is_recorded_with_its_invoice_header(stub: pb_grpc.Valid
     first = json.loads(rows[0].input)
     assert first["line_id"] == invoice["lines"][0]["line_id"]
     assert first["invoice"]["invoice_id"] == invoice["invoice_id"] and "lines" not in first["invoice"]
+
+
+@pytest.mark.parametrize("request_id", ["x" * 129, "a b", "id\n", "ünïcødé", "\x00", "1e5 "])
+def test_a_request_id_that_is_not_one_is_refused_naming_the_field(stub: pb_grpc.ValidationServiceStub,
+                                                                   engine: Engine, request_id: str) -> None:
+    request = pb.ValidateTimeEntriesRequest(entries=[time_entry_message(ENTRIES[0], 1)], request_id=request_id)
+    before = _count(engine, batches)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ValidateTimeEntries(request, timeout=10)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(refused.value) == "request_id"
+    assert _count(engine, batches) == before  # nothing recorded
+
+
+def test_a_request_id_is_recorded_as_sent(stub: pb_grpc.ValidationServiceStub, engine: Engine) -> None:
+    request_id = "3f0c9a4e-7b1d-4e8a-9c2f-0d6b5a4e3c21"
+    request = pb.ValidateTimeEntriesRequest(entries=[time_entry_message(ENTRIES[0], 1)], request_id=request_id)
+    response = stub.ValidateTimeEntries(request, timeout=10)
+    [batch] = _rows(engine, batches, batches.c.batch_id == response.batch_id)
+    assert batch.request_id == request_id
+
+
+def test_an_item_id_with_a_nul_costs_only_its_item(stub: pb_grpc.ValidationServiceStub, engine: Engine) -> None:
+    """PostgreSQL's text cannot hold NUL: a hostile id is rejected alone, and the call recorded all the same."""
+    entries = [{**ENTRIES[0], "entry_id": "TE-\x00-nul"}, {**ENTRIES[1], "entry_id": "TE-after-nul"}]
+    response = _validate(stub, entries)
+    # The id cannot be read, so the decision names the item by its position (the wire grammar's rule).
+    assert [d.item_id for d in response.decisions] == ["(item 1)", "TE-after-nul"]
+    assert response.decisions[0].outcome == pb.REJECT
+    assert [r.field for r in response.decisions[0].reasons if r.code == "INVALID_FIELD"] == ["entry_id"]
+    assert not any(r.code == "INVALID_FIELD" for r in response.decisions[1].reasons)
+    rows = sorted(_rows(engine, decisions, decisions.c.batch_id == response.batch_id), key=lambda r: r.position)
+    assert [r.item_id for r in rows] == ["(item 1)", "TE-after-nul"]
+    assert json.loads(rows[0].input)["entry_id"] == "TE-\x00-nul"  # the input kept as received
+
+
+def _count(engine: Engine, table: Any) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
