@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from tollgate.ledger.schema import batches, decisions, ruleset_sources
-from tollgate.rules.decisions import Decision
+from tollgate.rules.decisions import Acceptance, Decision
 from tollgate.rules.typecheck import CompiledRuleset
 
 
@@ -34,6 +34,7 @@ class Batch:
     rulesets: tuple[CompiledRuleset, ...]  # with their file's text and digest, taken at load
     snapshot_id: str
     engine_version: str
+    acceptance: Acceptance
 
 
 def wire_fields(message: Any) -> dict[str, Any]:
@@ -49,15 +50,15 @@ def wire_fields(message: Any) -> dict[str, Any]:
     return fields
 
 
-def _reasons(decision: Decision) -> str:
-    return json.dumps([{"rule_id": r.rule_id, "code": r.code, "severity": r.severity.value, "field": r.field,
-                        "message": r.message, "ruleset_id": r.ruleset_id} for r in decision.reasons],
-                      ensure_ascii=False)
+def reason_records(decision: Decision) -> list[dict[str, Any]]:
+    """The decision's reasons as the ledger keeps them (JSON objects); a replay compares its own with these."""
+    return [{"rule_id": r.rule_id, "code": r.code, "severity": r.severity.value, "field": r.field,
+             "message": r.message, "ruleset_id": r.ruleset_id} for r in decision.reasons]
 
 
-def _enrichments(decision: Decision) -> str:
-    return json.dumps([{"field": e.field, "old_value": e.old_value, "new_value": e.new_value, "rule_id": e.rule_id}
-                       for e in decision.enrichments], ensure_ascii=False)
+def enrichment_records(decision: Decision) -> list[dict[str, Any]]:
+    return [{"field": e.field, "old_value": e.old_value, "new_value": e.new_value, "rule_id": e.rule_id}
+            for e in decision.enrichments]
 
 
 class Recorder:
@@ -82,8 +83,9 @@ class Recorder:
                 fields["invoice"] = header
             rows.append({"batch_id": batch.batch_id, "position": position, "item_kind": kind,
                          "item_id": decision.item_id, "input": json.dumps(fields, ensure_ascii=False),
-                         "outcome": decision.outcome.value, "reasons": _reasons(decision),
-                         "enrichments": _enrichments(decision)})
+                         "outcome": decision.outcome.value,
+                         "reasons": json.dumps(reason_records(decision), ensure_ascii=False),
+                         "enrichments": json.dumps(enrichment_records(decision), ensure_ascii=False)})
         batch_row = {
             "batch_id": batch.batch_id, "request_id": batch.request_id, "correlation_id": batch.correlation_id,
             "caller": batch.caller, "received_at": batch.received_at, "answered_at": batch.answered_at,
@@ -91,7 +93,7 @@ class Recorder:
             "rulesets": json.dumps([{"id": s.id, "version": s.version, "digest": s.digest}
                                     for s in batch.rulesets], ensure_ascii=False),
             "total": len(rows), "accepted": counts["accept"], "enriched": counts["enrich"],
-            "rejected": counts["reject"],
+            "rejected": counts["reject"], "acceptance": batch.acceptance.value,
         }
         with self.engine.begin() as connection:
             missing = {s.digest: s for s in batch.rulesets if s.digest not in self._stored}

@@ -23,6 +23,9 @@ batches = Table(
     Column("accepted", Integer, nullable=False),
     Column("enriched", Integer, nullable=False),
     Column("rejected", Integer, nullable=False),
+    # "partial" or "all_or_nothing", as the call asked (a replay applies it again); NULL: recorded before 0004.
+    Column("acceptance", String(16), nullable=True),
+    Index("ix_batches_answered_at", "answered_at", "batch_id"),  # export and purge walk batches by answer time
 )
 
 # One row per item decided, in request order.

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
-from tollgate.evaluators.rollups import roll_up
+from tollgate.evaluators.rollups import group_ids, roll_up
 from tollgate.ledger.recorder import Batch, Recorder
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
@@ -119,17 +119,15 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         evaluator = generation.evaluators[kind.name]
         with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
             decided = evaluator.evaluate_messages(lines, headers)
-            group_field = kind.group_field
-            group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
-                else [getattr(line, group_field) for line in lines]
-            decisions, rollups = roll_up(decided, group_ids, accept, kind.group_name)
+            decisions, rollups = roll_up(decided, group_ids(kind, lines, headers), accept, kind.group_name)
             metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
             response = pb.ValidationResponse()
             provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
             codec.fill_response(response, decisions, provenance, rollups)
         if self.ledger is not None:
             response.batch_id = self._record(kind, lines, headers, decisions, generation=generation,
-                                             provenance=provenance, request_id=request_id, received=received)
+                                             provenance=provenance, request_id=request_id, received=received,
+                                             acceptance=accept)
         log.info(
             "decided",
             kind=kind.name,
@@ -143,7 +141,8 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         return response
 
     def _record(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, decisions: Sequence[Any],
-                *, generation: Generation, provenance: Any, request_id: str, received: datetime) -> str:
+                *, generation: Generation, provenance: Any, request_id: str, received: datetime,
+                acceptance: Acceptance) -> str:
         """Put the call on record (in this deciding thread) before it is answered; the batch id.
 
         A database that cannot be written fails the call UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is
@@ -155,7 +154,8 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             batch = Batch(batch_id=batch_id, request_id=request_id, correlation_id=provenance.correlation_id,
                           caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
                           item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
-                          snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version)
+                          snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version,
+                          acceptance=acceptance)
             self.ledger.record(batch, lines, headers, decisions)
         except (SQLAlchemyError, OSError) as error:
             log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
