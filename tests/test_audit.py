@@ -594,3 +594,15 @@ def test_with_the_ledger_off_every_audit_call_says_so(tmp_path: Path) -> None:
         assert running.retention is None
     finally:
         running.stop()
+
+
+def test_an_input_tampered_into_something_else_is_refused_naming_its_position(validation: ValidationClient,
+                                                                              audit: AuditClient,
+                                                                              engine: Engine) -> None:
+    [batch_id] = validation.validate_time_entries(ENTRIES[:3]).batch_ids
+    with engine.begin() as connection:
+        connection.execute(update(decisions).where((decisions.c.batch_id == batch_id) & (decisions.c.position == 1))
+                           .values(input=json.dumps({"entry_id": "TE-1", "no_such_field": "x"})))
+    with pytest.raises(grpc.RpcError) as refused:
+        audit.replay(batch_id)
+    assert _code(refused) is grpc.StatusCode.FAILED_PRECONDITION and "position 1" in refused.value.details()
