@@ -23,6 +23,7 @@ def _batch(row: Any) -> dict[str, Any]:
         "caller": row.caller, "received_at": instant(row.received_at), "answered_at": instant(row.answered_at),
         "item_kind": row.item_kind, "rulesets": json.loads(row.rulesets), "snapshot_id": row.snapshot_id,
         "engine_version": row.engine_version, "acceptance": row.acceptance,
+        "priors": json.loads(row.priors) if row.priors else {},
         "counts": {"total": row.total, "accepted": row.accepted, "enriched": row.enriched, "rejected": row.rejected},
     }
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from tollgate.api.v1 import validation_pb2 as pb
+from tollgate.evaluators.accounts import Accounts, RecordedPriors
 from tollgate.evaluators.binding import SnapshotBinder
 from tollgate.evaluators.engine import Evaluator
 from tollgate.evaluators.rollups import group_ids, roll_up
@@ -133,10 +134,10 @@ def items_of(kind: ItemKind, inputs: Sequence[Mapping[str, Any]]) -> tuple[list[
 
 
 def decide(evaluator: Evaluator, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None,
-           acceptance: Acceptance) -> list[Decision]:
-    """The one place a replay decides: the evaluator, then all or nothing as the call asked.
-    (What the batch consumed across calls, recorded with it, is to be handed to the evaluator here.)"""
-    decided = evaluator.evaluate_messages(lines, headers)
+           acceptance: Acceptance, *, priors: Mapping[str, Mapping[str, str]]) -> list[Decision]:
+    """The one place a replay decides: the evaluator, with what the accounts held for the batch's groups when it
+    was decided (``priors``, as recorded: docs/controls.md), then all or nothing as the call asked."""
+    decided = evaluator.evaluate_messages(lines, headers, Accounts(RecordedPriors(priors), kind.name))
     decisions, _rollups = roll_up(decided, group_ids(kind, lines, headers), acceptance, kind.group_name)
     return decisions
 
@@ -177,7 +178,7 @@ class Replayer:
                               recorded["engine_version"])
         # Batches recorded before the ledger kept the acceptance were answered line by line unless asked otherwise.
         acceptance = Acceptance(recorded["acceptance"] or Acceptance.PARTIAL)
-        replayed = decide(evaluator, kind, lines, headers, acceptance)
+        replayed = decide(evaluator, kind, lines, headers, acceptance, priors=recorded["priors"])
         differences = [difference for position, (was, again) in enumerate(zip(recorded["decisions"], replayed,
                                                                                strict=True))
                        if (difference := _compare(position, was, again)) is not None]

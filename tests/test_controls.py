@@ -28,7 +28,7 @@ from tests.status_support import error_info
 from tests.test_ruleset_loading import line_with, only_problem, write_ruleset
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
-from tollgate.clients.client import RefDataClient, ValidationClient, time_entry_message
+from tollgate.clients.client import AuditClient, RefDataClient, ValidationClient, time_entry_message
 from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, hold_unsettled
 from tollgate.ledger.controls import LedgerPriors
 from tollgate.ledger.schema import account_keys, batches, consumption, decisions, requests
@@ -113,6 +113,21 @@ def test_a_hard_cap_holds_across_calls_and_the_batch_keeps_what_it_read(
             batches.c.batch_id == first.batch_id)).scalar_one()
     assert json.loads(priors)[HARD_CAP[0]][HARD_CAP[1]] == "5280.00"
     assert first_priors is None  # it read nothing but empty accounts
+
+
+def test_a_replay_reads_the_accounts_as_the_batch_found_them(server: RunningServer,
+                                                              stub: pb_grpc.ValidationServiceStub) -> None:
+    stub.ValidateTimeEntries(_request([_entry(f"REPLAY-{n}", WEEKDAYS[n]) for n in range(5)]), timeout=30)
+    pressed = stub.ValidateTimeEntries(_request([_entry(f"REPLAY-{n}", WEEKDAYS[n]) for n in range(5, 9)]),
+                                       timeout=30)
+    assert [o for o, _codes in _outcomes(pressed).values()] == ["ENRICH", "REJECT", "REJECT", "REJECT"]
+    # The accounts change afterwards (the earlier items decided again as not billable): the replay still reads
+    # what the batch read, and agrees with it.
+    stub.ValidateTimeEntries(_request([_entry(f"REPLAY-{n}", WEEKDAYS[n], billable="false") for n in range(5)]),
+                             timeout=30)
+    with AuditClient(f"127.0.0.1:{server.port}", timeout=60) as audit:
+        replayed = audit.replay(pressed.batch_id)
+    assert replayed["identical"] is True, replayed
 
 
 def test_deciding_an_item_again_replaces_what_it_consumed(stub: pb_grpc.ValidationServiceStub, engine: Engine) -> None:
