@@ -27,7 +27,7 @@ from tollgate.evaluators.rollups import roll_up
 from tollgate.ledger.recorder import Batch, Recorder
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
-from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
+from tollgate.rules.decisions import REQUEST_ID, REQUEST_ID_RULE, SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.fields import cut
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
@@ -49,7 +49,6 @@ log = structlog.get_logger("tollgate.validation")
 
 _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOICE_LINE.name: "invoice lines"}
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
 
 
@@ -111,10 +110,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 [(field, f"at most {self.max_items} items per request")],
             )
         accept = _acceptance(acceptance, where)
-        if request_id and not _REQUEST_ID.fullmatch(request_id):
-            raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: at most "
-                              "128 printable ASCII characters without spaces (AIP-155: a UUID)",
-                              [("request_id", "at most 128 printable ASCII characters, no spaces")])
+        if request_id and not REQUEST_ID.fullmatch(request_id):
+            raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: {REQUEST_ID_RULE} "
+                              "(AIP-155: a UUID)", [("request_id", REQUEST_ID_RULE)])
         started = time.perf_counter()
         evaluator = generation.evaluators[kind.name]
         with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
