@@ -39,6 +39,7 @@ from tollgate.refdata.loaders import export_files as loader_export_files
 from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
     REQUEST_ID,
+    REQUEST_ID_LENGTH,
     REQUEST_ID_RULE,
     SNAPSHOT_METADATA_KEY,
     BatchSummary,
@@ -234,12 +235,20 @@ class _Connection:
         self._channel.close()
 
 
-def check_request_id(name: str, value: str) -> None:
-    """Refuse, before anything is sent, a request id the server would refuse (a ValueError naming ``name``)."""
+class RequestIdError(ValueError):
+    """A request id the server would refuse, refused before anything is sent; ``argument`` names where it came from."""
+
+    def __init__(self, argument: str, reason: str) -> None:
+        self.argument = argument
+        self.reason = reason
+        super().__init__(f"{argument}: {reason}")
+
+
+def check_request_id(argument: str, value: str) -> None:
     if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
         shown = cut(value, 40) if isinstance(value, str) else value
-        raise ValueError(f"{name}: {shown!r} is not a request id: {REQUEST_ID_RULE} (a UUID, or a key of the "
-                         "caller's own)")
+        raise RequestIdError(argument, f"{shown!r} is not a request id: {REQUEST_ID_RULE} (a UUID, or a key of "
+                                       "the caller's own)")
 
 
 def request_ids(given: str | None, count: int) -> list[str]:
@@ -252,9 +261,10 @@ def request_ids(given: str | None, count: int) -> list[str]:
         return [given]
     numbered = [f"{given}/{number}" for number in range(1, count + 1)]
     if not REQUEST_ID.fullmatch(numbered[-1]):
-        room = len(given) - (len(numbered[-1]) - 128)
-        raise ValueError(f"request_id: {cut(given, 40)!r} is too long to number the {count} chunks of this stream "
-                         f"(request_id/{count} must be at most 128 characters): give at most {room} characters")
+        room = REQUEST_ID_LENGTH - len(f"/{count}")
+        raise RequestIdError("request_id", f"{cut(given, 40)!r} is too long to number the {count} chunks of this "
+                             f"stream (with /{count} it is {len(numbered[-1])} characters, over "
+                             f"{REQUEST_ID_LENGTH}): give at most {room} characters")
     return numbered
 
 

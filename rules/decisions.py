@@ -16,8 +16,9 @@ CORRELATION_METADATA_KEY = "x-correlation-id"
 # gRPC metadata key naming the reference snapshot a validation call is to be decided with (a replay).
 SNAPSHOT_METADATA_KEY = "x-tollgate-snapshot"
 # A validation request's request_id (AIP-155): the server refuses any other, the client checks before sending.
-REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-REQUEST_ID_RULE = "at most 128 printable ASCII characters, no spaces"
+REQUEST_ID_LENGTH = 128
+REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{REQUEST_ID_LENGTH}}}")
+REQUEST_ID_RULE = f"at most {REQUEST_ID_LENGTH} printable ASCII characters, no spaces"
 
 
 class Outcome(enum.StrEnum):
