@@ -3,6 +3,7 @@
     tollgate serve [--host H] [--port P] [--rulesets DIR] [--refdata DIR] ... (every setting; see --help)
     tollgate validate FILE.csv|FILE.jsonl [--kind time_entry|expense_line|invoice] [--server HOST:PORT]
                       [--format table|json] [--all-or-nothing] [--fail-on-reject]
+                      [--request-id ID] [--retries N] [--retry-max-backoff SECONDS]
     tollgate rules lint [DIR]
     tollgate rules test [DIR]
     tollgate refdata load DIR [--partial] [--keep-missing] [--allow-emptying] [--source TEXT] [--server HOST:PORT]

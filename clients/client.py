@@ -7,6 +7,8 @@
 
 Large batches are split into chunks and sent over one streaming call; decisions come back in the
 order the items were given. ``snapshot_id=`` replays a batch against a kept reference snapshot.
+Every call and chunk carries a request id (``request_id=``, else a UUID4); UNAVAILABLE and DEADLINE_EXCEEDED
+are retried under ``retry=RetryPolicy(...)`` (clients/retries.py), a broken stream resumed where it broke.
 
     with RefDataClient("127.0.0.1:50051") as refdata:
         loaded = refdata.load_directory(Path("exports/2026-11-30"))
