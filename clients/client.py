@@ -277,6 +277,8 @@ class ValidationClient(_Connection):
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
                  max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None,
                  retry: RetryPolicy | None = None) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry: {retry!r} is not a RetryPolicy (tollgate.clients.retries)")
         self.retry = retry if retry is not None else RetryPolicy()
         super().__init__(target, timeout, security, options=[
             ("grpc.max_receive_message_length", max_message_bytes),

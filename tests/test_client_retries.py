@@ -109,12 +109,18 @@ def test_a_policy_that_cannot_be_is_refused_naming_the_setting(field: str, value
         RetryPolicy(**{field: value})
 
 
-@pytest.mark.parametrize("request_id", ["a b", "x" * 200, "ünïcødé", "", "tab\there", "new\nline", "\x00"])
-def test_a_request_id_that_is_not_one_is_refused_before_anything_is_sent(request_id: str) -> None:
+@pytest.mark.parametrize("request_id", ["a b", "x" * 200, "ünïcødé", "", "tab\there", "new\nline", "\x00", 42])
+def test_a_request_id_that_is_not_one_is_refused_before_anything_is_sent(request_id: Any) -> None:
     # Nothing listens on the port and no retry is allowed: had anything been sent, the call would fail UNAVAILABLE.
     with ValidationClient(f"127.0.0.1:{free_port()}", retry=RetryPolicy(max_attempts=1)) as client, \
             pytest.raises(RequestIdError, match=r"^request_id: .* is not a request id: at most 128 printable ASCII"):
         client.validate_time_entries(ENTRIES[:1], request_id=request_id)
+
+
+@pytest.mark.parametrize("retry", [5, "3", {"max_attempts": 3}])
+def test_a_retry_that_is_not_a_policy_is_refused(retry: Any) -> None:
+    with pytest.raises(TypeError, match=r"^retry: .* is not a RetryPolicy"):
+        ValidationClient(f"127.0.0.1:{free_port()}", retry=retry)
 
 
 def test_a_request_id_too_long_to_number_the_chunks_is_refused_before_anything_is_sent() -> None:
