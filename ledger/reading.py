@@ -34,13 +34,13 @@ def decisions_on(engine: Engine, item_id: str, kind: str | None = None) -> list[
              .order_by(batches.c.answered_at, decisions.c.position))
     if kind is not None:
         query = query.where(decisions.c.item_kind == kind)
-    with engine.connect() as connection:
+    with engine.connect().execution_options(ledger_read=True) as connection:
         return [{**_decision(row), "batch": _batch(row)} for row in connection.execute(query)]
 
 
 def batch(engine: Engine, batch_id: str) -> dict[str, Any] | None:
     """The batch ``batch_id`` with its decisions in request order; None when there is no such batch."""
-    with engine.connect() as connection:
+    with engine.connect().execution_options(ledger_read=True) as connection:
         row = connection.execute(select(batches).where(batches.c.batch_id == batch_id)).first()
         if row is None:
             return None

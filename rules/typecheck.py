@@ -498,6 +498,11 @@ class _RuleCompiler:
                         and each.result_type != T.UNDEFINED:
                     self._problem((*where, "each"), None, f"aggregates.{name}.each: `{spec.each}` is "
                                   f"{_type_name(each.result_type)}, not a list")
+            released_by = ENTITIES.get(spec.released_by) if spec.released_by is not None else None
+            if spec.released_by is not None and (released_by is None or len(released_by.key) != 1):
+                keyed = sorted(name for name, entity in ENTITIES.items() if len(entity.key) == 1)
+                self._problem((*where, "released_by"), None, f"aggregates.{name}.released_by: {spec.released_by!r} "
+                              f"is not a reference entity keyed by one id: one of {', '.join(keyed)}")
             if all(e is not None for e in by):
                 parts = [*by, expressions["sum"], expressions["start"], expressions["limit"], each]
                 aggregates.append(CompiledAggregate(

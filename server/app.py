@@ -15,6 +15,7 @@ import threading
 from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -180,7 +181,8 @@ def start(settings: Settings) -> RunningServer:
     authenticator = Authenticator(settings)
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
-    ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
+    ledger = open_recorder(settings.database_url, settings.data_dir,
+                           timedelta(hours=settings.request_id_window_hours)) if settings.ledger else None
     try:
         runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
                            "file by default), created if missing")
     ledger: bool = Field(True, description="record every validation call in the decision ledger before it is "
                          "answered (false: nothing recorded)")
+    request_id_window_hours: float = Field(24.0, gt=0, le=24 * 400, allow_inf_nan=False,
+                                           description="how long a request id is remembered: a retry within it gets "
+                                           "the recorded response (AIP-155)")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 

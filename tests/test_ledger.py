@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, func, inspect, select
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, run_cli
@@ -20,7 +21,7 @@ from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.cli import read_items
 from tollgate.clients.client import ValidationClient, time_entry_message
 from tollgate.ledger.schema import batches, decisions, ruleset_sources
-from tollgate.ledger.store import connect, migrate, open_database
+from tollgate.ledger.store import MIGRATIONS, connect, migrate, open_database
 from tollgate.rules.typecheck import compile_ruleset
 from tollgate.server.app import RunningServer, start
 from tollgate.server.settings import Settings
@@ -172,15 +173,24 @@ def test_audit_show_and_batch_print_what_was_recorded(stub: pb_grpc.ValidationSe
     assert missing.returncode == 1 and "nothing on record" in missing.stderr
 
 
+def _head() -> str:
+    """The newest revision in ledger/migrations."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_migrations_run_on_an_empty_database_and_again_on_restart(fresh_database: str, tmp_path: Path) -> None:
     database = fresh_database
     first = open_database(connect(database).url)
     try:
         tables = set(inspect(first).get_table_names())
-        assert {"batches", "decisions", "ruleset_sources", "alembic_version"} <= tables
+        assert {"batches", "decisions", "ruleset_sources", "consumption", "account_keys", "requests",
+                "alembic_version"} <= tables
         migrate(first)  # a restart: nothing to do, nothing lost
+        head = _head()
         with first.connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head]
     finally:
         first.dispose()
     again = start(Settings(port=0, threads=1, shutdown_grace_seconds=1, database_url=database,
@@ -246,7 +256,7 @@ def test_two_workers_starting_at_once_migrate_one_after_the_other(fresh_database
         engines = list(pool.map(lambda _: open_database(connect(fresh_database).url), range(4)))
     try:
         with engines[0].connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [_head()]
     finally:
         for opened in engines:
             opened.dispose()
