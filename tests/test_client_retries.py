@@ -21,9 +21,10 @@ from structlog.testing import capture_logs
 
 from tests.conftest import SAMPLE_TIMESHEET, free_port, run_cli
 from tests.refdata_support import ServerProcess, wait_until
+from tests.status_support import error_info
 from tollgate.clients.cli import build_parser, read_items
 from tollgate.clients.client import RequestIdError, ValidationClient
-from tollgate.clients.retries import RETRYABLE_CODES, RetryPolicy
+from tollgate.clients.retries import RETRYABLE_CODES, RequestIdReusedError, RetryPolicy
 from tollgate.ledger.schema import batches
 from tollgate.ledger.store import connect
 from tollgate.server.app import RunningServer, start
@@ -201,6 +202,11 @@ def _decided(server: ServerProcess) -> int:
     return server.stderr().count('"event": "decided"')
 
 
+def _logged(server: ServerProcess, event: str, correlation_id: str) -> list[dict[str, Any]]:
+    lines = [json.loads(text) for text in server.stderr().splitlines() if text.startswith("{")]
+    return [line for line in lines if line["event"] == event and line.get("correlation_id") == correlation_id]
+
+
 def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_path: Path) -> None:
     items = _copies(40)  # 1,440 entries in chunks of 36 (one copy of the sample each): 40 chunks
     port = free_port()
@@ -208,7 +214,7 @@ def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_p
     first = ServerProcess(*arguments, port=port)
     first.wait_until_up()
     restarted: list[ServerProcess] = []
-    recorded_by_the_first: list[int] = []
+    recorded_by_the_first: list[str] = []  # their request ids
     engine = connect(f"sqlite:///{tmp_path / 'tollgate.db'}")
 
     def kill_and_restart() -> None:
@@ -216,7 +222,7 @@ def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_p
         wait_until(lambda: _decided(first) >= 3, timeout=60, interval=0.002)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=10)
-        recorded_by_the_first.append(len(_batches(engine, batches.c.correlation_id == "broken")))
+        recorded_by_the_first.extend(row.request_id for row in _batches(engine, batches.c.correlation_id == "broken"))
         restarted.append(ServerProcess(*arguments, port=port))
 
     killer = threading.Thread(target=kill_and_restart)
@@ -226,6 +232,7 @@ def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_p
                                                       retry=PATIENT) as client:
             result = client.validate_time_entries(items, correlation_id="broken")
             killer.join()
+            # Decided again on the same ledger: an item decided again replaces what it consumed (docs/controls.md).
             unbroken = client.validate_time_entries(items, correlation_id="unbroken")
         chunks = len(items) // len(ENTRIES)
         assert _decided(first) < chunks, "the stream was over before the server was killed"
@@ -238,13 +245,23 @@ def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_p
         assert result.rollups == unbroken.rollups
         assert len(result.request_ids) == len(set(result.request_ids)) == len(result.batch_ids) == chunks
 
-        # Each chunk's answer is on record under its request id; the chunks answered before the kill were not sent
-        # again (only those the first server recorded but could not answer may have been recorded twice).
+        # Each chunk is on record once, under its request id, and answered with that batch.
         recorded = {row.batch_id: row for row in _batches(engine, batches.c.correlation_id == "broken")}
         assert [recorded[batch_id].request_id for batch_id in result.batch_ids] == result.request_ids
-        [before_the_kill] = recorded_by_the_first
-        resent = len(recorded) - before_the_kill
-        assert chunks - before_the_kill <= resent < chunks
+        assert len(recorded) == chunks
+        # Sent again: a tail of the chunks, each once, from the first one not answered. Those the first server had
+        # recorded but not answered were answered from the record; the answered ones were not sent again.
+        position = {request_id: index for index, request_id in enumerate(result.request_ids)}
+        first_decided = sorted(position[request_id] for request_id in recorded_by_the_first)
+        assert first_decided == list(range(len(first_decided)))
+        [second] = restarted
+        replayed = [line["request_id"] for line in _logged(second, "request_replayed", "broken")]
+        assert set(replayed) <= set(recorded_by_the_first)
+        decided_again = [position[row.request_id] for row in recorded.values()
+                         if row.request_id not in recorded_by_the_first]
+        resent = sorted([position[request_id] for request_id in replayed] + decided_again)
+        assert resent == list(range(chunks - len(resent), chunks)) and len(resent) < chunks
+        assert len(_logged(second, "decided", "broken")) == len(decided_again)
     finally:
         killer.join()
         engine.dispose()
@@ -355,3 +372,56 @@ def test_the_cli_sends_its_request_id_and_logs_its_retries_on_stderr(small_serve
         [("retrying", 2), ("retrying", 3), ("retries_given_up", 3)]
     assert unreachable.stderr.splitlines()[-1].startswith("tollgate validate: 127.0.0.1:")
     assert "UNAVAILABLE" in unreachable.stderr.splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Against the server's idempotency (AIP-155): the same request id and bytes are answered from the record
+
+
+def test_a_call_sent_again_is_recorded_once_and_answered_with_the_same_batch(small_server: RunningServer,
+                                                                            ledger: Engine) -> None:
+    with ValidationClient(f"127.0.0.1:{small_server.port}", chunk_size=MAX_BATCH_ITEMS) as client:
+        first = client.validate_time_entries(ENTRIES[:3], request_id="again-1")
+        again = client.validate_time_entries(ENTRIES[:3], request_id="again-1")
+        streamed = client.validate_time_entries(ENTRIES[:9], request_id="again-2")
+        streamed_again = client.validate_time_entries(ENTRIES[:9], request_id="again-2")
+    assert again.batch_ids == first.batch_ids
+    assert [(d.item_id, d.outcome, d.codes) for d in again.decisions] == \
+        [(d.item_id, d.outcome, d.codes) for d in first.decisions]
+    [batch] = _batches(ledger, batches.c.request_id == "again-1")
+    assert batch.batch_id == first.batch_ids[0]
+    assert streamed_again.batch_ids == streamed.batch_ids and len(streamed.batch_ids) >= 2
+    recorded = _batches(ledger, batches.c.request_id.in_(streamed.request_ids))
+    assert sorted(row.request_id for row in recorded) == sorted(streamed.request_ids)  # each chunk once
+
+
+def test_a_request_id_reused_for_another_payload_is_refused_and_not_retried(small_server: RunningServer,
+                                                                           ledger: Engine) -> None:
+    with capture_logs() as logs, ValidationClient(f"127.0.0.1:{small_server.port}", retry=PATIENT) as client:
+        client.validate_time_entries(ENTRIES[:1], request_id="reused-1")
+        with pytest.raises(RequestIdReusedError,
+                           match=r"^request id 'reused-1' was already used for a different payload") as reused:
+            client.validate_time_entries(ENTRIES[1:2], request_id="reused-1")
+    refusal = reused.value.__cause__
+    assert isinstance(refusal, grpc.RpcError) and refusal.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(refusal).reason == "REQUEST_ID_REUSED"
+    assert not _events(logs, "retrying")
+    assert len(_batches(ledger, batches.c.request_id == "reused-1")) == 1
+
+
+def test_an_attempt_past_its_deadline_is_retried_and_answered_from_the_record(server: RunningServer) -> None:
+    items = _copies(100)  # 3,600 entries in one call: longer to decide and record than an attempt may take
+    with capture_logs() as logs, ValidationClient(f"127.0.0.1:{server.port}", timeout=0.2, chunk_size=len(items),
+                                                  retry=PATIENT) as client:
+        result = client.validate_time_entries(items)
+    [request_id] = result.request_ids
+    retries = _events(logs, "retrying")
+    assert retries, "answered within the first attempt's 0.2 s: make the batch larger"
+    assert {(r["code"], r["request_id"]) for r in retries} == {("DEADLINE_EXCEEDED", request_id)}
+    # The server decided the batch once; the attempt that got through was answered from the record.
+    assert len(_events(logs, "decided")) == 1
+    assert {r["request_id"] for r in _events(logs, "request_replayed")} == {request_id}
+    assert server.ledger is not None
+    [batch] = _batches(server.ledger.engine, batches.c.request_id == request_id)
+    assert (batch.batch_id, batch.total) == (result.batch_ids[0], len(items))
+    assert [d.item_id for d in result.decisions] == [item["entry_id"] for item in items]
