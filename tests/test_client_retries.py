@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from tests.conftest import SAMPLE_TIMESHEET, free_port, run_cli
 from tests.refdata_support import ServerProcess, wait_until
 from tests.status_support import error_info
-from tollgate.clients.cli import build_parser, read_items
+from tollgate.clients.cli import build_parser, invoices_of, read_items
 from tollgate.clients.client import RequestIdError, ValidationClient
 from tollgate.clients.retries import RETRYABLE_CODES, RequestIdReusedError, RetryPolicy
 from tollgate.ledger.schema import batches
@@ -350,6 +350,24 @@ def test_the_caller_s_request_id_is_sent_and_a_stream_numbers_its_chunks(small_s
         assert [recorded[batch_id] for batch_id in result.batch_ids] == result.request_ids
     assert all(uuid.UUID(request_id).version == 4 for request_id in chosen.request_ids)  # one per chunk
     assert len(set(chosen.request_ids)) == len(chosen.request_ids)
+
+
+@pytest.mark.parametrize("kind", ["expense_line", "invoice"])
+def test_expense_lines_and_invoices_carry_the_request_id_too(small_server: RunningServer, ledger: Engine,
+                                                             kind: str) -> None:
+    examples = SAMPLE_TIMESHEET.parent
+    with ValidationClient(f"127.0.0.1:{small_server.port}", chunk_size=2) as client:
+        if kind == "invoice":
+            invoices = [i for i in invoices_of(read_items(examples / "invoices-2026-11.jsonl")) if len(i["lines"]) <= 2]
+            result = client.validate_invoices(invoices[:3], request_id=f"{kind}-key")
+        else:
+            lines = read_items(examples / "expense-report-2026-11.csv")
+            first_of_each_report = list({line["report_id"]: line for line in reversed(lines)}.values())
+            result = client.validate_expense_lines(first_of_each_report[:4], request_id=f"{kind}-key")
+    assert len(result.request_ids) >= 2  # streamed, one id per chunk
+    assert result.request_ids == [f"{kind}-key/{n}" for n in range(1, len(result.request_ids) + 1)]
+    recorded = {row.batch_id: row.request_id for row in _batches(ledger, batches.c.batch_id.in_(result.batch_ids))}
+    assert [recorded[batch_id] for batch_id in result.batch_ids] == result.request_ids
 
 
 def test_the_cli_sends_its_request_id_and_logs_its_retries_on_stderr(small_server: RunningServer, ledger: Engine,
