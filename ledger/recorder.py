@@ -22,7 +22,7 @@ from tollgate.evaluators.accounts import Accounts
 from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, settle
 from tollgate.ledger.schema import batches, decisions, requests, ruleset_sources
 from tollgate.ledger.store import insert_ignoring_duplicates
-from tollgate.rules.decisions import Decision, Outcome
+from tollgate.rules.decisions import Acceptance, Decision, Outcome
 from tollgate.rules.typecheck import CompiledRuleset
 
 
@@ -38,6 +38,7 @@ class Batch:
     rulesets: tuple[CompiledRuleset, ...]  # with their file's text and digest, taken at load
     snapshot_id: str
     engine_version: str
+    acceptance: Acceptance
 
 
 def wire_fields(message: Any) -> dict[str, Any]:
@@ -53,15 +54,15 @@ def wire_fields(message: Any) -> dict[str, Any]:
     return fields
 
 
-def _reasons(decision: Decision) -> str:
-    return json.dumps([{"rule_id": r.rule_id, "code": r.code, "severity": r.severity.value, "field": r.field,
-                        "message": r.message, "ruleset_id": r.ruleset_id} for r in decision.reasons],
-                      ensure_ascii=False)
+def reason_records(decision: Decision) -> list[dict[str, Any]]:
+    """The decision's reasons as the ledger keeps them (JSON objects); a replay compares its own with these."""
+    return [{"rule_id": r.rule_id, "code": r.code, "severity": r.severity.value, "field": r.field,
+             "message": r.message, "ruleset_id": r.ruleset_id} for r in decision.reasons]
 
 
-def _enrichments(decision: Decision) -> str:
-    return json.dumps([{"field": e.field, "old_value": e.old_value, "new_value": e.new_value, "rule_id": e.rule_id}
-                       for e in decision.enrichments], ensure_ascii=False)
+def enrichment_records(decision: Decision) -> list[dict[str, Any]]:
+    return [{"field": e.field, "old_value": e.old_value, "new_value": e.new_value, "rule_id": e.rule_id}
+            for e in decision.enrichments]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +194,9 @@ class Recorder:
                 fields["invoice"] = header
             rows.append({"batch_id": batch.batch_id, "position": position, "item_kind": kind,
                          "item_id": decision.item_id, "input": json.dumps(fields, ensure_ascii=False),
-                         "outcome": decision.outcome.value, "reasons": _reasons(decision),
-                         "enrichments": _enrichments(decision)})
+                         "outcome": decision.outcome.value,
+                         "reasons": json.dumps(reason_records(decision), ensure_ascii=False),
+                         "enrichments": json.dumps(enrichment_records(decision), ensure_ascii=False)})
         priors = decided.accounts.recorded_priors() if decided.accounts is not None else {}
         batch_row = {
             "batch_id": batch.batch_id, "request_id": batch.request_id, "correlation_id": batch.correlation_id,
@@ -203,7 +205,8 @@ class Recorder:
             "rulesets": json.dumps([{"id": s.id, "version": s.version, "digest": s.digest}
                                     for s in batch.rulesets], ensure_ascii=False),
             "total": len(rows), "accepted": counts["accept"], "enriched": counts["enrich"],
-            "rejected": counts["reject"], "priors": json.dumps(priors, ensure_ascii=False) if priors else None,
+            "rejected": counts["reject"], "acceptance": batch.acceptance.value,
+            "priors": json.dumps(priors, ensure_ascii=False) if priors else None,
         }
         missing = {s.digest: s for s in batch.rulesets if s.digest not in self._stored}
         if missing:

@@ -38,6 +38,9 @@ batches = Table(
     # JSON {account: {group key: amount}}: what the accounts held for the batch's groups when it was decided
     # (docs/controls.md); a replay reads these again. Null: it read none.
     Column("priors", Text, nullable=True),
+    # "partial" or "all_or_nothing", as the call asked (a replay applies it again); NULL: recorded before 0004.
+    Column("acceptance", String(16), nullable=True),
+    Index("ix_batches_answered_at", "answered_at", "batch_id"),  # export and purge walk batches by answer time
 )
 
 # One row per item decided, in request order.

@@ -254,13 +254,16 @@ class CompiledRuleset:
 
 def read_ruleset(path: Path) -> tuple[RulesetSpec, Any, str]:
     """Parse and validate one ruleset file: (spec, document, the file's text); raise ProblemsError naming lines."""
-    name = str(path)
     document, text = yaml_source.read_file(path, MAX_RULESET_BYTES, "ruleset", "split it into several rulesets")
+    return _validated(str(path), document), document, text
+
+
+def _validated(name: str, document: Any) -> RulesetSpec:
     if not isinstance(document, dict):
         message = "a ruleset file is a YAML mapping (ruleset:, version:, rules: ...)"
         raise ProblemsError([Problem(name, 1, None, message)])
     try:
-        return RulesetSpec.model_validate(document), document, text
+        return RulesetSpec.model_validate(document)
     except pydantic.ValidationError as error:
         raise ProblemsError([yaml_source.validation_problem(name, document, e, ("rules", "tests"))
                              for e in error.errors()]) from None
@@ -695,3 +698,10 @@ def compile_ruleset(path: Path) -> CompiledRuleset:
     spec, document, text = read_ruleset(path)
     kind = ITEM_KINDS[spec.applies_to]
     return _RuleCompiler(str(path), document, spec, kind, text).compile()
+
+
+def compile_ruleset_text(name: str, text: str) -> CompiledRuleset:
+    """Compile a ruleset from its text (the ledger's copy of a file as it was); ``name`` is where it was read from."""
+    document = yaml_source.parse(name, text, "ruleset")
+    spec = _validated(name, document)
+    return _RuleCompiler(name, document, spec, ITEM_KINDS[spec.applies_to], text).compile()

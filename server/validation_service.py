@@ -25,7 +25,7 @@ from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
 from tollgate.evaluators.accounts import Accounts, hold_unsettled
-from tollgate.evaluators.rollups import roll_up
+from tollgate.evaluators.rollups import group_ids, roll_up
 from tollgate.ledger.recorder import (
     Batch,
     Decided,
@@ -152,10 +152,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 decided = evaluator.evaluate_messages(lines, headers, accounts)
                 if accounts is not None and accounts.unavailable:
                     decided = hold_unsettled(decided, accounts)
-                group_field = kind.group_field
-                group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
-                    else [getattr(line, group_field) for line in lines]
-                decisions, rollups = roll_up(decided, group_ids, accept, kind.group_name)
+                decisions, rollups = roll_up(decided, group_ids(kind, lines, headers), accept, kind.group_name)
                 response = pb.ValidationResponse(batch_id=batch_id)
                 provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
                 codec.fill_response(response, decisions, provenance, rollups)
@@ -168,7 +165,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                          if holds_accounts and self.ledger is not None else None)
         if self.ledger is not None:
             outcome = self._record(kind, lines, headers, decided, decide, generation=generation, key=key,
-                                   request_id=request_id, received=received, where=where)
+                                   request_id=request_id, received=received, where=where, acceptance=accept)
             if isinstance(outcome, pb.ValidationResponse):  # a retry that raced its first attempt
                 return outcome
             decided = outcome
@@ -208,7 +205,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
 
     def _record(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, decided: Decided,
                 redecide: Redecide, *, generation: Generation, key: RequestKey | None, request_id: str,
-                received: datetime, where: str) -> Decided | pb.ValidationResponse:
+                received: datetime, where: str, acceptance: Acceptance) -> Decided | pb.ValidationResponse:
         """Put the call on record (in this deciding thread) before it is answered: what was recorded (the
         decisions may have been made again, if another call settled on the same caps meanwhile), or the recorded
         response of the same request, recorded by a retry that raced this one.
@@ -222,7 +219,8 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         batch = Batch(batch_id=response.batch_id, request_id=request_id, correlation_id=correlation_id,
                       caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
                       item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
-                      snapshot_id=response.provenance.snapshot_id, engine_version=response.provenance.engine_version)
+                      snapshot_id=response.provenance.snapshot_id, engine_version=response.provenance.engine_version,
+                      acceptance=acceptance)
         for attempt in range(1, _SETTLE_ATTEMPTS + 1):
             try:
                 return self.ledger.record(batch, lines, headers, decided, redecide=redecide, request=key)

@@ -57,14 +57,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 def _fresh_accounts(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test that calls the session's server starts with empty accounts and no request ids remembered: what one
     test's calls accepted against a cap (docs/controls.md) must not decide another test's items."""
+    if "server" in request.fixturenames:
+        running: RunningServer = request.getfixturevalue("server")
+        if running.ledger is not None:
+            with running.ledger.engine.begin() as connection:
+                for table in (consumption, account_keys, requests):
+                    connection.execute(delete(table))
     yield
-    if "server" not in request.fixturenames:
-        return
-    running: RunningServer = request.getfixturevalue("server")
-    if running.ledger is not None:
-        with running.ledger.engine.begin() as connection:
-            for table in (consumption, account_keys, requests):
-                connection.execute(delete(table))
 
 
 @pytest.fixture

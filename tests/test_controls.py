@@ -65,11 +65,8 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture
 def engine(database: str, server: RunningServer) -> Iterator[Engine]:
-    reading = connect(database)
+    reading = connect(database)  # each test starts with empty accounts and no request ids: tests/conftest.py
     yield reading
-    with reading.begin() as connection:  # each test starts with empty accounts and no request ids
-        for table in (consumption, account_keys, requests):
-            connection.execute(delete(table))
     reading.dispose()
 
 
