@@ -294,17 +294,6 @@ def test_retries_give_up_after_the_policy_s_attempts_with_the_last_error(small_s
     assert (given_up["attempt"], given_up["code"], given_up["request_id"]) == (3, "UNAVAILABLE", "given-up-1")
 
 
-def test_deadline_exceeded_is_retried_too(small_server: RunningServer) -> None:
-    # Each attempt's deadline has passed before it is sent: DEADLINE_EXCEEDED every time.
-    policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
-    with capture_logs() as logs, ValidationClient(f"127.0.0.1:{small_server.port}", timeout=1e-6,
-                                                  retry=policy) as client, pytest.raises(grpc.RpcError) as failed:
-        client.validate_time_entries(ENTRIES[:1])
-    assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert [(r["attempt"], r["code"]) for r in _events(logs, "retrying")] == \
-        [(2, "DEADLINE_EXCEEDED"), (3, "DEADLINE_EXCEEDED")]
-
-
 def test_the_policy_s_deadline_ends_the_retries_before_the_attempts_run_out() -> None:
     policy = RetryPolicy(max_attempts=100, initial_backoff=0.05, max_backoff=0.1, deadline=0.5)
     started = time.monotonic()
