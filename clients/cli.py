@@ -3,6 +3,7 @@
     tollgate serve [--host H] [--port P] [--rulesets DIR] [--refdata DIR] ... (every setting; see --help)
     tollgate validate FILE.csv|FILE.jsonl [--kind time_entry|expense_line|invoice] [--server HOST:PORT]
                       [--format table|json] [--all-or-nothing] [--fail-on-reject]
+                      [--request-id ID] [--retries N] [--retry-max-backoff SECONDS]
     tollgate rules lint [DIR]
     tollgate rules test [DIR]
     tollgate refdata load DIR [--partial] [--keep-missing] [--allow-emptying] [--source TEXT] [--server HOST:PORT]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -33,9 +35,12 @@ from tollgate.clients.client import (
     ExportDirectoryError,
     ItemError,
     RefDataClient,
+    RequestIdError,
     ValidationClient,
     ValidationResult,
+    check_request_id,
 )
+from tollgate.clients.retries import LONGEST_BACKOFF_SECONDS, MOST_ATTEMPTS, RequestIdReusedError, RetryPolicy
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
@@ -154,6 +159,7 @@ def print_json(result: ValidationResult, out: TextIO, group_name: str = "timeshe
             for r in result.rollups
         ],
         "batch_ids": result.batch_ids,  # the ledger's, of each call or stream chunk
+        "request_ids": result.request_ids,  # of each call or stream chunk, as sent (--request-id, else UUIDs)
         "provenance": None if provenance is None else {
             "rulesets": [{"id": r.id, "version": r.version} for r in provenance.rulesets],
             "snapshot_id": provenance.snapshot_id,
@@ -277,7 +283,46 @@ def _security(args: argparse.Namespace) -> ChannelSecurity:
                            server_name=args.tls_server_name)
 
 
+def _retries(text: str) -> int:
+    """--retries: how many times a call that failed UNAVAILABLE or DEADLINE_EXCEEDED is tried again."""
+    try:
+        retries = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries") from None
+    if not 0 <= retries < MOST_ATTEMPTS:
+        raise argparse.ArgumentTypeError(f"{retries} is not a number of retries from 0 to {MOST_ATTEMPTS - 1}")
+    return retries
+
+
+def _backoff_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= LONGEST_BACKOFF_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 and at most "
+                                         f"{LONGEST_BACKOFF_SECONDS:g}")
+    return seconds
+
+
+def _request_id(text: str) -> str:
+    try:
+        check_request_id("--request-id", text)
+    except RequestIdError as error:
+        raise argparse.ArgumentTypeError(error.reason) from None
+    return text
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    default = RetryPolicy()
+    return RetryPolicy(max_attempts=args.retries + 1, max_backoff=args.retry_max_backoff,
+                       initial_backoff=min(default.initial_backoff, args.retry_max_backoff))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from tollgate.server.logs import configure_logging
+
+    configure_logging("warning")  # the retries, as JSON lines on stderr: stdout holds only the decisions
     try:
         items = read_items(args.file)
         kind = KIND_ALIASES.get(args.kind, args.kind) or detect_kind(args.file, items)
@@ -285,8 +330,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"tollgate validate: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with ValidationClient(args.server, timeout=args.timeout, security=_security(args)) as client:
-            options: dict[str, Any] = {"correlation_id": args.correlation_id, "all_or_nothing": args.all_or_nothing}
+        with ValidationClient(args.server, timeout=args.timeout, security=_security(args),
+                              retry=_retry_policy(args)) as client:
+            options: dict[str, Any] = {"correlation_id": args.correlation_id, "all_or_nothing": args.all_or_nothing,
+                                       "request_id": args.request_id}
             if kind == "invoice":
                 result = client.validate_invoices(invoices_of(items), **options)
             elif kind == "expense_line":
@@ -295,6 +342,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 result = client.validate_time_entries(items, **options)
     except ItemError as error:
         print(f"tollgate validate: {args.file}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except RequestIdError as error:  # too long to number the chunks of a stream
+        print(f"tollgate validate: --request-id: {error.reason}", file=sys.stderr)
+        return EXIT_USAGE
+    except RequestIdReusedError as error:
+        print(f"tollgate validate: {args.server}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.RpcError as error:
         print(f"tollgate validate: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
@@ -576,6 +629,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_flags(validate, timeout=60.0)
     validate.add_argument("--format", choices=["table", "json"], default="table")
     validate.add_argument("--correlation-id", help="sent as x-correlation-id (default: generated)")
+    validate.add_argument("--request-id", type=_request_id,
+                          help="the call's idempotency key, the same for a run of the same file again; a stream's "
+                               "chunks are REQUEST_ID/1, /2, ... (default: a new UUID for each call or chunk)")
+    validate.add_argument("--retries", type=_retries, default=RetryPolicy().max_attempts - 1,
+                          help="times a call failing UNAVAILABLE or DEADLINE_EXCEEDED is tried again, with the same "
+                               "request ids, after a random wait growing each time (default %(default)s)")
+    validate.add_argument("--retry-max-backoff", type=_backoff_seconds, metavar="SECONDS",
+                          default=RetryPolicy().max_backoff,
+                          help="the longest wait before a retry (default %(default)s)")
     validate.add_argument("--fail-on-reject", action="store_true", help="exit 1 if any item is rejected")
     validate.add_argument("--all-or-nothing", action="store_true",
                           help="a timesheet / expense report / invoice with a rejected line is rejected whole "

@@ -7,6 +7,8 @@
 
 Large batches are split into chunks and sent over one streaming call; decisions come back in the
 order the items were given. ``snapshot_id=`` replays a batch against a kept reference snapshot.
+Every call and chunk carries a request id (``request_id=``, else a UUID4); UNAVAILABLE and DEADLINE_EXCEEDED
+are retried under ``retry=RetryPolicy(...)`` (clients/retries.py), a broken stream resumed where it broke.
 
     with AuditClient("127.0.0.1:50051") as audit:
         print(audit.replay(result.batch_ids[0])["identical"])
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import random
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +39,14 @@ from pydantic import BaseModel
 
 from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, refdata_pb2, refdata_pb2_grpc
 from tollgate.api.v1 import validation_pb2 as pb
-from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.channel import ChannelSecurity, open_channel
+from tollgate.clients.retries import Attempts, RetryPolicy
 from tollgate.refdata.loaders import export_files as loader_export_files
 from tollgate.rules.decisions import (
     CORRELATION_METADATA_KEY,
+    REQUEST_ID,
+    REQUEST_ID_LENGTH,
+    REQUEST_ID_RULE,
     SNAPSHOT_METADATA_KEY,
     BatchSummary,
     Decision,
@@ -52,13 +58,16 @@ from tollgate.rules.decisions import (
     RulesetRef,
     new_record,
 )
-from tollgate.rules.fields import FieldKind
+from tollgate.rules.fields import FieldKind, cut
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, ITEM_KINDS, TIME_ENTRY, ItemKind
 from tollgate.rules.model import Severity
 from tollgate.rules.problems import Problem
 
 _OUTCOMES = {pb.ACCEPT: Outcome.ACCEPT, pb.ENRICH: Outcome.ENRICH, pb.REJECT: Outcome.REJECT}
 _SEVERITIES = {pb.INFO: Severity.INFO, pb.WARNING: Severity.WARNING, pb.ERROR: Severity.ERROR}
+_SERVICE = pb.DESCRIPTOR.services_by_name["ValidationService"]
+
+
 class ItemError(ValueError):
     """An item the client cannot even put on the wire (e.g. a field the item kind does not have)."""
 
@@ -71,6 +80,8 @@ class ValidationResult:
     rollups: list[Rollup]  # one per timesheet / expense report / invoice, in order of first appearance
     # The ledger's batch of each call or stream chunk, in order (`tollgate audit batch ID`); empty with the ledger off.
     batch_ids: list[str] = field(default_factory=list)
+    # The request_id of each call or stream chunk, in order: what a retry of the same batch would send again.
+    request_ids: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> list[Decision]:
@@ -230,62 +241,120 @@ class _Connection:
         self._channel.close()
 
 
+class RequestIdError(ValueError):
+    """A request id the server would refuse, refused before anything is sent; ``argument`` names where it came from."""
+
+    def __init__(self, argument: str, reason: str) -> None:
+        self.argument = argument
+        self.reason = reason
+        super().__init__(f"{argument}: {reason}")
+
+
+def check_request_id(argument: str, value: str) -> None:
+    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
+        shown = cut(value, 40) if isinstance(value, str) else value
+        raise RequestIdError(argument, f"{shown!r} is not a request id: {REQUEST_ID_RULE} (a UUID, or a key of "
+                                       "the caller's own)")
+
+
+def request_ids(given: str | None, count: int) -> list[str]:
+    """The request_id of each of ``count`` requests: new UUID4s, else ``given`` for a single request and
+    ``given/1``, ``given/2``, ... for the chunks of a stream (the same items in the same chunks give the same ids)."""
+    if given is None:
+        return [str(uuid.uuid4()) for _ in range(count)]
+    check_request_id("request_id", given)
+    if count == 1:
+        return [given]
+    numbered = [f"{given}/{number}" for number in range(1, count + 1)]
+    if not REQUEST_ID.fullmatch(numbered[-1]):
+        room = REQUEST_ID_LENGTH - len(f"/{count}")
+        raise RequestIdError("request_id", f"{cut(given, 40)!r} is too long to number the {count} chunks of this "
+                             f"stream (with /{count} it is {len(numbered[-1])} characters, over "
+                             f"{REQUEST_ID_LENGTH}): give at most {room} characters")
+    return numbered
+
+
 class ValidationClient(_Connection):
+    """Decides items; calls that fail UNAVAILABLE or DEADLINE_EXCEEDED are tried again under ``retry``
+    (clients/retries.py), each attempt with ``timeout`` seconds at most, all of them within the policy's deadline."""
+
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0, chunk_size: int = 2_000,
-                 max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None) -> None:
+                 max_message_bytes: int = 64 * 1024 * 1024, security: ChannelSecurity | None = None,
+                 retry: RetryPolicy | None = None) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry: {retry!r} is not a RetryPolicy (tollgate.clients.retries)")
+        self.retry = retry if retry is not None else RetryPolicy()
         super().__init__(target, timeout, security, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # The channel reconnects to a server that was down as often as the policy retries: with gRPC's own
+            # backoff (1 s, growing to 2 minutes) retries would meet a channel still waiting to reconnect.
+            ("grpc.initial_reconnect_backoff_ms", max(1, round(self.retry.initial_backoff * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(1, round(self.retry.max_backoff * 1000))),
         ])
         self.chunk_size = chunk_size
-        self._stub = pb_grpc.ValidationServiceStub(self._channel)
+        self._chance = random.Random()
+        # Requests go as bytes, serialized once (deterministically): every attempt sends the very same bytes.
+        self._unary = {name: self._channel.unary_unary(f"/{_SERVICE.full_name}/{name}", request_serializer=None,
+                                                       response_deserializer=pb.ValidationResponse.FromString)
+                       for name in ("ValidateTimeEntries", "ValidateExpenseLines", "ValidateInvoices")}
+        self._stream = {name: self._channel.stream_stream(f"/{_SERVICE.full_name}/{name}", request_serializer=None,
+                                                          response_deserializer=pb.ValidationResponse.FromString)
+                        for name in ("StreamTimeEntries", "StreamExpenseLines", "StreamInvoices")}
 
     def wait_until_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
     def validate_time_entries(
         self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None,
-        snapshot_id: str | None = None, all_or_nothing: bool = False,
+        snapshot_id: str | None = None, all_or_nothing: bool = False, request_id: str | None = None,
     ) -> ValidationResult:
         """Decide time entries; one call for a small batch, a stream of chunks for a large one.
 
         ``snapshot_id`` decides against that kept reference snapshot instead of the current one: the
         replay of a past decision, which names the snapshot it used in its provenance.
         ``all_or_nothing``: a timesheet with a rejected line is rejected whole (send its lines together).
+        ``request_id``: the call's idempotency key (e.g. derived from the caller's own); a stream's chunks are
+        ``request_id/1``, ``request_id/2``, ...; by default a new UUID4 for each call or chunk.
         """
         messages = [time_entry_message(item, position) for position, item in enumerate(items, start=1)]
         return self._validate(
-            messages, lambda chunk, acceptance: pb.ValidateTimeEntriesRequest(entries=chunk, acceptance=acceptance),
-            self._stub.ValidateTimeEntries, self._stub.StreamTimeEntries, TIME_ENTRY.group_field,
-            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing)
+            messages, lambda chunk, acceptance, request_id: pb.ValidateTimeEntriesRequest(
+                entries=chunk, acceptance=acceptance, request_id=request_id),
+            "ValidateTimeEntries", "StreamTimeEntries", TIME_ENTRY.group_field, correlation_id=correlation_id,
+            snapshot_id=snapshot_id, all_or_nothing=all_or_nothing, request_id=request_id)
 
     def validate_expense_lines(
         self, items: Iterable[Mapping[str, Any] | BaseModel], *, correlation_id: str | None = None,
-        snapshot_id: str | None = None, all_or_nothing: bool = False,
+        snapshot_id: str | None = None, all_or_nothing: bool = False, request_id: str | None = None,
     ) -> ValidationResult:
         """Decide expense lines, as ``validate_time_entries``; roll-ups and all or nothing per expense report."""
         messages = [expense_line_message(item, position) for position, item in enumerate(items, start=1)]
         return self._validate(
-            messages, lambda chunk, acceptance: pb.ValidateExpenseLinesRequest(lines=chunk, acceptance=acceptance),
-            self._stub.ValidateExpenseLines, self._stub.StreamExpenseLines, EXPENSE_LINE.group_field,
-            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing)
+            messages, lambda chunk, acceptance, request_id: pb.ValidateExpenseLinesRequest(
+                lines=chunk, acceptance=acceptance, request_id=request_id),
+            "ValidateExpenseLines", "StreamExpenseLines", EXPENSE_LINE.group_field, correlation_id=correlation_id,
+            snapshot_id=snapshot_id, all_or_nothing=all_or_nothing, request_id=request_id)
 
     def validate_invoices(
         self, invoices: Iterable[Mapping[str, Any]], *, correlation_id: str | None = None,
-        snapshot_id: str | None = None, all_or_nothing: bool = False,
+        snapshot_id: str | None = None, all_or_nothing: bool = False, request_id: str | None = None,
     ) -> ValidationResult:
         """Decide invoices, each a mapping of header fields with ``lines``: one decision per line (in order),
-        one roll-up per invoice. ``all_or_nothing``: a rejected line rejects its whole invoice."""
+        one roll-up per invoice. ``all_or_nothing``: a rejected line rejects its whole invoice.
+        ``request_id`` as for ``validate_time_entries``."""
         messages = [invoice_message(invoice, position) for position, invoice in enumerate(invoices, start=1)]
         return self._validate(
-            messages, lambda chunk, acceptance: pb.ValidateInvoicesRequest(invoices=chunk, acceptance=acceptance),
-            self._stub.ValidateInvoices, self._stub.StreamInvoices, "invoice_id",
-            correlation_id=correlation_id, snapshot_id=snapshot_id, all_or_nothing=all_or_nothing,
+            messages, lambda chunk, acceptance, request_id: pb.ValidateInvoicesRequest(
+                invoices=chunk, acceptance=acceptance, request_id=request_id),
+            "ValidateInvoices", "StreamInvoices", "invoice_id", correlation_id=correlation_id,
+            snapshot_id=snapshot_id, all_or_nothing=all_or_nothing, request_id=request_id,
             weight=lambda invoice: len(invoice.lines))
 
-    def _validate(self, messages: Sequence[Any], request: Callable[[list[Any], pb.Acceptance], Any], unary: Any,
-                  stream: Any, group_field: str, *, correlation_id: str | None, snapshot_id: str | None,
-                  all_or_nothing: bool, weight: Callable[[Any], int] = lambda _m: 1) -> ValidationResult:
+    def _validate(self, messages: Sequence[Any], request: Callable[[list[Any], pb.Acceptance, str], Any],
+                  unary: str, stream: str, group_field: str, *, correlation_id: str | None,
+                  snapshot_id: str | None, all_or_nothing: bool, request_id: str | None,
+                  weight: Callable[[Any], int] = lambda _m: 1) -> ValidationResult:
         acceptance = pb.ALL_OR_NOTHING if all_or_nothing else pb.PARTIAL
         correlation_id = correlation_id or uuid.uuid4().hex
         metadata: tuple[tuple[str, str], ...] = ((CORRELATION_METADATA_KEY, correlation_id),)
@@ -293,12 +362,15 @@ class ValidationClient(_Connection):
             metadata += ((SNAPSHOT_METADATA_KEY, snapshot_id),)
         expected = sum(weight(message) for message in messages)
         if expected <= self.chunk_size:
-            responses: Iterable[Any] = [unary(request(list(messages), acceptance), timeout=self.timeout,
-                                              metadata=metadata)]
+            ids = request_ids(request_id, 1)
+            encoded = request(list(messages), acceptance, ids[0]).SerializeToString(deterministic=True)
+            responses: Iterable[Any] = [self._call(unary, encoded, ids[0], metadata)]
         else:
-            requests = (request(chunk, acceptance)
-                        for chunk in chunks_by_group(messages, self.chunk_size, group_field, weight))
-            responses = stream(requests, timeout=self.timeout, metadata=metadata)
+            chunks = list(chunks_by_group(messages, self.chunk_size, group_field, weight))
+            ids = request_ids(request_id, len(chunks))
+            responses = self._streamed(
+                stream, lambda index: request(chunks[index], acceptance, ids[index]).SerializeToString(
+                    deterministic=True), ids, metadata)
         decisions: list[Decision] = []
         rollups: list[Rollup] = []
         batch_ids: list[str] = []
@@ -311,7 +383,35 @@ class ValidationClient(_Connection):
         if len(decisions) != expected:
             raise RuntimeError(f"sent {expected} items but received {len(decisions)} decisions")
         summary = BatchSummary.of(decisions)
-        return ValidationResult(decisions, summary, correlation_id, rollups, batch_ids)
+        return ValidationResult(decisions, summary, correlation_id, rollups, batch_ids, ids)
+
+    def _call(self, method: str, encoded: bytes, request_id: str, metadata: Sequence[tuple[str, str]]) -> Any:
+        """One unary call, retried under the policy with the same bytes."""
+        attempts = Attempts(self.retry, self._chance, method)
+        while True:
+            try:
+                return self._unary[method](encoded, timeout=min(self.timeout, attempts.time_left()),
+                                           metadata=metadata)
+            except grpc.RpcError as error:
+                attempts.failed(error, request_id)
+
+    def _streamed(self, method: str, encode: Callable[[int], bytes], ids: Sequence[str],
+                  metadata: Sequence[tuple[str, str]]) -> Iterator[Any]:
+        """The answer to each chunk, in order. A stream broken by a retryable failure is opened again, and the
+        chunks not yet answered are sent again, in order, with their own request ids; answered ones are not."""
+        attempts = Attempts(self.retry, self._chance, method)
+        answered = 0
+        while answered < len(ids):
+            resumed_at = answered
+            try:
+                for response in self._stream[method]((encode(index) for index in range(resumed_at, len(ids))),
+                                                     timeout=min(self.timeout, attempts.time_left()),
+                                                     metadata=metadata):
+                    answered += 1
+                    yield response
+                return  # ended by the server: every chunk answered (else the caller counts decisions short)
+            except grpc.RpcError as error:
+                attempts.failed(error, ids[min(answered, len(ids) - 1)], progressed=answered > resumed_at)
 
 
 # ---------------------------------------------------------------------------------------------------

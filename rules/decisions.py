@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ from tollgate.rules.model import Severity
 CORRELATION_METADATA_KEY = "x-correlation-id"
 # gRPC metadata key naming the reference snapshot a validation call is to be decided with (a replay).
 SNAPSHOT_METADATA_KEY = "x-tollgate-snapshot"
+# A validation request's request_id (AIP-155): the server refuses any other, the client checks before sending.
+REQUEST_ID_LENGTH = 128
+REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{REQUEST_ID_LENGTH}}}")
+REQUEST_ID_RULE = f"at most {REQUEST_ID_LENGTH} printable ASCII characters, no spaces"
 
 
 class Outcome(enum.StrEnum):

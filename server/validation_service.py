@@ -37,7 +37,7 @@ from tollgate.ledger.recorder import (
 )
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
-from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
+from tollgate.rules.decisions import REQUEST_ID, REQUEST_ID_RULE, SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.fields import cut
 from tollgate.rules.item_kinds import EXPENSE_LINE, INVOICE_LINE, TIME_ENTRY, ItemKind
 from tollgate.server import codec, metrics
@@ -59,7 +59,6 @@ log = structlog.get_logger("tollgate.validation")
 
 _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOICE_LINE.name: "invoice lines"}
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 # PostgreSQL's answer when two calls wait for each other's caps (deadlock_detected, serialization_failure): one is
@@ -134,10 +133,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             )
         accept = _acceptance(request.acceptance, where)
         request_id = request.request_id
-        if request_id and not _REQUEST_ID.fullmatch(request_id):
-            raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: at most "
-                              "128 printable ASCII characters without spaces (AIP-155: a UUID)",
-                              [("request_id", "at most 128 printable ASCII characters, no spaces")])
+        if request_id and not REQUEST_ID.fullmatch(request_id):
+            raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: {REQUEST_ID_RULE} "
+                              "(AIP-155: a UUID)", [("request_id", REQUEST_ID_RULE)])
         key = None
         if self.ledger is not None and request_id:
             payload = hashlib.sha256(kind.name.encode() + b"\0" + request.SerializeToString(deterministic=True))

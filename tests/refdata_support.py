@@ -110,10 +110,10 @@ class OwnRedis:
 
 
 class ServerProcess:
-    """``tollgate serve`` in a process of its own on a free port."""
+    """``tollgate serve`` in a process of its own, on ``port`` or a free one."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
         self.target = f"127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "tollgate.clients.cli", "serve", "--port", str(self.port), "--workers", "1",
                    *args]
