@@ -10,6 +10,7 @@
     tollgate refdata delete ENTITY KEY... [--server HOST:PORT]        (KEY: P-300, or P-100/T-1)
     tollgate refdata status [--format table|json] [--server HOST:PORT]
     tollgate refdata diff SNAP_A SNAP_B [--format table|json] [--server HOST:PORT]
+    tollgate exceptions list|show|summary|waive|revalidate ...   (clients/exceptions_commands.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tollgate.clients.client import (
     ValidationClient,
     ValidationResult,
 )
+from tollgate.clients.exceptions_commands import add_exceptions_commands
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
@@ -599,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_flags(reload, timeout=120.0)
     reload.set_defaults(handler=cmd_admin_reload)
     add_audit_commands(commands)
+    add_exceptions_commands(commands)
     return parser
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from tollgate.ledger.exceptions import update_exceptions
 from tollgate.ledger.schema import batches, decisions, ruleset_sources
 from tollgate.rules.decisions import Decision
 from tollgate.rules.typecheck import CompiledRuleset
@@ -69,7 +70,8 @@ class Recorder:
 
     def record(self, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
                decided: Sequence[Decision]) -> None:
-        """One transaction: the batch, its decisions (one multi-row insert), the ruleset sources not yet stored."""
+        """One transaction: the batch, its decisions (one multi-row insert), the ruleset sources not yet stored, and
+        the exception queue brought up to date (ledger/exceptions.py)."""
         counts = {"accept": 0, "enrich": 0, "reject": 0}
         rows = []
         kind = batch.item_kind
@@ -105,6 +107,7 @@ class Recorder:
             connection.execute(insert(batches), [batch_row])
             if rows:
                 connection.execute(insert(decisions), rows)  # executemany: multi-row INSERTs (insertmanyvalues)
+            update_exceptions(connection, batch.batch_id, kind, batch.answered_at, rows)
         self._stored.update(missing)
 
 
