@@ -276,12 +276,14 @@ def waive(engine: Engine, exception_id: int, by: str, reason: str, at: datetime)
     return found
 
 
-def open_inputs(engine: Engine, which: Filter) -> list[tuple[int, str, dict[str, Any]]]:
-    """(exception id, item kind, latest recorded input) of every open exception matching ``which``, by id."""
+def open_inputs(engine: Engine, which: Filter, after: int, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """(exception id, item kind, latest recorded input) of up to ``limit`` open exceptions matching ``which`` with
+    ids above ``after``, by id."""
     query = (select(exceptions.c.exception_id, exceptions.c.item_kind, decisions.c.input)
              .join(decisions, and_(decisions.c.batch_id == exceptions.c.batch_id,
                                    decisions.c.position == exceptions.c.position))
-             .where(exceptions.c.status == OPEN, *which.where()).order_by(exceptions.c.exception_id))
+             .where(exceptions.c.exception_id > after, exceptions.c.status == OPEN, *which.where())
+             .order_by(exceptions.c.exception_id).limit(limit))
     with engine.connect() as connection:
         return [(exception_id, kind, json.loads(text)) for exception_id, kind, text in connection.execute(query)]
 

@@ -16,7 +16,7 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -170,12 +170,13 @@ def _parsed(fields: dict[str, Any], message: M) -> M:
     return message
 
 
-def revalidation_requests(found: Sequence[tuple[int, str, dict[str, Any]]], max_items: int,
-                          request_id: str) -> tuple[list[tuple[str, Any]], list[int], int]:
-    """The requests re-deciding ``found`` (open exceptions' latest inputs), at most ``max_items`` items each (an
-    invoice's lines kept together, under the header recorded with its latest line); with the exception ids rebuilt
-    and how many inputs no longer make an item (left out, costing only themselves)."""
-    by_kind: dict[str, list[Any]] = {TIME_ENTRY.name: [], EXPENSE_LINE.name: []}
+def revalidation_requests(found: Sequence[tuple[int, str, dict[str, Any]]]) -> tuple[list[tuple[str, Any]], list[int],
+                                                                                  int]:
+    """One request per item kind re-deciding ``found`` (open exceptions' latest inputs; invoice lines regrouped
+    into their invoices, under the header recorded with the first of them); with the exception ids rebuilt, and
+    how many inputs no longer make an item (left out: each costs only itself)."""
+    entries: list[Any] = []
+    lines: list[Any] = []
     invoices: dict[str, Any] = {}
     rebuilt: list[int] = []
     not_rebuilt = 0
@@ -188,37 +189,21 @@ def revalidation_requests(found: Sequence[tuple[int, str, dict[str, Any]]], max_
                     invoice = invoices[header.get("invoice_id", "")] = _parsed(header, validation_pb2.Invoice())
                 invoice.lines.append(_parsed(fields, validation_pb2.InvoiceLine()))
             elif kind == TIME_ENTRY.name:
-                by_kind[kind].append(_parsed(fields, validation_pb2.TimeEntry()))
+                entries.append(_parsed(fields, validation_pb2.TimeEntry()))
             else:
-                by_kind[kind].append(_parsed(fields, validation_pb2.ExpenseLine()))
+                lines.append(_parsed(fields, validation_pb2.ExpenseLine()))
         except (json_format.ParseError, KeyError, TypeError, ValueError, AttributeError):
             not_rebuilt += 1
             continue
         rebuilt.append(exception_id)
     requests: list[tuple[str, Any]] = []
-    for start in range(0, len(by_kind[TIME_ENTRY.name]), max_items):
-        requests.append((TIME_ENTRY.name, validation_pb2.ValidateTimeEntriesRequest(
-            entries=by_kind[TIME_ENTRY.name][start:start + max_items], request_id=f"{request_id}-{len(requests)}")))
-    for start in range(0, len(by_kind[EXPENSE_LINE.name]), max_items):
-        requests.append((EXPENSE_LINE.name, validation_pb2.ValidateExpenseLinesRequest(
-            lines=by_kind[EXPENSE_LINE.name][start:start + max_items], request_id=f"{request_id}-{len(requests)}")))
-    for chunk in _invoice_chunks(list(invoices.values()), max_items):
-        requests.append((INVOICE_LINE.name, validation_pb2.ValidateInvoicesRequest(
-            invoices=chunk, request_id=f"{request_id}-{len(requests)}")))
+    if entries:
+        requests.append((TIME_ENTRY.name, validation_pb2.ValidateTimeEntriesRequest(entries=entries)))
+    if lines:
+        requests.append((EXPENSE_LINE.name, validation_pb2.ValidateExpenseLinesRequest(lines=lines)))
+    if invoices:
+        requests.append((INVOICE_LINE.name, validation_pb2.ValidateInvoicesRequest(invoices=invoices.values())))
     return requests, rebuilt, not_rebuilt
-
-
-def _invoice_chunks(invoices: Sequence[Any], max_lines: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    lines = 0
-    for invoice in invoices:
-        if chunk and lines + len(invoice.lines) > max_lines:
-            yield chunk
-            chunk, lines = [], 0
-        chunk.append(invoice)
-        lines += len(invoice.lines)
-    if chunk:
-        yield chunk
 
 
 class ExceptionService(pb_grpc.ExceptionServiceServicer):
@@ -296,18 +281,28 @@ class ExceptionService(pb_grpc.ExceptionServiceServicer):
         self, request: pb.RevalidateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevalidateResponse:
         which = read_filter(request.filter, revalidating=True)
-        found = await self._read(queue.open_inputs, which)
-        requests, rebuilt, not_rebuilt = revalidation_requests(found, self.max_items, f"revalidate-{uuid.uuid4()}")
         deciding = {TIME_ENTRY.name: self.validation.time_entries, EXPENSE_LINE.name: self.validation._expense_lines,
                     INVOICE_LINE.name: self.validation._invoices}
-        response = pb.RevalidateResponse(re_decided=len(rebuilt), not_rebuilt=not_rebuilt)
-        for number, (kind, decide_request) in enumerate(requests, start=1):
-            # Chunk by chunk, each with the generation current then (as a stream's chunks are decided).
-            decided = await off_loop(self.validation.deciding, self.validation.decide_in_thread, deciding[kind],
-                                     decide_request, None, None, f"revalidation chunk {number}: ", datetime.now(UTC))
-            response.batch_ids.append(decided.batch_id)
+        response = pb.RevalidateResponse()
+        rebuilt: list[int] = []
+        request_ids = f"revalidate-{uuid.uuid4()}"
+        after = 0
+        # A page of at most max_batch_items open exceptions at a time, by id: memory stays bounded, and those
+        # re-decided and still open (ids up to ``after``) are not met again.
+        while found := await self._read(queue.open_inputs, which, after, self.max_items):
+            after = found[-1][0]
+            requests, page_rebuilt, page_not_rebuilt = revalidation_requests(found)
+            rebuilt += page_rebuilt
+            response.not_rebuilt += page_not_rebuilt
+            for kind, decide_request in requests:
+                decide_request.request_id = f"{request_ids}-{len(response.batch_ids)}"
+                # Each with the generation current then, as a stream's chunks are decided.
+                decided = await off_loop(self.validation.deciding, self.validation.decide_in_thread, deciding[kind],
+                                         decide_request, None, None, f"revalidation {len(response.batch_ids) + 1}: ",
+                                         datetime.now(UTC))
+                response.batch_ids.append(decided.batch_id)
         now = await self._read(queue.statuses, rebuilt)
-        response.resolved, response.still_open = now[queue.RESOLVED], now[queue.OPEN]
+        response.re_decided, response.resolved, response.still_open = len(rebuilt), now[queue.RESOLVED], now[queue.OPEN]
         return response
 
 

@@ -33,12 +33,14 @@ from tollgate.ledger import exceptions as queue
 from tollgate.ledger.schema import decisions
 from tollgate.ledger.store import connect
 from tollgate.server.app import RunningServer, start
+from tollgate.server.exception_service import revalidation_requests
 from tollgate.server.metrics import ExceptionGauges
 from tollgate.server.roles import Role
 from tollgate.server.settings import Settings
 
 SAMPLE = {entry["entry_id"]: entry for entry in read_items(SAMPLE_TIMESHEET)}
 ACCEPTED = SAMPLE["TE-1001"]  # accepted as it is
+EXPENSES = {line["expense_id"]: line for line in read_items(ROOT / "examples" / "expense-report-2026-11.csv")}
 HELD = SAMPLE["TE-1022"]  # no contract: held (bill_status HOLD, NO_CONTRACT_HOLD)
 NO_ASSIGNMENT = SAMPLE["TE-1030"]  # W-2 has no assignment on P-300
 NOT_A_NUMBER = SAMPLE["TE-1017"]  # hours 'eight': INVALID_FIELD
@@ -470,9 +472,12 @@ def test_revalidate_after_a_reference_data_change_resolves_those_that_now_pass(
             invoice = {**PERIOD_CLOSED_INVOICE, "invoice_id": _unique("INV"),
                        "lines": [{**PERIOD_CLOSED_INVOICE["lines"][0], "line_id": _unique("L")}]}
             unknown = _entry(ACCEPTED, worker_id=worker)
+            no_receipt = {**EXPENSES["EX-1005"], "expense_id": _unique("EX")}  # RECEIPT_REQUIRED
             client.validate_time_entries([fixable, hopeless, unknown])
             client.validate_invoices([invoice])
-            ours = {fixable["entry_id"], hopeless["entry_id"], unknown["entry_id"], invoice["lines"][0]["line_id"]}
+            client.validate_expense_lines([no_receipt])
+            ours = {fixable["entry_id"], hopeless["entry_id"], unknown["entry_id"], invoice["lines"][0]["line_id"],
+                    no_receipt["expense_id"]}
             before = {e.item_id: e for e in queued.list_all() if e.item_id in ours}
             assert set(before) == ours
 
@@ -487,8 +492,8 @@ def test_revalidate_after_a_reference_data_change_resolves_those_that_now_pass(
             assert resolved.status == "resolved" and resolved.resolved_batch_id in answer.batch_ids
 
             everything = queued.revalidate()
-            assert (everything.re_decided, everything.resolved, everything.still_open) == (3, 0, 3)
-            assert len(everything.batch_ids) == 3  # at most max_batch_items (1) each
+            assert (everything.re_decided, everything.resolved, everything.still_open) == (4, 0, 4)
+            assert len(everything.batch_ids) == 4  # at most max_batch_items (1) each
             for item_id in ours - {fixable["entry_id"]}:
                 after = queued.get(before[item_id].exception_id)
                 assert (after.status, after.times_seen) == ("open", 2), item_id
@@ -498,6 +503,23 @@ def test_revalidate_after_a_reference_data_change_resolves_those_that_now_pass(
             assert "PERIOD_NOT_OPEN" in line.codes
     finally:
         running.stop()
+
+
+def test_a_recorded_input_that_no_longer_makes_an_item_costs_only_itself() -> None:
+    """A field whose type changed in the contract since it was recorded (here: hours as a list) is left out."""
+    found = [(1, "time_entry", {"entry_id": "TE-1", "hours": ["8"]}),
+             (2, "time_entry", {"entry_id": "TE-2", "hours": "8", "field_of_a_newer_client": "x"}),
+             (3, "invoice_line", {"line_id": "L-1", "invoice": {"invoice_id": "INV-1"}}),
+             (4, "invoice_line", {"line_id": "L-2", "invoice": {"invoice_id": "INV-1", "currency": "USD"}}),
+             (5, "invoice_line", {"line_id": "L-3"}),  # no header: not a line of any invoice
+             (6, "expense_line", {"expense_id": "EX-1", "amount": {"value": "1"}})]
+    requests, rebuilt, not_rebuilt = revalidation_requests(found)
+    assert (rebuilt, not_rebuilt) == ([2, 3, 4], 3)
+    by_kind = dict(requests)
+    assert [e.entry_id for e in by_kind["time_entry"].entries] == ["TE-2"]
+    [invoice] = by_kind["invoice_line"].invoices
+    assert (invoice.invoice_id, [line.line_id for line in invoice.lines]) == ("INV-1", ["L-1", "L-2"])
+    assert "expense_line" not in by_kind
 
 
 def test_waive_needs_the_approver_role_and_revalidate_the_operator(tmp_path: Path) -> None:
