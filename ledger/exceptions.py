@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, null, select, update
+from sqlalchemy import JSON, Connection, Engine, Text, and_, bindparam, case, cast, column, func, null, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.ledger.schema import decisions, exceptions
@@ -85,12 +85,12 @@ def _opening(row: Mapping[str, Any], id_field: str, answered_at: datetime, held_
             "worker_id": _reference(fields, "worker_id")}
 
 
-def _upsert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (item_kind, item_id) DO UPDATE, on SQLite or PostgreSQL (see the module's rules)."""
-    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+_OPENED = ("item_kind", "item_id", "status", "outcome", "reasons", "codes", "rule_ids", "first_seen", "last_seen",
+           "times_seen", "batch_id", "position", "project_id", "customer_id", "worker_id")
 
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(exceptions)
+
+def _on_conflict(statement: Any) -> Any:
+    """... ON CONFLICT (item_kind, item_id) DO UPDATE, as the module's rules say."""
     new, old = statement.excluded, exceptions.c
     newer = new.last_seen >= old.last_seen
     reopened = and_(old.status == RESOLVED, old.resolved_at <= new.last_seen)
@@ -102,6 +102,24 @@ def _upsert(dialect: str) -> Any:
         **{name: case((reopened, null()), else_=old[name])
            for name in ("resolved_at", "resolved_batch_id", "resolved_position")},
     })
+
+
+def _open(connection: Connection, opening: list[dict[str, Any]]) -> None:
+    """Upsert the exceptions of ``opening`` in one statement. PostgreSQL gets the rows as one JSON document, made
+    rows by the server (an executemany there is a statement per row, pipelined; arrays cost more to send); SQLite's
+    executemany reuses one prepared statement in process."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        document = json.dumps(opening, ensure_ascii=False, default=datetime.isoformat)
+        rows = (func.json_to_recordset(cast(bindparam("rows", document, type_=Text), JSON))
+                .table_valued(*[column(name, exceptions.c[name].type) for name in _OPENED])
+                .render_derived(with_types=True))
+        connection.execute(_on_conflict(postgresql_insert(exceptions).from_select(_OPENED, select(rows))))
+        return
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    connection.execute(_on_conflict(sqlite_insert(exceptions)), opening)
 
 
 _RESOLVE = (update(exceptions)
@@ -128,7 +146,7 @@ def update_exceptions(connection: Connection, batch_id: str, kind: str, answered
         else:
             passing[item_id] = row["position"]
     if opening:
-        connection.execute(_upsert(connection.dialect.name), opening)
+        _open(connection, opening)
     ids = sorted(passing)
     resolving = []
     for start in range(0, len(ids), _IN_CHUNK):
@@ -164,10 +182,10 @@ class Filter:
             clauses.append(c.codes.contains(f" {self.code} ", autoescape=True))
         if self.rule_id:
             clauses.append(c.rule_ids.contains(f" {self.rule_id} ", autoescape=True))
-        for column, value in ((c.project_id, self.project_id), (c.customer_id, self.customer_id),
-                              (c.worker_id, self.worker_id), (c.status, self.status)):
+        for matched, value in ((c.project_id, self.project_id), (c.customer_id, self.customer_id),
+                               (c.worker_id, self.worker_id), (c.status, self.status)):
             if value:
-                clauses.append(column == value)
+                clauses.append(matched == value)
         if self.since is not None:
             clauses.append(c.last_seen >= self.since.astimezone(UTC))
         return clauses
