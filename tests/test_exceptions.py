@@ -291,6 +291,35 @@ def test_concurrent_calls_on_one_item_lose_no_update(validate: ValidationClient,
     assert _only(queued, entry["entry_id"]).times_seen == 18
 
 
+def test_concurrent_batches_failing_and_passing_the_same_items_crosswise_neither_deadlock_nor_lose_counts(
+        queued: ExceptionClient, target: str) -> None:
+    """Batches fail the Xs and pass the Ys while others fail the Ys and pass the Xs. Each batch locks all its rows
+    first, in one order, which rules a deadlock out; this checks that no call fails and no count is lost (it
+    cannot force the interleaving a deadlock needs)."""
+    # 80 quarter hours of W-1 on one day: within the daily limit, so each passes unless its project is unknown.
+    xs, ys = ([_entry(ACCEPTED, hours="0.25", billable="false") for _ in range(40)] for _ in range(2))
+    project = {"project_id": _unique("P")}
+    failures: list[BaseException] = []
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        try:
+            with ValidationClient(target, timeout=60) as client:
+                for _ in range(5):
+                    client.validate_time_entries(batch)
+        except BaseException as error:  # every failure is reported by the assertion
+            failures.append(error)
+
+    crosswise = ([{**x, **project} for x in xs] + ys, [{**y, **project} for y in ys] + xs)
+    threads = [threading.Thread(target=send, args=(crosswise[n % 2],)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    for item in (xs[0], xs[-1], ys[0], ys[-1]):
+        assert _only(queued, item["entry_id"], status="").times_seen == 10  # failed in 2 threads x 5 batches
+
+
 def test_a_batch_costs_a_few_statements_whatever_its_rejections(server: RunningServer,
                                                                  validate: ValidationClient) -> None:
     assert server.ledger is not None
@@ -309,9 +338,9 @@ def test_a_batch_costs_a_few_statements_whatever_its_rejections(server: RunningS
     assert [d.outcome.value for d in decided.decisions[:3]] == ["accept"] * 3
     assert all(d.outcome.value == "reject" for d in decided.decisions[3:])
     on_exceptions = [s for s in statements if "exceptions" in s]
-    # One upsert (one executemany on SQLite, one INSERT ... SELECT on PostgreSQL) and one look-up of the passing
-    # items' open exceptions.
-    assert [s.lstrip().split()[0] for s in on_exceptions] == ["INSERT", "SELECT"], on_exceptions
+    # One look-up (and lock) of the items' exceptions, one upsert (one executemany on SQLite, one INSERT ... SELECT
+    # on PostgreSQL); nothing to resolve.
+    assert [s.lstrip().split()[0] for s in on_exceptions] == ["SELECT", "INSERT"], on_exceptions
 
 
 def test_an_item_with_an_unreadable_id_or_a_nul_in_a_reference_costs_only_itself(
