@@ -355,19 +355,26 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 # Reference data
 
 
-def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
-    """Print a refused change with every problem (file:line: field: message), or the call's error."""
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) of every violation in a refusal's google.rpc.BadRequest."""
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
-    print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
     status = rpc_status.from_call(error)
+    violations = []
     for detail in status.details if status is not None else ():
         bad_request = error_details_pb2.BadRequest()
         if detail.Unpack(bad_request):
-            for violation in bad_request.field_violations:
-                where = f"{directory / violation.field}" if directory is not None else violation.field
-                print(f"{where}: {violation.description}", file=sys.stderr)
+            violations += [(v.field, v.description) for v in bad_request.field_violations]
+    return violations
+
+
+def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
+    """Print a refused change with every problem (file:line: field: message), or the call's error."""
+    print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
+    for field, description in field_violations(error):
+        where = f"{directory / field}" if directory is not None else field
+        print(f"{where}: {description}", file=sys.stderr)
     return EXIT_FAILED if error.code() is grpc.StatusCode.INVALID_ARGUMENT else EXIT_USAGE
 
 

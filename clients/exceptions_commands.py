@@ -20,8 +20,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tollgate.api.v1 import exceptions_pb2, validation_pb2
 from tollgate.clients.client import ExceptionClient
@@ -31,8 +29,11 @@ _FILTERS = (("code", "code"), ("rule", "rule_id"), ("project", "project_id"), ("
             ("worker", "worker_id"), ("since", "since"))
 
 
+# tollgate.clients.cli imports this module, so what it takes from cli is imported where it is used.
+
+
 def _client(args: argparse.Namespace) -> ExceptionClient:
-    from tollgate.clients.cli import _security  # cli imports this module: imported when a command runs
+    from tollgate.clients.cli import _security
 
     return ExceptionClient(args.server, timeout=args.timeout, security=_security(args))
 
@@ -46,13 +47,11 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _refused(command: str, error: grpc.RpcError) -> int:
+    from tollgate.clients.cli import field_violations
+
     print(f"tollgate exceptions {command}: {error.code().name}: {error.details()}", file=sys.stderr)
-    status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else ():
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            for violation in bad_request.field_violations:
-                print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+    for field, description in field_violations(error):
+        print(f"  {field}: {description}", file=sys.stderr)
     return EXIT_FAILED if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION) \
         else EXIT_USAGE
 
@@ -169,7 +168,7 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
 
 
 def add_exceptions_commands(commands: Any) -> None:
-    from tollgate.clients.cli import add_connection_flags  # cli imports this module: imported once it is loaded
+    from tollgate.clients.cli import add_connection_flags
 
     queue = commands.add_parser("exceptions", help="the queue of rejected and held items (the ledger must be on)")
     sub = queue.add_subparsers(dest="exceptions_command", required=True)

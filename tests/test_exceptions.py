@@ -630,6 +630,21 @@ def test_the_gauges_count_open_exceptions_by_code_and_the_oldest_ones_age(fresh_
     assert ("tollgate_exceptions_open_items", frozenset()) not in _collected(ExceptionGauges(0))  # following none
 
 
+def test_only_worker_0_reports_the_gauges(tmp_path: Path) -> None:
+    """The queue is every worker's (one ledger): a second worker's metrics leave it out, so sums stay right."""
+    port = free_port()  # worker i serves its metrics on metrics_port + i
+    running = start(Settings(port=0, threads=1, shutdown_grace_seconds=1, data_dir=tmp_path, metrics_port=port - 1,
+                             worker_index=1, worker_group=2))
+    try:
+        with ValidationClient(f"127.0.0.1:{running.port}", timeout=30) as client:
+            client.validate_time_entries([_entry(NO_ASSIGNMENT)])
+        samples = scrape(port)
+        assert ("tollgate_decisions_total", frozenset({("kind", "time_entry"), ("outcome", "reject")})) in samples
+        assert not [name for name, _labels in samples if name.startswith("tollgate_exceptions")]
+    finally:
+        running.stop()
+
+
 def test_the_gauges_read_again_once_their_cache_is_old(database: str, server: RunningServer,
                                                        validate: ValidationClient) -> None:
     assert server.ledger is not None
