@@ -8,6 +8,9 @@
 Large batches are split into chunks and sent over one streaming call; decisions come back in the
 order the items were given. ``snapshot_id=`` replays a batch against a kept reference snapshot.
 
+    with AuditClient("127.0.0.1:50051") as audit:
+        print(audit.replay(result.batch_ids[0])["identical"])
+
     with RefDataClient("127.0.0.1:50051") as refdata:
         loaded = refdata.load_directory(Path("exports/2026-11-30"))
         print(loaded.snapshot.snapshot_id, refdata.status().stale_seconds)
@@ -28,11 +31,14 @@ from pathlib import Path
 from typing import Any, Self
 
 import grpc
+from google.protobuf import json_format
 from pydantic import BaseModel
 
 from tollgate.api.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     exceptions_pb2,
     exceptions_pb2_grpc,
     refdata_pb2,
@@ -420,6 +426,70 @@ class AdminClient(_Connection):
     def reload(self) -> admin_pb2.ReloadResponse:
         response: admin_pb2.ReloadResponse = self._stub.Reload(admin_pb2.ReloadRequest(), timeout=self.timeout)
         return response
+
+
+# ---------------------------------------------------------------------------------------------------
+# The decision ledger
+
+# The columns of an export, in order: the batch's fields, then the decision's (AuditService.Export's ExportRow).
+EXPORT_COLUMNS = tuple(f.name for f in audit_pb2.ExportRow.DESCRIPTOR.fields)
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A ledger message as the ledger's library gives it (ledger/reading.py): proto field names, counts of 0 kept,
+    unset optional fields (a reason's field, an enrichment's old value) left out."""
+    found: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                                      always_print_fields_with_no_presence=True)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """An export under way: how many rows it has and which fields are masked, then its rows chunk by chunk."""
+
+    total: int
+    masked_fields: list[str]
+    chunks: Iterator[list[dict[str, Any]]]
+
+
+class AuditClient(_Connection):
+    """The AuditService: the decision ledger read back, exported, replayed (the auditor role) and purged (the
+    operator's). Refusals raise grpc.RpcError (NOT_FOUND for a batch not on record)."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 300.0,
+                 max_message_bytes: int = 256 * 1024 * 1024, security: ChannelSecurity | None = None) -> None:
+        super().__init__(target, timeout, security, options=[("grpc.max_receive_message_length", max_message_bytes)])
+        self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    def item_history(self, item_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every decision on ``item_id`` (of ``kind``), oldest first, each with its ``batch``."""
+        response = self._stub.ItemHistory(audit_pb2.ItemHistoryRequest(item_id=item_id, item_kind=kind or ""),
+                                          timeout=self.timeout)
+        return [_as_dict(d) for d in response.decisions]
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's fields with its ``decisions`` in request order."""
+        response = self._stub.GetBatch(audit_pb2.GetBatchRequest(batch_id=batch_id), timeout=self.timeout)
+        return {**_as_dict(response.batch), "decisions": [_as_dict(d) for d in response.decisions]}
+
+    def export(self, start: str, end: str) -> Export:
+        """The decisions answered from ``start`` to ``end`` (dates or RFC 3339 times), as rows of EXPORT_COLUMNS."""
+        responses = self._stub.Export(audit_pb2.ExportRequest(from_time=start, to_time=end), timeout=self.timeout)
+        first = next(responses)
+
+        def chunks() -> Iterator[list[dict[str, Any]]]:
+            for chunk in responses:
+                yield [{name: getattr(row, name) for name in EXPORT_COLUMNS} for row in chunk.rows]
+
+        return Export(first.total, list(first.masked_fields), chunks())
+
+    def replay(self, batch_id: str) -> dict[str, Any]:
+        """``identical``, and the ``differences`` per position (outcome, reasons, enrichments recorded and replayed)."""
+        return _as_dict(self._stub.Replay(audit_pb2.ReplayRequest(batch_id=batch_id), timeout=self.timeout))
+
+    def purge(self, before: str) -> dict[str, Any]:
+        """Remove what was answered before ``before`` (a date or RFC 3339 time); how many batches and decisions."""
+        return _as_dict(self._stub.Purge(audit_pb2.PurgeRequest(before=before), timeout=self.timeout))
 
 
 class ExceptionClient(_Connection):

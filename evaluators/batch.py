@@ -12,10 +12,12 @@ the figure it would have had, without changing anyone else's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from tollgate.evaluators.accounts import Accounts, group_key
 from tollgate.rules.item_kinds import ItemKind
 from tollgate.rules.typecheck import ITEMS_SUFFIX, CompiledAggregate
 
@@ -47,12 +49,16 @@ Failures = dict[int, tuple[str, Exception]]
 
 
 def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scopes: Sequence[Mapping[str, Any]],
-                  counting: Sequence[bool], failures: Failures | None = None) -> list[dict[str, Any]]:
+                  counting: Sequence[bool], failures: Failures | None = None, *, accounts: Accounts | None = None,
+                  lists: Callable[[str, str], bool] | None = None) -> list[dict[str, Any]]:
     """For each item (its scope as it enters the ruleset), the batch figures its rules read.
 
     ``counting[i]``: whether item i counts in the figures (false: rejected by an earlier ruleset).
     ``failures`` receives the items whose share of a figure could not be worked out (one bad item costs
     only itself: the figures of the others are worked out without it).
+    ``accounts``: where the running totals of aggregates with an ``account`` start from, across calls, and
+    where what each counted item adds is noted (evaluators/accounts.py); ``lists(table, item_id)``: whether
+    the reference data lists the item in a ``released_by`` table.
     """
     failures = {} if failures is None else failures
     figures: list[dict[str, Any]] = [{} for _ in scopes]
@@ -68,14 +74,28 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
         several = aggregate.spec.each is not None  # an item in several groups reads the largest figure
         names_all = aggregate.spec.sum is None  # a count names every item counted; a sum, the items that add to it
         running = aggregate.spec.running
-        for members in groups.values():
+        account = aggregate.spec.account if accounts is not None else None
+        keys: dict[tuple[Any, ...], str | None] = {}
+        priors: Mapping[str, Decimal] = {}
+        if account is not None and accounts is not None:
+            keys = {values: group_key(values) for values in groups}
+            released_by = aggregate.spec.released_by
+            released = functools.partial(lists, released_by) if released_by is not None and lists else None
+            priors = accounts.prior(account, [key for key in keys.values() if key is not None], released)
+        for values, members in groups.items():
+            key = keys.get(values)
+            noted = functools.partial(accounts.add, account, key) \
+                if key is not None and account is not None and accounts is not None else None
+            held = priors[key] if key is not None else _ZERO
             if len(members) == 1:
                 # Alone in its group, as most items are in most groups: the same figure, worked out directly.
-                position, counts, amount, start, _limit = members[0]
+                position, counts, amount, start, limit = members[0]
                 try:
                     if running:
-                        _assign(figures[position], name, items_name, start + amount, (ids[position],),
-                                several=several)
+                        total = start + held + amount
+                        _assign(figures[position], name, items_name, total, (ids[position],), several=several)
+                        if noted is not None and counts and (limit is None or total <= limit):
+                            noted(ids[position], amount)
                     else:
                         alone: tuple[str, ...] = (ids[position],) if counts and (names_all or amount) else ()
                         _assign(figures[position], name, items_name, _ZERO + amount, alone, several=several)
@@ -84,7 +104,7 @@ def batch_figures(kind: ItemKind, aggregates: Sequence[CompiledAggregate], scope
                 continue
             if running:
                 _running(members, ids, figures, (name, items_name), names_all=names_all, several=several,
-                         failures=failures)
+                         failures=failures, held=held, noted=noted)
                 continue
             total, named_ids, left_out = _ZERO, [], set()
             for position, counts, amount, _start, _limit in members:
@@ -163,10 +183,12 @@ def _groups(aggregate: CompiledAggregate, scopes: Sequence[Mapping[str, Any]], o
 
 
 def _running(members: Sequence[_Member], ids: Sequence[str], figures: list[dict[str, Any]], names: tuple[str, str],
-             *, names_all: bool, several: bool, failures: Failures) -> None:
-    """A running total through a group's members, in order: each reads the total up to and including itself."""
+             *, names_all: bool, several: bool, failures: Failures, held: Decimal,
+             noted: Callable[[str, Decimal], None] | None) -> None:
+    """A running total through a group's members, in order: each reads the total up to and including itself.
+    ``held``: what the group's account holds from other calls; ``noted`` is told what each counted item adds."""
     name, items_name = names
-    so_far, named_ids, count = members[0][3], [], 0
+    so_far, named_ids, count = members[0][3] + held, [], 0
     for position, counts, amount, _start, limit in members:
         try:
             total = so_far + amount
@@ -176,6 +198,8 @@ def _running(members: Sequence[_Member], ids: Sequence[str], figures: list[dict[
             continue
         if counted:
             so_far = total  # an item the limit leaves out does not count for the items after it
+            if noted is not None:
+                noted(ids[position], amount)
         if counted and (names_all or amount):
             count += 1
             if count <= ITEMS_NAMED:

@@ -30,6 +30,10 @@ class Binder(Protocol):
 
     def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]: ...
 
+    def lists(self, table: str, key: str) -> bool:
+        """Whether the reference table (keyed by one field) has a row, any version, under ``key``."""
+        ...
+
 
 Resolver = Callable[[ReferenceSnapshot, Scope, Any], Row | None]  # (snapshot, item scope, business date)
 
@@ -334,6 +338,9 @@ class SnapshotBinder:
     def bind(self, binding: Binding, scope: Scope) -> Row | None:
         return self.resolvers[binding.name](self.snapshot, scope, scope[self.date_field])
 
+    def lists(self, table: str, key: str) -> bool:
+        return (key,) in self.snapshot.table(table).by_key
+
     def lookup(self, lookup: CompiledLookup, scope: Scope) -> Row | None:
         """The row the first way of the lookup finds in force on the day (see LookupSpec), or None."""
         day = lookup.as_of.evaluate(scope) if lookup.as_of is not None else scope[self.date_field]
@@ -418,6 +425,9 @@ class FixedBinder:
 
     def lookup(self, lookup: CompiledLookup, scope: Scope) -> Row | None:
         return self.records.get(lookup.name)
+
+    def lists(self, table: str, key: str) -> bool:
+        return False  # a ruleset's test decides one batch: nothing is held across calls
 
     def lookup_problems(self, rulesets: Sequence[CompiledRuleset]) -> list[Problem]:
         return []

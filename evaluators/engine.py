@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from tollgate.evaluators import collector
+from tollgate.evaluators.accounts import Accounts
 from tollgate.evaluators.batch import Failures, batch_figures
 from tollgate.evaluators.binding import Binder, Scope
 from tollgate.evaluators.items import SCHEMA_RULE, DecodedItem, ItemDecoder
@@ -211,17 +212,19 @@ class Evaluator:
         return self.decide_batch([decode(raw, position) for position, raw in enumerate(items, start=1)])
 
     @collector.deciding_a_batch
-    def evaluate_messages(self, messages: Sequence[Any], headers: Sequence[Any] | None = None) -> list[Decision]:
+    def evaluate_messages(self, messages: Sequence[Any], headers: Sequence[Any] | None = None,
+                          accounts: Accounts | None = None) -> list[Decision]:
         """One decision per item given as a protobuf message, in order (fields read directly).
 
         ``headers``: for an item kind with header fields (invoice lines), each item's header message.
+        ``accounts``: the running totals held across calls (evaluators/accounts.py); None: this batch alone.
         """
         decode = self.decoder.from_message
         if headers is None:
             return self.decide_batch([decode(message, position)
-                                      for position, message in enumerate(messages, start=1)])
+                                      for position, message in enumerate(messages, start=1)], accounts=accounts)
         return self.decide_batch([decode(message, position, header) for position, (message, header)
-                                  in enumerate(zip(messages, headers, strict=True), start=1)], headers)
+                                  in enumerate(zip(messages, headers, strict=True), start=1)], headers, accounts)
 
     def _refuse_copies(self, items: Sequence[DecodedItem], groups: Sequence[object] | None) -> None:
         """Mark later copies of an item id, or of a group id sent as another group, as malformed."""
@@ -250,7 +253,8 @@ class Evaluator:
                     f"{position}); only the first is decided: send each item once", Severity.ERROR, id_field))
 
     @collector.deciding_a_batch
-    def decide_batch(self, items: Sequence[DecodedItem], groups: Sequence[object] | None = None) -> list[Decision]:
+    def decide_batch(self, items: Sequence[DecodedItem], groups: Sequence[object] | None = None,
+                     accounts: Accounts | None = None) -> list[Decision]:
         """Decide decoded items as one batch: batch aggregates see all of them.
 
         A later copy of an item id is rejected, naming the first, and takes no part in the batch (two copies
@@ -258,7 +262,7 @@ class Evaluator:
         inside a group message (an invoice's lines), each item's group: a group id sent as two groups has the
         later group's items rejected the same way."""
         self._refuse_copies(items, groups)
-        states = self.run_batch(items, explain=True)
+        states = self.run_batch(items, explain=True, accounts=accounts)
         return [self.decision(item, state) for item, state in zip(items, states, strict=True)]
 
     def decide(self, item: DecodedItem, fired: list[str] | None = None) -> Decision:
@@ -290,9 +294,12 @@ class Evaluator:
         return [(state.fired, state.scope) for state in states if state is not None]
 
     @collector.deciding_a_batch
-    def run_batch(self, items: Sequence[DecodedItem], *, explain: bool) -> list[_ItemState | None]:
+    def run_batch(self, items: Sequence[DecodedItem], *, explain: bool,
+                  accounts: Accounts | None = None) -> list[_ItemState | None]:
         """Run every ruleset, in order, over the well-formed items of a batch; None for a malformed item."""
         states = [None if item.problems else _ItemState(dict(item.values), explain) for item in items]
+        if accounts is not None:  # deciding an item again replaces what it consumed: its own share is left out
+            accounts.own = frozenset(item.item_id for item in items if item.item_id)
         live = [state for state in states if state is not None]
         date_field = self.kind.date_field
         earliest = min((state.scope[date_field] for state in live), default=None)
@@ -303,13 +310,13 @@ class Evaluator:
             while stage < len(self.stages):
                 chain = self.chains.get(stage)
                 if chain is not None and (earliest is None or earliest >= chain.effective_from):
-                    self._run_chain(chain, live)
+                    self._run_chain(chain, live, accounts)
                     stage += len(chain.versions)
                     continue
                 versions = self.stages[stage]
                 stage += 1
                 if len(versions) == 1 and (earliest is None or earliest >= versions[0].effective_from):
-                    self._run_version(versions[0], live)
+                    self._run_version(versions[0], live, accounts)
                     continue
                 judged: dict[int, list[_ItemState]] = {}
                 for state in live:
@@ -317,7 +324,7 @@ class Evaluator:
                     if index is not None:
                         judged.setdefault(index, []).append(state)
                 for index, group in judged.items():
-                    self._run_version(versions[index], group)
+                    self._run_version(versions[index], group, accounts)
         return states
 
     def _chains(self) -> dict[int, _Chain]:
@@ -364,9 +371,9 @@ class Evaluator:
             bound |= new
         return members
 
-    def _run_chain(self, chain: _Chain, states: Sequence[_ItemState]) -> None:
+    def _run_chain(self, chain: _Chain, states: Sequence[_ItemState], accounts: Accounts | None) -> None:
         """Run a chain's rulesets over the items, through its one function where it can."""
-        figures = self._prepare(chain.versions[0], states)
+        figures = self._prepare(chain.versions[0], states, accounts)
         # The later rulesets' records, bound ahead over the batch: nothing the earlier rules change can change them.
         # An item lacking one a later ruleset requires is not rejected here but where that ruleset starts.
         lacking = {state for _binding, state in self._bound(chain.ahead, states)}
@@ -448,7 +455,8 @@ class Evaluator:
         except Exception as error:
             self.fail(state, lookup.ruleset_id, f"lookup:{lookup.name}", None, error)
 
-    def _prepare(self, version: _Version, states: Sequence[_ItemState]) -> list[dict[str, Any]] | None:
+    def _prepare(self, version: _Version, states: Sequence[_ItemState],
+                 accounts: Accounts | None) -> list[dict[str, Any]] | None:
         """Bind and look up what the version reads, for every item, then work out its figures over the batch
         (None: it has none): the figures read the records, for every item, before any rule runs."""
         ruleset, lookups = version.ruleset, version.lookups
@@ -464,16 +472,17 @@ class Evaluator:
             return None
         failures: Failures = {}
         figures = batch_figures(self.kind, ruleset.aggregates, [state.scope for state in states],
-                                [not state.rejected for state in states], failures)
+                                [not state.rejected for state in states], failures, accounts=accounts,
+                                lists=self.binder.lists)
         for position, (aggregate, error) in failures.items():
             state = states[position]
             if not state.rejected:  # one that lacks a record it needs is rejected for that already
                 self.fail(state, ruleset.id, f"aggregate:{aggregate}", None, error)
         return figures
 
-    def _run_version(self, version: _Version, states: Sequence[_ItemState]) -> None:
+    def _run_version(self, version: _Version, states: Sequence[_ItemState], accounts: Accounts | None) -> None:
         """Bind and run one ruleset version on the items it judges."""
-        figures = self._prepare(version, states)
+        figures = self._prepare(version, states, accounts)
         run, names_versions = version.ruleset.run, self.names_versions
         for index, state in enumerate(states):
             scope = state.scope

@@ -10,8 +10,10 @@ Lines with no group id (no timesheet) stand alone either way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tollgate.rules.decisions import Acceptance, Decision, Outcome, Reason, Rollup, new_record
+from tollgate.rules.item_kinds import ItemKind
 from tollgate.rules.model import Severity
 
 GROUP_RULE = "GROUP"
@@ -46,6 +48,12 @@ def _lone_rollup(group_id: str, decision: Decision) -> Rollup:
     if outcome is _REJECT:
         return new_record(Rollup, (group_id, outcome, 1, 0, 0, 1, (decision.item_id,)))
     return new_record(Rollup, (group_id, outcome, 1, int(outcome is _ACCEPT), int(outcome is _ENRICH), 0, ()))
+
+
+def group_ids(kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None) -> list[str]:
+    """Each line's group id (its timesheet, expense report; an invoice line's from its invoice header)."""
+    field = kind.group_field
+    return [getattr(h, field) for h in headers] if headers is not None else [getattr(line, field) for line in lines]
 
 
 def roll_up(decisions: Sequence[Decision], group_ids: Sequence[str], acceptance: Acceptance,

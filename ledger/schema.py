@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -23,6 +36,12 @@ batches = Table(
     Column("accepted", Integer, nullable=False),
     Column("enriched", Integer, nullable=False),
     Column("rejected", Integer, nullable=False),
+    # JSON {account: {group key: amount}}: what the accounts held for the batch's groups when it was decided
+    # (docs/controls.md); a replay reads these again. Null: it read none.
+    Column("priors", Text, nullable=True),
+    # "partial" or "all_or_nothing", as the call asked (a replay applies it again); NULL: recorded before 0004.
+    Column("acceptance", String(16), nullable=True),
+    Index("ix_batches_answered_at", "answered_at", "batch_id"),  # export and purge walk batches by answer time
 )
 
 # One row per item decided, in request order.
@@ -47,6 +66,41 @@ ruleset_sources = Table(
     Column("version", Text, nullable=False),
     Column("path", Text, nullable=False),  # where it was read from, for the reader
     Column("source", Text, nullable=False),
+)
+
+# What the ledger accepted against each account's groups (evaluators/accounts.py): an item's amount per group, for
+# items accepted and not billed yet. Deciding the item again replaces its rows; a rejection removes them.
+consumption = Table(
+    "consumption", metadata,
+    Column("account", String(63), primary_key=True),
+    Column("group_key", Text, primary_key=True),  # JSON of the group's values
+    Column("item_kind", String(32), primary_key=True),
+    Column("item_id", Text, primary_key=True),
+    Column("amount", Text, nullable=False),  # a decimal, exact
+    Column("batch_id", String(36), nullable=False),  # the batch that accepted it
+    Index("ix_consumption_item", "item_kind", "item_id"),
+)
+
+# A row per account group ever written to: the row a call locks to write the group's consumption (concurrent calls
+# on one cap serialize on it, calls on other caps do not), and a version that tells a call whether what it read is
+# still what the account holds.
+account_keys = Table(
+    "account_keys", metadata,
+    Column("account", String(63), primary_key=True),
+    Column("group_key", Text, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# Validation requests with a request id (AIP-155): a retry with the same id and payload gets the recorded response.
+requests = Table(
+    "requests", metadata,
+    Column("caller", Text, primary_key=True),  # ids are the caller's own: another caller's id is another request
+    Column("request_id", String(128), primary_key=True),
+    Column("payload_digest", String(64), nullable=False),  # sha256 of the method and the request's bytes
+    Column("batch_id", String(36), nullable=False),
+    Column("response", LargeBinary, nullable=False),  # the ValidationResponse as answered
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_requests_recorded_at", "recorded_at"),
 )
 
 # The exception queue: one row per item whose latest decision rejected or held it (ledger/exceptions.py).

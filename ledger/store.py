@@ -2,7 +2,9 @@
 
 SQLite (the default: a file in data_dir, shared by every worker of the supervisor) runs in WAL mode with
 synchronous=FULL (a commit is on disk before the call is answered) and a busy timeout, so workers writing at
-once wait for each other rather than fail. PostgreSQL (shared by replicas) goes through psycopg 3.
+once wait for each other rather than fail; a writing transaction begins IMMEDIATE (holding the write lock from its
+first statement), a connection with the execution option ``ledger_read`` only reads.
+PostgreSQL (shared by replicas) goes through psycopg 3.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -69,12 +71,20 @@ def connect(url: URL | str, **options: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # transactions begin in _begin below, not in the driver
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            # A recording transaction takes the write lock when it begins, so that what it reads (a request id, the
+            # accounts it settles) stays true until it commits; a read-only one (ledger_read) takes no lock.
+            read_only = connection.get_execution_options().get("ledger_read", False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
@@ -112,6 +122,18 @@ def migrate(engine: Engine) -> None:
             if postgres:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 connection.commit()
+
+
+def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (primary key) DO NOTHING: another worker or replica may insert the same row at once."""
+    keys = [column.name for column in table.primary_key]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
 def open_database(url: URL, **options: Any) -> Engine:

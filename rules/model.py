@@ -137,6 +137,10 @@ class Expectation(_Strict):
     enriched: dict[str, Any] = Field(default_factory=dict, description="field -> expected new value")
 
 
+# An account's name: what the ledger files consumption under (docs/controls.md).
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$"
+
+
 class AggregateSpec(_Strict):
     """A figure over the items of one batch, read by rules as ``batch.<name>`` (and ``batch.<name>_items``).
 
@@ -161,6 +165,12 @@ class AggregateSpec(_Strict):
     rounded: bool = Field(False, description="round each item's amount by the ruleset's rounding rule (money)")
     each: str | None = Field(None, description="a list expression: the item joins one group per element (e.g. "
                                                "each source id an invoice line bills) and gets its largest figure")
+    account: str | None = Field(None, pattern=ACCOUNT_PATTERN,
+                                description="held across calls: what the decision ledger has accepted in each group "
+                                            "(under this account name, shared by the aggregates naming it) is added "
+                                            "to start; see docs/controls.md")
+    released_by: str | None = Field(None, description="a reference entity keyed by the item's id (billed_item): an "
+                                                      "item it lists is counted by the reference data, not the account")
 
     @field_validator("sum", "start", "limit", "each", mode="before")
     @classmethod
@@ -175,6 +185,10 @@ class AggregateSpec(_Strict):
             raise ValueError("say what makes a group: by (a list of expressions), each (a list), or both")
         if self.each is not None and self.limit is not None:
             raise ValueError("a limit applies to one running total per item: it cannot be used with each")
+        if self.account is not None and not self.running:
+            raise ValueError("an account carries a running total across calls: add running: true")
+        if self.released_by is not None and self.account is None:
+            raise ValueError("released_by says which items an account stops counting: name the account")
         return self
 
 

@@ -254,13 +254,16 @@ class CompiledRuleset:
 
 def read_ruleset(path: Path) -> tuple[RulesetSpec, Any, str]:
     """Parse and validate one ruleset file: (spec, document, the file's text); raise ProblemsError naming lines."""
-    name = str(path)
     document, text = yaml_source.read_file(path, MAX_RULESET_BYTES, "ruleset", "split it into several rulesets")
+    return _validated(str(path), document), document, text
+
+
+def _validated(name: str, document: Any) -> RulesetSpec:
     if not isinstance(document, dict):
         message = "a ruleset file is a YAML mapping (ruleset:, version:, rules: ...)"
         raise ProblemsError([Problem(name, 1, None, message)])
     try:
-        return RulesetSpec.model_validate(document), document, text
+        return RulesetSpec.model_validate(document)
     except pydantic.ValidationError as error:
         raise ProblemsError([yaml_source.validation_problem(name, document, e, ("rules", "tests"))
                              for e in error.errors()]) from None
@@ -498,6 +501,11 @@ class _RuleCompiler:
                         and each.result_type != T.UNDEFINED:
                     self._problem((*where, "each"), None, f"aggregates.{name}.each: `{spec.each}` is "
                                   f"{_type_name(each.result_type)}, not a list")
+            released_by = ENTITIES.get(spec.released_by) if spec.released_by is not None else None
+            if spec.released_by is not None and (released_by is None or len(released_by.key) != 1):
+                keyed = sorted(name for name, entity in ENTITIES.items() if len(entity.key) == 1)
+                self._problem((*where, "released_by"), None, f"aggregates.{name}.released_by: {spec.released_by!r} "
+                              f"is not a reference entity keyed by one id: one of {', '.join(keyed)}")
             if all(e is not None for e in by):
                 parts = [*by, expressions["sum"], expressions["start"], expressions["limit"], each]
                 aggregates.append(CompiledAggregate(
@@ -690,3 +698,10 @@ def compile_ruleset(path: Path) -> CompiledRuleset:
     spec, document, text = read_ruleset(path)
     kind = ITEM_KINDS[spec.applies_to]
     return _RuleCompiler(str(path), document, spec, kind, text).compile()
+
+
+def compile_ruleset_text(name: str, text: str) -> CompiledRuleset:
+    """Compile a ruleset from its text (the ledger's copy of a file as it was); ``name`` is where it was read from."""
+    document = yaml_source.parse(name, text, "ruleset")
+    spec = _validated(name, document)
+    return _RuleCompiler(name, document, spec, ITEM_KINDS[spec.applies_to], text).compile()

@@ -221,7 +221,15 @@ def read_file(path: Path, max_bytes: int, what: str, hint: str) -> tuple[Any, st
                 name, passing, None, f"the file is larger than {max_bytes // 1024} KiB, the most a {what} "
                 f"may be (it passes the limit on this line); {hint}")])
         text = data.decode("utf-8")
-        return load(text), text
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProblemsError([Problem(name, None, None, f"cannot read {what}: {error}")]) from None
+    return parse(name, text, what), text
+
+
+def parse(name: str, text: str, what: str) -> Any:
+    """Parse the text of ``name``; raise ProblemsError naming its line (a syntax error, a limit passed)."""
+    try:
+        return load(text)
     except LimitError as error:
         where = error.problem_mark
         problem = Problem(name, where.line + 1 if where else None, None, f"YAML: {error.problem}")
@@ -230,7 +238,7 @@ def read_file(path: Path, max_bytes: int, what: str, hint: str) -> tuple[Any, st
         mark = error.problem_mark
         line = mark.line + 1 if mark else None
         raise ProblemsError([Problem(name, line, None, f"YAML syntax: {error.problem}")]) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except yaml.YAMLError as error:
         raise ProblemsError([Problem(name, None, None, f"cannot read {what}: {error}")]) from None
 
 

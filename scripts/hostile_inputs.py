@@ -30,7 +30,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tollgate.api.v1 import refdata_pb2, refdata_pb2_grpc  # noqa: E402
+from tollgate.api.v1 import audit_pb2, audit_pb2_grpc, refdata_pb2, refdata_pb2_grpc  # noqa: E402
 from tollgate.api.v1 import validation_pb2 as pb  # noqa: E402
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc  # noqa: E402
 from tollgate.clients.client import ExceptionClient, RefDataClient, ValidationClient  # noqa: E402
@@ -160,6 +160,41 @@ def _request_cases(target: str) -> Iterator[tuple[str, Callable[[ValidationClien
             channel.close()
         return CRASH if stalled else REFUSED
     yield "8 streams that send nothing for 2.5 s", idle_streams
+
+
+def _audit_cases(target: str) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:
+    """The AuditService: each case must be refused with ``expected`` (this server has no masking key)."""
+    invalid, no_key = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+    cases: list[tuple[str, str, Any, grpc.StatusCode]] = [
+        ("GetBatch batch_id 'garbage'", "GetBatch", audit_pb2.GetBatchRequest(batch_id="garbage"), invalid),
+        ("GetBatch batch_id of 1 MB", "GetBatch", audit_pb2.GetBatchRequest(batch_id="0" * (1 << 20)), invalid),
+        ("Replay batch_id with SQL", "Replay", audit_pb2.ReplayRequest(batch_id="1' OR '1'='1"), invalid),
+        ("ItemHistory item_kind 'x'", "ItemHistory", audit_pb2.ItemHistoryRequest(item_id="X", item_kind="x"),
+         invalid),
+        ("Export from 'yesterday'", "Export", audit_pb2.ExportRequest(from_time="yesterday", to_time="2026-11-30"),
+         invalid),
+        ("Export from after to", "Export", audit_pb2.ExportRequest(from_time="2026-12-01", to_time="2026-11-01"),
+         invalid),
+        ("Export to 2026-13-45", "Export", audit_pb2.ExportRequest(from_time="2026-11-01", to_time="2026-13-45"),
+         invalid),
+        ("Export without a masking key", "Export",
+         audit_pb2.ExportRequest(from_time="2026-11-01", to_time="2026-11-30"), no_key),
+        ("Purge before 2099-01-01", "Purge", audit_pb2.PurgeRequest(before="2099-01-01"), invalid),
+        ("Purge before ''", "Purge", audit_pb2.PurgeRequest(before=""), invalid),
+    ]
+    for case_name, method, request, expected in cases:
+        def case(_client: ValidationClient, method: str = method, request: Any = request,
+                 expected: grpc.StatusCode = expected) -> str:
+            with grpc.insecure_channel(target) as channel:
+                call = getattr(audit_pb2_grpc.AuditServiceStub(channel), method)
+                try:
+                    answer = call(request, timeout=10)
+                    if method == "Export":
+                        next(answer)
+                except grpc.RpcError as error:
+                    return REFUSED if error.code() is expected else CRASH
+            return SILENT
+        yield case_name, case
 
 
 def _ruleset_cases(work: Path) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:
@@ -326,6 +361,7 @@ def run(out: Any) -> int:
         for name, cases in (("time entry fields (ValidateTimeEntries)", _entry_cases()),
                             ("invoices (ValidateInvoices)", _invoice_cases()),
                             ("requests and streams", _request_cases(target)),
+                            ("the decision ledger (AuditService)", _audit_cases(target)),
                             ("rulesets (load, lint, reload)", _ruleset_cases(work)),
                             ("reference data loads (Load)", _load_cases(target, work)),
                             ("exception queue (ExceptionService)", _exception_cases(target)),

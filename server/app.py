@@ -16,6 +16,7 @@ import threading
 from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from tollgate.api.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     exceptions_pb2,
     exceptions_pb2_grpc,
     refdata_pb2,
@@ -37,6 +40,7 @@ from tollgate.api.v1 import (
 from tollgate.evaluators import ENGINE_VERSION
 from tollgate.ledger import exceptions as exception_queue
 from tollgate.ledger.recorder import Recorder, open_recorder
+from tollgate.ledger.retention import RetentionLoop
 from tollgate.ledger.store import masked
 from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
@@ -44,10 +48,12 @@ from tollgate.refdata.store import InProcessStore, SnapshotStore
 from tollgate.rules.problems import Problem, ProblemsError
 from tollgate.server import metrics, tls
 from tollgate.server.admin_service import AdminService, Reloader
+from tollgate.server.audit_service import AuditService
 from tollgate.server.authentication import Authenticator
 from tollgate.server.calls import CallInterceptor, StreamSlots
 from tollgate.server.exception_service import ExceptionService, LedgerOffExceptionService
-from tollgate.server.logs import configure_logging
+from tollgate.server.logs import MASK_PERSONAL_FIELDS, configure_logging
+from tollgate.server.masking import masking_policy
 from tollgate.server.refdata_service import ReferenceDataService
 from tollgate.server.runtime import Runtime
 from tollgate.server.settings import Settings
@@ -58,6 +64,7 @@ log = structlog.get_logger("tollgate.server")
 SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].full_name
 REFDATA_SERVICE_NAME = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 EXCEPTION_SERVICE_NAME = exceptions_pb2.DESCRIPTOR.services_by_name["ExceptionService"].full_name
 
 
@@ -99,6 +106,7 @@ class RunningServer:
     reload: Reloader
     metrics: metrics.MetricsServer | None = None
     ledger: Recorder | None = None
+    retention: RetentionLoop | None = None
 
     def stop(self) -> None:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish for up to the grace
@@ -117,6 +125,8 @@ class RunningServer:
         self.loads.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
             self.metrics.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.runtime.close()
         if self.ledger is not None:
             self.ledger.engine.dispose()
@@ -184,9 +194,12 @@ def _check_exposure(settings: Settings) -> None:
 def start(settings: Settings) -> RunningServer:
     _check_exposure(settings)
     authenticator = Authenticator(settings)
+    masking = masking_policy(settings)
+    MASK_PERSONAL_FIELDS.policy = masking  # log lines mask what exports mask, with the same key
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
-    ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
+    ledger = open_recorder(settings.database_url, settings.data_dir,
+                           timedelta(hours=settings.request_id_window_hours)) if settings.ledger else None
     try:
         runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed
@@ -194,6 +207,9 @@ def start(settings: Settings) -> RunningServer:
             ledger.engine.dispose()
         raise
     reload = Reloader(runtime, authenticator)
+
+    def loaded_digests() -> set[str]:  # the texts of the rulesets loaded now are never purged (ledger/retention.py)
+        return {ruleset.digest for ruleset in runtime.rulesets.all}
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
     loads = futures.ThreadPoolExecutor(max_workers=settings.load_threads, thread_name_prefix="tollgate-load")
     streams = StreamSlots(settings.max_streams)
@@ -217,11 +233,14 @@ def start(settings: Settings) -> RunningServer:
             ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
                                  idle_seconds=settings.stream_idle_seconds), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(reload, loads, settings.worker_group), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditService(ledger, runtime, reads=loads, deciding=deciding, masking=masking,
+                         retention_days=settings.ledger_retention_days, keep_sources=loaded_digests), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if reflecting:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, REFDATA_SERVICE_NAME, ADMIN_SERVICE_NAME, EXCEPTION_SERVICE_NAME,
+                (SERVICE_NAME, REFDATA_SERVICE_NAME, ADMIN_SERVICE_NAME, AUDIT_SERVICE_NAME, EXCEPTION_SERVICE_NAME,
                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
                 server,
             )
@@ -263,6 +282,11 @@ def start(settings: Settings) -> RunningServer:
         await server.start()
 
     _on_loop(serve())
+    # One worker of a supervisor's purges for them all (they share the database).
+    retention = RetentionLoop(ledger.engine, settings.ledger_retention_days, loaded_digests) \
+        if ledger is not None and settings.worker_index == 0 else None
+    if retention is not None:
+        retention.start()
     runtime.on_change(lambda: _health_follows(runtime, health_servicer))
     _health_follows(runtime, health_servicer)  # whatever changed between the first look and listening
     log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION,
@@ -275,7 +299,7 @@ def start(settings: Settings) -> RunningServer:
              tls_certificate=certificates.material.subject if certificates is not None else None,
              ledger=masked(ledger.engine.url) if ledger is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
-                         streams, reload, metrics_server, ledger)
+                         streams, reload, metrics_server, ledger, retention)
 
 
 def run(settings: Settings) -> int:

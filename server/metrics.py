@@ -63,6 +63,8 @@ OPEN_STREAMS = Gauge("tollgate_open_streams", "Streaming calls open now (at most
 STREAMS_REFUSED = Counter("tollgate_streams_refused", "Streaming calls refused RESOURCE_EXHAUSTED: max_streams open")
 AUTH_REFUSALS = Counter("tollgate_auth_refusals", "Calls refused UNAUTHENTICATED (no or a bad credential) or "
                         "PERMISSION_DENIED (a role missing), by method and reason", ["method", "reason"])
+REQUESTS_REPLAYED = Counter("tollgate_requests_replayed", "Validation requests answered from the ledger: a retry of a "
+                            "request id already recorded (AIP-155), decided and recorded once")
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
 

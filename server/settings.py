@@ -105,11 +105,26 @@ class Settings(BaseSettings):
                            "file by default), created if missing")
     ledger: bool = Field(True, description="record every validation call in the decision ledger before it is "
                          "answered (false: nothing recorded)")
+    request_id_window_hours: float = Field(24.0, gt=0, le=24 * 400, allow_inf_nan=False,
+                                           description="how long a request id is remembered: a retry within it gets "
+                                           "the recorded response (AIP-155)")
+    ledger_retention_days: int = Field(
+        400, ge=1, le=36_500, description="keep the ledger's batches and decisions this many days after they were "
+        "answered; older ones are purged at start and then daily (tollgate audit purge cannot go past it)")
+    masked_fields: str = Field(
+        "purpose,attendees", description="fields masked in exports and logs as keyed HMAC-SHA256 tokens "
+        "(hmac:16 hex digits), comma-separated: item fields, and custom.NAME for a custom attribute; empty: none")
+    masking_key_file: Path | None = Field(
+        None, description="file holding the masking key (at least 16 bytes; readable by its owner only). Without a "
+        "key, exports that would mask a field are refused")
+    masking_key: str | None = Field(None, repr=False, description="the masking key itself (prefer "
+                                    "--masking-key-file: a flag shows in ps)")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
     @field_validator("refdata", "redis_url", "snapshot_dir", "tls_cert", "tls_key", "tls_client_ca", "identities_file",
-                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", mode="before")
+                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", "masking_key_file",
+                     "masking_key", mode="before")
     @classmethod
     def _none_spelled_out(cls, value: Any) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its

@@ -7,6 +7,7 @@ max_streams open per process, ended when idle for stream_idle_seconds.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -18,13 +19,22 @@ from typing import Any
 
 import grpc
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
-from tollgate.evaluators.rollups import roll_up
-from tollgate.ledger.recorder import Batch, Recorder
+from tollgate.evaluators.accounts import Accounts, hold_unsettled
+from tollgate.evaluators.rollups import group_ids, roll_up
+from tollgate.ledger.recorder import (
+    Batch,
+    Decided,
+    Recorder,
+    Redecide,
+    RequestIdReusedError,
+    RequestKey,
+    RequestRecordedError,
+)
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
@@ -51,6 +61,19 @@ _NOUNS = {TIME_ENTRY.name: "entries", EXPENSE_LINE.name: "expense lines", INVOIC
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{12}$")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+# PostgreSQL's answer when two calls wait for each other's caps (deadlock_detected, serialization_failure): one is
+# rolled back and settles again. Bounded: a call that keeps losing fails UNAVAILABLE rather than spin.
+_CONTENTION = frozenset({"40P01", "40001"})
+_SETTLE_ATTEMPTS = 5
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(getattr(error, "orig", None), "sqlstate", None)
+
+
+def _is_contention(error: BaseException) -> bool:
+    return _sqlstate(error) in _CONTENTION
 
 
 def _acceptance(value: int, where: str) -> Acceptance:
@@ -99,9 +122,8 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         except StoreUnavailableError as error:
             raise CallError(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {error}") from error
 
-    def _decide(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, *, acceptance: int,
-                generation: Generation, field: str, where: str, request_id: str,
-                received: datetime) -> pb.ValidationResponse:
+    def _decide(self, kind: ItemKind, request: Any, lines: Sequence[Any], headers: Sequence[Any] | None, *,
+                generation: Generation, field: str, where: str, received: datetime) -> pb.ValidationResponse:
         """Decide one request's items of ``kind`` (``headers``: each line's invoice, for invoice lines).
         ``where``: which chunk of a stream this is ("" for a unary call), for the messages of a refusal."""
         if len(lines) > self.max_items:
@@ -110,78 +132,141 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 "Split the batch, or send it in chunks with the streaming call.",
                 [(field, f"at most {self.max_items} items per request")],
             )
-        accept = _acceptance(acceptance, where)
+        accept = _acceptance(request.acceptance, where)
+        request_id = request.request_id
         if request_id and not _REQUEST_ID.fullmatch(request_id):
             raise bad_request(f"{where}request_id {cut(request_id, 40)!r} is not a request id: at most "
                               "128 printable ASCII characters without spaces (AIP-155: a UUID)",
                               [("request_id", "at most 128 printable ASCII characters, no spaces")])
+        key = None
+        if self.ledger is not None and request_id:
+            payload = hashlib.sha256(kind.name.encode() + b"\0" + request.SerializeToString(deterministic=True))
+            key = RequestKey(current_caller.get().name, request_id, payload.hexdigest())
+            replayed = self._recorded(key, where)
+            if replayed is not None:
+                return replayed
         started = time.perf_counter()
         evaluator = generation.evaluators[kind.name]
-        with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
-            decided = evaluator.evaluate_messages(lines, headers)
-            group_field = kind.group_field
-            group_ids = [getattr(h, group_field) for h in headers] if headers is not None \
-                else [getattr(line, group_field) for line in lines]
-            decisions, rollups = roll_up(decided, group_ids, accept, kind.group_name)
-            metrics.record_batch(kind.name, decisions, time.perf_counter() - started)
-            response = pb.ValidationResponse()
-            provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
-            codec.fill_response(response, decisions, provenance, rollups)
+        batch_id = str(uuid.uuid4()) if self.ledger is not None else ""
+
+        def decide(accounts: Accounts | None) -> Decided:
+            with collector.BATCHES.batch():  # through to the response built (see evaluators/collector.py)
+                decided = evaluator.evaluate_messages(lines, headers, accounts)
+                if accounts is not None and accounts.unavailable:
+                    decided = hold_unsettled(decided, accounts)
+                decisions, rollups = roll_up(decided, group_ids(kind, lines, headers), accept, kind.group_name)
+                response = pb.ValidationResponse(batch_id=batch_id)
+                provenance = replace(evaluator.provenance, correlation_id=current_correlation_id())
+                codec.fill_response(response, decisions, provenance, rollups)
+            return Decided(decisions, response, accounts)
+
+        holds_accounts = self.ledger is not None and any(
+            aggregate.spec.account for ruleset in generation.rulesets.for_kind(kind.name)
+            for aggregate in ruleset.aggregates)
+        decided = decide(Accounts(self.ledger.accounts_reader(), kind.name)
+                         if holds_accounts and self.ledger is not None else None)
         if self.ledger is not None:
-            response.batch_id = self._record(kind, lines, headers, decisions, generation=generation,
-                                             provenance=provenance, request_id=request_id, received=received)
+            outcome = self._record(kind, lines, headers, decided, decide, generation=generation, key=key,
+                                   request_id=request_id, received=received, where=where, acceptance=accept)
+            if isinstance(outcome, pb.ValidationResponse):  # a retry that raced its first attempt
+                return outcome
+            decided = outcome
+        response: pb.ValidationResponse = decided.response
+        metrics.record_batch(kind.name, decided.decisions, time.perf_counter() - started)
         log.info(
             "decided",
             kind=kind.name,
-            items=len(decisions),
+            items=len(decided.decisions),
             accepted=response.summary.accepted,
             enriched=response.summary.enriched,
             rejected=response.summary.rejected,
-            snapshot_id=provenance.snapshot_id,
+            snapshot_id=response.provenance.snapshot_id,
+            batch_id=batch_id or None,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return response
 
-    def _record(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, decisions: Sequence[Any],
-                *, generation: Generation, provenance: Any, request_id: str, received: datetime) -> str:
-        """Put the call on record (in this deciding thread) before it is answered; the batch id.
+    def _recorded(self, key: RequestKey, where: str) -> pb.ValidationResponse | None:
+        """The recorded response of a retried request; None for a request id not seen within the window."""
+        assert self.ledger is not None
+        try:
+            recorded = self.ledger.recorded_response(key)
+        except RequestIdReusedError as error:
+            raise failure(grpc.StatusCode.ALREADY_EXISTS,
+                          f"{where}request_id {key.request_id!r} was used for another request (batch "
+                          f"{error.batch_id}) within the last {self.ledger.request_window}; a retry must send the "
+                          "same request, and a new request a new id", REQUEST_ID_REUSED,
+                          request_id=key.request_id, batch_id=error.batch_id) from error
+        except SQLAlchemyError as error:
+            raise self._unavailable(error, current_correlation_id()) from error
+        if recorded is None:
+            return None
+        log.info("request_replayed", request_id=key.request_id)
+        metrics.REQUESTS_REPLAYED.inc()
+        return pb.ValidationResponse.FromString(recorded)
+
+    def _record(self, kind: ItemKind, lines: Sequence[Any], headers: Sequence[Any] | None, decided: Decided,
+                redecide: Redecide, *, generation: Generation, key: RequestKey | None, request_id: str,
+                received: datetime, where: str, acceptance: Acceptance) -> Decided | pb.ValidationResponse:
+        """Put the call on record (in this deciding thread) before it is answered: what was recorded (the
+        decisions may have been made again, if another call settled on the same caps meanwhile), or the recorded
+        response of the same request, recorded by a retry that raced this one.
 
         A database that cannot be written fails the call UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is
         answered unrecorded. Keeping decisions in a local spool through an outage is a later slice.
         """
         assert self.ledger is not None
-        batch_id = str(uuid.uuid4())
-        try:
-            batch = Batch(batch_id=batch_id, request_id=request_id, correlation_id=provenance.correlation_id,
-                          caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
-                          item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
-                          snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version)
-            self.ledger.record(batch, lines, headers, decisions)
-        except (SQLAlchemyError, OSError) as error:
-            log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
-                      error=str(error).splitlines()[0] if str(error) else "")
-            raise failure(grpc.StatusCode.UNAVAILABLE,
-                          "the decision ledger cannot be written now, so this batch is not answered (a decision is "
-                          "answered only once it is on record); retry later", LEDGER_UNAVAILABLE,
-                          correlation_id=provenance.correlation_id, error_type=type(error).__name__) from error
-        return batch_id
+        response = decided.response
+        correlation_id = response.provenance.correlation_id
+        batch = Batch(batch_id=response.batch_id, request_id=request_id, correlation_id=correlation_id,
+                      caller=current_caller.get().name, received_at=received, answered_at=datetime.now(UTC),
+                      item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
+                      snapshot_id=response.provenance.snapshot_id, engine_version=response.provenance.engine_version,
+                      acceptance=acceptance)
+        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
+            try:
+                return self.ledger.record(batch, lines, headers, decided, redecide=redecide, request=key)
+            except RequestRecordedError as recorded:
+                return pb.ValidationResponse.FromString(recorded.response)
+            except IntegrityError as error:
+                if key is None:
+                    raise
+                # the same request id, recorded by a concurrent attempt since this one looked
+                replayed = self._recorded(key, where)
+                if replayed is None:
+                    raise self._unavailable(error, correlation_id) from error
+                return replayed
+            except (SQLAlchemyError, OSError) as error:
+                if attempt < _SETTLE_ATTEMPTS and _is_contention(error):
+                    log.info("ledger_contention", attempt=attempt, sqlstate=_sqlstate(error))
+                    continue  # PostgreSQL chose this call to wait for another on the same caps: settle again
+                raise self._unavailable(error, correlation_id) from error
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _unavailable(self, error: Exception, correlation_id: str) -> CallError:
+        assert self.ledger is not None
+        log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
+                  error=str(error).splitlines()[0] if str(error) else "")
+        return failure(grpc.StatusCode.UNAVAILABLE,
+                       "the decision ledger cannot be written now, so this batch is not answered (a decision is "
+                       "answered only once it is on record); retry later", LEDGER_UNAVAILABLE,
+                       correlation_id=correlation_id, error_type=type(error).__name__)
 
     def time_entries(self, request: pb.ValidateTimeEntriesRequest, generation: Generation,
                      where: str, received: datetime) -> pb.ValidationResponse:
-        return self._decide(TIME_ENTRY, request.entries, None, acceptance=request.acceptance, generation=generation,
-                            field="entries", where=where, request_id=request.request_id, received=received)
+        return self._decide(TIME_ENTRY, request, request.entries, None, generation=generation, field="entries",
+                            where=where, received=received)
 
     def _expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
                        where: str, received: datetime) -> pb.ValidationResponse:
-        return self._decide(EXPENSE_LINE, request.lines, None, acceptance=request.acceptance, generation=generation,
-                            field="lines", where=where, request_id=request.request_id, received=received)
+        return self._decide(EXPENSE_LINE, request, request.lines, None, generation=generation, field="lines",
+                            where=where, received=received)
 
     def _invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
                   where: str, received: datetime) -> pb.ValidationResponse:
         lines = [(line, invoice) for invoice in request.invoices for line in invoice.lines]
-        return self._decide(INVOICE_LINE, [line for line, _ in lines], [invoice for _, invoice in lines],
-                            acceptance=request.acceptance, generation=generation, field="invoices", where=where,
-                            request_id=request.request_id, received=received)
+        return self._decide(INVOICE_LINE, request, [line for line, _ in lines], [invoice for _, invoice in lines],
+                            generation=generation, field="invoices", where=where, received=received)
 
     def decide_in_thread(  # noqa: PLR0917 - off_loop passes its arguments by position
         self, decide: Decide, request: Any, metadata: Sequence[tuple[str, Any]] | None, pinned: Generation | None,

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from tests.data_dir import remove_temporary_data_dir, use_temporary_data_dir
 from tollgate.clients.client import ValidationClient
+from tollgate.ledger.schema import account_keys, consumption, requests
 from tollgate.server.app import RunningServer, start
 from tollgate.server.settings import Settings
 
@@ -49,6 +51,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
                              data_dir=tmp_path_factory.mktemp("session-ledger")))
     yield running
     running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accounts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test that calls the session's server starts with empty accounts and no request ids remembered: what one
+    test's calls accepted against a cap (docs/controls.md) must not decide another test's items."""
+    if "server" in request.fixturenames:
+        running: RunningServer = request.getfixturevalue("server")
+        if running.ledger is not None:
+            with running.ledger.engine.begin() as connection:
+                for table in (consumption, account_keys, requests):
+                    connection.execute(delete(table))
+    yield
 
 
 @pytest.fixture

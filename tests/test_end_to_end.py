@@ -29,6 +29,7 @@ from tollgate.clients.cli import read_items
 from tollgate.clients.client import ValidationClient
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.item_kinds import TimeEntry
+from tollgate.rules.model import Severity
 from tollgate.server.app import SERVICE_NAME, RunningServer, start
 from tollgate.server.settings import Settings
 
@@ -166,7 +167,7 @@ def test_typed_items_through_the_client(client: ValidationClient) -> None:
     assert enriched[-1] == ("bill_amount", "585.00")  # 3 hours at 195.00 (CT-3.amount)
 
 
-def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) -> None:
+def test_large_batches_stream_in_chunks_keep_order_and_a_cap_holds_across_chunks(server: RunningServer) -> None:
     weekdays = [day for day in (dt.date(2026, 11, d) for d in range(2, 28)) if day.weekday() < 5]
     # Short entries spread over the month, so no worker's day goes past the batch checks' maximum.
     entries = [_entry(f"S-{n:05d}", hours="0.1", work_date=weekdays[n % len(weekdays)].isoformat())
@@ -175,7 +176,14 @@ def test_large_batches_stream_in_chunks_and_keep_order(server: RunningServer) ->
         result = chunked.validate_time_entries(entries)
     assert [d.item_id for d in result.decisions] == [e["entry_id"] for e in entries]
     assert result.summary.total == 2_500
-    assert result.summary.rejected == 0
+    # Contract C-100 line L1 has 250,000.00 - 241,500.00 left; an entry bills 0.1 h x 165.00 or 172.00 (from the
+    # 16th). Each chunk of 300 (under 5,200.00) fits alone: the later chunks see what the earlier ones consumed
+    # (docs/controls.md), so what is accepted fills the cap and no more.
+    billed = sum(Decimal(next(e.new_value for e in d.enrichments if e.field == "bill_amount") or 0)
+                 for d in result.decisions if d.outcome is not Outcome.REJECT)
+    assert Decimal("8500.00") - Decimal("16.50") < billed <= Decimal("8500.00")
+    assert {r.code for d in result.decisions if d.outcome is Outcome.REJECT for r in d.reasons
+            if r.severity is Severity.ERROR} == {"NOT_TO_EXCEED_LIMIT"}
 
 
 def test_request_limits_give_clear_errors() -> None:

@@ -27,8 +27,6 @@ from tollgate.server.app import RunningServer, start
 from tollgate.server.settings import Settings
 
 ENTRIES = read_items(SAMPLE_TIMESHEET)
-# The newest revision, read from the migrations (each slice of the ledger adds one).
-HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 # One server per backend for the module (starting one compiles every ruleset); the tests that need a database of
@@ -148,31 +146,41 @@ def test_ruleset_sources_are_kept_once_by_digest_and_compile_again(stub: pb_grpc
         assert (compiled.id, compiled.version) == (ruleset["id"], ruleset["version"])
 
 
-def test_audit_show_and_batch_print_what_was_recorded(stub: pb_grpc.ValidationServiceStub, engine: Engine,
-                                                      database: str) -> None:
+def test_audit_show_and_batch_print_what_was_recorded(stub: pb_grpc.ValidationServiceStub,
+                                                      ledger_server: RunningServer) -> None:
+    server = ("--server", f"127.0.0.1:{ledger_server.port}")
     response = _validate(stub, ENTRIES, request_id="req-audit", correlation_id="corr-audit")
     rejected = next(d for d in response.decisions if d.outcome == pb.REJECT)
-    shown = run_cli("audit", "show", rejected.item_id, "--kind", "time_entry", "--database-url", database)
+    shown = run_cli("audit", "show", rejected.item_id, "--kind", "time_entry", *server)
     assert shown.returncode == 0, shown.stderr
     assert response.batch_id in shown.stdout and "req-audit" in shown.stdout and "corr-audit" in shown.stdout
     assert "anonymous" in shown.stdout and "reject" in shown.stdout
     assert rejected.reasons[0].code in shown.stdout and response.provenance.snapshot_id in shown.stdout
     assert f"{response.provenance.rulesets[0].id}@{response.provenance.rulesets[0].version}" in shown.stdout
-    as_json = run_cli("audit", "show", rejected.item_id, "--database-url", database, "--format", "json")
+    as_json = run_cli("audit", "show", rejected.item_id, *server, "--format", "json")
     documents = json.loads(as_json.stdout)  # every decision on the item (other tests decide it too), oldest first
     [decision] = [d for d in documents if d["batch"]["batch_id"] == response.batch_id]
     assert documents[-1] == decision
     assert [r["code"] for r in decision["reasons"]] == [r.code for r in rejected.reasons]
     assert all(len(r["digest"]) == 64 for r in decision["batch"]["rulesets"])
-    whole = run_cli("audit", "batch", response.batch_id, "--database-url", database, "--format", "json")
+    whole = run_cli("audit", "batch", response.batch_id, *server, "--format", "json")
     assert whole.returncode == 0, whole.stderr
     document = json.loads(whole.stdout)
     assert [d["item_id"] for d in document["decisions"]] == [d.item_id for d in response.decisions]
     assert document["request_id"] == "req-audit" and document["counts"]["total"] == len(ENTRIES)
-    table = run_cli("audit", "batch", response.batch_id, "--database-url", database)
+    table = run_cli("audit", "batch", response.batch_id, *server)
     assert table.returncode == 0 and rejected.item_id in table.stdout and response.batch_id in table.stdout
-    missing = run_cli("audit", "batch", "no-such-batch", "--database-url", database)
-    assert missing.returncode == 1 and "nothing on record" in missing.stderr
+    missing = run_cli("audit", "batch", "00000000-0000-4000-8000-000000000000", *server)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    garbage = run_cli("audit", "batch", "no-such-batch", *server)
+    assert garbage.returncode == 2 and "batch_id" in garbage.stderr
+
+
+def _head() -> str:
+    """The newest revision in ledger/migrations."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
 
 
 def test_migrations_run_on_an_empty_database_and_again_on_restart(fresh_database: str, tmp_path: Path) -> None:
@@ -180,10 +188,12 @@ def test_migrations_run_on_an_empty_database_and_again_on_restart(fresh_database
     first = open_database(connect(database).url)
     try:
         tables = set(inspect(first).get_table_names())
-        assert {"batches", "decisions", "ruleset_sources", "exceptions", "alembic_version"} <= tables
+        assert {"batches", "decisions", "ruleset_sources", "consumption", "account_keys", "requests",
+                "exceptions", "alembic_version"} <= tables
         migrate(first)  # a restart: nothing to do, nothing lost
+        head = _head()
         with first.connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head]
     finally:
         first.dispose()
     again = start(Settings(port=0, threads=1, shutdown_grace_seconds=1, database_url=database,
@@ -213,7 +223,8 @@ def test_a_database_that_refuses_connections_fails_the_call_unavailable(
 
 
 def test_hostile_values_are_stored_and_shown_exactly(stub: pb_grpc.ValidationServiceStub, engine: Engine,
-                                                     database: str) -> None:
+                                                     ledger_server: RunningServer) -> None:
+    server = ("--server", f"127.0.0.1:{ledger_server.port}")
     hostile_ids = ["TE-'quoted\"; DROP TABLE decisions; --", "TE-ünïcødé-日本-😀", "T" * 256]
     free_text = ("ref \"'\\ % _ \u0000-free " * 200)[:4000].replace("\u0000", "")
     free_text = (free_text + "x" * 4000)[:4000]
@@ -224,11 +235,11 @@ def test_hostile_values_are_stored_and_shown_exactly(stub: pb_grpc.ValidationSer
     assert [r.item_id for r in rows] == hostile_ids
     assert all(json.loads(r.input)["source_ref"] == free_text for r in rows)
     for item_id in hostile_ids:
-        shown = run_cli("audit", "show", item_id, "--database-url", database, "--format", "json")
+        shown = run_cli("audit", "show", item_id, *server, "--format", "json")
         assert shown.returncode == 0, shown.stderr
         [decision] = json.loads(shown.stdout)
         assert decision["item_id"] == item_id and decision["input"]["source_ref"] == free_text
-    table = run_cli("audit", "show", hostile_ids[1], "--database-url", database)
+    table = run_cli("audit", "show", hostile_ids[1], *server)
     assert hostile_ids[1] in table.stdout
 
 
@@ -249,7 +260,7 @@ def test_two_workers_starting_at_once_migrate_one_after_the_other(fresh_database
         engines = list(pool.map(lambda _: open_database(connect(fresh_database).url), range(4)))
     try:
         with engines[0].connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [_head()]
     finally:
         for opened in engines:
             opened.dispose()

@@ -1,7 +1,7 @@
 """The exception queue: one row per rejected or held item (ledger/exceptions.py).
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0004"  # after the audit slice (0002 controls, 0004 audit), so a ledger at 0004 upgrades
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,132 @@
+"""The accounts in the ledger's database: reading what they hold, and settling a batch's consumption.
+
+Reading (``LedgerPriors``) takes no lock: a batch is decided against what the accounts held when it read them, and
+notes the version of each group it read. Settling (``settle``, inside the recording transaction) locks the rows of
+``account_keys`` for the groups the batch adds to, in one ordered statement (so two calls lock in the same order),
+and checks their versions: unchanged, the decisions stand; changed (another call settled on the same cap in
+between), the batch must be decided again under the locks (``Stale``). Only calls on the same groups wait for each
+other. On SQLite the recording transaction holds the database's one write lock (BEGIN IMMEDIATE, ledger/store.py):
+writers take turns, which is what a single-node SQLite can do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, delete, insert, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
+from tollgate.ledger.schema import account_keys, consumption
+from tollgate.ledger.store import insert_ignoring_duplicates
+
+# Keys per statement: well under SQLite's and PostgreSQL's limits on bound parameters.
+_KEYS_PER_QUERY = 500
+_T = TypeVar("_T")
+
+
+def _chunks(values: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), _KEYS_PER_QUERY):
+        yield values[start:start + _KEYS_PER_QUERY]
+
+
+def read_priors(connection: Connection, account: str, kind: str, keys: Collection[str], *, own: Collection[str],
+                released: Callable[[str], bool] | None, versions: dict[tuple[str, str], int]) -> dict[str, Decimal]:
+    """What ``account`` holds for ``keys`` (see evaluators/accounts.PriorReader), noting each key's version in
+    ``versions``. The versions are read before the amounts: a call settling in between shows as a changed version."""
+    wanted = sorted(keys)
+    for chunk in _chunks(wanted):
+        for key, version in connection.execute(
+                select(account_keys.c.group_key, account_keys.c.version)
+                .where(account_keys.c.account == account, account_keys.c.group_key.in_(chunk))):
+            versions[(account, key)] = version
+    held: dict[str, Decimal] = {}
+    for chunk in _chunks(wanted):
+        for key, item_kind, item_id, amount in connection.execute(
+                select(consumption.c.group_key, consumption.c.item_kind, consumption.c.item_id, consumption.c.amount)
+                .where(consumption.c.account == account, consumption.c.group_key.in_(chunk))):
+            if item_kind == kind and (item_id in own or (released is not None and released(item_id))):
+                continue
+            held[key] = held.get(key, Decimal(0)) + Decimal(amount)
+    return held
+
+
+class LedgerPriors:
+    """Reads the accounts for one batch, without locks, remembering the versions it read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.versions: dict[tuple[str, str], int] = {}
+
+    def prior(self, account: str, kind: str, keys: Collection[str], own: Collection[str],
+              released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
+        try:
+            with self.engine.connect().execution_options(ledger_read=True) as connection:
+                return read_priors(connection, account, kind, keys, own=own, released=released,
+                                   versions=self.versions)
+        except DBAPIError as error:  # unreachable (refused, reset, locked): not a bug in a statement
+            if not (isinstance(error, OperationalError) or error.connection_invalidated):
+                raise
+            raise AccountsUnavailableError(str(error).splitlines()[0] if str(error) else type(error).__name__) \
+                from error
+
+
+class LockedPriors:
+    """Reads the accounts inside the recording transaction, after ``lock`` took the groups' rows."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.versions: dict[tuple[str, str], int] = {}
+
+    def prior(self, account: str, kind: str, keys: Collection[str], own: Collection[str],
+              released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
+        return read_priors(self.connection, account, kind, keys, own=own, released=released, versions=self.versions)
+
+
+class Stale(Exception):  # noqa: N818 - not an error: the batch is decided again
+    """Another call settled on a group this batch adds to after this batch read it."""
+
+
+def lock(connection: Connection, groups: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Lock the rows of ``groups`` (created at version 0 if new), in order; their versions."""
+    wanted = sorted(set(groups))
+    if not wanted:
+        return {}
+    connection.execute(insert_ignoring_duplicates(account_keys, connection.dialect.name),
+                       [{"account": account, "group_key": key, "version": 0} for account, key in wanted])
+    locked: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(wanted):
+        rows = connection.execute(
+            select(account_keys.c.account, account_keys.c.group_key, account_keys.c.version)
+            .where(tuple_(account_keys.c.account, account_keys.c.group_key).in_(chunk))
+            .order_by(account_keys.c.account, account_keys.c.group_key)
+            .with_for_update())
+        locked.update(((account, key), version) for account, key, version in rows)
+    return locked
+
+
+def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[str], entries: Sequence[Entry],
+           versions_read: Mapping[tuple[str, str], int] | None) -> None:
+    """File the batch's consumption: its items' earlier rows go, ``entries`` (of the items it accepted) come.
+
+    ``versions_read``: the versions the batch was decided against; if another call has settled on one of the
+    groups it adds to since, raises Stale (nothing written). None: decided under the locks already.
+    """
+    groups = {(entry.account, entry.key) for entry in entries}
+    locked = lock(connection, groups)
+    if versions_read is not None and any(locked[group] != versions_read.get(group, 0) for group in groups):
+        raise Stale
+    own_ids = sorted(own)
+    for ids in _chunks(own_ids):
+        connection.execute(delete(consumption).where(consumption.c.item_kind == kind, consumption.c.item_id.in_(ids)))
+    if not entries:
+        return
+    for chunk in _chunks(sorted(groups)):
+        connection.execute(update(account_keys)
+                           .where(tuple_(account_keys.c.account, account_keys.c.group_key).in_(chunk))
+                           .values(version=account_keys.c.version + 1))
+    connection.execute(insert(consumption), [
+        {"account": e.account, "group_key": e.key, "item_kind": kind, "item_id": e.item_id,
+         "amount": format(e.amount, "f"), "batch_id": batch_id} for e in entries])
