@@ -18,7 +18,8 @@ One row per (item kind, item id), kept by :func:`update_exceptions` inside the t
 
 Every write is an upsert (INSERT ... ON CONFLICT) or a guarded UPDATE, after the rows the batch touches are
 locked in item-id order, so concurrent calls on the same items neither lose counts nor fail (nor deadlock) on
-SQLite or PostgreSQL; a batch costs three statements whatever its size (a look-up per 5,000 items).
+SQLite or PostgreSQL; a batch costs a look-up per 5,000 items, one upsert and one update, whatever its
+rejections.
 """
 
 from __future__ import annotations
