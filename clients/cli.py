@@ -11,6 +11,7 @@
     tollgate refdata delete ENTITY KEY... [--server HOST:PORT]        (KEY: P-300, or P-100/T-1)
     tollgate refdata status [--format table|json] [--server HOST:PORT]
     tollgate refdata diff SNAP_A SNAP_B [--format table|json] [--server HOST:PORT]
+    tollgate exceptions list|show|summary|waive|revalidate ...   (clients/exceptions_commands.py)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tollgate.clients.client import (
     ValidationResult,
     check_request_id,
 )
+from tollgate.clients.exceptions_commands import add_exceptions_commands
 from tollgate.clients.retries import LONGEST_BACKOFF_SECONDS, MOST_ATTEMPTS, RequestIdReusedError, RetryPolicy
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
@@ -406,19 +408,26 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 # Reference data
 
 
-def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
-    """Print a refused change with every problem (file:line: field: message), or the call's error."""
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) of every violation in a refusal's google.rpc.BadRequest."""
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
-    print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
     status = rpc_status.from_call(error)
+    violations = []
     for detail in status.details if status is not None else ():
         bad_request = error_details_pb2.BadRequest()
         if detail.Unpack(bad_request):
-            for violation in bad_request.field_violations:
-                where = f"{directory / violation.field}" if directory is not None else violation.field
-                print(f"{where}: {violation.description}", file=sys.stderr)
+            violations += [(v.field, v.description) for v in bad_request.field_violations]
+    return violations
+
+
+def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
+    """Print a refused change with every problem (file:line: field: message), or the call's error."""
+    print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
+    for field, description in field_violations(error):
+        where = f"{directory / field}" if directory is not None else field
+        print(f"{where}: {description}", file=sys.stderr)
     return EXIT_FAILED if error.code() is grpc.StatusCode.INVALID_ARGUMENT else EXIT_USAGE
 
 
@@ -661,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_flags(reload, timeout=120.0)
     reload.set_defaults(handler=cmd_admin_reload)
     add_audit_commands(commands)
+    add_exceptions_commands(commands)
     return parser
 
 

@@ -37,7 +37,16 @@ import grpc
 from google.protobuf import json_format
 from pydantic import BaseModel
 
-from tollgate.api.v1 import admin_pb2, admin_pb2_grpc, audit_pb2, audit_pb2_grpc, refdata_pb2, refdata_pb2_grpc
+from tollgate.api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    exceptions_pb2,
+    exceptions_pb2_grpc,
+    refdata_pb2,
+    refdata_pb2_grpc,
+)
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.clients.channel import ChannelSecurity, open_channel
 from tollgate.clients.retries import Attempts, RetryPolicy
@@ -581,3 +590,51 @@ class AuditClient(_Connection):
     def purge(self, before: str) -> dict[str, Any]:
         """Remove what was answered before ``before`` (a date or RFC 3339 time); how many batches and decisions."""
         return _as_dict(self._stub.Purge(audit_pb2.PurgeRequest(before=before), timeout=self.timeout))
+
+
+class ExceptionClient(_Connection):
+    """The exception queue (ExceptionService; the ledger must be on): answers are the messages of
+    ``tollgate.api.v1.exceptions_pb2``. Filters are keywords of ExceptionFilter: code, rule_id, project_id,
+    customer_id, worker_id, since (ISO date or RFC 3339), status (open, resolved, waived)."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 60.0,
+                 security: ChannelSecurity | None = None) -> None:
+        super().__init__(target, timeout, security)
+        self._stub = exceptions_pb2_grpc.ExceptionServiceStub(self._channel)
+
+    def list(self, *, page_size: int = 0, page_token: str = "",
+             **filters: str) -> exceptions_pb2.ListExceptionsResponse:
+        response: exceptions_pb2.ListExceptionsResponse = self._stub.List(exceptions_pb2.ListExceptionsRequest(
+            filter=exceptions_pb2.ExceptionFilter(**filters), page_size=page_size, page_token=page_token),
+            timeout=self.timeout)
+        return response
+
+    def list_all(self, *, page_size: int = 0, **filters: str) -> Iterator[exceptions_pb2.ItemException]:
+        """Every exception matching ``filters``, page after page."""
+        token = ""
+        while True:
+            page = self.list(page_size=page_size, page_token=token, **filters)
+            yield from page.exceptions
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def get(self, exception_id: str) -> exceptions_pb2.ItemException:
+        response: exceptions_pb2.ItemException = self._stub.Get(
+            exceptions_pb2.GetExceptionRequest(exception_id=exception_id), timeout=self.timeout)
+        return response
+
+    def summary(self) -> exceptions_pb2.SummaryResponse:
+        response: exceptions_pb2.SummaryResponse = self._stub.Summary(exceptions_pb2.SummaryRequest(),
+                                                                      timeout=self.timeout)
+        return response
+
+    def waive(self, exception_id: str, reason: str) -> exceptions_pb2.ItemException:
+        response: exceptions_pb2.ItemException = self._stub.Waive(
+            exceptions_pb2.WaiveRequest(exception_id=exception_id, reason=reason), timeout=self.timeout)
+        return response
+
+    def revalidate(self, **filters: str) -> exceptions_pb2.RevalidateResponse:
+        response: exceptions_pb2.RevalidateResponse = self._stub.Revalidate(
+            exceptions_pb2.RevalidateRequest(filter=exceptions_pb2.ExceptionFilter(**filters)), timeout=self.timeout)
+        return response

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 
 from tollgate.evaluators.accounts import Accounts
 from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, settle
+from tollgate.ledger.exceptions import update_exceptions
 from tollgate.ledger.schema import batches, decisions, requests, ruleset_sources
 from tollgate.ledger.store import insert_ignoring_duplicates
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
@@ -181,7 +182,8 @@ class Recorder:
 
     def _write(self, connection: Connection, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
                decided: Decided) -> None:
-        """The batch, its decisions (one multi-row insert), the ruleset sources not yet stored."""
+        """The batch, its decisions (one multi-row insert), the ruleset sources not yet stored, and the
+        exception queue brought up to date (ledger/exceptions.py)."""
         counts = {"accept": 0, "enrich": 0, "reject": 0}
         rows = []
         kind = batch.item_kind
@@ -219,6 +221,7 @@ class Recorder:
         connection.execute(insert(batches), [batch_row])
         if rows:
             connection.execute(insert(decisions), rows)  # executemany: multi-row INSERTs (insertmanyvalues)
+        update_exceptions(connection, batch.batch_id, kind, batch.answered_at, rows)
         # known stored once this commits; noting it before is harmless: a rollback leaves a digest another call
         # stores again only if it is not there (the check above reads the database when unsure)
         self._stored.update(missing)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -100,4 +101,33 @@ requests = Table(
     Column("response", LargeBinary, nullable=False),  # the ValidationResponse as answered
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("ix_requests_recorded_at", "recorded_at"),
+)
+
+# The exception queue: one row per item whose latest decision rejected or held it (ledger/exceptions.py).
+exceptions = Table(
+    "exceptions", metadata,
+    Column("exception_id", Integer, primary_key=True, autoincrement=True),
+    Column("item_kind", String(32), nullable=False),
+    Column("item_id", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open, resolved, waived
+    Column("outcome", String(16), nullable=False),  # of the latest decision that kept it here: reject or hold
+    Column("reasons", Text, nullable=False),  # JSON list: every reason of that decision
+    Column("codes", Text, nullable=False),  # " CODE1 CODE2 ": the reasons that make it an exception, space-delimited
+    Column("rule_ids", Text, nullable=False),  # " RULE1 RULE2 ": their rules, the same way
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("times_seen", Integer, nullable=False),
+    Column("batch_id", String(36), nullable=False),  # the latest such decision: decisions (batch_id, position)
+    Column("position", Integer, nullable=False),
+    Column("project_id", Text),  # from the recorded input (an invoice line's: its invoice header's)
+    Column("customer_id", Text),
+    Column("worker_id", Text),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_batch_id", String(36)),  # the decision that resolved it
+    Column("resolved_position", Integer),
+    Column("waived_by", Text),
+    Column("waived_at", DateTime(timezone=True)),
+    Column("waive_reason", Text),
+    UniqueConstraint("item_kind", "item_id", name="uq_exceptions_item"),
+    Index("ix_exceptions_status_first_seen", "status", "first_seen"),
 )

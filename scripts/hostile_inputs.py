@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from tollgate.api.v1 import audit_pb2, audit_pb2_grpc, refdata_pb2, refdata_pb2_grpc  # noqa: E402
 from tollgate.api.v1 import validation_pb2 as pb  # noqa: E402
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc  # noqa: E402
-from tollgate.clients.client import RefDataClient, ValidationClient  # noqa: E402
+from tollgate.clients.client import ExceptionClient, RefDataClient, ValidationClient  # noqa: E402
 from tollgate.rules.loader import load_rulesets  # noqa: E402
 from tollgate.rules.problems import ProblemsError  # noqa: E402
 from tollgate.server.app import start  # noqa: E402
@@ -264,6 +264,41 @@ def _load_cases(target: str, work: Path) -> Iterator[tuple[str, Callable[[Valida
                   edit("projects.csv", ",2026-11-16,\n", ",2026-11-16,2026-01-01\n"))
 
 
+def _exception_cases(target: str) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:
+    """The exception queue's requests: each refused with the status it should be, naming the field (or the id)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    def refused_as(code: grpc.StatusCode, named: str, call: Callable[[ExceptionClient], Any]) -> str:
+        with ExceptionClient(target, timeout=10) as queue:
+            try:
+                call(queue)
+            except grpc.RpcError as error:
+                status = rpc_status.from_call(error)
+                details = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+                for detail in status.details if status is not None else ():
+                    for message in details:
+                        detail.Unpack(message)
+                fields = {v.field for v in details[0].field_violations} | {details[1].metadata.get("exception_id")}
+                return REFUSED if error.code() is code and named in fields else CRASH
+        return SILENT
+
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    yield "status 'bogus'", lambda _c: refused_as(invalid, "filter.status", lambda q: q.list(status="bogus"))
+    yield "since 'yesterday'", lambda _c: refused_as(invalid, "filter.since", lambda q: q.list(since="yesterday"))
+    yield "a code with a NUL", lambda _c: refused_as(invalid, "filter.code", lambda q: q.list(code="NO_RATE\x00"))
+    yield "a forged page_token", lambda _c: refused_as(invalid, "page_token", lambda q: q.list(
+        page_token="eyJhZnRlciI6IDAsICJmaWx0ZXIiOiAiIn0="))
+    yield "exception id '1 OR 1=1'", lambda _c: refused_as(invalid, "exception_id", lambda q: q.get("1 OR 1=1"))
+    yield "an unknown exception id", lambda _c: refused_as(not_found, "999999999", lambda q: q.get("999999999"))
+    yield "a waiver without a reason", lambda _c: refused_as(invalid, "reason", lambda q: q.waive("1", ""))
+    yield "a 1 MB waive reason", lambda _c: refused_as(invalid, "reason", lambda q: q.waive("1", "x" * (1 << 20)))
+    yield "a waive reason with ANSI escapes", lambda _c: refused_as(invalid, "reason", lambda q: q.waive(
+        "1", "ok\x1b[2J\x1b[31mdone"))
+    yield "revalidate the waived", lambda _c: refused_as(invalid, "filter.status", lambda q: q.revalidate(
+        status="waived"))
+
+
 def _access_cases(work: Path) -> Iterator[tuple[str, Callable[[ValidationClient], str]]]:
     """Against a second server in the same process (one event loop for both), with identities: who may not."""
     identities = work / "identities.yaml"
@@ -329,6 +364,7 @@ def run(out: Any) -> int:
                             ("the decision ledger (AuditService)", _audit_cases(target)),
                             ("rulesets (load, lint, reload)", _ruleset_cases(work)),
                             ("reference data loads (Load)", _load_cases(target, work)),
+                            ("exception queue (ExceptionService)", _exception_cases(target)),
                             ("access control (tokens, roles)", _access_cases(work))):
             surface = Surface(name)
             prober.surface = name

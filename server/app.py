@@ -8,6 +8,7 @@ every server the process starts): a waiting call holds no thread. Deciding runs 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import signal
@@ -29,12 +30,15 @@ from tollgate.api.v1 import (
     admin_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
+    exceptions_pb2,
+    exceptions_pb2_grpc,
     refdata_pb2,
     refdata_pb2_grpc,
     validation_pb2,
     validation_pb2_grpc,
 )
 from tollgate.evaluators import ENGINE_VERSION
+from tollgate.ledger import exceptions as exception_queue
 from tollgate.ledger.recorder import Recorder, open_recorder
 from tollgate.ledger.retention import RetentionLoop
 from tollgate.ledger.store import masked
@@ -47,6 +51,7 @@ from tollgate.server.admin_service import AdminService, Reloader
 from tollgate.server.audit_service import AuditService
 from tollgate.server.authentication import Authenticator
 from tollgate.server.calls import CallInterceptor, StreamSlots
+from tollgate.server.exception_service import ExceptionService, LedgerOffExceptionService
 from tollgate.server.logs import MASK_PERSONAL_FIELDS, configure_logging
 from tollgate.server.masking import masking_policy
 from tollgate.server.refdata_service import ReferenceDataService
@@ -60,6 +65,7 @@ SERVICE_NAME = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].f
 REFDATA_SERVICE_NAME = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+EXCEPTION_SERVICE_NAME = exceptions_pb2.DESCRIPTOR.services_by_name["ExceptionService"].full_name
 
 
 T = TypeVar("T")
@@ -218,8 +224,11 @@ def start(settings: Settings) -> RunningServer:
                 ("grpc.max_send_message_length", -1),
             ],
         )
-        validation_pb2_grpc.add_ValidationServiceServicer_to_server(
-            ValidationService(runtime, settings, deciding, streams, ledger), server)
+        validation = ValidationService(runtime, settings, deciding, streams, ledger)
+        validation_pb2_grpc.add_ValidationServiceServicer_to_server(validation, server)
+        exceptions_pb2_grpc.add_ExceptionServiceServicer_to_server(
+            ExceptionService(ledger.engine, validation, loads, settings.max_batch_items) if ledger is not None
+            else LedgerOffExceptionService(), server)
         refdata_pb2_grpc.add_ReferenceDataServiceServicer_to_server(
             ReferenceDataService(runtime, loads=loads, streams=streams, max_upload_bytes=settings.max_upload_bytes,
                                  idle_seconds=settings.stream_idle_seconds), server)
@@ -231,7 +240,7 @@ def start(settings: Settings) -> RunningServer:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if reflecting:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, REFDATA_SERVICE_NAME, ADMIN_SERVICE_NAME, AUDIT_SERVICE_NAME,
+                (SERVICE_NAME, REFDATA_SERVICE_NAME, ADMIN_SERVICE_NAME, AUDIT_SERVICE_NAME, EXCEPTION_SERVICE_NAME,
                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
                 server,
             )
@@ -258,7 +267,10 @@ def start(settings: Settings) -> RunningServer:
     if settings.metrics_port:
         wanted = metrics.metrics_port(settings.metrics_port, settings.worker_index)
         try:
-            metrics_server = metrics.start(runtime, settings.metrics_host, wanted)
+            # The queue is the ledger's, shared by every worker: worker 0 reports it.
+            exceptions = functools.partial(exception_queue.summary, ledger.engine) \
+                if ledger is not None and settings.worker_index == 0 else None
+            metrics_server = metrics.start(runtime, settings.metrics_host, wanted, exceptions)
         except OSError as error:
             give_up()
             where = f"{settings.metrics_host}:{wanted}"

@@ -9,18 +9,30 @@ Each server process serves its own metrics: with ``--workers N``, worker ``i`` l
 of its own; sum over them in queries. Separate ports rather than prometheus-client's multiprocess
 mode: a worker's figures stay its own (its snapshot, its staleness, which the multiprocess mode
 cannot aggregate), and nothing is shared on disk between processes.
+
+The exception queue's gauges (open exceptions by code, the oldest open one's age) are the ledger's, shared by
+every worker: only worker 0 reports them (a sum over workers stays right), read from the database at most once
+every EXCEPTION_GAUGES_SECONDS however often it is scraped.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+import structlog
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
+from tollgate.ledger.exceptions import Summary
 from tollgate.rules.decisions import Decision
 from tollgate.server.runtime import Runtime
 
@@ -55,6 +67,60 @@ REQUESTS_REPLAYED = Counter("tollgate_requests_replayed", "Validation requests a
                             "request id already recorded (AIP-155), decided and recorded once")
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
+
+EXCEPTION_GAUGES_SECONDS = 5.0
+
+log = structlog.get_logger("tollgate.metrics")
+
+
+class ExceptionGauges(Collector):
+    """The exception queue's gauges, from ``read`` (the ledger's summary), cached for ``cache_seconds``; nothing
+    while no ledger is followed, or while the last read failed (logged)."""
+
+    def __init__(self, cache_seconds: float) -> None:
+        self.cache_seconds = cache_seconds
+        self._read: Callable[[], Summary] | None = None
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._summary: Summary | None = None
+
+    def follow(self, read: Callable[[], Summary] | None) -> None:
+        with self._lock:
+            self._read, self._read_at, self._summary = read, float("-inf"), None
+
+    def _current(self) -> Summary | None:
+        with self._lock:  # one read at a time: scrapes arriving together share it
+            if self._read is not None and time.monotonic() - self._read_at >= self.cache_seconds:
+                self._read_at = time.monotonic()
+                try:
+                    self._summary = self._read()
+                except SQLAlchemyError as error:
+                    log.warning("exception_gauges_unread", error_type=type(error).__name__)
+                    self._summary = None
+            return self._summary
+
+    def describe(self) -> list[Any]:
+        return []  # no read at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        summary = self._current()
+        if summary is None:
+            return
+        by_code = GaugeMetricFamily("tollgate_exceptions_open", "Open exceptions (rejected or held items waiting), "
+                                    "by reason code; an exception with two codes counts under each", labels=["code"])
+        for code, count in sorted(summary.open_by_code().items()):
+            by_code.add_metric([code], count)
+        yield by_code
+        yield GaugeMetricFamily("tollgate_exceptions_open_items", "Open exceptions, each counted once",
+                                value=summary.total_open)
+        age = 0.0 if summary.oldest_open is None else (datetime.now(UTC) - summary.oldest_open[1]).total_seconds()
+        yield GaugeMetricFamily("tollgate_exceptions_oldest_open_age_seconds",
+                                "Seconds since the oldest open exception was first seen (0 when none is open)",
+                                value=age)
+
+
+EXCEPTIONS = ExceptionGauges(EXCEPTION_GAUGES_SECONDS)
+REGISTRY.register(EXCEPTIONS)
 
 
 def _child(metric: Counter | Histogram, children: dict[tuple[str, ...], Any], labels: tuple[str, ...]) -> Any:
@@ -92,10 +158,13 @@ def _record_switch(snapshot_id: str, seconds: float) -> None:
 class MetricsServer:
     server: WSGIServer
     port: int
+    reports_exceptions: bool = False
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self.reports_exceptions:
+            EXCEPTIONS.follow(None)
 
 
 def metrics_port(base_port: int, worker_index: int) -> int:
@@ -103,13 +172,17 @@ def metrics_port(base_port: int, worker_index: int) -> int:
     return base_port + worker_index
 
 
-def start(runtime: Runtime, host: str, port: int) -> MetricsServer:
-    """Follow ``runtime``'s reference data and serve every metric at http://host:port/metrics."""
+def start(runtime: Runtime, host: str, port: int,
+          exceptions: Callable[[], Summary] | None = None) -> MetricsServer:
+    """Follow ``runtime``'s reference data (and ``exceptions``: the ledger's summary, in the one process that
+    reports it) and serve every metric at http://host:port/metrics."""
     if runtime.has_data:
         SNAPSHOT.info({"snapshot_id": runtime.generation.snapshot.snapshot_id})
     runtime.on_switch(_record_switch)
     STALE_SECONDS.set_function(runtime.stale_seconds)
     STORE_REACHABLE.set_function(lambda: 1.0 if runtime.store_reachable else 0.0)
     STORE_LOST.set_function(lambda: 0.0 if runtime.store_lost is None else 1.0)
+    if exceptions is not None:
+        EXCEPTIONS.follow(exceptions)
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-    return MetricsServer(server, server.server_port)
+    return MetricsServer(server, server.server_port, exceptions is not None)

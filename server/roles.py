@@ -14,7 +14,7 @@ from enum import StrEnum
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
-from tollgate.api.v1 import admin_pb2, audit_pb2, refdata_pb2, validation_pb2
+from tollgate.api.v1 import admin_pb2, audit_pb2, exceptions_pb2, refdata_pb2, validation_pb2
 
 
 class Role(StrEnum):
@@ -37,6 +37,7 @@ _VALIDATION = validation_pb2.DESCRIPTOR.services_by_name["ValidationService"].fu
 _REFDATA = refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"].full_name
 _ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 _AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+_EXCEPTIONS = exceptions_pb2.DESCRIPTOR.services_by_name["ExceptionService"].full_name
 _HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 METHOD_ROLES: Mapping[str, Role | None] = {
@@ -57,6 +58,11 @@ METHOD_ROLES: Mapping[str, Role | None] = {
     _method(_AUDIT, "Export"): Role.AUDITOR,
     _method(_AUDIT, "Replay"): Role.AUDITOR,
     _method(_AUDIT, "Purge"): Role.OPERATOR,
+    _method(_EXCEPTIONS, "List"): Role.AUDITOR,
+    _method(_EXCEPTIONS, "Get"): Role.AUDITOR,
+    _method(_EXCEPTIONS, "Summary"): Role.AUDITOR,
+    _method(_EXCEPTIONS, "Waive"): Role.APPROVER,
+    _method(_EXCEPTIONS, "Revalidate"): Role.OPERATOR,
     _method(_HEALTH, "Check"): OPEN,
     _method(_HEALTH, "List"): OPEN,
     _method(_HEALTH, "Watch"): OPEN,

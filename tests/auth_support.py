@@ -17,7 +17,7 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from tollgate.api.v1 import admin_pb2, audit_pb2, refdata_pb2, validation_pb2
+from tollgate.api.v1 import admin_pb2, audit_pb2, exceptions_pb2, refdata_pb2, validation_pb2
 from tollgate.server.identities import new_token, write_identity
 from tollgate.server.roles import Role
 
@@ -26,6 +26,7 @@ SERVICE_DESCRIPTORS: tuple[protobuf_descriptor.ServiceDescriptor, ...] = (
     refdata_pb2.DESCRIPTOR.services_by_name["ReferenceDataService"],
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    exceptions_pb2.DESCRIPTOR.services_by_name["ExceptionService"],
     health_pb2.DESCRIPTOR.services_by_name["Health"],
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 )

@@ -14,7 +14,7 @@ def test_every_hostile_input_of_the_report_is_refused() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr[-2000:]
     rows = [line.split("|") for line in completed.stdout.splitlines()
             if line.startswith("| ") and "surface" not in line]
-    assert len(rows) == 7
+    assert len(rows) == 8
     for row in rows:
         tried, refused, silent, crashed = (int(cell) for cell in row[2:6])
         assert (silent, crashed) == (0, 0) and refused == tried, row

@@ -189,7 +189,7 @@ def test_migrations_run_on_an_empty_database_and_again_on_restart(fresh_database
     try:
         tables = set(inspect(first).get_table_names())
         assert {"batches", "decisions", "ruleset_sources", "consumption", "account_keys", "requests",
-                "alembic_version"} <= tables
+                "exceptions", "alembic_version"} <= tables
         migrate(first)  # a restart: nothing to do, nothing lost
         head = _head()
         with first.connect() as connection:
