@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btollgate/api/v1/audit.proto\x12\x0btollgate.v1\x1a\x1cgoogle/protobuf/struct.proto\">\n\x0fRecordedRuleset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"R\n\x0b\x42\x61tchCounts\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x10\n\x08\x65nriched\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\"\xb5\x02\n\rRecordedBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x13\n\x0breceived_at\x18\x05 \x01(\t\x12\x13\n\x0b\x61nswered_at\x18\x06 \x01(\t\x12\x11\n\titem_kind\x18\x07 \x01(\t\x12.\n\x08rulesets\x18\x08 \x03(\x0b\x32\x1c.tollgate.v1.RecordedRuleset\x12\x13\n\x0bsnapshot_id\x18\t \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12(\n\x06\x63ounts\x18\x0b \x01(\x0b\x32\x18.tollgate.v1.BatchCounts\x12\x12\n\nacceptance\x18\x0c \x01(\t\"\x98\x01\n\x0eRecordedReason\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x12\n\x05\x66ield\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x17\n\nruleset_id\x18\x06 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_fieldB\r\n\x0b_ruleset_id\"\x80\x01\n\x12RecordedEnrichment\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07rule_id\x18\x04 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\"\x90\x02\n\x10RecordedDecision\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x11\n\titem_kind\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12,\n\x07reasons\x18\x06 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12\x34\n\x0b\x65nrichments\x18\x07 \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\x12)\n\x05\x62\x61tch\x18\x08 \x01(\x0b\x32\x1a.tollgate.v1.RecordedBatch\"8\n\x12ItemHistoryRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\titem_kind\x18\x02 \x01(\t\"G\n\x13ItemHistoryResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.tollgate.v1.RecordedDecision\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"o\n\x10GetBatchResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.tollgate.v1.RecordedBatch\x12\x30\n\tdecisions\x18\x02 \x03(\x0b\x32\x1d.tollgate.v1.RecordedDecision\"3\n\rExportRequest\x12\x11\n\tfrom_time\x18\x01 \x01(\t\x12\x0f\n\x07to_time\x18\x02 \x01(\t\"\xd2\x02\n\tExportRow\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x13\n\x0breceived_at\x18\x05 \x01(\t\x12\x13\n\x0b\x61nswered_at\x18\x06 \x01(\t\x12\x11\n\titem_kind\x18\x07 \x01(\t\x12\x10\n\x08rulesets\x18\x08 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\t \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12\x12\n\nacceptance\x18\x0b \x01(\t\x12\x10\n\x08position\x18\x0c \x01(\x05\x12\x0f\n\x07item_id\x18\r \x01(\t\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\r\n\x05input\x18\x0f \x01(\t\x12\x0f\n\x07reasons\x18\x10 \x01(\t\x12\x13\n\x0b\x65nrichments\x18\x11 \x01(\t\"Y\n\x0b\x45xportChunk\x12\r\n\x05total\x18\x01 \x01(\x03\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.tollgate.v1.ExportRow\x12\x15\n\rmasked_fields\x18\x03 \x03(\t\"!\n\rReplayRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xe6\x02\n\x10ReplayDifference\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64iffers\x18\x03 \x03(\t\x12\x18\n\x10recorded_outcome\x18\x04 \x01(\t\x12\x18\n\x10replayed_outcome\x18\x05 \x01(\t\x12\x35\n\x10recorded_reasons\x18\x06 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12\x35\n\x10replayed_reasons\x18\x07 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12=\n\x14recorded_enrichments\x18\x08 \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\x12=\n\x14replayed_enrichments\x18\t \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\"\xab\x01\n\x0eReplayResponse\x12\x11\n\tidentical\x18\x01 \x01(\x08\x12\r\n\x05items\x18\x02 \x01(\x05\x12\x32\n\x0b\x64ifferences\x18\x03 \x03(\x0b\x32\x1d.tollgate.v1.ReplayDifference\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12.\n\x08rulesets\x18\x05 \x03(\x0b\x32\x1c.tollgate.v1.RecordedRuleset\"\x1e\n\x0cPurgeRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\t\"\\\n\rPurgeResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x03\x12\x11\n\tdecisions\x18\x02 \x01(\x03\x12\x17\n\x0fruleset_sources\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65\x66ore\x18\x04 \x01(\t2\xee\x02\n\x0c\x41uditService\x12P\n\x0bItemHistory\x12\x1f.tollgate.v1.ItemHistoryRequest\x1a .tollgate.v1.ItemHistoryResponse\x12G\n\x08GetBatch\x12\x1c.tollgate.v1.GetBatchRequest\x1a\x1d.tollgate.v1.GetBatchResponse\x12@\n\x06\x45xport\x12\x1a.tollgate.v1.ExportRequest\x1a\x18.tollgate.v1.ExportChunk0\x01\x12\x41\n\x06Replay\x12\x1a.tollgate.v1.ReplayRequest\x1a\x1b.tollgate.v1.ReplayResponse\x12>\n\x05Purge\x12\x19.tollgate.v1.PurgeRequest\x1a\x1a.tollgate.v1.PurgeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btollgate/api/v1/audit.proto\x12\x0btollgate.v1\x1a\x1cgoogle/protobuf/struct.proto\">\n\x0fRecordedRuleset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"R\n\x0b\x42\x61tchCounts\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x10\n\x08\x65nriched\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\"\xde\x02\n\rRecordedBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x13\n\x0breceived_at\x18\x05 \x01(\t\x12\x13\n\x0b\x61nswered_at\x18\x06 \x01(\t\x12\x11\n\titem_kind\x18\x07 \x01(\t\x12.\n\x08rulesets\x18\x08 \x03(\x0b\x32\x1c.tollgate.v1.RecordedRuleset\x12\x13\n\x0bsnapshot_id\x18\t \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12(\n\x06\x63ounts\x18\x0b \x01(\x0b\x32\x18.tollgate.v1.BatchCounts\x12\x12\n\nacceptance\x18\x0c \x01(\t\x12\'\n\x06priors\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\"\x98\x01\n\x0eRecordedReason\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\t\x12\x12\n\x05\x66ield\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x17\n\nruleset_id\x18\x06 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_fieldB\r\n\x0b_ruleset_id\"\x80\x01\n\x12RecordedEnrichment\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x0f\n\x07rule_id\x18\x04 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\"\x90\x02\n\x10RecordedDecision\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x11\n\titem_kind\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12,\n\x07reasons\x18\x06 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12\x34\n\x0b\x65nrichments\x18\x07 \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\x12)\n\x05\x62\x61tch\x18\x08 \x01(\x0b\x32\x1a.tollgate.v1.RecordedBatch\"8\n\x12ItemHistoryRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\titem_kind\x18\x02 \x01(\t\"G\n\x13ItemHistoryResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.tollgate.v1.RecordedDecision\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"o\n\x10GetBatchResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.tollgate.v1.RecordedBatch\x12\x30\n\tdecisions\x18\x02 \x03(\x0b\x32\x1d.tollgate.v1.RecordedDecision\"3\n\rExportRequest\x12\x11\n\tfrom_time\x18\x01 \x01(\t\x12\x0f\n\x07to_time\x18\x02 \x01(\t\"\xd2\x02\n\tExportRow\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x13\n\x0breceived_at\x18\x05 \x01(\t\x12\x13\n\x0b\x61nswered_at\x18\x06 \x01(\t\x12\x11\n\titem_kind\x18\x07 \x01(\t\x12\x10\n\x08rulesets\x18\x08 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\t \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12\x12\n\nacceptance\x18\x0b \x01(\t\x12\x10\n\x08position\x18\x0c \x01(\x05\x12\x0f\n\x07item_id\x18\r \x01(\t\x12\x0f\n\x07outcome\x18\x0e \x01(\t\x12\r\n\x05input\x18\x0f \x01(\t\x12\x0f\n\x07reasons\x18\x10 \x01(\t\x12\x13\n\x0b\x65nrichments\x18\x11 \x01(\t\"Y\n\x0b\x45xportChunk\x12\r\n\x05total\x18\x01 \x01(\x03\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.tollgate.v1.ExportRow\x12\x15\n\rmasked_fields\x18\x03 \x03(\t\"!\n\rReplayRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xe6\x02\n\x10ReplayDifference\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64iffers\x18\x03 \x03(\t\x12\x18\n\x10recorded_outcome\x18\x04 \x01(\t\x12\x18\n\x10replayed_outcome\x18\x05 \x01(\t\x12\x35\n\x10recorded_reasons\x18\x06 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12\x35\n\x10replayed_reasons\x18\x07 \x03(\x0b\x32\x1b.tollgate.v1.RecordedReason\x12=\n\x14recorded_enrichments\x18\x08 \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\x12=\n\x14replayed_enrichments\x18\t \x03(\x0b\x32\x1f.tollgate.v1.RecordedEnrichment\"\xab\x01\n\x0eReplayResponse\x12\x11\n\tidentical\x18\x01 \x01(\x08\x12\r\n\x05items\x18\x02 \x01(\x05\x12\x32\n\x0b\x64ifferences\x18\x03 \x03(\x0b\x32\x1d.tollgate.v1.ReplayDifference\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12.\n\x08rulesets\x18\x05 \x03(\x0b\x32\x1c.tollgate.v1.RecordedRuleset\"\x1e\n\x0cPurgeRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\t\"\\\n\rPurgeResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x03\x12\x11\n\tdecisions\x18\x02 \x01(\x03\x12\x17\n\x0fruleset_sources\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65\x66ore\x18\x04 \x01(\t2\xee\x02\n\x0c\x41uditService\x12P\n\x0bItemHistory\x12\x1f.tollgate.v1.ItemHistoryRequest\x1a .tollgate.v1.ItemHistoryResponse\x12G\n\x08GetBatch\x12\x1c.tollgate.v1.GetBatchRequest\x1a\x1d.tollgate.v1.GetBatchResponse\x12@\n\x06\x45xport\x12\x1a.tollgate.v1.ExportRequest\x1a\x18.tollgate.v1.ExportChunk0\x01\x12\x41\n\x06Replay\x12\x1a.tollgate.v1.ReplayRequest\x1a\x1b.tollgate.v1.ReplayResponse\x12>\n\x05Purge\x12\x19.tollgate.v1.PurgeRequest\x1a\x1a.tollgate.v1.PurgeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,37 +37,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHCOUNTS']._serialized_start=138
   _globals['_BATCHCOUNTS']._serialized_end=220
   _globals['_RECORDEDBATCH']._serialized_start=223
-  _globals['_RECORDEDBATCH']._serialized_end=532
-  _globals['_RECORDEDREASON']._serialized_start=535
-  _globals['_RECORDEDREASON']._serialized_end=687
-  _globals['_RECORDEDENRICHMENT']._serialized_start=690
-  _globals['_RECORDEDENRICHMENT']._serialized_end=818
-  _globals['_RECORDEDDECISION']._serialized_start=821
-  _globals['_RECORDEDDECISION']._serialized_end=1093
-  _globals['_ITEMHISTORYREQUEST']._serialized_start=1095
-  _globals['_ITEMHISTORYREQUEST']._serialized_end=1151
-  _globals['_ITEMHISTORYRESPONSE']._serialized_start=1153
-  _globals['_ITEMHISTORYRESPONSE']._serialized_end=1224
-  _globals['_GETBATCHREQUEST']._serialized_start=1226
-  _globals['_GETBATCHREQUEST']._serialized_end=1261
-  _globals['_GETBATCHRESPONSE']._serialized_start=1263
-  _globals['_GETBATCHRESPONSE']._serialized_end=1374
-  _globals['_EXPORTREQUEST']._serialized_start=1376
-  _globals['_EXPORTREQUEST']._serialized_end=1427
-  _globals['_EXPORTROW']._serialized_start=1430
-  _globals['_EXPORTROW']._serialized_end=1768
-  _globals['_EXPORTCHUNK']._serialized_start=1770
-  _globals['_EXPORTCHUNK']._serialized_end=1859
-  _globals['_REPLAYREQUEST']._serialized_start=1861
-  _globals['_REPLAYREQUEST']._serialized_end=1894
-  _globals['_REPLAYDIFFERENCE']._serialized_start=1897
-  _globals['_REPLAYDIFFERENCE']._serialized_end=2255
-  _globals['_REPLAYRESPONSE']._serialized_start=2258
-  _globals['_REPLAYRESPONSE']._serialized_end=2429
-  _globals['_PURGEREQUEST']._serialized_start=2431
-  _globals['_PURGEREQUEST']._serialized_end=2461
-  _globals['_PURGERESPONSE']._serialized_start=2463
-  _globals['_PURGERESPONSE']._serialized_end=2555
-  _globals['_AUDITSERVICE']._serialized_start=2558
-  _globals['_AUDITSERVICE']._serialized_end=2924
+  _globals['_RECORDEDBATCH']._serialized_end=573
+  _globals['_RECORDEDREASON']._serialized_start=576
+  _globals['_RECORDEDREASON']._serialized_end=728
+  _globals['_RECORDEDENRICHMENT']._serialized_start=731
+  _globals['_RECORDEDENRICHMENT']._serialized_end=859
+  _globals['_RECORDEDDECISION']._serialized_start=862
+  _globals['_RECORDEDDECISION']._serialized_end=1134
+  _globals['_ITEMHISTORYREQUEST']._serialized_start=1136
+  _globals['_ITEMHISTORYREQUEST']._serialized_end=1192
+  _globals['_ITEMHISTORYRESPONSE']._serialized_start=1194
+  _globals['_ITEMHISTORYRESPONSE']._serialized_end=1265
+  _globals['_GETBATCHREQUEST']._serialized_start=1267
+  _globals['_GETBATCHREQUEST']._serialized_end=1302
+  _globals['_GETBATCHRESPONSE']._serialized_start=1304
+  _globals['_GETBATCHRESPONSE']._serialized_end=1415
+  _globals['_EXPORTREQUEST']._serialized_start=1417
+  _globals['_EXPORTREQUEST']._serialized_end=1468
+  _globals['_EXPORTROW']._serialized_start=1471
+  _globals['_EXPORTROW']._serialized_end=1809
+  _globals['_EXPORTCHUNK']._serialized_start=1811
+  _globals['_EXPORTCHUNK']._serialized_end=1900
+  _globals['_REPLAYREQUEST']._serialized_start=1902
+  _globals['_REPLAYREQUEST']._serialized_end=1935
+  _globals['_REPLAYDIFFERENCE']._serialized_start=1938
+  _globals['_REPLAYDIFFERENCE']._serialized_end=2296
+  _globals['_REPLAYRESPONSE']._serialized_start=2299
+  _globals['_REPLAYRESPONSE']._serialized_end=2470
+  _globals['_PURGEREQUEST']._serialized_start=2472
+  _globals['_PURGEREQUEST']._serialized_end=2502
+  _globals['_PURGERESPONSE']._serialized_start=2504
+  _globals['_PURGERESPONSE']._serialized_end=2596
+  _globals['_AUDITSERVICE']._serialized_start=2599
+  _globals['_AUDITSERVICE']._serialized_end=2965
 # @@protoc_insertion_point(module_scope)

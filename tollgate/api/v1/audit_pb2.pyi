@@ -30,7 +30,7 @@ class BatchCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., accepted: _Optional[int] = ..., enriched: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
 
 class RecordedBatch(_message.Message):
-    __slots__ = ("batch_id", "request_id", "correlation_id", "caller", "received_at", "answered_at", "item_kind", "rulesets", "snapshot_id", "engine_version", "counts", "acceptance")
+    __slots__ = ("batch_id", "request_id", "correlation_id", "caller", "received_at", "answered_at", "item_kind", "rulesets", "snapshot_id", "engine_version", "counts", "acceptance", "priors")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class RecordedBatch(_message.Message):
     ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     request_id: str
     correlation_id: str
@@ -55,7 +56,8 @@ class RecordedBatch(_message.Message):
     engine_version: str
     counts: BatchCounts
     acceptance: str
-    def __init__(self, batch_id: _Optional[str] = ..., request_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., caller: _Optional[str] = ..., received_at: _Optional[str] = ..., answered_at: _Optional[str] = ..., item_kind: _Optional[str] = ..., rulesets: _Optional[_Iterable[_Union[RecordedRuleset, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., engine_version: _Optional[str] = ..., counts: _Optional[_Union[BatchCounts, _Mapping]] = ..., acceptance: _Optional[str] = ...) -> None: ...
+    priors: _struct_pb2.Struct
+    def __init__(self, batch_id: _Optional[str] = ..., request_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., caller: _Optional[str] = ..., received_at: _Optional[str] = ..., answered_at: _Optional[str] = ..., item_kind: _Optional[str] = ..., rulesets: _Optional[_Iterable[_Union[RecordedRuleset, _Mapping]]] = ..., snapshot_id: _Optional[str] = ..., engine_version: _Optional[str] = ..., counts: _Optional[_Union[BatchCounts, _Mapping]] = ..., acceptance: _Optional[str] = ..., priors: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RecordedReason(_message.Message):
     __slots__ = ("rule_id", "code", "severity", "field", "message", "ruleset_id")
