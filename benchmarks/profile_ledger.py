@@ -60,6 +60,17 @@ def _median_ms(work: Callable[[], Any], repeat: int) -> float:
     return statistics.median(durations) * 1e3
 
 
+def _build_parts(batch: Callable[[], Batch], items: list[Any], decided: list[Any],
+                 digests: set[str]) -> dict[str, Callable[[], Any]]:
+    fields = [wire_fields(item) for item in items]
+    return {
+        "wire_fields": lambda: [wire_fields(item) for item in items],
+        "json inputs": lambda: [_to_json(f) for f in fields],
+        "json reasons + enrichments": lambda: [(_reasons(d), _enrichments(d)) for d in decided],
+        "build_write_set (all above)": lambda: build_write_set(batch(), items, None, decided, digests),
+    }
+
+
 @contextmanager
 def _databases(directory: Path) -> Iterator[Iterator[tuple[str, Engine]]]:
     def opened() -> Iterator[tuple[str, Engine]]:
@@ -74,7 +85,7 @@ def _databases(directory: Path) -> Iterator[Iterator[tuple[str, Engine]]]:
     yield opened()
 
 
-def main(argv: list[str] | None = None) -> None:  # noqa: PLR0914 - one report, top to bottom
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_ledger")
     parser.add_argument("--sizes", default="40,1000,10000")
     parser.add_argument("--repeat", type=int, default=5)
@@ -101,13 +112,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0914 - one report, 
         print(f"{'items':>6} {'part':<28} {'ms/call':>9} {'us/item':>8}")
         for size in sizes:
             some, their = items[:size], decided[:size]
-            fields = [wire_fields(item) for item in some]
-            parts = {
-                "wire_fields": lambda: [wire_fields(item) for item in some],
-                "json inputs": lambda: [_to_json(f) for f in fields],
-                "json reasons + enrichments": lambda: [(_reasons(d), _enrichments(d)) for d in their],
-                "build_write_set (all above)": lambda: build_write_set(batch(), some, None, their, digests),
-            }
+            parts = _build_parts(batch, some, their, digests)
             for part, work in parts.items():
                 ms = _median_ms(work, args.repeat)
                 print(f"{size:>6} {part:<28} {ms:>9.3f} {ms * 1e3 / size:>8.2f}")

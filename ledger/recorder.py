@@ -246,6 +246,12 @@ class Recorder:
             return
         self.stored(write_set)
 
+    def close(self) -> None:
+        """Stop the spool's drainer (what it holds stays for the next start) and close the database's connections."""
+        if self.spool is not None:
+            self.spool.close()
+        self.engine.dispose()
+
     def stored(self, write_set: WriteSet) -> None:
         """Note the ruleset sources ``write_set`` committed, so later calls leave them out."""
         sources = write_set.tables.get("ruleset_sources")
@@ -253,9 +259,22 @@ class Recorder:
             self._stored.update(row[0] for row in sources.rows)
 
 
-def open_recorder(database_url: str | None, data_dir: Path) -> Recorder:
-    """The ledger of settings ``database_url`` / ``data_dir``: connected, migrated (ProblemsError otherwise)."""
+def open_recorder(database_url: str | None, data_dir: Path, spool_dir: Path | None = None,
+                  spool_max_bytes: int = 0) -> Recorder:
+    """The ledger of settings ``database_url`` / ``data_dir``: connected, migrated, and with a spool in ``spool_dir``
+    (default data_dir/spool) draining when ``spool_max_bytes`` is not 0 (ProblemsError otherwise)."""
+    from tollgate.ledger.spool import Spool
     from tollgate.ledger.store import database_url as resolve
     from tollgate.ledger.store import open_database
 
-    return Recorder(open_database(resolve(database_url, data_dir)))
+    engine = open_database(resolve(database_url, data_dir))
+    if not spool_max_bytes:
+        return Recorder(engine)
+    try:
+        spool = Spool(spool_dir if spool_dir is not None else data_dir / "spool", spool_max_bytes)
+    except BaseException:
+        engine.dispose()
+        raise
+    recorder = Recorder(engine, spool)
+    spool.start(recorder)
+    return recorder

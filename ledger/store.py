@@ -24,6 +24,9 @@ from tollgate.rules.problems import Problem, ProblemsError
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_FILE = "tollgate.db"
 BUSY_TIMEOUT_MS = 10_000
+# How long connecting to PostgreSQL may take (unless the URL says): past it the call's write set goes to the spool,
+# rather than the call waiting on a host that does not answer (libpq's default is to wait for ever).
+CONNECT_TIMEOUT_SECONDS = 5
 # pg_advisory_lock key taken while migrating, so replicas starting at once migrate one after the other.
 MIGRATION_LOCK_KEY = 0x7011_6A7E
 SCHEMES = ("sqlite", "postgresql+psycopg")
@@ -77,6 +80,8 @@ def connect(url: URL | str, **options: Any) -> Engine:
             cursor.close()
 
         return engine
+    if "connect_timeout" not in url.query:
+        options.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return create_engine(url, pool_pre_ping=True, **options)
 
 

@@ -113,7 +113,7 @@ class RunningServer:
             self.metrics.stop()
         self.runtime.close()
         if self.ledger is not None:
-            self.ledger.engine.dispose()
+            self.ledger.close()
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -180,12 +180,13 @@ def start(settings: Settings) -> RunningServer:
     authenticator = Authenticator(settings)
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
-    ledger = open_recorder(settings.database_url, settings.data_dir) if settings.ledger else None
+    ledger = open_recorder(settings.database_url, settings.data_dir, settings.spool_dir,
+                           settings.spool_max_bytes) if settings.ledger else None
     try:
         runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed
         if ledger is not None:
-            ledger.engine.dispose()
+            ledger.close()
         raise
     reload = Reloader(runtime, authenticator)
     deciding = futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tollgate-decide")
@@ -229,7 +230,7 @@ def start(settings: Settings) -> RunningServer:
         loads.shutdown(wait=False)
         runtime.close()
         if ledger is not None:
-            ledger.engine.dispose()
+            ledger.close()
 
     server, port, health_servicer = _on_loop(build())
     if port == 0:
@@ -239,7 +240,8 @@ def start(settings: Settings) -> RunningServer:
     if settings.metrics_port:
         wanted = metrics.metrics_port(settings.metrics_port, settings.worker_index)
         try:
-            metrics_server = metrics.start(runtime, settings.metrics_host, wanted)
+            metrics_server = metrics.start(runtime, settings.metrics_host, wanted,
+                                           ledger.spool if ledger is not None else None)
         except OSError as error:
             give_up()
             where = f"{settings.metrics_host}:{wanted}"
@@ -261,7 +263,8 @@ def start(settings: Settings) -> RunningServer:
              identities=len(authenticator.identities), reflection=reflecting, tls=certificates is not None,
              mutual_tls=settings.tls_client_ca is not None,
              tls_certificate=certificates.material.subject if certificates is not None else None,
-             ledger=masked(ledger.engine.url) if ledger is not None else None)
+             ledger=masked(ledger.engine.url) if ledger is not None else None,
+             spool=str(ledger.spool.path) if ledger is not None and ledger.spool is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
                          streams, reload, metrics_server, ledger)
 

@@ -21,6 +21,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
 
+from tollgate.ledger.spool import Spool
 from tollgate.rules.decisions import Decision
 from tollgate.server.runtime import Runtime
 
@@ -51,6 +52,11 @@ OPEN_STREAMS = Gauge("tollgate_open_streams", "Streaming calls open now (at most
 STREAMS_REFUSED = Counter("tollgate_streams_refused", "Streaming calls refused RESOURCE_EXHAUSTED: max_streams open")
 AUTH_REFUSALS = Counter("tollgate_auth_refusals", "Calls refused UNAUTHENTICATED (no or a bad credential) or "
                         "PERMISSION_DENIED (a role missing), by method and reason", ["method", "reason"])
+SPOOL_WAITING = Gauge("tollgate_ledger_spool_records",
+                      "Calls in this process's ledger spool not yet written to the database (spooled while it could "
+                      "not be reached; a claimed file a killed process left included)")
+SPOOL_OLDEST_SECONDS = Gauge("tollgate_ledger_spool_oldest_seconds",
+                             "How long the oldest call in the ledger spool has waited for the database; 0 when none")
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
 
@@ -101,8 +107,12 @@ def metrics_port(base_port: int, worker_index: int) -> int:
     return base_port + worker_index
 
 
-def start(runtime: Runtime, host: str, port: int) -> MetricsServer:
-    """Follow ``runtime``'s reference data and serve every metric at http://host:port/metrics."""
+def start(runtime: Runtime, host: str, port: int, spool: Spool | None = None) -> MetricsServer:
+    """Follow ``runtime``'s reference data (and the ledger's ``spool``) and serve every metric at
+    http://host:port/metrics."""
+    if spool is not None:
+        SPOOL_WAITING.set_function(spool.waiting)
+        SPOOL_OLDEST_SECONDS.set_function(spool.oldest_seconds)
     if runtime.has_data:
         SNAPSHOT.info({"snapshot_id": runtime.generation.snapshot.snapshot_id})
     runtime.on_switch(_record_switch)

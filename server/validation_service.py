@@ -24,7 +24,7 @@ from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.evaluators import collector
 from tollgate.evaluators.rollups import roll_up
-from tollgate.ledger.recorder import Batch, Recorder
+from tollgate.ledger.recorder import Batch, LedgerUnavailableError, Recorder, unreachable
 from tollgate.ledger.store import masked
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import SNAPSHOT_METADATA_KEY, Acceptance
@@ -146,8 +146,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 *, generation: Generation, provenance: Any, request_id: str, received: datetime) -> str:
         """Put the call on record (in this deciding thread) before it is answered; the batch id.
 
-        A database that cannot be written fails the call UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is
-        answered unrecorded. Keeping decisions in a local spool through an outage is a later slice.
+        While the database cannot be reached the call goes to the spool (ledger/spool.py); when neither can take it
+        the call fails UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded. A write the
+        database refuses (a constraint violated: a bug) fails it INTERNAL, logged with its traceback.
         """
         assert self.ledger is not None
         batch_id = str(uuid.uuid4())
@@ -157,7 +158,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                           item_kind=kind.name, rulesets=tuple(generation.rulesets.for_kind(kind.name)),
                           snapshot_id=provenance.snapshot_id, engine_version=provenance.engine_version)
             self.ledger.record(batch, lines, headers, decisions)
-        except (SQLAlchemyError, OSError) as error:
+        except (LedgerUnavailableError, SQLAlchemyError, OSError) as error:
+            if isinstance(error, SQLAlchemyError) and not unreachable(error):
+                raise
             log.error("ledger_unavailable", error_type=type(error).__name__, database=masked(self.ledger.engine.url),
                       error=str(error).splitlines()[0] if str(error) else "")
             raise failure(grpc.StatusCode.UNAVAILABLE,
