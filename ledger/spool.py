@@ -311,22 +311,25 @@ class Spool:
 
     def _write_records(self, recorder: Recorder, records: SpoolReader) -> Iterator[tuple[int, int]]:
         """Write ``records`` in transactions of a few; after each commit yield how many it held and the offset past
-        the last. SQLAlchemyError when the database fails (what was not committed stays)."""
+        the last. SQLAlchemyError when the database fails (what was not committed stays); SpoolFormatError at a
+        record that cannot be trusted, once those before it are committed."""
         chunk: list[WriteSet] = []
         size = 0
         offset = records.start
-        for payload, past in records:
-            write_set, _spooled_at = decode(payload)
-            chunk.append(write_set)
-            size += len(payload)
-            offset = past
-            if len(chunk) >= DRAIN_RECORDS or size >= DRAIN_BYTES:
+        try:
+            for payload, past in records:
+                write_set, _spooled_at = decode(payload)
+                chunk.append(write_set)
+                size += len(payload)
+                offset = past
+                if len(chunk) >= DRAIN_RECORDS or size >= DRAIN_BYTES:
+                    self._commit(recorder, chunk)
+                    yield len(chunk), offset
+                    chunk, size = [], 0
+        finally:  # the records read before a bad one (or the end) still go in
+            if chunk:
                 self._commit(recorder, chunk)
                 yield len(chunk), offset
-                chunk, size = [], 0
-        if chunk:
-            self._commit(recorder, chunk)
-            yield len(chunk), offset
 
     @staticmethod
     def _commit(recorder: Recorder, write_sets: list[WriteSet]) -> None:
