@@ -312,7 +312,7 @@ def test_every_answered_call_is_on_record_after_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     answered: list[str] = []
     rounds = random.Random(16)
-    for _ in range(3):
+    for _ in range(2):  # the second start is on what the first kill left
         counted = len(answered)
         _kill_while_calling(ServerProcess("--data-dir", str(data_dir)), answered, rounds.uniform(0.3, 1.0))
         assert len(answered) > counted, "no call was answered before the kill"
