@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import struct
 import threading
@@ -39,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -70,31 +70,30 @@ class SpoolFormatError(ValueError):
 
 # -- encoding ---------------------------------------------------------------------------------------------------
 
+# A datetime in a row is written {"$datetime": ISO 8601} and read back as a datetime (a row's values are otherwise
+# text, numbers and nulls).
 def _tagged(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
     raise TypeError(f"a write set cannot hold {type(value).__name__}")
 
 
-def _untagged(value: dict[str, Any]) -> Any:
-    return datetime.fromisoformat(value["$datetime"]) if value.keys() == {"$datetime"} else value
-
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_tagged).encode
+def _untagged(value: Any) -> Any:
+    return datetime.fromisoformat(value["$datetime"]) if isinstance(value, dict) else value
 
 
 def encode(write_set: WriteSet, spooled_at: float) -> bytes:
     """One record: the framed payload of ``write_set``."""
-    payload = _encode({"spooled_at": spooled_at, "batch_id": write_set.batch_id,
-                       "tables": {name: [rows.columns, rows.rows] for name, rows in write_set.tables.items()}}
-                      ).encode()
+    payload = orjson.dumps({"spooled_at": spooled_at, "batch_id": write_set.batch_id,
+                            "tables": {name: [rows.columns, rows.rows] for name, rows in write_set.tables.items()}},
+                           default=_tagged, option=orjson.OPT_PASSTHROUGH_DATETIME)
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def decode(payload: bytes) -> tuple[WriteSet, float]:
     """The write set in a record's payload, and when it was spooled (epoch seconds)."""
-    document = json.loads(payload, object_hook=_untagged)
-    tables = {name: TableRows(tuple(columns), [tuple(row) for row in rows])
+    document = orjson.loads(payload)
+    tables = {name: TableRows(tuple(columns), [tuple(_untagged(value) for value in row) for row in rows])
               for name, (columns, rows) in document["tables"].items()}
     return WriteSet(document["batch_id"], tables), float(document["spooled_at"])
 
