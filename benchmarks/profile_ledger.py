@@ -9,6 +9,10 @@ one write + commit of a single-row transaction: what a commit alone costs here. 
 view of one N-item ``Recorder.record`` per database (deterministic profiling inflates small calls: read it for
 *where*, the timers for *how much*). PostgreSQL at TOLLGATE_TEST_POSTGRES_URL, in a schema of its own, dropped
 afterwards; SQLite in a temporary directory (WAL, synchronous=FULL, as served).
+
+``--against FILE`` times another version's ledger/recorder.py (``git show 9f7f3c0:ledger/recorder.py > old.py``)
+against this one, call for call alternately on the same databases: on a shared machine, the only comparison of the
+two that the load does not skew.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import importlib.util
 import pstats
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -60,6 +66,32 @@ def _median_ms(work: Callable[[], Any], repeat: int) -> float:
     return statistics.median(durations) * 1e3
 
 
+def _against(path: Path, database: str, engine: Engine, batch: Callable[[], Batch], items: list[Any], *,
+             decided: list[Any], sizes: list[int], repeat: int) -> None:
+    """``Recorder.record`` of the recorder.py at ``path`` and of this one, alternately, ``repeat`` calls each."""
+    spec = importlib.util.spec_from_file_location("other_recorder", path)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = other  # its dataclasses look their module up
+    spec.loader.exec_module(other)
+    this_recorder, other_recorder = Recorder(engine), other.Recorder(engine)
+
+    def other_batch() -> Any:
+        return other.Batch(**{name: getattr(batch(), name) for name in Batch.__dataclass_fields__})
+
+    for size in sizes:
+        durations: dict[str, list[float]] = {"other": [], "this": []}
+        for _ in range(repeat):
+            for which, recorder, made in (("other", other_recorder, other_batch), ("this", this_recorder, batch)):
+                one = made()
+                started = time.perf_counter()
+                recorder.record(one, items[:size], None, decided[:size])
+                durations[which].append(time.perf_counter() - started)
+        theirs, ours = (statistics.median(durations[k]) * 1e3 for k in ("other", "this"))
+        print(f"{size:>6} {database + ' record, other / this':<28} {theirs:>9.3f} {ours:>9.3f}  this/other "
+              f"{ours / theirs:.2f}")
+
+
 def _build_parts(batch: Callable[[], Batch], items: list[Any], decided: list[Any],
                  digests: set[str]) -> dict[str, Callable[[], Any]]:
     fields = [wire_fields(item) for item in items]
@@ -90,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="40,1000,10000")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument("--against", type=Path, metavar="FILE", help="another version's ledger/recorder.py")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -143,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
 
                 ms = _median_ms(one_row_commit, max(50, args.repeat))
                 print(f"{'1':>6} {name + ' one-row write + commit':<28} {ms:>9.3f}")
+                if args.against:
+                    _against(args.against, name, engine, batch, items, decided=decided, sizes=sizes,
+                             repeat=args.repeat)
                 if args.cprofile:
                     recorder = Recorder(engine)
                     profile = cProfile.Profile()

@@ -78,11 +78,21 @@ class LedgerUnavailableError(RuntimeError):
     """Neither the database nor the spool can take a call's write set: the call is not answered."""
 
 
+# sqlite3 raises OperationalError for a missing table or bad SQL too: only these mean the file cannot be written now.
+_SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
+                       "SQLITE_PROTOCOL")
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot be reached now (refused, reset, timed out, busy past its timeout),
-    rather than that the write is wrong (a constraint violated: a bug, which must fail loudly, not be spooled)."""
-    return isinstance(error, (OperationalError, InterfaceError)) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated)
+    rather than that the write is wrong (a constraint violated, a table missing: a bug, which must fail loudly, not
+    be spooled)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    sqlite_error = getattr(error.orig, "sqlite_errorname", None)
+    return sqlite_error is None or sqlite_error.startswith(_SQLITE_UNREACHABLE)
 
 
 @functools.cache
@@ -194,17 +204,26 @@ def _bulk_insert(connection: Connection, table: Table, table_rows: TableRows) ->
         connection.execute(insert(table), [dict(zip(table_rows.columns, row, strict=True))
                                            for row in table_rows.rows])
         return
-    quote = connection.dialect.identifier_preparer.quote
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
     columns = ", ".join(quote(c) for c in table_rows.columns)
+    postgres = dialect.name == "postgresql"
+    statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN" if postgres else \
+        f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' * len(table_rows.columns))})"
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        if connection.dialect.name == "postgresql":
-            with cursor.copy(f"COPY {quote(table.name)} ({columns}) FROM STDIN") as copy:
+        if postgres:
+            with cursor.copy(statement) as copy:
                 for row in table_rows.rows:
                     copy.write_row(row)
         else:
-            marks = ", ".join("?" * len(table_rows.columns))
-            cursor.executemany(f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks})", table_rows.rows)
+            cursor.executemany(statement, table_rows.rows)
+    except dialect.loaded_dbapi.Error as error:
+        # As SQLAlchemy's own execution would raise it (OperationalError, IntegrityError, ...), so that callers
+        # tell an unreachable database from a refused write the same way whichever path wrote.
+        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                  dialect=dialect) from error
     finally:
         cursor.close()
 
@@ -246,8 +265,7 @@ class Recorder:
         except DBAPIError as error:
             if spool is None or not unreachable(error):
                 raise
-            spool.enter(error)
-            spool.append(write_set)
+            spool.append(write_set, cause=error)
             return
         self.stored(write_set)
 

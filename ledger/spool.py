@@ -197,19 +197,10 @@ class Spool:
         """Whether calls go to the spool: the database was found unreachable and the spool is not drained yet."""
         return self._spooling
 
-    def enter(self, error: BaseException) -> None:
-        """The database cannot be reached: calls go to the spool until the drainer has emptied it."""
-        with self._lock:
-            entering = not self._spooling
-            self._spooling = True
-        if entering:
-            log.warning("ledger_spooling", spool=str(self.path), error_type=type(error).__name__,
-                        error=str(error).splitlines()[0] if str(error) else "",
-                        hint="calls are answered once in the spool; it is written to the database when it is back")
-        self._wake.set()
-
-    def append(self, write_set: WriteSet) -> None:
-        """Append ``write_set`` and fsync it; LedgerUnavailableError when the spool is full or cannot be written."""
+    def append(self, write_set: WriteSet, cause: BaseException | None = None) -> None:
+        """Append ``write_set`` and fsync it; LedgerUnavailableError when the spool is full or cannot be written.
+        ``cause``: the error that found the database unreachable, when this append is what enters the spooled state
+        (calls go to the spool from then on, until the drainer has emptied it)."""
         now = time.time()
         record = encode(write_set, now)
         with self._lock:
@@ -228,7 +219,12 @@ class Spool:
                 raise LedgerUnavailableError(f"the ledger's spool cannot be written: {error}") from error
             self._end += len(record)
             self._waiting.append(now)
+            entering = not self._spooling
             self._spooling = True
+        if entering and cause is not None:
+            log.warning("ledger_spooling", spool=str(self.path), error_type=type(cause).__name__,
+                        error=str(cause).splitlines()[0] if str(cause) else "",
+                        hint="calls are answered once in the spool; it is written to the database when it is back")
         self._wake.set()
 
     # -- what the metrics show ------------------------------------------------------------------------------
@@ -269,6 +265,7 @@ class Spool:
         failures = 0
         claimed_at = -CLAIM_EVERY_SECONDS
         while not self._stopping.is_set():
+            self._wake.clear()  # before looking: an append from now on wakes the wait below
             try:
                 if time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS:
                     self.claim_left_over(recorder)
@@ -286,7 +283,6 @@ class Spool:
             except Exception:  # the drainer must outlive any surprise; the records stay in the file
                 log.exception("spool_drainer_failed", spool=str(self.path))
                 self._stopping.wait(RETRY_SECONDS[-1])
-            self._wake.clear()
 
     def drain_own(self, recorder: Recorder) -> None:
         """Write this process's spooled records to the database, in order; empty the file once all are."""

@@ -17,20 +17,23 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
-from tests.conftest import SAMPLE_TIMESHEET
+from tests.conftest import SAMPLE_TIMESHEET, free_port
 from tests.ledger_support import postgres_schema
 from tests.refdata_support import ServerProcess, wait_until
 from tests.status_support import error_info
 from tests.tcp_proxy import TcpProxy
+from tests.test_metrics import scrape, value
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.cli import read_items
 from tollgate.clients.client import time_entry_message
-from tollgate.ledger.recorder import Batch, WriteSet, build_write_set, open_recorder
+from tollgate.ledger.recorder import Batch, Recorder, WriteSet, build_write_set, open_recorder, unreachable, write
 from tollgate.ledger.schema import batches, decisions
 from tollgate.ledger.spool import HEADER, Spool, SpoolFormatError, SpoolReader, decode, encode
+from tollgate.ledger.store import database_url, open_database
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import ProblemsError
 from tollgate.server.app import start
@@ -40,11 +43,17 @@ ENTRIES = read_items(SAMPLE_TIMESHEET)
 ENTRIES_PER_CALL = 3
 
 
-def _write_set(batch_id: str, count: int = 2) -> WriteSet:
+def _what_record_takes(batch_id: str, count: int = 2) -> tuple[Batch, list[Any], list[Decision]]:
+    """What Recorder.record takes for a call of ``count`` sample entries, each accepted."""
     now = datetime.now(UTC)
     items = [time_entry_message(entry, position) for position, entry in enumerate(ENTRIES[:count], start=1)]
     batch = Batch(batch_id, "req", "corr", "anonymous", now, now, "time_entry", (), "snap-000000000000", "test")
-    return build_write_set(batch, items, None, [Decision(item.entry_id, Outcome.ACCEPT) for item in items])
+    return batch, items, [Decision(item.entry_id, Outcome.ACCEPT) for item in items]
+
+
+def _write_set(batch_id: str, count: int = 2) -> WriteSet:
+    batch, items, decided = _what_record_takes(batch_id, count)
+    return build_write_set(batch, items, None, decided)
 
 
 def _records(path: Path) -> tuple[list[WriteSet], bool]:
@@ -125,7 +134,37 @@ def test_a_file_that_is_not_a_spool_is_refused(tmp_path: Path, content: bytes) -
     assert raised.value.offset == 0 and "not a spool file" in raised.value.reason
 
 
-# -- claiming, quarantining, refusing ----------------------------------------------------------------------------
+# -- writing, claiming, quarantining, refusing -------------------------------------------------------------------
+
+def test_a_write_set_already_on_record_is_skipped(tmp_path: Path) -> None:
+    engine = open_database(database_url(f"sqlite:///{tmp_path / 'tollgate.db'}", tmp_path))
+    try:
+        written = _write_set("twice", count=3)
+        with engine.begin() as connection:
+            assert write(connection, written)
+        with engine.begin() as connection:
+            assert not write(connection, written)
+        url = str(engine.url)
+        assert _count(url, batches, ["twice"]) == {"twice": 1} and _count(url, decisions, ["twice"]) == {"twice": 3}
+    finally:
+        engine.dispose()
+
+
+def test_a_write_the_database_refuses_fails_loudly_and_is_not_spooled(tmp_path: Path) -> None:
+    engine = open_database(database_url(f"sqlite:///{tmp_path / 'tollgate.db'}", tmp_path))
+    spool = Spool(tmp_path / "spool")
+    recorder = Recorder(engine, spool)
+    try:
+        with engine.begin() as connection:  # a bug's stand-in: the table the rows go to is gone
+            connection.exec_driver_sql("DROP TABLE decisions")
+        batch, items, decided = _what_record_takes("refused")
+        with pytest.raises(OperationalError, match="no such table") as refused:
+            recorder.record(batch, items, None, decided)
+        assert not unreachable(refused.value)
+        assert not spool.spooling and spool.waiting() == 0
+    finally:
+        recorder.close()
+
 
 def _count(url: str, table: Any, batch_ids: list[str]) -> dict[str, int]:
     engine = create_engine(url)
@@ -235,7 +274,9 @@ def proxied_postgres() -> Iterator[tuple[str, str, TcpProxy]]:
 def test_calls_during_a_postgres_outage_are_answered_spooled_and_reach_it_once(
         proxied_postgres: tuple[str, str, TcpProxy], tmp_path: Path) -> None:
     url, through, proxy = proxied_postgres
-    running = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, database_url=through, data_dir=tmp_path))
+    metrics_port = free_port()
+    running = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, database_url=through, data_dir=tmp_path,
+                             metrics_port=metrics_port))
     assert running.ledger is not None and running.ledger.spool is not None
     spool = running.ledger.spool
     try:
@@ -247,9 +288,13 @@ def test_calls_during_a_postgres_outage_are_answered_spooled_and_reach_it_once(
                 during = [_call(stub, n) for n in range(3, 9)]
                 assert spool.spooling and spool.waiting() == len(during)
                 assert _count(url, batches, during) == {}  # not in the database yet: in the spool
+                samples = scrape(metrics_port)
+                assert value(samples, "tollgate_ledger_spool_records") == len(during)
+                assert value(samples, "tollgate_ledger_spool_oldest_seconds") > 0
                 proxy.start()
                 after = [_call(stub, n) for n in range(9, 12)]
                 wait_until(lambda: not spool.spooling and spool.waiting() == 0, timeout=30)
+                assert value(scrape(metrics_port), "tollgate_ledger_spool_records") == 0
         answered = before + during + after
         assert _count(url, batches, answered) == dict.fromkeys(answered, 1)
         assert _count(url, decisions, answered) == dict.fromkeys(answered, ENTRIES_PER_CALL)
