@@ -3,8 +3,11 @@ outage (a real TCP proxy that stops listening and resets its connections) and th
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
-from tests.conftest import SAMPLE_TIMESHEET, free_port
+from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port
 from tests.ledger_support import postgres_schema
 from tests.refdata_support import ServerProcess, wait_until
 from tests.status_support import error_info
@@ -391,3 +394,35 @@ def test_a_server_killed_during_an_outage_loses_no_spooled_call(proxied_postgres
     every = before + answered
     assert _count(url, batches, every) == dict.fromkeys(every, 1)
     assert _count(url, decisions, every) == dict.fromkeys(every, ENTRIES_PER_CALL)
+
+
+@pytest.mark.postgres
+def test_a_killed_worker_spool_is_claimed_by_another_process_and_written_once(
+        proxied_postgres: tuple[str, str, TcpProxy], tmp_path: Path) -> None:
+    url, through, proxy = proxied_postgres
+    spool_dir = tmp_path / "data" / "spool"
+    port = free_port()
+    with (tmp_path / "supervisor.log").open("wb") as log:
+        supervisor = subprocess.Popen([*TOLLGATE, "serve", "--port", str(port), "--workers", "2", "--data-dir",
+                                       str(tmp_path / "data"), "--database-url", through],
+                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_until(lambda: len(list(spool_dir.glob("*.spool"))) == 2, timeout=120, interval=0.1)  # one a worker
+        proxy.stop()
+        answered: list[str] = []
+        for number in range(12):  # each channel a connection of its own: the kernel spreads them over the workers
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+                answered.append(_call(pb_grpc.ValidationServiceStub(channel), number))
+        [holding, *_] = [path for path in spool_dir.glob("*.spool") if path.stat().st_size > len(HEADER)]
+        worker = int(holding.name.split("-")[1])  # spool-<pid>-<random>.spool
+        os.kill(worker, signal.SIGKILL)  # a worker of the supervisor this test started; the supervisor restarts it
+        proxy.start()
+        # Its file is claimed by a live worker (the survivor, or its replacement starting), drained and removed.
+        wait_until(lambda: not holding.exists(), timeout=60, interval=0.1)
+        wait_until(lambda: len(_count(url, batches, answered)) == len(answered), timeout=30, interval=0.1)
+        assert _count(url, batches, answered) == dict.fromkeys(answered, 1)
+        assert _count(url, decisions, answered) == dict.fromkeys(answered, ENTRIES_PER_CALL)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout=60)
