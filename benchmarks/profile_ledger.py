@@ -51,6 +51,7 @@ from tollgate.ledger.recorder import (
     wire_fields,
     write,
 )
+from tollgate.ledger.spool import Spool, encode
 from tollgate.ledger.store import database_url, open_database
 from tollgate.refdata.snapshot import load_snapshot
 from tollgate.rules.item_kinds import TIME_ENTRY
@@ -149,6 +150,12 @@ def main(argv: list[str] | None = None) -> None:
             for part, work in parts.items():
                 ms = _median_ms(work, args.repeat)
                 print(f"{size:>6} {part:<28} {ms:>9.3f} {ms * 1e3 / size:>8.2f}")
+            spool = Spool(Path(directory) / f"spool-{size}")
+            with_sources = build_write_set(batch(), some, None, their)  # as in an outage: sources not yet stored
+            ms = _median_ms(lambda: spool.append(with_sources), args.repeat)  # noqa: B023 - called right here
+            kib = len(encode(with_sources, 0.0)) / 1024
+            print(f"{size:>6} {'spool append + fsync':<28} {ms:>9.3f} {ms * 1e3 / size:>8.2f}  {kib:,.0f} KiB a record")
+            spool.close()
         with _databases(Path(directory)) as databases:
             for name, engine in databases:
                 Recorder(engine).record(batch(), items[:1], None, decided[:1])  # the sources stored, the pool warm
