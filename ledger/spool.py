@@ -23,6 +23,7 @@ payload's 4-byte CRC-32, and the payload (JSON: the write set and when it was sp
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -70,16 +71,20 @@ class SpoolFormatError(ValueError):
 
 # -- encoding ---------------------------------------------------------------------------------------------------
 
-# A datetime in a row is written {"$datetime": ISO 8601} and read back as a datetime (a row's values are otherwise
-# text, numbers and nulls).
+# A datetime in a row is written {"$datetime": ISO 8601}, bytes {"$bytes": base64}, and read back as they were (a
+# row's values are otherwise text, numbers and nulls).
 def _tagged(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
     raise TypeError(f"a write set cannot hold {type(value).__name__}")
 
 
 def _untagged(value: Any) -> Any:
-    return datetime.fromisoformat(value["$datetime"]) if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    return datetime.fromisoformat(value["$datetime"]) if "$datetime" in value else base64.b64decode(value["$bytes"])
 
 
 def encode(write_set: WriteSet, spooled_at: float) -> bytes:

@@ -33,7 +33,16 @@ from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.cli import read_items
 from tollgate.clients.client import time_entry_message
-from tollgate.ledger.recorder import Batch, Recorder, WriteSet, build_write_set, open_recorder, unreachable, write
+from tollgate.ledger.recorder import (
+    Batch,
+    Recorder,
+    TableRows,
+    WriteSet,
+    build_write_set,
+    open_recorder,
+    unreachable,
+    write,
+)
 from tollgate.ledger.schema import batches, decisions
 from tollgate.ledger.spool import HEADER, Spool, SpoolFormatError, SpoolReader, decode, encode
 from tollgate.ledger.store import database_url, open_database
@@ -90,6 +99,13 @@ def test_spooled_write_sets_read_back_as_written(tmp_path: Path) -> None:
     assert read[0].tables["batches"].rows[0][4].tzinfo is not None  # received_at: a datetime again, with its zone
     spool.close()
     assert spool.path.exists()  # not drained: kept for the next start
+
+
+def test_every_kind_of_value_a_row_holds_reads_back_as_it_was() -> None:
+    row = ("text ünï 😀 \"'\\", 0, -(2**63), 2**64 - 1, 1.5, None, True, b"\x00\xffbytes",
+           datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC), '{"$datetime": "not one"}')
+    written = WriteSet("values", {"requests": TableRows(tuple(f"c{n}" for n in range(len(row))), [row])})
+    assert decode(encode(written, 12.5)[8:]) == (written, 12.5)  # past the frame's length and checksum
 
 
 @pytest.mark.parametrize("kept", [1, 5, 8, 20, -1], ids=["1-byte", "mid-frame", "frame-only", "mid-payload",
