@@ -93,6 +93,23 @@ def _against(path: Path, database: str, engine: Engine, batch: Callable[[], Batc
               f"{ours / theirs:.2f}")
 
 
+def _drain(database: str, engine: Engine, directory: Path, batch: Callable[[], Batch], items: list[Any],  # noqa: PLR0917
+           decided: list[Any], sizes: list[int], records: int) -> None:
+    """How fast the drainer writes ``records`` spooled calls of each size to the database (after an outage)."""
+    recorder = Recorder(engine)
+    for size in sizes:
+        spool = Spool(directory / f"drain-{database}-{size}")
+        for _ in range(records):
+            spool.append(build_write_set(batch(), items[:size], None, decided[:size]))
+        started = time.perf_counter()
+        spool.drain_own(recorder)
+        seconds = time.perf_counter() - started
+        assert spool.waiting() == 0
+        spool.close()
+        print(f"{size:>6} {database + ' drain, per record':<28} {seconds / records * 1e3:>9.3f} "
+              f"{seconds / records / size * 1e6:>8.2f}  {records / seconds:,.0f} records/s")
+
+
 def _build_parts(batch: Callable[[], Batch], items: list[Any], decided: list[Any],
                  digests: set[str]) -> dict[str, Callable[[], Any]]:
     fields = [wire_fields(item) for item in items]
@@ -183,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
 
                 ms = _median_ms(one_row_commit, max(50, args.repeat))
                 print(f"{'1':>6} {name + ' one-row write + commit':<28} {ms:>9.3f}")
+                _drain(name, engine, Path(directory), batch, items, decided, sizes, args.repeat * 4)
                 if args.against:
                     _against(args.against, name, engine, batch, items, decided=decided, sizes=sizes,
                              repeat=args.repeat)
