@@ -4,26 +4,46 @@ One ValidateTimeEntries call of 1,000 and of 10,000 entries (time per call), and
 40-line timesheet, each against a server process of its own (benchmarks/servers.py, as in test_grpc.py) with
 TOLLGATE_LEDGER / TOLLGATE_DATABASE_URL set. The PostgreSQL rows use a schema of their own, dropped afterwards,
 and are skipped when the server at TOLLGATE_TEST_POSTGRES_URL cannot be reached. Each call commits its own
-transaction (group commit across calls is a later slice).
+transaction (docs/ledger.md: why not group commit).
+
+``test_ledger_recording_many`` records TOLLGATE_BENCH_LEDGER_DECISIONS decisions (default 50,000; 1,000,000 for the
+month-end figure) straight through ``Recorder.record``, in calls of 10,000 entries decided once beforehand, on SQLite
+and on PostgreSQL: the time, and the database's size on disk afterwards (SQLite: the file after a WAL checkpoint;
+PostgreSQL: the tables with their indexes and TOAST).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
-from benchmarks.conftest import Sizes, per_entry, record
+from benchmarks.conftest import RULESETS, Sizes, _env_int, per_entry, record
 from benchmarks.data import TIMESHEET_LINES, Firm
 from benchmarks.servers import ServerProcess
 from benchmarks.test_grpc import BATCH_SIZES, _percentiles, _request, _stub, raw_call_latencies
-from tests.ledger_support import postgres_schema
+from tests.ledger_support import ledger_database, postgres_schema
+from tollgate.clients.client import time_entry_message
+from tollgate.evaluators import ENGINE_VERSION
+from tollgate.evaluators.binding import SnapshotBinder
+from tollgate.evaluators.engine import Evaluator
+from tollgate.ledger.recorder import Batch, Decided, Recorder
+from tollgate.ledger.store import connect, database_url, open_database
+from tollgate.refdata.snapshot import ReferenceSnapshot
+from tollgate.rules.decisions import Acceptance
+from tollgate.rules.item_kinds import TIME_ENTRY
+from tollgate.rules.loader import load_rulesets
 
 LEDGERS = ("off", "sqlite", "postgres")
+MANY_DECISIONS = _env_int("TOLLGATE_BENCH_LEDGER_DECISIONS", 50_000)
+MANY_PER_CALL = 10_000
 
 
 @contextmanager
@@ -109,3 +129,53 @@ def test_ledger_timesheet_latency(benchmark: Any, ledger: str, ledger_servers: d
     record(benchmark, group, f"ledger {ledger}", **stats)
     print(f"\n{group} [ledger {ledger}]: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms "
           f"over {stats['calls']} calls (max {stats['max_ms']:.3f} ms)")
+
+
+def _size_on_disk(url: str) -> int:
+    """The ledger's bytes on disk: the SQLite file after a WAL checkpoint, or PostgreSQL's tables (the test schema's)
+    with their indexes and TOAST."""
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                return sum(Path(f"{engine.url.database}{suffix}").stat().st_size for suffix in ("", "-wal")
+                           if Path(f"{engine.url.database}{suffix}").exists())
+            return int(connection.execute(text(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                "c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_ledger_recording_many(  # noqa: PLR0917 - pytest passes fixtures positionally
+    benchmark: Any, backend: str, firm: Firm, snapshot: ReferenceSnapshot, sizes: Sizes, tmp_path: Path,
+) -> None:
+    group = f"ledger: recording {MANY_DECISIONS:,} decisions, {MANY_PER_CALL:,} a call (Recorder.record)"
+    benchmark.group = group
+    rulesets = load_rulesets(RULESETS).for_kind(TIME_ENTRY.name)
+    evaluator = Evaluator(TIME_ENTRY, rulesets, SnapshotBinder(TIME_ENTRY, snapshot), snapshot.snapshot_id,
+                          ENGINE_VERSION)
+    per_call = min(MANY_PER_CALL, MANY_DECISIONS)
+    items = [time_entry_message(entry, position)
+             for position, entry in enumerate(firm.entries(per_call, sizes.seed + 3, prefix="LM-"), start=1)]
+    decided = evaluator.evaluate_messages(items, None)
+    calls = max(1, MANY_DECISIONS // per_call)
+    with ledger_database(backend, tmp_path) as url:  # skipped when PostgreSQL cannot be reached
+        recorder = Recorder(open_database(database_url(url, tmp_path)))
+
+        def record_all() -> None:
+            for _ in range(calls):
+                now = dt.datetime.now(dt.UTC)
+                recorder.record(Batch(str(uuid.uuid4()), "", "bench", "anonymous", now, now, TIME_ENTRY.name,
+                                      tuple(rulesets), snapshot.snapshot_id, ENGINE_VERSION, Acceptance.PARTIAL),
+                                items, None, Decided(decided))
+
+        benchmark.pedantic(record_all, rounds=1, iterations=1)
+        recorder.close()
+        on_disk = _size_on_disk(url)
+    seconds = benchmark.stats.stats.median
+    record(benchmark, group, f"ledger {backend}", decisions=calls * per_call, seconds=round(seconds, 2),
+           decisions_per_s=round(calls * per_call / seconds), mib_on_disk=round(on_disk / 2**20, 1),
+           bytes_per_decision=round(on_disk / (calls * per_call)))

@@ -96,6 +96,14 @@ class Accounts:
         return {account: keys for account, keys in recorded.items() if keys}
 
 
+class UnreadableAccounts:
+    """The accounts while the ledger's database cannot be reached (its spool is taking the calls)."""
+
+    def prior(self, account: str, kind: str, keys: Collection[str], own: Collection[str],
+              released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
+        raise AccountsUnavailableError("the ledger is spooling: its database cannot be reached")
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedPriors:
     """The priors a recorded batch read, for deciding it again exactly (a replay)."""

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, delete, insert, select, tuple_, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
 from tollgate.ledger.schema import account_keys, consumption
-from tollgate.ledger.store import insert_ignoring_duplicates
+from tollgate.ledger.store import insert_ignoring_duplicates, unreachable
 
 # Keys per statement: well under SQLite's and PostgreSQL's limits on bound parameters.
 _KEYS_PER_QUERY = 500
@@ -66,8 +66,8 @@ class LedgerPriors:
             with self.engine.connect().execution_options(ledger_read=True) as connection:
                 return read_priors(connection, account, kind, keys, own=own, released=released,
                                    versions=self.versions)
-        except DBAPIError as error:  # unreachable (refused, reset, locked): not a bug in a statement
-            if not (isinstance(error, OperationalError) or error.connection_invalidated):
+        except DBAPIError as error:
+            if not unreachable(error):  # a bug in a statement, not the database out of reach
                 raise
             raise AccountsUnavailableError(str(error).splitlines()[0] if str(error) else type(error).__name__) \
                 from error

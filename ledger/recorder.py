@@ -1,30 +1,53 @@
-"""Recording one call in one transaction: its request id, what it consumed of the accounts (ledger/controls.py), its
-batch row, a decision row per item, and the sources of its rulesets.
+"""Recording one call: its write set (the batch row, a decision row per item, the rulesets' sources, the request id
+with its response) built by a pure function, then written in one transaction with what the call consumed of the
+accounts (ledger/controls.py) and the exceptions it opens or resolves (ledger/exceptions.py).
 
-A call is answered only once this has committed. When the database cannot be written, the call fails
-(server/validation_service.py: UNAVAILABLE, ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded.
-A spool that keeps decisions through an outage is a later slice; so is group commit across concurrent
-calls (each call commits its own transaction here, in the deciding thread that decided it).
+``build_write_set`` makes the rows, by table name (a plain value: the spool keeps it on disk while the database
+cannot be reached); ``write`` writes a write set in the caller's transaction, skipping one whose batch is already on
+record, so a spool drained twice writes each call once. A table joins the write set by adding its key.
+
+A call is answered only once its write set has committed, or, while the database cannot be reached, once it is
+appended and fsync'd to the spool (ledger/spool.py). When neither can take it the call fails
+(server/validation_service.py: UNAVAILABLE, ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded. Each call
+commits its own transaction, in the deciding thread that decided it (docs/ledger.md: why not group commit).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+import orjson
+from sqlalchemy import Connection, Engine, Integer, String, Table, insert, select
+from sqlalchemy.exc import DBAPIError
 
-from tollgate.evaluators.accounts import Accounts
+from tollgate.evaluators.accounts import Accounts, PriorReader, UnreadableAccounts
 from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, settle
 from tollgate.ledger.exceptions import update_exceptions
-from tollgate.ledger.schema import batches, decisions, requests, ruleset_sources
-from tollgate.ledger.store import insert_ignoring_duplicates
+from tollgate.ledger.schema import metadata, requests
+from tollgate.ledger.store import insert_ignoring_duplicates, unreachable
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
 from tollgate.rules.typecheck import CompiledRuleset
+
+if TYPE_CHECKING:
+    from tollgate.ledger.spool import Spool
+
+BATCH_TABLE = "batches"  # the write set's key: its row carries the batch_id that makes writing idempotent
+REQUESTS_TABLE = "requests"
+# Rows other calls write too (a source stored by every worker that runs it; a request id a retry recorded while this
+# call waited in the spool): inserted ignoring duplicates.
+SHARED_TABLES = frozenset({"ruleset_sources", REQUESTS_TABLE})
+EMPTY_LIST = "[]"
+
+
+def _to_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as it is (a StrEnum as its value). orjson: an item's three columns in 3 us
+    rather than 14 us with the standard library's encoder, the same text (benchmarks/profile_ledger.py)."""
+    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +65,51 @@ class Batch:
     acceptance: Acceptance
 
 
+class TableRows(NamedTuple):
+    """Rows of one table: the column names once, then each row's values in that order."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSet:
+    """One call's rows by table name, in the order they are written (a parent before the rows that refer to it).
+
+    Values are those the tables' columns take (str, int, None, datetime): ledger/spool.py encodes them."""
+
+    batch_id: str
+    tables: dict[str, TableRows] = field(default_factory=dict)
+
+
+class LedgerUnavailableError(RuntimeError):
+    """Neither the database nor the spool can take a call's write set: the call is not answered."""
+
+
+@functools.cache
+def _message_fields(descriptor: Any) -> tuple[dict[Any, str], tuple[tuple[str, bool, bool], ...]]:
+    """A message type's field names by field descriptor, and its map and repeated fields: (name, is a map, holds
+    messages); every other field is a scalar JSON takes as it comes from ListFields."""
+    containers = []
+    for entry in descriptor.fields:
+        is_map = entry.message_type is not None and entry.message_type.GetOptions().map_entry
+        if is_map or entry.is_repeated:
+            containers.append((entry.name, bool(is_map), entry.message_type is not None and not is_map))
+    return {entry: entry.name for entry in descriptor.fields}, tuple(containers)
+
+
 def wire_fields(message: Any) -> dict[str, Any]:
     """A protobuf item's fields as received (those set), as JSON values: maps as objects, repeated as lists."""
-    fields: dict[str, Any] = {}
-    for descriptor, value in message.ListFields():
-        if hasattr(value, "keys"):  # a map
-            fields[descriptor.name] = dict(value)
-        elif hasattr(value, "extend"):  # repeated
-            fields[descriptor.name] = [wire_fields(v) if hasattr(v, "ListFields") else v for v in value]
-        else:
-            fields[descriptor.name] = value
+    # One comprehension over ListFields, then only the container fields fixed up: the field kinds are looked up
+    # once per message type rather than probed with hasattr per field (a third of wire_fields' time), and the
+    # names too (descriptor.name makes a new string each time: 30% of the comprehension).
+    names, containers = _message_fields(message.DESCRIPTOR)
+    fields = {names[descriptor]: value for descriptor, value in message.ListFields()}
+    for name, is_map, holds_messages in containers:
+        value = fields.get(name)
+        if value is not None:
+            fields[name] = dict(value) if is_map else [wire_fields(v) for v in value] if holds_messages \
+                else list(value)
     return fields
 
 
@@ -64,6 +122,22 @@ def reason_records(decision: Decision) -> list[dict[str, Any]]:
 def enrichment_records(decision: Decision) -> list[dict[str, Any]]:
     return [{"field": e.field, "old_value": e.old_value, "new_value": e.new_value, "rule_id": e.rule_id}
             for e in decision.enrichments]
+
+
+def _reasons(decision: Decision) -> str:
+    return _to_json(reason_records(decision)) if decision.reasons else EMPTY_LIST
+
+
+def _enrichments(decision: Decision) -> str:
+    return _to_json(enrichment_records(decision)) if decision.enrichments else EMPTY_LIST
+
+
+_DECISION_COLUMNS = ("batch_id", "position", "item_kind", "item_id", "input", "outcome", "reasons", "enrichments")
+_BATCH_COLUMNS = ("batch_id", "request_id", "correlation_id", "caller", "received_at", "answered_at", "item_kind",
+                  "snapshot_id", "engine_version", "rulesets", "total", "accepted", "enriched", "rejected",
+                  "acceptance", "priors")
+_SOURCE_COLUMNS = ("digest", "ruleset_id", "version", "path", "source")
+_REQUEST_COLUMNS = ("caller", "request_id", "payload_digest", "batch_id", "response", "recorded_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,23 +170,124 @@ class Decided:
     """A call's decisions, its response (with the batch id set), and what it read of the accounts."""
 
     decisions: Sequence[Decision]
-    response: Any  # a ValidationResponse
-    accounts: Accounts | None
+    response: Any = None  # a ValidationResponse; needed with a request id (the recorded response)
+    accounts: Accounts | None = None
 
 
 Redecide = Callable[[Accounts], Decided]
 
 
-class Recorder:
-    """Writes calls to the ledger's database. Thread-safe: each call takes a connection of its own."""
+def build_write_set(batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None, decided: Decided, *,
+                    stored_digests: Collection[str] = (), request: RequestKey | None = None) -> WriteSet:
+    """The rows recording one call: its batch, a decision per item in request order, the sources of its rulesets
+    but those in ``stored_digests`` (known to be in the database already), and its request id with the response."""
+    counts = {"accept": 0, "enrich": 0, "reject": 0}
+    rows = []
+    batch_id, kind = batch.batch_id, batch.item_kind
+    for position, (item, decision) in enumerate(zip(items, decided.decisions, strict=True)):
+        outcome = decision.outcome.value
+        counts[outcome] += 1
+        fields = wire_fields(item)
+        if headers is not None:  # an invoice line: the invoice's header fields it carries, without its lines
+            header = wire_fields(headers[position])
+            header.pop("lines", None)
+            fields["invoice"] = header
+        rows.append((batch_id, position, kind, decision.item_id, _to_json(fields), outcome, _reasons(decision),
+                     _enrichments(decision)))
+    batch_row = (batch_id, batch.request_id, batch.correlation_id, batch.caller, batch.received_at,
+                 batch.answered_at, kind, batch.snapshot_id, batch.engine_version,
+                 _to_json([{"id": s.id, "version": s.version, "digest": s.digest} for s in batch.rulesets]),
+                 len(rows), counts["accept"], counts["enrich"], counts["reject"], batch.acceptance.value,
+                 _to_json(priors) if (priors := decided.accounts.recorded_priors() if decided.accounts else None)
+                 else None)
+    sources = [(s.digest, s.id, s.version, s.path, s.text)
+               for s in {s.digest: s for s in batch.rulesets if s.digest not in stored_digests}.values()]
+    tables = {BATCH_TABLE: TableRows(_BATCH_COLUMNS, [batch_row]), "decisions": TableRows(_DECISION_COLUMNS, rows)}
+    if sources:
+        tables["ruleset_sources"] = TableRows(_SOURCE_COLUMNS, sources)
+    if request is not None:
+        tables[REQUESTS_TABLE] = TableRows(_REQUEST_COLUMNS, [(
+            request.caller, request.request_id, request.payload_digest, batch_id,
+            decided.response.SerializeToString(), batch.answered_at)])
+    return WriteSet(batch_id, tables)
 
-    def __init__(self, engine: Engine, request_window: timedelta = timedelta(hours=24)) -> None:
+
+def write(connection: Connection, write_set: WriteSet) -> bool:
+    """Write ``write_set`` in ``connection``'s transaction (the caller commits). False, writing nothing, when its
+    batch is already on record: the batch row goes first, and a duplicate batch_id is skipped rather than refused."""
+    for name, table_rows in write_set.tables.items():
+        if not table_rows.rows:
+            continue
+        table = metadata.tables[name]
+        if name == BATCH_TABLE or name in SHARED_TABLES:
+            written = connection.execute(insert_ignoring_duplicates(table, connection.dialect.name),
+                                         [dict(zip(table_rows.columns, row, strict=True))
+                                          for row in table_rows.rows])
+            if name == BATCH_TABLE and written.rowcount == 0:
+                return False
+        else:
+            _bulk_insert(connection, table, table_rows)
+    decisions = write_set.tables["decisions"]
+    batch_row = dict(zip(write_set.tables[BATCH_TABLE].columns, write_set.tables[BATCH_TABLE].rows[0], strict=True))
+    update_exceptions(connection, write_set.batch_id, batch_row["item_kind"], batch_row["answered_at"],
+                      [dict(zip(decisions.columns, row, strict=True)) for row in decisions.rows])
+    return True
+
+
+@functools.cache
+def _plain(table: Table) -> bool:
+    """Whether every column of ``table`` takes its Python value as the driver does (text and integers), so its rows
+    can skip SQLAlchemy's per-row processing; a datetime column needs SQLAlchemy's (SQLite stores it as text)."""
+    return all(isinstance(column.type, (String, Integer)) for column in table.columns)
+
+
+def _bulk_insert(connection: Connection, table: Table, table_rows: TableRows) -> None:
+    """Many rows at once through the driver: COPY on PostgreSQL, executemany on SQLite. SQLAlchemy's own
+    executemany spent 40% of a 10,000-row insert building each row's parameters (benchmarks/profile_ledger.py)."""
+    if not _plain(table):
+        connection.execute(insert(table), [dict(zip(table_rows.columns, row, strict=True))
+                                           for row in table_rows.rows])
+        return
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(c) for c in table_rows.columns)
+    postgres = dialect.name == "postgresql"
+    statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN" if postgres else \
+        f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' * len(table_rows.columns))})"
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if postgres:
+            with cursor.copy(statement) as copy:
+                for row in table_rows.rows:
+                    copy.write_row(row)
+        else:
+            cursor.executemany(statement, table_rows.rows)
+    except dialect.loaded_dbapi.Error as error:
+        # As SQLAlchemy's own execution would raise it (OperationalError, IntegrityError, ...), so that callers
+        # tell an unreachable database from a refused write the same way whichever path wrote.
+        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                  dialect=dialect) from error
+    finally:
+        cursor.close()
+
+
+class Recorder:
+    """Writes calls to the ledger's database, or to the spool while it cannot be reached. Thread-safe: each call
+    takes a connection of its own."""
+
+    def __init__(self, engine: Engine, spool: Spool | None = None,
+                 request_window: timedelta = timedelta(hours=24)) -> None:
         self.engine = engine
+        self.spool = spool
         self.request_window = request_window  # how long a request id is remembered
         self._stored: set[str] = set()  # digests known to be in ruleset_sources
 
-    def accounts_reader(self) -> LedgerPriors:
-        """A reader of the accounts for one batch (it remembers the versions it read)."""
+    def accounts_reader(self) -> PriorReader:
+        """A reader of the accounts for one batch (it remembers the versions it read); while the spool takes the
+        calls, none: the items that would add to an account are held (docs/controls.md)."""
+        if self.spool is not None and self.spool.spooling:
+            return UnreadableAccounts()
         return LedgerPriors(self.engine)
 
     def recorded_response(self, request: RequestKey, connection: Connection | None = None) -> bytes | None:
@@ -134,103 +309,114 @@ class Recorder:
 
     def record(self, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None, decided: Decided, *,
                redecide: Redecide | None = None, request: RequestKey | None = None) -> Decided:
-        """One transaction: the request (if it has an id), the consumption of the accounts, the batch, its
-        decisions, the ruleset sources not yet stored. What was recorded: ``decided``, or, when another call
-        settled on the same caps after this one read them, the batch decided again under their locks by
-        ``redecide``. A retry of a recorded request raises RequestRecordedError with the recorded response."""
-        kind = batch.item_kind
-        with self.engine.begin() as connection:
-            if request is not None:
-                recorded = self.recorded_response(request, connection)
-                if recorded is not None:
-                    raise RequestRecordedError(recorded)
-            accounts = decided.accounts
-            if accounts is not None:
-                read = accounts.reader.versions if isinstance(accounts.reader, LedgerPriors) else None
-                try:
-                    self._settle(connection, kind, batch.batch_id, decided, read)
-                except Stale:
-                    locked = LockedPriors(connection)
-                    lock(connection, ((account, key) for account, keys in accounts.priors.items() for key in keys))
-                    assert redecide is not None, "a batch that read the accounts can be decided again"
-                    decided = redecide(Accounts(locked, kind))
-                    self._settle(connection, kind, batch.batch_id, decided, None)
-            self._write(connection, batch, items, headers, decided)
-            if request is not None:
-                # the id's row from before the window, if any, makes way; a row within it stays and makes this
-                # insert fail (IntegrityError): a concurrent attempt of the same request recorded it first
-                connection.execute(delete(requests).where(
-                    requests.c.caller == request.caller, requests.c.request_id == request.request_id,
-                    requests.c.recorded_at < datetime.now(UTC) - self.request_window))
-                connection.execute(insert(requests), [{
-                    "caller": request.caller, "request_id": request.request_id,
-                    "payload_digest": request.payload_digest, "batch_id": batch.batch_id,
-                    "response": decided.response.SerializeToString(), "recorded_at": batch.answered_at}])
+        """Put one call on record: committed to the database with what it consumed of the accounts, or appended to
+        the spool while the database cannot be reached (or the spool still holds earlier calls, which go first).
+        What was recorded: ``decided``, or, when another call settled on the same caps after this one read them,
+        the batch decided again under their locks by ``redecide``. A retry of a recorded request raises
+        RequestRecordedError with the recorded response; LedgerUnavailableError when neither the database nor the
+        spool can take the call; any other database error (a constraint violated) is raised as it is."""
+        spool = self.spool
+        if spool is not None and spool.spooling:
+            decided = _unsettled(decided, redecide)
+            spool.append(build_write_set(batch, items, headers, decided, stored_digests=self._stored, request=request))
+            return decided
+        try:
+            with self.engine.begin() as connection:
+                decided, write_set = self._write(connection, batch, items, headers, decided, redecide=redecide,
+                                                 request=request)
+        except DBAPIError as error:
+            if spool is None or not unreachable(error):
+                raise
+            decided = _unsettled(decided, redecide)
+            spool.append(build_write_set(batch, items, headers, decided, stored_digests=self._stored,
+                                         request=request), cause=error)
+            return decided
+        self.stored(write_set)
         return decided
 
-    @staticmethod
-    def _settle(connection: Connection, kind: str, batch_id: str, decided: Decided,
-                versions_read: Mapping[tuple[str, str], int] | None) -> None:
-        """The accounts' consumption of the items accepted (an item's first entry per group counts once)."""
-        accounts = decided.accounts
-        assert accounts is not None
-        accepted = {d.item_id for d in decided.decisions if d.outcome is not Outcome.REJECT}
-        entries = list({(e.account, e.key, e.item_id): e for e in reversed(accounts.entries)
-                        if e.item_id in accepted}.values())
-        settle(connection, kind=kind, batch_id=batch_id, own=accounts.own, entries=entries,
-               versions_read=versions_read)
-
     def _write(self, connection: Connection, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
-               decided: Decided) -> None:
-        """The batch, its decisions (one multi-row insert), the ruleset sources not yet stored, and the
-        exception queue brought up to date (ledger/exceptions.py)."""
-        counts = {"accept": 0, "enrich": 0, "reject": 0}
-        rows = []
+               decided: Decided, *, redecide: Redecide | None, request: RequestKey | None) -> tuple[Decided, WriteSet]:
+        """The request id checked, the accounts settled (the batch decided again if they moved), the write set
+        written; the request's row is inserted plainly, so a concurrent attempt of the same request that recorded
+        it first makes this one fail (IntegrityError) rather than be recorded twice."""
         kind = batch.item_kind
-        for position, (item, decision) in enumerate(zip(items, decided.decisions, strict=True)):
-            counts[decision.outcome.value] += 1
-            fields = wire_fields(item)
-            if headers is not None:  # an invoice line: the invoice's header fields it carries, without its lines
-                header = wire_fields(headers[position])
-                header.pop("lines", None)
-                fields["invoice"] = header
-            rows.append({"batch_id": batch.batch_id, "position": position, "item_kind": kind,
-                         "item_id": decision.item_id, "input": json.dumps(fields, ensure_ascii=False),
-                         "outcome": decision.outcome.value,
-                         "reasons": json.dumps(reason_records(decision), ensure_ascii=False),
-                         "enrichments": json.dumps(enrichment_records(decision), ensure_ascii=False)})
-        priors = decided.accounts.recorded_priors() if decided.accounts is not None else {}
-        batch_row = {
-            "batch_id": batch.batch_id, "request_id": batch.request_id, "correlation_id": batch.correlation_id,
-            "caller": batch.caller, "received_at": batch.received_at, "answered_at": batch.answered_at,
-            "item_kind": kind, "snapshot_id": batch.snapshot_id, "engine_version": batch.engine_version,
-            "rulesets": json.dumps([{"id": s.id, "version": s.version, "digest": s.digest}
-                                    for s in batch.rulesets], ensure_ascii=False),
-            "total": len(rows), "accepted": counts["accept"], "enriched": counts["enrich"],
-            "rejected": counts["reject"], "acceptance": batch.acceptance.value,
-            "priors": json.dumps(priors, ensure_ascii=False) if priors else None,
-        }
-        missing = {s.digest: s for s in batch.rulesets if s.digest not in self._stored}
-        if missing:
-            present = set(connection.execute(select(ruleset_sources.c.digest).where(
-                ruleset_sources.c.digest.in_(missing))).scalars())
-            new = [{"digest": s.digest, "ruleset_id": s.id, "version": s.version, "path": s.path,
-                    "source": s.text} for d, s in missing.items() if d not in present]
-            if new:
-                connection.execute(insert_ignoring_duplicates(ruleset_sources, connection.dialect.name), new)
-        connection.execute(insert(batches), [batch_row])
-        if rows:
-            connection.execute(insert(decisions), rows)  # executemany: multi-row INSERTs (insertmanyvalues)
-        update_exceptions(connection, batch.batch_id, kind, batch.answered_at, rows)
-        # known stored once this commits; noting it before is harmless: a rollback leaves a digest another call
-        # stores again only if it is not there (the check above reads the database when unsure)
-        self._stored.update(missing)
+        if request is not None:
+            recorded = self.recorded_response(request, connection)
+            if recorded is not None:
+                raise RequestRecordedError(recorded)
+        accounts = decided.accounts
+        if accounts is not None:
+            read = accounts.reader.versions if isinstance(accounts.reader, LedgerPriors) else None
+            try:
+                _settle(connection, kind, batch.batch_id, decided, read)
+            except Stale:
+                locked = LockedPriors(connection)
+                lock(connection, ((account, key) for account, keys in accounts.priors.items() for key in keys))
+                assert redecide is not None, "a batch that read the accounts can be decided again"
+                decided = redecide(Accounts(locked, kind))
+                _settle(connection, kind, batch.batch_id, decided, None)
+        write_set = build_write_set(batch, items, headers, decided, stored_digests=self._stored, request=request)
+        request_rows = write_set.tables.get(REQUESTS_TABLE)
+        if request_rows is not None:
+            # the id's row from before the window, if any, makes way; one within it stays, and the insert fails
+            connection.execute(requests.delete().where(
+                requests.c.caller == request_rows.rows[0][0], requests.c.request_id == request_rows.rows[0][1],
+                requests.c.recorded_at < datetime.now(UTC) - self.request_window))
+            connection.execute(insert(requests), [dict(zip(request_rows.columns, request_rows.rows[0], strict=True))])
+        write(connection, replace(write_set, tables={name: rows for name, rows in write_set.tables.items()
+                                                     if name != REQUESTS_TABLE}))
+        return decided, write_set
+
+    def close(self) -> None:
+        """Stop the spool's drainer (what it holds stays for the next start) and close the database's connections."""
+        if self.spool is not None:
+            self.spool.close()
+        self.engine.dispose()
+
+    def stored(self, write_set: WriteSet) -> None:
+        """Note the ruleset sources ``write_set`` committed, so later calls leave them out."""
+        sources = write_set.tables.get("ruleset_sources")
+        if sources is not None:
+            self._stored.update(row[0] for row in sources.rows)
 
 
-def open_recorder(database_url: str | None, data_dir: Path, request_window: timedelta = timedelta(hours=24)
-                  ) -> Recorder:
-    """The ledger of settings ``database_url`` / ``data_dir``: connected, migrated (ProblemsError otherwise)."""
+def _unsettled(decided: Decided, redecide: Redecide | None) -> Decided:
+    """The call as the spool may take it. Consumption is settled only with the database, so a call decided against
+    the accounts that adds to them is decided again as if they could not be read: the items that would add are held
+    and add nothing (what they consumed before stays until they are decided again)."""
+    accounts = decided.accounts
+    if accounts is None or not accounts.entries or redecide is None:
+        return decided
+    return redecide(Accounts(UnreadableAccounts(), accounts.kind))
+
+
+def _settle(connection: Connection, kind: str, batch_id: str, decided: Decided,
+            versions_read: Mapping[tuple[str, str], int] | None) -> None:
+    """The accounts' consumption of the items accepted (an item's first entry per group counts once)."""
+    accounts = decided.accounts
+    assert accounts is not None
+    accepted = {d.item_id for d in decided.decisions if d.outcome is not Outcome.REJECT}
+    entries = list({(e.account, e.key, e.item_id): e for e in reversed(accounts.entries)
+                    if e.item_id in accepted}.values())
+    settle(connection, kind=kind, batch_id=batch_id, own=accounts.own, entries=entries, versions_read=versions_read)
+
+
+def open_recorder(database_url: str | None, data_dir: Path, spool_dir: Path | None = None,
+                  spool_max_bytes: int = 0, request_window: timedelta = timedelta(hours=24)) -> Recorder:
+    """The ledger of settings ``database_url`` / ``data_dir``: connected, migrated, and with a spool in ``spool_dir``
+    (default data_dir/spool) draining when ``spool_max_bytes`` is not 0 (ProblemsError otherwise)."""
+    from tollgate.ledger.spool import Spool
     from tollgate.ledger.store import database_url as resolve
     from tollgate.ledger.store import open_database
 
-    return Recorder(open_database(resolve(database_url, data_dir)), request_window)
+    engine = open_database(resolve(database_url, data_dir))
+    if not spool_max_bytes:
+        return Recorder(engine, request_window=request_window)
+    try:
+        spool = Spool(spool_dir if spool_dir is not None else data_dir / "spool", spool_max_bytes)
+    except BaseException:
+        engine.dispose()
+        raise
+    recorder = Recorder(engine, spool, request_window)
+    spool.start(recorder)
+    return recorder

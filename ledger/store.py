@@ -19,13 +19,16 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from tollgate.rules.problems import Problem, ProblemsError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_FILE = "tollgate.db"
 BUSY_TIMEOUT_MS = 10_000
+# How long connecting to PostgreSQL may take (unless the URL says): past it the call's write set goes to the spool,
+# rather than the call waiting on a host that does not answer (libpq's default is to wait for ever).
+CONNECT_TIMEOUT_SECONDS = 5
 # pg_advisory_lock key taken while migrating, so replicas starting at once migrate one after the other.
 MIGRATION_LOCK_KEY = 0x7011_6A7E
 SCHEMES = ("sqlite", "postgresql+psycopg")
@@ -87,6 +90,8 @@ def connect(url: URL | str, **options: Any) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
+    if "connect_timeout" not in url.query:
+        options.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return create_engine(url, pool_pre_ping=True, **options)
 
 
@@ -122,6 +127,27 @@ def migrate(engine: Engine) -> None:
             if postgres:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 connection.commit()
+
+
+# PostgreSQL's class 40, transaction rollback: the server is there, it chose this transaction to give way.
+_ROLLED_BACK = "40"
+# sqlite3 raises OperationalError for a missing table or bad SQL too: only these mean the file cannot be written now.
+_SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
+                       "SQLITE_PROTOCOL")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached now (refused, reset, timed out, busy past its timeout),
+    rather than that the write is wrong (a constraint violated, a table missing: a bug, which must fail loudly, not
+    be spooled)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    if str(getattr(error.orig, "sqlstate", "") or "").startswith(_ROLLED_BACK):
+        return False  # PostgreSQL rolled this transaction back (a deadlock, a serialization failure): try it again
+    sqlite_error = getattr(error.orig, "sqlite_errorname", None)
+    return sqlite_error is None or sqlite_error.startswith(_SQLITE_UNREACHABLE)
 
 
 def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:

@@ -129,7 +129,7 @@ class RunningServer:
             self.retention.stop()
         self.runtime.close()
         if self.ledger is not None:
-            self.ledger.engine.dispose()
+            self.ledger.close()
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -198,13 +198,13 @@ def start(settings: Settings) -> RunningServer:
     MASK_PERSONAL_FIELDS.policy = masking  # log lines mask what exports mask, with the same key
     certificates = tls.CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca) \
         if settings.tls_cert is not None and settings.tls_key is not None else None
-    ledger = open_recorder(settings.database_url, settings.data_dir,
+    ledger = open_recorder(settings.database_url, settings.data_dir, settings.spool_dir, settings.spool_max_bytes,
                            timedelta(hours=settings.request_id_window_hours)) if settings.ledger else None
     try:
         runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed
         if ledger is not None:
-            ledger.engine.dispose()
+            ledger.close()
         raise
     reload = Reloader(runtime, authenticator)
 
@@ -257,7 +257,7 @@ def start(settings: Settings) -> RunningServer:
         loads.shutdown(wait=False)
         runtime.close()
         if ledger is not None:
-            ledger.engine.dispose()
+            ledger.close()
 
     server, port, health_servicer = _on_loop(build())
     if port == 0:
@@ -270,7 +270,8 @@ def start(settings: Settings) -> RunningServer:
             # The queue is the ledger's, shared by every worker: worker 0 reports it.
             exceptions = functools.partial(exception_queue.summary, ledger.engine) \
                 if ledger is not None and settings.worker_index == 0 else None
-            metrics_server = metrics.start(runtime, settings.metrics_host, wanted, exceptions)
+            metrics_server = metrics.start(runtime, settings.metrics_host, wanted, exceptions,
+                                           ledger.spool if ledger is not None else None)
         except OSError as error:
             give_up()
             where = f"{settings.metrics_host}:{wanted}"
@@ -297,7 +298,8 @@ def start(settings: Settings) -> RunningServer:
              identities=len(authenticator.identities), reflection=reflecting, tls=certificates is not None,
              mutual_tls=settings.tls_client_ca is not None,
              tls_certificate=certificates.material.subject if certificates is not None else None,
-             ledger=masked(ledger.engine.url) if ledger is not None else None)
+             ledger=masked(ledger.engine.url) if ledger is not None else None,
+             spool=str(ledger.spool.path) if ledger is not None and ledger.spool is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
                          streams, reload, metrics_server, ledger, retention)
 

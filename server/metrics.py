@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from tollgate.ledger.exceptions import Summary
+from tollgate.ledger.spool import Spool
 from tollgate.rules.decisions import Decision
 from tollgate.server.runtime import Runtime
 
@@ -65,6 +66,11 @@ AUTH_REFUSALS = Counter("tollgate_auth_refusals", "Calls refused UNAUTHENTICATED
                         "PERMISSION_DENIED (a role missing), by method and reason", ["method", "reason"])
 REQUESTS_REPLAYED = Counter("tollgate_requests_replayed", "Validation requests answered from the ledger: a retry of a "
                             "request id already recorded (AIP-155), decided and recorded once")
+SPOOL_WAITING = Gauge("tollgate_ledger_spool_records",
+                      "Calls in this process's ledger spool not yet written to the database (spooled while it could "
+                      "not be reached; a claimed file a killed process left included)")
+SPOOL_OLDEST_SECONDS = Gauge("tollgate_ledger_spool_oldest_seconds",
+                             "How long the oldest call in the ledger spool has waited for the database; 0 when none")
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
 
@@ -172,10 +178,13 @@ def metrics_port(base_port: int, worker_index: int) -> int:
     return base_port + worker_index
 
 
-def start(runtime: Runtime, host: str, port: int,
-          exceptions: Callable[[], Summary] | None = None) -> MetricsServer:
-    """Follow ``runtime``'s reference data (and ``exceptions``: the ledger's summary, in the one process that
-    reports it) and serve every metric at http://host:port/metrics."""
+def start(runtime: Runtime, host: str, port: int, exceptions: Callable[[], Summary] | None = None,
+          spool: Spool | None = None) -> MetricsServer:
+    """Follow ``runtime``'s reference data (``exceptions``: the ledger's summary, in the one process that reports
+    it; the ledger's ``spool``) and serve every metric at http://host:port/metrics."""
+    if spool is not None:
+        SPOOL_WAITING.set_function(spool.waiting)
+        SPOOL_OLDEST_SECONDS.set_function(spool.oldest_seconds)
     if runtime.has_data:
         SNAPSHOT.info({"snapshot_id": runtime.generation.snapshot.snapshot_id})
     runtime.on_switch(_record_switch)

@@ -14,6 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_RULESETS = PROJECT_ROOT / "rulesets"
 BUNDLED_REFDATA = PROJECT_ROOT / "examples" / "refdata"
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
+DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 # Marks a setting the supervisor passes to its workers: not a flag of its own.
 SUPERVISOR_ONLY: JsonDict = {"supervisor_only": True}
 
@@ -103,6 +104,14 @@ class Settings(BaseSettings):
         "sqlite:///PATH; unset: the SQLite file tollgate.db in --data-dir")
     data_dir: Path = Field(Path("var"), description="directory of the service's own files (the ledger's SQLite "
                            "file by default), created if missing")
+    spool_dir: Path | None = Field(
+        None, description="directory of the ledger's spool: while the database cannot be reached, each call is "
+        "appended and fsync'd there before it is answered, and written to the database when it is back; unset: "
+        "spool/ in --data-dir")
+    spool_max_bytes: int = Field(
+        DEFAULT_SPOOL_MAX_BYTES, ge=0, description="most bytes each server process's spool may hold; when it is full "
+        "calls fail UNAVAILABLE (LEDGER_UNAVAILABLE) until the database is back. 0: no spool (calls fail while the "
+        "database cannot be reached)")
     ledger: bool = Field(True, description="record every validation call in the decision ledger before it is "
                          "answered (false: nothing recorded)")
     request_id_window_hours: float = Field(24.0, gt=0, le=24 * 400, allow_inf_nan=False,
@@ -123,8 +132,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
     @field_validator("refdata", "redis_url", "snapshot_dir", "tls_cert", "tls_key", "tls_client_ca", "identities_file",
-                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", "masking_key_file",
-                     "masking_key", mode="before")
+                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", "spool_dir",
+                     mode="before")
     @classmethod
     def _none_spelled_out(cls, value: Any) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its

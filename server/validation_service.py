@@ -29,13 +29,14 @@ from tollgate.evaluators.rollups import group_ids, roll_up
 from tollgate.ledger.recorder import (
     Batch,
     Decided,
+    LedgerUnavailableError,
     Recorder,
     Redecide,
     RequestIdReusedError,
     RequestKey,
     RequestRecordedError,
 )
-from tollgate.ledger.store import masked
+from tollgate.ledger.store import masked, unreachable
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import REQUEST_ID, REQUEST_ID_RULE, SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.fields import cut
@@ -161,14 +162,17 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         holds_accounts = self.ledger is not None and any(
             aggregate.spec.account for ruleset in generation.rulesets.for_kind(kind.name)
             for aggregate in ruleset.aggregates)
-        decided = decide(Accounts(self.ledger.accounts_reader(), kind.name)
-                         if holds_accounts and self.ledger is not None else None)
-        if self.ledger is not None:
-            outcome = self._record(kind, lines, headers, decided, decide, generation=generation, key=key,
-                                   request_id=request_id, received=received, where=where, acceptance=accept)
-            if isinstance(outcome, pb.ValidationResponse):  # a retry that raced its first attempt
-                return outcome
-            decided = outcome
+        # Through to the call on record (see evaluators/collector.py): the ledger's rows, too, are many objects
+        # without a cycle among them, freed at once.
+        with collector.BATCHES.batch():
+            decided = decide(Accounts(self.ledger.accounts_reader(), kind.name)
+                             if holds_accounts and self.ledger is not None else None)
+            if self.ledger is not None:
+                outcome = self._record(kind, lines, headers, decided, decide, generation=generation, key=key,
+                                       request_id=request_id, received=received, where=where, acceptance=accept)
+                if isinstance(outcome, pb.ValidationResponse):  # a retry that raced its first attempt
+                    return outcome
+                decided = outcome
         response: pb.ValidationResponse = decided.response
         metrics.record_batch(kind.name, decided.decisions, time.perf_counter() - started)
         log.info(
@@ -210,8 +214,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         decisions may have been made again, if another call settled on the same caps meanwhile), or the recorded
         response of the same request, recorded by a retry that raced this one.
 
-        A database that cannot be written fails the call UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is
-        answered unrecorded. Keeping decisions in a local spool through an outage is a later slice.
+        While the database cannot be reached the call goes to the spool (ledger/spool.py); when neither can take it
+        the call fails UNAVAILABLE (ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded. A write the
+        database refuses (a constraint violated: a bug) fails it INTERNAL, logged with its traceback.
         """
         assert self.ledger is not None
         response = decided.response
@@ -234,10 +239,12 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 if replayed is None:
                     raise self._unavailable(error, correlation_id) from error
                 return replayed
-            except (SQLAlchemyError, OSError) as error:
+            except (LedgerUnavailableError, SQLAlchemyError, OSError) as error:
                 if attempt < _SETTLE_ATTEMPTS and _is_contention(error):
                     log.info("ledger_contention", attempt=attempt, sqlstate=_sqlstate(error))
                     continue  # PostgreSQL chose this call to wait for another on the same caps: settle again
+                if isinstance(error, SQLAlchemyError) and not unreachable(error):
+                    raise  # a write the database refuses: a bug, failed INTERNAL with its traceback
                 raise self._unavailable(error, correlation_id) from error
         raise AssertionError("unreachable: the last attempt returns or raises")
 

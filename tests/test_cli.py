@@ -59,6 +59,9 @@ def _serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     (["--shutdown-grace-seconds", "-5"], {}, "--shutdown-grace-seconds"),
     (["--max-batch-items", ""], {}, "--max-batch-items"),
     (["--redis-prefix", ""], {}, "--redis-prefix"),
+    (["--spool-max-bytes", "-1"], {}, "--spool-max-bytes"),
+    (["--spool-max-bytes", "1GiB"], {}, "--spool-max-bytes"),
+    ([], {"TOLLGATE_SPOOL_MAX_BYTES": "lots"}, "TOLLGATE_SPOOL_MAX_BYTES"),
     ([], {"TOLLGATE_THREADS": "many"}, "TOLLGATE_THREADS"),
     ([], {"TOLLGATE_WORKERS": "-2"}, "TOLLGATE_WORKERS"),
 ])

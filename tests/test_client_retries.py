@@ -58,9 +58,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def small_server(data_dir: Path) -> Iterator[RunningServer]:
-    """A server that refuses requests of more than MAX_BATCH_ITEMS items, with its ledger in ``data_dir``."""
+    """A server that refuses requests of more than MAX_BATCH_ITEMS items, with its ledger in ``data_dir`` and no
+    spool (a ledger made unwritable fails calls UNAVAILABLE, for the retries to meet)."""
     running = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, data_dir=data_dir,
-                             max_batch_items=MAX_BATCH_ITEMS))
+                             max_batch_items=MAX_BATCH_ITEMS, spool_max_bytes=0))
     yield running
     running.stop()
 

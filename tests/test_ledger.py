@@ -204,16 +204,17 @@ def test_migrations_run_on_an_empty_database_and_again_on_restart(fresh_database
 def test_a_database_that_refuses_connections_fails_the_call_unavailable(
         ledger_server: RunningServer, stub: pb_grpc.ValidationServiceStub, engine: Engine) -> None:
     assert ledger_server.ledger is not None
-    working = ledger_server.ledger.engine
-    # The database goes away: nothing listens on port 1.
+    working, spool = ledger_server.ledger.engine, ledger_server.ledger.spool
+    # The database goes away (nothing listens on port 1), with no spool to keep the call (tests/test_spool.py: with).
     ledger_server.ledger.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test",
                                                 connect_args={"connect_timeout": 2})
+    ledger_server.ledger.spool = None
     try:
         with pytest.raises(grpc.RpcError) as raised:
             _validate(stub, ENTRIES[:5], correlation_id="corr-down")
     finally:
         ledger_server.ledger.engine.dispose()
-        ledger_server.ledger.engine = working
+        ledger_server.ledger.engine, ledger_server.ledger.spool = working, spool
     error = raised.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     info = error_info(error)
