@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -131,13 +131,13 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="time calls in flight get to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe log level kept")
 
-    @field_validator("refdata", "redis_url", "snapshot_dir", "tls_cert", "tls_key", "tls_client_ca", "identities_file",
-                     "jwt_public_key", "jwt_issuer", "jwt_audience", "reflection", "database_url", "spool_dir",
-                     mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _none_spelled_out(cls, value: Any) -> Any:
+    def _none_spelled_out(cls, value: Any, info: ValidationInfo) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its
-        # workers as text (None becomes "None"): these spellings mean "not set".
+        # workers as text (None becomes "None"): for every setting that may be unset, these spellings mean so.
+        if info.field_name is None or cls.model_fields[info.field_name].default is not None:
+            return value
         spelled = str(value).strip().lower() if isinstance(value, (str, Path)) else None
         return None if spelled in ("", "none") else value
 

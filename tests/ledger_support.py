@@ -17,7 +17,10 @@ from urllib.parse import quote
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+
+from tests.tcp_proxy import TcpProxy
 
 TEST_POSTGRES_URL = os.environ.get("TOLLGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
@@ -58,3 +61,11 @@ def ledger_database(backend: str, tmp_path: Path) -> Iterator[str]:
         return
     with postgres_schema() as url:
         yield url
+
+
+@contextmanager
+def postgres_behind_a_proxy() -> Iterator[tuple[str, str, TcpProxy]]:
+    """A PostgreSQL schema of the test's own: its URL, the same URL through a real TCP proxy (tests/tcp_proxy.py,
+    which a test stops to make the database refuse connections), and the proxy."""
+    with postgres_schema() as url, TcpProxy(("127.0.0.1", make_url(url).port or 5432)) as proxy:
+        yield url, make_url(url).set(port=proxy.port).render_as_string(hide_password=False), proxy

@@ -13,6 +13,7 @@ from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE
 from tollgate.clients.cli import EXIT_BROKEN_PIPE, build_parser
 from tollgate.server.app import RunningServer
 from tollgate.server.settings import SUPERVISOR_ONLY, Settings
+from tollgate.server.supervisor import _worker_environment
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -112,3 +113,14 @@ def test_parsed_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     assert main(["serve", "--port", "6001", "--max-batch-items", "7", "--refdata", "none", "--log-level", "error"]) == 0
     settings: Settings = seen["settings"]
     assert (settings.port, settings.max_batch_items, settings.refdata, settings.log_level) == (6001, 7, None, "error")
+
+
+def test_every_setting_survives_the_supervisor_passing_it_to_a_worker_as_text() -> None:
+    """The supervisor hands each worker every setting as an environment variable (server/supervisor.py): unset ones
+    arrive as "None" and must read as unset again, whatever setting is added next."""
+    defaults = Settings()
+    environment = _worker_environment(defaults, 0)
+    as_text = {name: environment[f"TOLLGATE_{name.upper()}"] for name in Settings.model_fields}
+    worker = Settings(**as_text).model_dump()
+    expected = defaults.model_dump() | {"workers": 1, "worker_group": defaults.workers, "worker_index": 0}
+    assert worker == expected

@@ -16,10 +16,11 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from structlog.testing import capture_logs
 
 from tests.conftest import SAMPLE_TIMESHEET, free_port, run_cli
+from tests.ledger_support import postgres_behind_a_proxy
 from tests.refdata_support import ServerProcess, wait_until
 from tests.status_support import error_info
 from tollgate.clients.cli import build_parser, invoices_of, read_items
@@ -274,19 +275,22 @@ def test_a_stream_broken_by_a_killed_server_completes_on_the_restarted_one(tmp_p
 # Given up, or never retried
 
 
-def test_retries_give_up_after_the_policy_s_attempts_with_the_last_error(small_server: RunningServer,
-                                                                        ledger: Engine) -> None:
-    # A ledger that cannot be written: the server answers UNAVAILABLE (LEDGER_UNAVAILABLE) to every attempt.
-    with ledger.begin() as connection:
-        connection.execute(text("ALTER TABLE batches RENAME TO batches_away"))
+@pytest.mark.postgres
+def test_retries_give_up_after_the_policy_s_attempts_with_the_last_error(tmp_path: Path) -> None:
+    # The ledger's PostgreSQL refusing connections (a real proxy in front of it, stopped) and no spool: the server
+    # answers UNAVAILABLE (LEDGER_UNAVAILABLE) to every attempt.
     policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
-    try:
-        with capture_logs() as logs, ValidationClient(f"127.0.0.1:{small_server.port}", retry=policy) as client, \
-                pytest.raises(grpc.RpcError) as failed:
-            client.validate_time_entries(ENTRIES[:2], request_id="given-up-1")
-    finally:
-        with ledger.begin() as connection:
-            connection.execute(text("ALTER TABLE batches_away RENAME TO batches"))
+    with postgres_behind_a_proxy() as (_direct, proxied, proxy):
+        server = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, data_dir=tmp_path, database_url=proxied,
+                                spool_max_bytes=0))
+        try:
+            proxy.stop()
+            with capture_logs() as logs, ValidationClient(f"127.0.0.1:{server.port}", retry=policy) as client, \
+                    pytest.raises(grpc.RpcError) as failed:
+                client.validate_time_entries(ENTRIES[:2], request_id="given-up-1")
+        finally:
+            proxy.start()
+            server.stop()
     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "decision ledger cannot be written" in failed.value.details()
     assert len(_events(logs, "ledger_unavailable")) == 3  # what the server saw: three attempts

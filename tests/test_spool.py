@@ -19,12 +19,11 @@ import grpc
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port
-from tests.ledger_support import postgres_schema
+from tests.ledger_support import postgres_behind_a_proxy
 from tests.refdata_support import ServerProcess, wait_until
 from tests.status_support import error_info
 from tests.tcp_proxy import TcpProxy
@@ -285,9 +284,8 @@ def _call(stub: pb_grpc.ValidationServiceStub, number: int) -> str:
 
 @pytest.fixture
 def proxied_postgres() -> Iterator[tuple[str, str, TcpProxy]]:
-    """A PostgreSQL schema of the test's own: its URL, the same URL through a TCP proxy, and the proxy."""
-    with postgres_schema() as url, TcpProxy(("127.0.0.1", make_url(url).port or 5432)) as proxy:
-        yield url, make_url(url).set(port=proxy.port).render_as_string(hide_password=False), proxy
+    with postgres_behind_a_proxy() as proxied:
+        yield proxied
 
 
 @pytest.mark.postgres
