@@ -429,3 +429,25 @@ def _check_month(engine: Engine, contract_lines: list[dict[str, Any]]) -> None:
             sources.setdefault((sent.get("source_system", ""), sent["source_ref"]), []).append(item_id)
     assert sources and all(len(ids) == 1 for ids in sources.values()), \
         {key: ids for key, ids in sources.items() if len(ids) > 1}
+
+
+@pytest.mark.postgres
+def test_a_retry_sent_to_another_replica_gets_the_recorded_response(tmp_path: Path) -> None:
+    with postgres_schema() as database:
+        replicas = [start(Settings(port=0, threads=2, shutdown_grace_seconds=1, database_url=database,
+                                   data_dir=tmp_path / f"data-{n}")) for n in range(2)]
+        try:
+            request = _request([_entry(f"REPLICA-{n}", WEEKDAYS[n]) for n in range(3)], request_id="replica-1")
+            answers = []
+            for replica in replicas:
+                with grpc.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
+                    answers.append(pb_grpc.ValidationServiceStub(channel).ValidateTimeEntries(request, timeout=30))
+            assert answers[0].SerializeToString(deterministic=True) == answers[1].SerializeToString(deterministic=True)
+            engine = connect(database)
+            with engine.connect() as connection:
+                assert connection.execute(select(func.count()).select_from(batches)).scalar_one() == 1
+            assert _held(engine, *HARD_CAP) == 3 * EIGHT_HOURS
+            engine.dispose()
+        finally:
+            for replica in replicas:
+                replica.stop()
