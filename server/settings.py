@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     def _none_spelled_out(cls, value: Any, info: ValidationInfo) -> Any:
         # Environment variables cannot be unset by a flag, and the supervisor passes every setting to its
         # workers as text (None becomes "None"): for every setting that may be unset, these spellings mean so.
-        if info.field_name is None or cls.model_fields[info.field_name].default is not None:
+        if info.field_name is None or type(None) not in get_args(cls.model_fields[info.field_name].annotation):
             return value
         spelled = str(value).strip().lower() if isinstance(value, (str, Path)) else None
         return None if spelled in ("", "none") else value
