@@ -136,9 +136,14 @@ def _size_on_disk(url: str) -> int:
     with their indexes and TOAST."""
     engine = connect(url)
     try:
+        if engine.dialect.name == "sqlite":
+            raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
         with engine.connect() as connection:
             if engine.dialect.name == "sqlite":
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
                 return sum(Path(f"{engine.url.database}{suffix}").stat().st_size for suffix in ("", "-wal")
                            if Path(f"{engine.url.database}{suffix}").exists())
             return int(connection.execute(text(
