@@ -41,6 +41,12 @@ _PRIORS = (select(account_keys.c.group_key, account_keys.c.version, consumption.
                   account_keys.c.group_key.in_(bindparam("keys", expanding=True))))
 
 
+# What a batch's items consumed before (built once, as _PRIORS).
+_OWN = (select(consumption.c.account, consumption.c.group_key, consumption.c.item_id, consumption.c.amount)
+        .where(consumption.c.item_kind == bindparam("kind"),
+               consumption.c.item_id.in_(bindparam("ids", expanding=True))))
+
+
 def read_priors(connection: Connection, account: str, kind: str, keys: Collection[str], *, own: Collection[str],
                 released: Callable[[str], bool] | None, versions: dict[tuple[str, str], int]) -> dict[str, Decimal]:
     """What ``account`` holds for ``keys`` (see evaluators/accounts.PriorReader), noting each key's version in
@@ -115,24 +121,34 @@ def lock(connection: Connection, groups: Iterable[tuple[str, str]]) -> dict[tupl
 
 def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[str], entries: Sequence[Entry],
            versions_read: Mapping[tuple[str, str], int] | None) -> None:
-    """File the batch's consumption: its items' earlier rows go, ``entries`` (of the items it accepted) come.
+    """File the batch's consumption: what its items consumed before is replaced by ``entries`` (of the items it
+    accepted). Only what changes is written, and only the groups it adds to are locked and checked: an item decided
+    again that consumes what it did (a month revalidated) changes nothing, and every call that read its group since
+    counted it.
 
     ``versions_read``: the versions the batch was decided against; if another call has settled on one of the
     groups it adds to since, raises Stale (nothing written). None: decided under the locks already.
     """
-    groups = {(entry.account, entry.key) for entry in entries}
-    locked = lock(connection, groups)
-    if versions_read is not None and any(locked[group] != versions_read.get(group, 0) for group in groups):
+    before: dict[tuple[str, str, str], Decimal] = {}
+    for ids in _chunks(sorted(own)):
+        for account, key, item_id, amount in connection.execute(_OWN, {"kind": kind, "ids": list(ids)}):
+            before[(account, key, item_id)] = Decimal(amount)
+    after = {(e.account, e.key, e.item_id): e.amount for e in entries}
+    changed = {entry for entry, amount in after.items() if before.get(entry) != amount}
+    adding = {(account, key) for account, key, _item in changed}
+    locked = lock(connection, adding)
+    if versions_read is not None and any(locked[group] != versions_read.get(group, 0) for group in adding):
         raise Stale
-    own_ids = sorted(own)
-    for ids in _chunks(own_ids):
+    # an item whose rows change has all of them rewritten: its earlier rows go, its new ones come
+    rewritten = sorted({item for _account, _key, item in changed | (before.keys() - after.keys())})
+    for ids in _chunks(rewritten):
         connection.execute(delete(consumption).where(consumption.c.item_kind == kind, consumption.c.item_id.in_(ids)))
-    if not entries:
-        return
-    for chunk in _chunks(sorted(groups)):
+    for chunk in _chunks(sorted(adding)):
         connection.execute(update(account_keys)
                            .where(tuple_(account_keys.c.account, account_keys.c.group_key).in_(chunk))
                            .values(version=account_keys.c.version + 1))
-    connection.execute(insert(consumption), [
-        {"account": e.account, "group_key": e.key, "item_kind": kind, "item_id": e.item_id,
-         "amount": format(e.amount, "f"), "batch_id": batch_id} for e in entries])
+    written = set(rewritten)
+    rows = [{"account": e.account, "group_key": e.key, "item_kind": kind, "item_id": e.item_id,
+             "amount": format(e.amount, "f"), "batch_id": batch_id} for e in entries if e.item_id in written]
+    if rows:
+        connection.execute(insert(consumption), rows)

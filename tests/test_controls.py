@@ -145,6 +145,9 @@ def test_deciding_an_item_again_replaces_what_it_consumed(stub: pb_grpc.Validati
     # A rejected item consumes nothing: AGAIN-5 on a closed project is rejected and its share goes.
     stub.ValidateTimeEntries(_request([{**entries[5], "project_id": "P-300"}]), timeout=30)
     assert _held(engine, *HARD_CAP) == 5 * EIGHT_HOURS
+    # Decided again for fewer hours: its share is what it bills now.
+    stub.ValidateTimeEntries(_request([_entry("OTHER-0", WEEKDAYS[0], hours="4")]), timeout=30)
+    assert _held(engine, *HARD_CAP) == 5 * EIGHT_HOURS - EIGHT_HOURS / 2
 
 
 def test_an_item_the_erp_has_billed_is_not_counted_twice(server: RunningServer, stub: pb_grpc.ValidationServiceStub,
