@@ -45,6 +45,10 @@ class PriorReader(Protocol):
         ``released`` says the reference data counts already (billed by the ERP)."""
         ...
 
+    def close(self) -> None:
+        """Done reading: give back what reading held (a database connection)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -103,6 +107,9 @@ class UnreadableAccounts:
               released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
         raise AccountsUnavailableError("the ledger is spooling: its database cannot be reached")
 
+    def close(self) -> None:
+        """Nothing held."""
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedPriors:
@@ -114,6 +121,9 @@ class RecordedPriors:
               released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
         held = self.priors.get(account, {})
         return {key: Decimal(held[key]) for key in keys if key in held}
+
+    def close(self) -> None:
+        """Nothing held."""
 
 
 # The rule a hold for unreadable accounts names: not a ruleset's, the engine's own.

@@ -66,23 +66,33 @@ def read_priors(connection: Connection, account: str, kind: str, keys: Collectio
 
 
 class LedgerPriors:
-    """Reads the accounts for one batch, without locks, remembering the versions it read."""
+    """Reads the accounts for one batch, without locks, remembering the versions it read: through one connection
+    (one checkout, and on PostgreSQL one pre-ping, a batch rather than one an account), given back by ``close``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.versions: dict[tuple[str, str], int] = {}
+        self._connection: Connection | None = None
 
     def prior(self, account: str, kind: str, keys: Collection[str], own: Collection[str],
               released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
         try:
-            with self.engine.connect().execution_options(ledger_read=True) as connection:
-                return read_priors(connection, account, kind, keys, own=own, released=released,
-                                   versions=self.versions)
+            if self._connection is None:
+                self._connection = self.engine.connect().execution_options(ledger_read=True)
+            return read_priors(self._connection, account, kind, keys, own=own, released=released,
+                               versions=self.versions)
         except DBAPIError as error:
+            self.close()
             if not unreachable(error):  # a bug in a statement, not the database out of reach
                 raise
             raise AccountsUnavailableError(str(error).splitlines()[0] if str(error) else type(error).__name__) \
                 from error
+
+    def close(self) -> None:
+        """Give the connection back: the batch has read what it decides with."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 class LockedPriors:
@@ -95,6 +105,9 @@ class LockedPriors:
     def prior(self, account: str, kind: str, keys: Collection[str], own: Collection[str],
               released: Callable[[str], bool] | None) -> Mapping[str, Decimal]:
         return read_priors(self.connection, account, kind, keys, own=own, released=released, versions=self.versions)
+
+    def close(self) -> None:
+        """Nothing to give back: the connection is the recording transaction's."""
 
 
 class Stale(Exception):  # noqa: N818 - not an error: the batch is decided again

@@ -315,6 +315,8 @@ class Recorder:
         the batch decided again under their locks by ``redecide``. A retry of a recorded request raises
         RequestRecordedError with the recorded response; LedgerUnavailableError when neither the database nor the
         spool can take the call; any other database error (a constraint violated) is raised as it is."""
+        if decided.accounts is not None:
+            decided.accounts.reader.close()  # what the batch read it has decided with
         spool = self.spool
         if spool is not None and spool.spooling:
             decided = _unsettled(decided, redecide)

@@ -7,6 +7,7 @@ max_streams open per process, ended when idle for stream_idle_seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -164,9 +165,11 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
             for aggregate in ruleset.aggregates)
         # Through to the call on record (see evaluators/collector.py): the ledger's rows, too, are many objects
         # without a cycle among them, freed at once.
-        with collector.BATCHES.batch():
-            decided = decide(Accounts(self.ledger.accounts_reader(), kind.name)
-                             if holds_accounts and self.ledger is not None else None)
+        reader = self.ledger.accounts_reader() if holds_accounts and self.ledger is not None else None
+        with collector.BATCHES.batch(), contextlib.ExitStack() as reading:
+            if reader is not None:
+                reading.callback(reader.close)  # however the call ends
+            decided = decide(Accounts(reader, kind.name) if reader is not None else None)
             if self.ledger is not None:
                 outcome = self._record(kind, lines, headers, decided, decide, generation=generation, key=key,
                                        request_id=request_id, received=received, where=where, acceptance=accept)
