@@ -53,6 +53,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A data directory (so a ledger) for each test module's servers: what one module's calls accepted against a cap
+    must not decide another module's items (docs/controls.md). The servers a module shares see one another's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOLLGATE_DATA_DIR", str(tmp_path_factory.mktemp("module-data")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """And one for the servers a test starts itself (module and session servers were started already)."""
+    monkeypatch.setenv("TOLLGATE_DATA_DIR", str(tmp_path_factory.mktemp("test-data")))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accounts(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test that calls the session's server starts with empty accounts and no request ids remembered: what one

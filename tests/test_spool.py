@@ -361,8 +361,11 @@ def _kill_while_calling(server: ServerProcess, answered: list[str], seconds: flo
     server.wait_until_up()
     stop = threading.Event()
     caller = threading.Thread(target=_calls_in_a_loop, args=(server.target, answered, stop))
+    answered_before = len(answered)
     caller.start()
     try:
+        # killed ``seconds`` after its first answer (however long a loaded machine took to give it), mid-call
+        wait_until(lambda: len(answered) > answered_before, timeout=60, interval=0.01)
         time.sleep(seconds)
         server.process.kill()  # SIGKILL: no drain, no cleanup
         server.process.wait(timeout=10)
