@@ -185,6 +185,9 @@ class Evaluator:
         # Decisions name the versions that judged them only when there is a choice; otherwise the
         # response's provenance (every ruleset, one version each) says it once for all.
         self.names_versions = any(len(stage) > 1 for stage in self.stages)
+        # Whether a batch reads and adds to the ledger's accounts (an aggregate held across calls): known at load,
+        # so a call of a kind that holds none reads nothing.
+        self.holds_accounts = any(a.spec.account for ruleset in self.rulesets for a in ruleset.aggregates)
         self.refreshes = self._refresh_plan(kind)
         self.chains = self._chains()  # by the index of their first stage
         problems = binder.lookup_problems(self.rulesets)

@@ -160,12 +160,9 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 codec.fill_response(response, decisions, provenance, rollups)
             return Decided(decisions, response, accounts)
 
-        holds_accounts = self.ledger is not None and any(
-            aggregate.spec.account for ruleset in generation.rulesets.for_kind(kind.name)
-            for aggregate in ruleset.aggregates)
         # Through to the call on record (see evaluators/collector.py): the ledger's rows, too, are many objects
         # without a cycle among them, freed at once.
-        reader = self.ledger.accounts_reader() if holds_accounts and self.ledger is not None else None
+        reader = self.ledger.accounts_reader() if evaluator.holds_accounts and self.ledger is not None else None
         with collector.BATCHES.batch(), contextlib.ExitStack() as reading:
             if reader is not None:
                 reading.callback(reader.close)  # however the call ends
