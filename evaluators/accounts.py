@@ -12,6 +12,7 @@ priors when it is replayed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,13 +25,23 @@ from tollgate.rules.model import Severity
 _ZERO = Decimal(0)
 
 
+# A key longer than this is kept as its sha256: a group of several long values (ids of 256 characters, each
+# character up to 4 bytes) would otherwise pass the length a database index takes (PostgreSQL's b-tree: 2,704
+# bytes), and one hostile item would fail its whole call.
+MAX_KEY_CHARS = 256
+
+
 def group_key(values: tuple[Any, ...]) -> str | None:
-    """A group's values as the account's key (JSON text); None for a group of nothing but nulls, which is in no
-    account (an entry with no contract line, or no source reference, is in no one's cap)."""
+    """A group's values as the account's key (JSON text, or ``sha256:`` and its digest when long); None for a group
+    of nothing but nulls, which is in no account (an entry with no contract line, or no source reference, is in no
+    one's cap)."""
     if all(v is None or v == "" for v in values):
         return None
-    return json.dumps([None if v is None else format(v, "f") if isinstance(v, Decimal) else str(v) for v in values],
+    text = json.dumps([None if v is None else format(v, "f") if isinstance(v, Decimal) else str(v) for v in values],
                       ensure_ascii=False, separators=(",", ":"))
+    if len(text) <= MAX_KEY_CHARS:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class AccountsUnavailableError(Exception):

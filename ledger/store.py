@@ -129,8 +129,11 @@ def migrate(engine: Engine) -> None:
                 connection.commit()
 
 
-# PostgreSQL's class 40, transaction rollback: the server is there, it chose this transaction to give way.
-_ROLLED_BACK = "40"
+# PostgreSQL's error classes that mean the server cannot take the work now: connection exceptions (08),
+# insufficient resources (53: too many connections, disk full), operator intervention (57: shutting down, a
+# crash restart), system errors (58: I/O). Any other class with a code is about the statement (class 40: this
+# transaction chose to give way, try again; 54: a value past a limit; 22: bad data) and is not an outage.
+_OUTAGE_CLASSES = ("08", "53", "57", "58")
 # sqlite3 raises OperationalError for a missing table or bad SQL too: only these mean the file cannot be written now.
 _SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
                        "SQLITE_PROTOCOL")
@@ -144,8 +147,9 @@ def unreachable(error: BaseException) -> bool:
         return True
     if not isinstance(error, (OperationalError, InterfaceError)):
         return False
-    if str(getattr(error.orig, "sqlstate", "") or "").startswith(_ROLLED_BACK):
-        return False  # PostgreSQL rolled this transaction back (a deadlock, a serialization failure): try it again
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate:  # PostgreSQL answered (a connection refused or reset has no code)
+        return str(sqlstate).startswith(_OUTAGE_CLASSES)
     sqlite_error = getattr(error.orig, "sqlite_errorname", None)
     return sqlite_error is None or sqlite_error.startswith(_SQLITE_UNREACHABLE)
 

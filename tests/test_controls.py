@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import grpc
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from benchmarks.data import generate_firm, iter_chunks
 from tests.conftest import ROOT
@@ -29,10 +31,10 @@ from tests.test_ruleset_loading import line_with, only_problem, write_ruleset
 from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.client import AuditClient, RefDataClient, ValidationClient, time_entry_message
-from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, hold_unsettled
+from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, group_key, hold_unsettled
 from tollgate.ledger.controls import LedgerPriors
 from tollgate.ledger.schema import account_keys, batches, consumption, decisions, requests
-from tollgate.ledger.store import connect
+from tollgate.ledger.store import connect, open_database, unreachable
 from tollgate.rules.decisions import Outcome
 from tollgate.server.app import RunningServer, start
 from tollgate.server.runtime import Runtime
@@ -454,3 +456,50 @@ def test_a_retry_sent_to_another_replica_gets_the_recorded_response(tmp_path: Pa
         finally:
             for replica in replicas:
                 replica.stop()
+
+
+def test_a_long_group_key_is_kept_as_its_digest() -> None:
+    short = group_key(("PSA", "PSA-77"))
+    assert short == '["PSA","PSA-77"]'
+    long_values = ("😀" * 256, "日" * 256)
+    kept = group_key(long_values)
+    assert kept is not None and kept.startswith("sha256:") and len(kept) == len("sha256:") + 64
+    assert kept == group_key(long_values) != group_key(("😀" * 256, "日" * 255 + "本"))
+    assert group_key((None, "")) is None
+
+
+def test_source_records_of_the_longest_unicode_values_are_held_across_calls(
+        stub: pb_grpc.ValidationServiceStub) -> None:
+    # 256 characters of 3 and 4 bytes each, twice, no run that compresses: a key past MAX_KEY_CHARS, kept by its
+    # digest (test_a_statement_postgresql_refuses_is_not_an_outage shows what a raw key past the index's limit does)
+    random = Random(8)
+    source = {"source_system": "".join(chr(random.randrange(0x1F300, 0x1F5FF)) for _ in range(256)),
+              "source_ref": "".join(chr(random.randrange(0x4E00, 0x9FFF)) for _ in range(256))}
+    first = stub.ValidateTimeEntries(_request([_entry("LONG-1", WEEKDAYS[0], hours="1", **source)]), timeout=30)
+    assert _outcomes(first)["LONG-1"][0] != "REJECT", _outcomes(first)
+    second = stub.ValidateTimeEntries(_request([_entry("LONG-2", WEEKDAYS[1], hours="1", **source)]), timeout=30)
+    assert _outcomes(second)["LONG-2"] == ("REJECT", ["DUPLICATE_SOURCE_REF"])
+
+
+@pytest.mark.postgres
+def test_a_statement_postgresql_refuses_is_not_an_outage() -> None:
+    """Only an error saying the database cannot take work now sends calls to the spool: a value past a limit (an
+    index row too long for a b-tree) fails loudly, the call alone; a connection refused is an outage."""
+    random = Random(5)
+    too_long = "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20_000))
+    with postgres_schema() as database:
+        engine = open_database(connect(database).url)
+        try:
+            with pytest.raises(DBAPIError) as refused, engine.begin() as connection:
+                connection.execute(insert(account_keys), [{"account": "a", "group_key": too_long, "version": 0}])
+            assert getattr(refused.value.orig, "sqlstate", "").startswith("54")  # program limit exceeded
+            assert not unreachable(refused.value)
+        finally:
+            engine.dispose()
+    closed = connect("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    try:
+        with pytest.raises(DBAPIError) as down:
+            closed.connect().close()
+        assert unreachable(down.value)
+    finally:
+        closed.dispose()
