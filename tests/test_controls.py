@@ -37,6 +37,8 @@ from tollgate.ledger.schema import account_keys, batches, consumption, decisions
 from tollgate.ledger.store import connect, open_database, unreachable
 from tollgate.rules.decisions import Outcome
 from tollgate.server.app import RunningServer, start
+from tollgate.server.identities import new_token, write_identity
+from tollgate.server.roles import Role
 from tollgate.server.runtime import Runtime
 from tollgate.server.settings import Settings
 
@@ -503,3 +505,44 @@ def test_a_statement_postgresql_refuses_is_not_an_outage() -> None:
         assert unreachable(down.value)
     finally:
         closed.dispose()
+
+
+def test_a_stream_chunk_reusing_an_earlier_chunk_s_id_for_other_items_ends_the_stream_naming_it(
+        stub: pb_grpc.ValidationServiceStub, engine: Engine) -> None:
+    first = _request([_entry("SAME-ID-1", WEEKDAYS[0], hours="1")], request_id="stream-same-1")
+    again = _request([_entry("SAME-ID-1", WEEKDAYS[0], hours="1")], request_id="stream-same-1")
+    other = _request([_entry("SAME-ID-2", WEEKDAYS[1], hours="1")], request_id="stream-same-1")
+    answered: list[pb.ValidationResponse] = []
+    with pytest.raises(grpc.RpcError) as refused:
+        for response in stub.StreamTimeEntries(iter([first, again, other]), timeout=30):
+            answered.append(response)
+    assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert refused.value.details().startswith("chunk 3: ") and error_info(refused.value).reason == "REQUEST_ID_REUSED"
+    # the same chunk sent twice is answered twice from one record
+    assert len(answered) == 2 and answered[0].batch_id == answered[1].batch_id
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(decisions).where(
+            decisions.c.item_id.in_(["SAME-ID-1", "SAME-ID-2"]))).scalar_one() == 1
+
+
+def test_request_ids_are_each_caller_s_own(tmp_path: Path) -> None:
+    """Two middlewares that happen to use the same request id send two requests: neither is refused or answered
+    with the other's decisions."""
+    identities = tmp_path / "identities.yaml"
+    tokens = {}
+    for name in ("middleware-a", "middleware-b"):
+        token, token_hash = new_token(name)
+        write_identity(identities, name, [Role.CALLER], token_hash)
+        tokens[name] = token
+    running = start(Settings(port=0, threads=2, shutdown_grace_seconds=1, data_dir=tmp_path / "data",
+                             identities_file=identities))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            client = pb_grpc.ValidationServiceStub(channel)
+            answers = {name: client.ValidateTimeEntries(
+                _request([_entry(f"OWN-{name}", WEEKDAYS[0], hours="1")], request_id="shared-id-1"), timeout=30,
+                metadata=(("authorization", f"Bearer {token}"),)) for name, token in tokens.items()}
+    finally:
+        running.stop()
+    assert answers["middleware-a"].batch_id != answers["middleware-b"].batch_id
+    assert [d.item_id for d in answers["middleware-b"].decisions] == ["OWN-middleware-b"]
