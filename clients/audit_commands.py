@@ -25,24 +25,21 @@ from typing import Any, TextIO
 import grpc
 
 from tollgate.clients.client import EXPORT_COLUMNS, AuditClient, Export
+from tollgate.clients.command_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json, report_refusal, security
 
 KINDS = ("time_entry", "expense_line", "invoice_line")
 FORMATS = ("parquet", "csv", "jsonl")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Columns of an export that are numbers; every other one is text (the JSON ones too).
 INTEGER_COLUMNS = frozenset({"position"})
 
 
 def _client(args: argparse.Namespace) -> AuditClient:
-    from tollgate.clients.cli import _security
-
-    return AuditClient(args.server, timeout=args.timeout, security=_security(args))
+    return AuditClient(args.server, timeout=args.timeout, security=security(args))
 
 
 def _refused(args: argparse.Namespace, error: grpc.RpcError) -> int:
-    print(f"tollgate audit {args.audit_command}: {args.server}: {error.code().name}: {error.details()}",
-          file=sys.stderr)
-    return EXIT_FAILED if error.code() is grpc.StatusCode.NOT_FOUND else EXIT_USAGE
+    return report_refusal(f"tollgate audit {args.audit_command}: {args.server}", error,
+                          failed=frozenset({grpc.StatusCode.NOT_FOUND}))
 
 
 def _reasons_and_enrichments(decision: dict[str, Any]) -> list[str]:
@@ -69,11 +66,6 @@ def _print_batch_header(batch: dict[str, Any]) -> None:
     print(f"  rulesets {_rulesets(batch)}; reference snapshot {batch['snapshot_id']}; engine {batch['engine_version']}")
 
 
-def _print_json(found: Any) -> None:
-    json.dump(found, sys.stdout, ensure_ascii=False, indent=2)
-    print()
-
-
 def cmd_audit_show(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
@@ -84,7 +76,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
         print(f"tollgate audit: nothing on record for {args.what!r}", file=sys.stderr)
         return EXIT_FAILED
     if args.format == "json":
-        _print_json(found)
+        print_json(found)
         return EXIT_OK
     for decision in found:
         print(f"{decision['item_id']} ({decision['item_kind']}): {decision['outcome']} at "
@@ -104,7 +96,7 @@ def cmd_audit_batch(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return _refused(args, error)
     if args.format == "json":
-        _print_json(found)
+        print_json(found)
         return EXIT_OK
     _print_batch_header(found)
     print()
@@ -125,7 +117,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return _refused(args, error)
     if args.format == "json":
-        _print_json(replayed)
+        print_json(replayed)
     elif replayed["identical"]:
         print(f"batch {args.what}: identical ({replayed['items']} items replayed with the recorded rulesets and "
               f"snapshot {replayed['snapshot_id']})")
@@ -149,7 +141,7 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return _refused(args, error)
     if args.format == "json":
-        _print_json(purged)
+        print_json(purged)
     else:
         print(f"purged before {purged['before']}: {purged['batches']} batches, {purged['decisions']} decisions, "
               f"{purged['ruleset_sources']} ruleset texts no kept batch names")

@@ -30,7 +30,7 @@ import grpc
 
 from tollgate.clients.audit_commands import add_audit_commands
 from tollgate.clients.auth_commands import add_auth_commands
-from tollgate.clients.channel import ChannelSecurity, ChannelSecurityError
+from tollgate.clients.channel import ChannelSecurityError
 from tollgate.clients.client import (
     AdminClient,
     ExportDirectoryError,
@@ -41,13 +41,13 @@ from tollgate.clients.client import (
     ValidationResult,
     check_request_id,
 )
+from tollgate.clients.command_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, field_violations, security
 from tollgate.clients.exceptions_commands import add_exceptions_commands
 from tollgate.clients.retries import LONGEST_BACKOFF_SECONDS, MOST_ATTEMPTS, RequestIdReusedError, RetryPolicy
 from tollgate.refdata.loaders import BadLine, json_lines
 from tollgate.rules.decisions import Decision, Outcome
 from tollgate.rules.problems import Problem, ProblemsError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # as the shell reports a command ended by SIGPIPE
 CUSTOM_PREFIX = "custom."
 
@@ -280,11 +280,6 @@ def _environment_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def _security(args: argparse.Namespace) -> ChannelSecurity:
-    return ChannelSecurity(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, token=args.token or None,
-                           server_name=args.tls_server_name)
-
-
 def _retries(text: str) -> int:
     """--retries: how many times a call that failed UNAVAILABLE or DEADLINE_EXCEEDED is tried again."""
     try:
@@ -332,7 +327,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"tollgate validate: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with ValidationClient(args.server, timeout=args.timeout, security=_security(args),
+        with ValidationClient(args.server, timeout=args.timeout, security=security(args),
                               retry=_retry_policy(args)) as client:
             options: dict[str, Any] = {"correlation_id": args.correlation_id, "all_or_nothing": args.all_or_nothing,
                                        "request_id": args.request_id}
@@ -408,20 +403,6 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 # Reference data
 
 
-def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """(field, description) of every violation in a refusal's google.rpc.BadRequest."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    status = rpc_status.from_call(error)
-    violations = []
-    for detail in status.details if status is not None else ():
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            violations += [(v.field, v.description) for v in bad_request.field_violations]
-    return violations
-
-
 def _refdata_error(command: str, error: grpc.RpcError, directory: Path | None = None) -> int:
     """Print a refused change with every problem (file:line: field: message), or the call's error."""
     print(f"tollgate refdata {command}: {error.code().name}: {error.details()}", file=sys.stderr)
@@ -443,7 +424,7 @@ def _info_line(info: Any) -> str:
 
 def cmd_refdata_load(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=security(args)) as client:
             loaded = client.load_directory(args.directory, partial=args.partial, source=args.source,
                                            keep_missing=args.keep_missing, allow_emptying=args.allow_emptying)
     except ExportDirectoryError as error:
@@ -487,7 +468,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 def cmd_refdata_upsert(args: argparse.Namespace) -> int:
     try:
         records = _read_records(args.file)
-        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=security(args)) as client:
             changed = client.upsert(args.entity, records)
     except (OSError, ValueError) as error:
         print(f"tollgate refdata upsert: {error}", file=sys.stderr)
@@ -514,7 +495,7 @@ def cmd_refdata_delete(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         keys.append(dict(zip(entity.key, values, strict=True)))
     try:
-        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=security(args)) as client:
             changed = client.delete(entity.name, keys)
     except grpc.RpcError as error:
         return _refdata_error("delete", error)
@@ -524,7 +505,7 @@ def cmd_refdata_delete(args: argparse.Namespace) -> int:
 
 def cmd_refdata_status(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=security(args)) as client:
             status = client.status()
     except grpc.RpcError as error:
         return _refdata_error("status", error)
@@ -555,7 +536,7 @@ def cmd_refdata_status(args: argparse.Namespace) -> int:
 
 def cmd_refdata_diff(args: argparse.Namespace) -> int:
     try:
-        with RefDataClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with RefDataClient(args.server, timeout=args.timeout, security=security(args)) as client:
             diff = client.diff(args.snapshot_a, args.snapshot_b)
     except grpc.RpcError as error:
         return _refdata_error("diff", error)
@@ -575,7 +556,7 @@ def cmd_refdata_diff(args: argparse.Namespace) -> int:
 
 def cmd_admin_reload(args: argparse.Namespace) -> int:
     try:
-        with AdminClient(args.server, timeout=args.timeout, security=_security(args)) as client:
+        with AdminClient(args.server, timeout=args.timeout, security=security(args)) as client:
             answer = client.reload()
     except grpc.RpcError as error:
         print(f"tollgate admin reload: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)

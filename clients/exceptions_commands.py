@@ -23,19 +23,14 @@ from google.protobuf import json_format
 
 from tollgate.api.v1 import exceptions_pb2, validation_pb2
 from tollgate.clients.client import ExceptionClient
+from tollgate.clients.command_support import EXIT_OK, print_json, report_refusal, security
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _FILTERS = (("code", "code"), ("rule", "rule_id"), ("project", "project_id"), ("customer", "customer_id"),
             ("worker", "worker_id"), ("since", "since"))
 
 
-# tollgate.clients.cli imports this module, so what it takes from cli is imported where it is used.
-
-
 def _client(args: argparse.Namespace) -> ExceptionClient:
-    from tollgate.clients.cli import _security
-
-    return ExceptionClient(args.server, timeout=args.timeout, security=_security(args))
+    return ExceptionClient(args.server, timeout=args.timeout, security=security(args))
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str]:
@@ -47,23 +42,13 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _refused(command: str, error: grpc.RpcError) -> int:
-    from tollgate.clients.cli import field_violations
-
-    print(f"tollgate exceptions {command}: {error.code().name}: {error.details()}", file=sys.stderr)
-    for field, description in field_violations(error):
-        print(f"  {field}: {description}", file=sys.stderr)
-    return EXIT_FAILED if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION) \
-        else EXIT_USAGE
+    return report_refusal(f"tollgate exceptions {command}", error,
+                          failed=frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}))
 
 
 def _document(message: Any) -> dict[str, Any]:
     document: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     return document
-
-
-def _print_json(document: Any) -> None:
-    json.dump(document, sys.stdout, ensure_ascii=False, indent=2)
-    print()
 
 
 def _row(found: exceptions_pb2.ItemException) -> list[str]:
@@ -85,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return _refused("list", error)
     if args.format == "json":
-        _print_json([_document(f) for f in found])
+        print_json([_document(f) for f in found])
         return EXIT_OK
     _print_table(["ID", "STATUS", "OUTCOME", "KIND", "ITEM", "CODES", "PROJECT", "CUSTOMER", "WORKER", "SEEN",
                   "LAST SEEN"], [_row(f) for f in found])
@@ -102,7 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.format == "json":
         document = _document(found)
         document["input"] = json.loads(document.pop("input_json", "null"))
-        _print_json(document)
+        print_json(document)
         return EXIT_OK
     print(f"exception {found.exception_id}: {found.item_kind} {found.item_id}, {found.status} ({found.outcome})")
     print(f"  seen {found.times_seen} time(s): first {found.first_seen}, last {found.last_seen}")
@@ -128,7 +113,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         return _refused("summary", error)
     if args.format == "json":
-        _print_json(_document(counted))
+        print_json(_document(counted))
         return EXIT_OK
     _print_table(["CODE", "PROJECT", "CUSTOMER", "WORKER", "OPEN"],
                  [[g.code, g.project_id or "-", g.customer_id or "-", g.worker_id or "-", str(g.open)]
@@ -168,7 +153,7 @@ def cmd_revalidate(args: argparse.Namespace) -> int:
 
 
 def add_exceptions_commands(commands: Any) -> None:
-    from tollgate.clients.cli import add_connection_flags
+    from tollgate.clients.cli import add_connection_flags  # here: cli imports this module
 
     queue = commands.add_parser("exceptions", help="the queue of rejected and held items (the ledger must be on)")
     sub = queue.add_subparsers(dest="exceptions_command", required=True)
