@@ -11,40 +11,90 @@ writers take turns, which is what a single-node SQLite can do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import ARRAY, Connection, Engine, Text, any_, bindparam, delete, func, literal, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
 from tollgate.ledger.schema import account_keys, consumption
-from tollgate.ledger.store import insert_ignoring_duplicates, unreachable
+from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, unreachable
 
-# Keys per statement: well under SQLite's and PostgreSQL's limits on bound parameters.
-_KEYS_PER_QUERY = 500
+# Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one array
+# parameter: a list of 500 placeholders cost more to parse client side (psycopg splits the query) than the
+# statement took to run, and a row-value IN list was not planned as index look-ups (a 10,000-entry call spent 9 s
+# in the lock and the version bump, benchmarks/test_ledger.py).
+_KEYS_PER_QUERY = {"sqlite": 500, "postgresql": 20_000}
 _T = TypeVar("_T")
 
 
-def _chunks(values: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(values), _KEYS_PER_QUERY):
-        yield values[start:start + _KEYS_PER_QUERY]
+def _chunks(values: Sequence[_T], dialect: str) -> Iterator[Sequence[_T]]:
+    size = _KEYS_PER_QUERY.get(dialect, 500)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
-# Built once: a select made per call cost more than running it (SQLAlchemy's coercions, ~1 ms a batch).
-_PRIORS = (select(account_keys.c.group_key, account_keys.c.version, consumption.c.item_kind, consumption.c.item_id,
-                  consumption.c.amount)
-           .select_from(account_keys.outerjoin(consumption, (consumption.c.account == account_keys.c.account)
-                                               & (consumption.c.group_key == account_keys.c.group_key)))
-           .where(account_keys.c.account == bindparam("account"),
-                  account_keys.c.group_key.in_(bindparam("keys", expanding=True))))
+def _listed(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """``column`` is one of the values bound as ``name``: an array on PostgreSQL, a list of placeholders else."""
+    if dialect == "postgresql":
+        listed: ColumnElement[bool] = column == any_(bindparam(name, type_=ARRAY(Text)))
+        return listed
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
 
-# What a batch's items consumed before (built once, as _PRIORS).
-_OWN = (select(consumption.c.account, consumption.c.group_key, consumption.c.item_id, consumption.c.amount)
-        .where(consumption.c.item_kind == bindparam("kind"),
-               consumption.c.item_id.in_(bindparam("ids", expanding=True))))
+def _by_account(groups: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Groups by account, both in order: the order every call locks in (PostgreSQL compares keys bytewise,
+    COLLATE "C", as Python's sort does), so two calls never wait for each other's rows crosswise."""
+    accounts: dict[str, list[str]] = {}
+    for account, key in sorted(set(groups)):
+        accounts.setdefault(account, []).append(key)
+    return accounts
+
+
+class _Statements(NamedTuple):
+    priors: Any  # a group's version with its consumption: account, keys
+    own: Any  # what a batch's items consumed before: kind, ids
+    insert_keys: Any  # a row per group, created at version 0 unless it exists
+    lock: Any  # the groups' rows locked, in order, with their versions: account, keys
+    bump: Any  # the groups' versions moved on: account, keys
+    forget: Any  # the items' consumption removed: kind, ids
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """Built once per dialect: a statement made per call cost more than running it (SQLAlchemy's coercions, ~1 ms a
+    batch)."""
+    keys, ids = account_keys.c, consumption.c
+    in_account = (keys.account == bindparam("b_account"), _listed(keys.group_key, "b_keys", dialect))
+    priors = (select(keys.group_key, keys.version, ids.item_kind, ids.item_id, ids.amount)
+              .select_from(account_keys.outerjoin(consumption, (ids.account == keys.account)
+                                                  & (ids.group_key == keys.group_key)))
+              .where(*in_account))
+    own = (select(ids.account, ids.group_key, ids.item_id, ids.amount)
+           .where(ids.item_kind == bindparam("b_kind"), _listed(ids.item_id, "b_ids", dialect)))
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        # one statement for every key of the account, made rows by the server
+        insert_keys = (postgresql_insert(account_keys)
+                       .from_select(["account", "group_key", "version"],
+                                    select(bindparam("b_account", type_=Text),
+                                           func.unnest(bindparam("b_keys", type_=ARRAY(Text))), literal(0)))
+                       .on_conflict_do_nothing(index_elements=["account", "group_key"]))
+        order: ColumnElement[Any] = keys.group_key.collate("C")
+    else:
+        insert_keys = insert_ignoring_duplicates(account_keys, dialect)  # executemany: one prepared statement
+        order = keys.group_key
+    return _Statements(
+        priors=priors, own=own, insert_keys=insert_keys,
+        lock=select(keys.group_key, keys.version).where(*in_account).order_by(order).with_for_update(),
+        bump=update(account_keys).where(*in_account).values(version=keys.version + 1),
+        forget=delete(consumption).where(ids.item_kind == bindparam("b_kind"), _listed(ids.item_id, "b_ids", dialect)),
+    )
 
 
 def read_priors(connection: Connection, account: str, kind: str, keys: Collection[str], *, own: Collection[str],
@@ -53,10 +103,12 @@ def read_priors(connection: Connection, account: str, kind: str, keys: Collectio
     ``versions``: one statement per chunk of keys, each group's row with its consumption joined (a group with
     consumption always has its row: settle writes the row first). Read in one statement, the version and the amounts
     agree; a call settling after it shows as a changed version."""
+    dialect = connection.dialect.name
+    statement = _statements(dialect).priors
     held: dict[str, Decimal] = {}
-    for chunk in _chunks(sorted(keys)):
+    for chunk in _chunks(sorted(keys), dialect):
         for key, version, item_kind, item_id, amount in connection.execute(
-                _PRIORS, {"account": account, "keys": list(chunk)}):
+                statement, {"b_account": account, "b_keys": list(chunk)}):
             versions[(account, key)] = version
             if amount is None or (item_kind == kind and (item_id in own or (released is not None
                                                                           and released(item_id)))):
@@ -116,19 +168,18 @@ class Stale(Exception):  # noqa: N818 - not an error: the batch is decided again
 
 def lock(connection: Connection, groups: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Lock the rows of ``groups`` (created at version 0 if new), in order; their versions."""
-    wanted = sorted(set(groups))
-    if not wanted:
-        return {}
-    connection.execute(insert_ignoring_duplicates(account_keys, connection.dialect.name),
-                       [{"account": account, "group_key": key, "version": 0} for account, key in wanted])
+    dialect = connection.dialect.name
+    statements = _statements(dialect)
     locked: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(wanted):
-        rows = connection.execute(
-            select(account_keys.c.account, account_keys.c.group_key, account_keys.c.version)
-            .where(tuple_(account_keys.c.account, account_keys.c.group_key).in_(chunk))
-            .order_by(account_keys.c.account, account_keys.c.group_key)
-            .with_for_update())
-        locked.update(((account, key), version) for account, key, version in rows)
+    for account, keys in _by_account(groups).items():
+        for chunk in _chunks(keys, dialect):
+            if dialect == "postgresql":
+                connection.execute(statements.insert_keys, {"b_account": account, "b_keys": list(chunk)})
+            else:
+                connection.execute(statements.insert_keys,
+                                   [{"account": account, "group_key": key, "version": 0} for key in chunk])
+            rows = connection.execute(statements.lock, {"b_account": account, "b_keys": list(chunk)})
+            locked.update(((account, key), version) for key, version in rows)
     return locked
 
 
@@ -142,9 +193,11 @@ def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[
     ``versions_read``: the versions the batch was decided against; if another call has settled on one of the
     groups it adds to since, raises Stale (nothing written). None: decided under the locks already.
     """
+    dialect = connection.dialect.name
+    statements = _statements(dialect)
     before: dict[tuple[str, str, str], Decimal] = {}
-    for ids in _chunks(sorted(own)):
-        for account, key, item_id, amount in connection.execute(_OWN, {"kind": kind, "ids": list(ids)}):
+    for ids in _chunks(sorted(own), dialect):
+        for account, key, item_id, amount in connection.execute(statements.own, {"b_kind": kind, "b_ids": list(ids)}):
             before[(account, key, item_id)] = Decimal(amount)
     after = {(e.account, e.key, e.item_id): e.amount for e in entries}
     changed = {entry for entry, amount in after.items() if before.get(entry) != amount}
@@ -154,14 +207,16 @@ def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[
         raise Stale
     # an item whose rows change has all of them rewritten: its earlier rows go, its new ones come
     rewritten = sorted({item for _account, _key, item in changed | (before.keys() - after.keys())})
-    for ids in _chunks(rewritten):
-        connection.execute(delete(consumption).where(consumption.c.item_kind == kind, consumption.c.item_id.in_(ids)))
-    for chunk in _chunks(sorted(adding)):
-        connection.execute(update(account_keys)
-                           .where(tuple_(account_keys.c.account, account_keys.c.group_key).in_(chunk))
-                           .values(version=account_keys.c.version + 1))
+    for ids in _chunks(rewritten, dialect):
+        connection.execute(statements.forget, {"b_kind": kind, "b_ids": list(ids)})
+    for account, keys in _by_account(adding).items():
+        for chunk in _chunks(keys, dialect):
+            connection.execute(statements.bump, {"b_account": account, "b_keys": list(chunk)})
     written = set(rewritten)
-    rows = [{"account": e.account, "group_key": e.key, "item_kind": kind, "item_id": e.item_id,
-             "amount": format(e.amount, "f"), "batch_id": batch_id} for e in entries if e.item_id in written]
+    rows = [(e.account, e.key, kind, e.item_id, format(e.amount, "f"), batch_id) for e in entries
+            if e.item_id in written]
     if rows:
-        connection.execute(insert(consumption), rows)
+        bulk_insert(connection, consumption, _CONSUMPTION_COLUMNS, rows)
+
+
+_CONSUMPTION_COLUMNS = ("account", "group_key", "item_kind", "item_id", "amount", "batch_id")

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Engine, Integer, String, Table, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from tollgate.evaluators.accounts import Accounts, PriorReader, UnreadableAccounts
 from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, settle
 from tollgate.ledger.exceptions import update_exceptions
 from tollgate.ledger.schema import metadata, requests
-from tollgate.ledger.store import insert_ignoring_duplicates, unreachable
+from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, unreachable
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
 from tollgate.rules.typecheck import CompiledRuleset
 
@@ -226,50 +226,12 @@ def write(connection: Connection, write_set: WriteSet) -> bool:
             if name == BATCH_TABLE and written.rowcount == 0:
                 return False
         else:
-            _bulk_insert(connection, table, table_rows)
+            bulk_insert(connection, table, table_rows.columns, table_rows.rows)
     decisions = write_set.tables["decisions"]
     batch_row = dict(zip(write_set.tables[BATCH_TABLE].columns, write_set.tables[BATCH_TABLE].rows[0], strict=True))
     update_exceptions(connection, write_set.batch_id, batch_row["item_kind"], batch_row["answered_at"],
                       [dict(zip(decisions.columns, row, strict=True)) for row in decisions.rows])
     return True
-
-
-@functools.cache
-def _plain(table: Table) -> bool:
-    """Whether every column of ``table`` takes its Python value as the driver does (text and integers), so its rows
-    can skip SQLAlchemy's per-row processing; a datetime column needs SQLAlchemy's (SQLite stores it as text)."""
-    return all(isinstance(column.type, (String, Integer)) for column in table.columns)
-
-
-def _bulk_insert(connection: Connection, table: Table, table_rows: TableRows) -> None:
-    """Many rows at once through the driver: COPY on PostgreSQL, executemany on SQLite. SQLAlchemy's own
-    executemany spent 40% of a 10,000-row insert building each row's parameters (benchmarks/profile_ledger.py)."""
-    if not _plain(table):
-        connection.execute(insert(table), [dict(zip(table_rows.columns, row, strict=True))
-                                           for row in table_rows.rows])
-        return
-    dialect = connection.dialect
-    quote = dialect.identifier_preparer.quote
-    columns = ", ".join(quote(c) for c in table_rows.columns)
-    postgres = dialect.name == "postgresql"
-    statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN" if postgres else \
-        f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' * len(table_rows.columns))})"
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if postgres:
-            with cursor.copy(statement) as copy:
-                for row in table_rows.rows:
-                    copy.write_row(row)
-        else:
-            cursor.executemany(statement, table_rows.rows)
-    except dialect.loaded_dbapi.Error as error:
-        # As SQLAlchemy's own execution would raise it (OperationalError, IntegrityError, ...), so that callers
-        # tell an unreachable database from a refused write the same way whichever path wrote.
-        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
-        raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
-                                  dialect=dialect) from error
-    finally:
-        cursor.close()
 
 
 class Recorder:
