@@ -16,18 +16,18 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ARRAY, Connection, Engine, Text, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import Connection, Engine, Text, bindparam, delete, literal, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
 from tollgate.ledger.schema import account_keys, consumption
-from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, unreachable
+from tollgate.ledger.store import bound_list, bulk_insert, elements, insert_ignoring_duplicates, listed, unreachable
 
-# Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one array
-# parameter: a list of 500 placeholders cost more to parse client side (psycopg splits the query) than the
-# statement took to run, and a row-value IN list was not planned as index look-ups (a 10,000-entry call spent 9 s
-# in the lock and the version bump, benchmarks/test_ledger.py).
+# Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one JSON
+# document, made rows by the server: a list of 500 placeholders cost more to parse client side (psycopg splits the
+# query) than the statement took to run, a row-value IN list was not planned as index look-ups (a 10,000-entry call
+# spent 9 s in the lock and the version bump), and a text array cost 0.8 s a call to escape (psycopg's dumper).
 _KEYS_PER_QUERY = {"sqlite": 500, "postgresql": 20_000}
 _T = TypeVar("_T")
 
@@ -36,14 +36,6 @@ def _chunks(values: Sequence[_T], dialect: str) -> Iterator[Sequence[_T]]:
     size = _KEYS_PER_QUERY.get(dialect, 500)
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def _listed(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
-    """``column`` is one of the values bound as ``name``: an array on PostgreSQL, a list of placeholders else."""
-    if dialect == "postgresql":
-        listed: ColumnElement[bool] = column == any_(bindparam(name, type_=ARRAY(Text)))
-        return listed
-    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
 
 def _by_account(groups: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -69,21 +61,20 @@ def _statements(dialect: str) -> _Statements:
     """Built once per dialect: a statement made per call cost more than running it (SQLAlchemy's coercions, ~1 ms a
     batch)."""
     keys, ids = account_keys.c, consumption.c
-    in_account = (keys.account == bindparam("b_account"), _listed(keys.group_key, "b_keys", dialect))
+    in_account = (keys.account == bindparam("b_account"), listed(keys.group_key, "b_keys", dialect))
     priors = (select(keys.group_key, keys.version, ids.item_kind, ids.item_id, ids.amount)
               .select_from(account_keys.outerjoin(consumption, (ids.account == keys.account)
                                                   & (ids.group_key == keys.group_key)))
               .where(*in_account))
     own = (select(ids.account, ids.group_key, ids.item_id, ids.amount)
-           .where(ids.item_kind == bindparam("b_kind"), _listed(ids.item_id, "b_ids", dialect)))
+           .where(ids.item_kind == bindparam("b_kind"), listed(ids.item_id, "b_ids", dialect)))
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
         # one statement for every key of the account, made rows by the server
         insert_keys = (postgresql_insert(account_keys)
                        .from_select(["account", "group_key", "version"],
-                                    select(bindparam("b_account", type_=Text),
-                                           func.unnest(bindparam("b_keys", type_=ARRAY(Text))), literal(0)))
+                                    select(bindparam("b_account", type_=Text), elements("b_keys"), literal(0)))
                        .on_conflict_do_nothing(index_elements=["account", "group_key"]))
         order: ColumnElement[Any] = keys.group_key.collate("C")
     else:
@@ -93,7 +84,7 @@ def _statements(dialect: str) -> _Statements:
         priors=priors, own=own, insert_keys=insert_keys,
         lock=select(keys.group_key, keys.version).where(*in_account).order_by(order).with_for_update(),
         bump=update(account_keys).where(*in_account).values(version=keys.version + 1),
-        forget=delete(consumption).where(ids.item_kind == bindparam("b_kind"), _listed(ids.item_id, "b_ids", dialect)),
+        forget=delete(consumption).where(ids.item_kind == bindparam("b_kind"), listed(ids.item_id, "b_ids", dialect)),
     )
 
 
@@ -108,7 +99,7 @@ def read_priors(connection: Connection, account: str, kind: str, keys: Collectio
     held: dict[str, Decimal] = {}
     for chunk in _chunks(sorted(keys), dialect):
         for key, version, item_kind, item_id, amount in connection.execute(
-                statement, {"b_account": account, "b_keys": list(chunk)}):
+                statement, {"b_account": account, "b_keys": bound_list(chunk, dialect)}):
             versions[(account, key)] = version
             if amount is None or (item_kind == kind and (item_id in own or (released is not None
                                                                           and released(item_id)))):
@@ -174,11 +165,11 @@ def lock(connection: Connection, groups: Iterable[tuple[str, str]]) -> dict[tupl
     for account, keys in _by_account(groups).items():
         for chunk in _chunks(keys, dialect):
             if dialect == "postgresql":
-                connection.execute(statements.insert_keys, {"b_account": account, "b_keys": list(chunk)})
+                connection.execute(statements.insert_keys, {"b_account": account, "b_keys": bound_list(chunk, dialect)})
             else:
                 connection.execute(statements.insert_keys,
                                    [{"account": account, "group_key": key, "version": 0} for key in chunk])
-            rows = connection.execute(statements.lock, {"b_account": account, "b_keys": list(chunk)})
+            rows = connection.execute(statements.lock, {"b_account": account, "b_keys": bound_list(chunk, dialect)})
             locked.update(((account, key), version) for key, version in rows)
     return locked
 
@@ -197,7 +188,8 @@ def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[
     statements = _statements(dialect)
     before: dict[tuple[str, str, str], Decimal] = {}
     for ids in _chunks(sorted(own), dialect):
-        for account, key, item_id, amount in connection.execute(statements.own, {"b_kind": kind, "b_ids": list(ids)}):
+        own_rows = connection.execute(statements.own, {"b_kind": kind, "b_ids": bound_list(ids, dialect)})
+        for account, key, item_id, amount in own_rows:
             before[(account, key, item_id)] = Decimal(amount)
     after = {(e.account, e.key, e.item_id): e.amount for e in entries}
     changed = {entry for entry, amount in after.items() if before.get(entry) != amount}
@@ -208,10 +200,10 @@ def settle(connection: Connection, *, kind: str, batch_id: str, own: Collection[
     # an item whose rows change has all of them rewritten: its earlier rows go, its new ones come
     rewritten = sorted({item for _account, _key, item in changed | (before.keys() - after.keys())})
     for ids in _chunks(rewritten, dialect):
-        connection.execute(statements.forget, {"b_kind": kind, "b_ids": list(ids)})
+        connection.execute(statements.forget, {"b_kind": kind, "b_ids": bound_list(ids, dialect)})
     for account, keys in _by_account(adding).items():
         for chunk in _chunks(keys, dialect):
-            connection.execute(statements.bump, {"b_account": account, "b_keys": list(chunk)})
+            connection.execute(statements.bump, {"b_account": account, "b_keys": bound_list(chunk, dialect)})
     written = set(rewritten)
     rows = [(e.account, e.key, kind, e.item_id, format(e.amount, "f"), batch_id) for e in entries
             if e.item_id in written]

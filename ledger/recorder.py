@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from tollgate.evaluators.accounts import Accounts, PriorReader, UnreadableAccounts
@@ -234,6 +234,14 @@ def write(connection: Connection, write_set: WriteSet) -> bool:
     return True
 
 
+# A request id's recorded response within the window, and its row from before the window (built once, as the
+# statements of ledger/controls.py).
+_SAME_REQUEST = (requests.c.caller == bindparam("b_caller"), requests.c.request_id == bindparam("b_request_id"))
+_RECORDED_REQUEST = (select(requests.c.payload_digest, requests.c.batch_id, requests.c.response)
+                     .where(*_SAME_REQUEST, requests.c.recorded_at >= bindparam("b_since")))
+_EXPIRED_REQUEST = requests.delete().where(*_SAME_REQUEST, requests.c.recorded_at < bindparam("b_since"))
+
+
 class Recorder:
     """Writes calls to the ledger's database, or to the spool while it cannot be reached. Thread-safe: each call
     takes a connection of its own."""
@@ -255,14 +263,13 @@ class Recorder:
     def recorded_response(self, request: RequestKey, connection: Connection | None = None) -> bytes | None:
         """The response recorded for the request within the window; None if there is none. A recorded id with
         another payload raises RequestIdReusedError."""
-        query = (select(requests.c.payload_digest, requests.c.batch_id, requests.c.response)
-                 .where(requests.c.caller == request.caller, requests.c.request_id == request.request_id,
-                        requests.c.recorded_at >= datetime.now(UTC) - self.request_window))
+        values = {"b_caller": request.caller, "b_request_id": request.request_id,
+                  "b_since": datetime.now(UTC) - self.request_window}
         if connection is None:
             with self.engine.connect().execution_options(ledger_read=True) as reading:
-                row = reading.execute(query).first()
+                row = reading.execute(_RECORDED_REQUEST, values).first()
         else:
-            row = connection.execute(query).first()
+            row = connection.execute(_RECORDED_REQUEST, values).first()
         if row is None:
             return None
         if row.payload_digest != request.payload_digest:
@@ -323,9 +330,9 @@ class Recorder:
         request_rows = write_set.tables.get(REQUESTS_TABLE)
         if request_rows is not None:
             # the id's row from before the window, if any, makes way; one within it stays, and the insert fails
-            connection.execute(requests.delete().where(
-                requests.c.caller == request_rows.rows[0][0], requests.c.request_id == request_rows.rows[0][1],
-                requests.c.recorded_at < datetime.now(UTC) - self.request_window))
+            connection.execute(_EXPIRED_REQUEST, {"b_caller": request_rows.rows[0][0],
+                                                  "b_request_id": request_rows.rows[0][1],
+                                                  "b_since": datetime.now(UTC) - self.request_window})
             connection.execute(insert(requests), [dict(zip(request_rows.columns, request_rows.rows[0], strict=True))])
         write(connection, replace(write_set, tables={name: rows for name, rows in write_set.tables.items()
                                                      if name != REQUESTS_TABLE}))

@@ -16,11 +16,29 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Integer, String, Table, create_engine, event, insert, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.rules.problems import Problem, ProblemsError
 
@@ -203,6 +221,25 @@ def bulk_insert(connection: Connection, table: Table, columns: Sequence[str], ro
                                   dialect=dialect) from error
     finally:
         cursor.close()
+
+
+def elements(name: str) -> Any:
+    """PostgreSQL: the strings of the JSON array bound as ``name``, a row each."""
+    return func.json_array_elements_text(cast(bindparam(name, type_=Text), JSON))
+
+
+def listed(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """``column`` is one of the values bound as ``name`` (see ``bound_list``): a JSON array on PostgreSQL, a list of
+    placeholders else."""
+    if dialect == "postgresql":
+        member: ColumnElement[bool] = column.in_(select(elements(name)))
+        return member
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+def bound_list(values: Sequence[str], dialect: str) -> Any:
+    """``values`` as ``listed`` takes them."""
+    return orjson.dumps(values).decode() if dialect == "postgresql" else list(values)
 
 
 def open_database(url: URL, **options: Any) -> Engine:
