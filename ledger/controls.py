@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, Text, bindparam, delete, literal, select, update
+from sqlalchemy import Connection, Engine, Text, bindparam, delete, literal, null, select, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -48,7 +48,7 @@ def _by_account(groups: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 class _Statements(NamedTuple):
-    priors: Any  # a group's version with its consumption: account, keys
+    priors: Any  # the groups' versions and their consumption: account, keys
     own: Any  # what a batch's items consumed before: kind, ids
     insert_keys: Any  # a row per group, created at version 0 unless it exists
     lock: Any  # the groups' rows locked, in order, with their versions: account, keys
@@ -62,10 +62,14 @@ def _statements(dialect: str) -> _Statements:
     batch)."""
     keys, ids = account_keys.c, consumption.c
     in_account = (keys.account == bindparam("b_account"), listed(keys.group_key, "b_keys", dialect))
-    priors = (select(keys.group_key, keys.version, ids.item_kind, ids.item_id, ids.amount)
-              .select_from(account_keys.outerjoin(consumption, (ids.account == keys.account)
-                                                  & (ids.group_key == keys.group_key)))
-              .where(*in_account))
+    # the groups' rows, then their consumption, in one statement (one snapshot: the versions and the amounts agree),
+    # each part an index look-up by (account, group_key)
+    nothing = null()
+    priors = union_all(
+        select(keys.group_key, keys.version, nothing.label("item_kind"), nothing.label("item_id"),
+               nothing.label("amount")).where(*in_account),
+        select(ids.group_key, nothing, ids.item_kind, ids.item_id, ids.amount)
+        .where(ids.account == bindparam("b_account"), listed(ids.group_key, "b_keys", dialect)))
     own = (select(ids.account, ids.group_key, ids.item_id, ids.amount)
            .where(ids.item_kind == bindparam("b_kind"), listed(ids.item_id, "b_ids", dialect)))
     if dialect == "postgresql":
@@ -91,18 +95,19 @@ def _statements(dialect: str) -> _Statements:
 def read_priors(connection: Connection, account: str, kind: str, keys: Collection[str], *, own: Collection[str],
                 released: Callable[[str], bool] | None, versions: dict[tuple[str, str], int]) -> dict[str, Decimal]:
     """What ``account`` holds for ``keys`` (see evaluators/accounts.PriorReader), noting each key's version in
-    ``versions``: one statement per chunk of keys, each group's row with its consumption joined (a group with
-    consumption always has its row: settle writes the row first). Read in one statement, the version and the amounts
-    agree; a call settling after it shows as a changed version."""
+    ``versions``: one statement per chunk of keys, each group's row (version) and its consumption rows (a group with
+    consumption always has its row: settle writes the row first). Read in one statement, the versions and the
+    amounts agree; a call settling after it shows as a changed version."""
     dialect = connection.dialect.name
     statement = _statements(dialect).priors
     held: dict[str, Decimal] = {}
     for chunk in _chunks(sorted(keys), dialect):
         for key, version, item_kind, item_id, amount in connection.execute(
                 statement, {"b_account": account, "b_keys": bound_list(chunk, dialect)}):
-            versions[(account, key)] = version
-            if amount is None or (item_kind == kind and (item_id in own or (released is not None
-                                                                          and released(item_id)))):
+            if version is not None:
+                versions[(account, key)] = version
+                continue
+            if item_kind == kind and (item_id in own or (released is not None and released(item_id))):
                 continue
             held[key] = held.get(key, Decimal(0)) + Decimal(amount)
     return held

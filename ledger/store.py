@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
     bindparam,
     cast,
     create_engine,
@@ -230,9 +231,11 @@ def elements(name: str) -> Any:
 
 def listed(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
     """``column`` is one of the values bound as ``name`` (see ``bound_list``): a JSON array on PostgreSQL, a list of
-    placeholders else."""
+    placeholders else. On PostgreSQL, ``= ANY(ARRAY(SELECT ...))``: an index condition whatever the statistics say.
+    As ``IN (SELECT ...)`` it was planned as a hash join over every row of the account when the tables had not been
+    analyzed yet (autovacuum off, or a ledger that grew since): 13 ms rather than 0.3 ms for a timesheet's keys."""
     if dialect == "postgresql":
-        member: ColumnElement[bool] = column.in_(select(elements(name)))
+        member: ColumnElement[bool] = column == any_(func.array(select(elements(name)).scalar_subquery()))
         return member
     return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 

@@ -32,9 +32,9 @@ from tollgate.api.v1 import validation_pb2 as pb
 from tollgate.api.v1 import validation_pb2_grpc as pb_grpc
 from tollgate.clients.client import AuditClient, RefDataClient, ValidationClient, time_entry_message
 from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, group_key, hold_unsettled
-from tollgate.ledger.controls import LedgerPriors
+from tollgate.ledger.controls import LedgerPriors, _statements
 from tollgate.ledger.schema import account_keys, batches, consumption, decisions, requests
-from tollgate.ledger.store import connect, open_database, unreachable
+from tollgate.ledger.store import bound_list, connect, open_database, unreachable
 from tollgate.rules.decisions import Outcome
 from tollgate.server.app import RunningServer, start
 from tollgate.server.identities import new_token, write_identity
@@ -505,6 +505,44 @@ def test_a_statement_postgresql_refuses_is_not_an_outage() -> None:
         assert unreachable(down.value)
     finally:
         closed.dispose()
+
+
+@pytest.mark.postgres
+def test_the_accounts_are_read_and_settled_by_index_on_a_grown_ledger_never_analyzed() -> None:
+    """A call reads and settles only its own groups and items, whatever the ledger holds and whether or not
+    PostgreSQL has statistics on it yet (autovacuum may be off, or behind a month-end's growth): every statement a
+    call runs on the accounts is planned as index look-ups, never a scan of an account's rows."""
+    with postgres_schema() as database:
+        engine = open_database(connect(database).url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(insert(account_keys), [{"account": "cap", "group_key": f"g{n}", "version": 1}
+                                                          for n in range(2_000)])
+                connection.execute(insert(consumption), [
+                    {"account": "cap", "group_key": f"g{n % 2_000}", "item_kind": "time_entry", "item_id": f"TE-{n}",
+                     "amount": "1", "batch_id": "b"} for n in range(40_000)])
+            statements = _statements("postgresql")
+            keys, ids = bound_list(["g1", "g2", "g3"], "postgresql"), bound_list(["TE-1", "TE-2"], "postgresql")
+            with engine.connect() as connection:
+                for statement, values in ((statements.priors, {"b_account": "cap", "b_keys": keys}),
+                                          (statements.own, {"b_kind": "time_entry", "b_ids": ids}),
+                                          (statements.lock, {"b_account": "cap", "b_keys": keys}),
+                                          (statements.bump, {"b_account": "cap", "b_keys": keys}),
+                                          (statements.forget, {"b_kind": "time_entry", "b_ids": ids})):
+                    compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": False})
+                    plan = "\n".join(row[0] for row in connection.exec_driver_sql(
+                        f"EXPLAIN {compiled}", compiled.construct_params(values)))
+                    assert "Seq Scan" not in plan and "Hash" not in plan, plan
+                    assert "Index" in plan, plan
+                connection.rollback()
+            reader = LedgerPriors(engine)
+            try:
+                held = reader.prior("cap", "time_entry", ["g1", "g2"], ["TE-1"], None)
+            finally:
+                reader.close()
+            assert held == {"g1": Decimal(19), "g2": Decimal(20)}  # TE-1 (g1) is the batch's own
+        finally:
+            engine.dispose()
 
 
 def test_a_stream_chunk_reusing_an_earlier_chunk_s_id_for_other_items_ends_the_stream_naming_it(
