@@ -16,18 +16,18 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, Text, bindparam, delete, literal, null, select, union_all, update
+from sqlalchemy import Connection, Engine, Text, bindparam, delete, func, literal, null, select, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
 from tollgate.ledger.schema import account_keys, consumption
-from tollgate.ledger.store import bound_list, bulk_insert, elements, insert_ignoring_duplicates, listed, unreachable
+from tollgate.ledger.store import bound_list, bulk_insert, insert_ignoring_duplicates, listed, text_array, unreachable
 
-# Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one JSON
-# document, made rows by the server: a list of 500 placeholders cost more to parse client side (psycopg splits the
-# query) than the statement took to run, a row-value IN list was not planned as index look-ups (a 10,000-entry call
-# spent 9 s in the lock and the version bump), and a text array cost 0.8 s a call to escape (psycopg's dumper).
+# Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one array
+# literal (ledger/store.py listed): a list of 500 placeholders cost more to parse client side (psycopg splits the
+# query) than the statement took to run, and a row-value IN list was not planned as index look-ups (a 10,000-entry
+# call spent 9 s in the lock and the version bump).
 _KEYS_PER_QUERY = {"sqlite": 500, "postgresql": 20_000}
 _T = TypeVar("_T")
 
@@ -78,7 +78,8 @@ def _statements(dialect: str) -> _Statements:
         # one statement for every key of the account, made rows by the server
         insert_keys = (postgresql_insert(account_keys)
                        .from_select(["account", "group_key", "version"],
-                                    select(bindparam("b_account", type_=Text), elements("b_keys"), literal(0)))
+                                    select(bindparam("b_account", type_=Text), func.unnest(text_array("b_keys")),
+                                           literal(0)))
                        .on_conflict_do_nothing(index_elements=["account", "group_key"]))
         order: ColumnElement[Any] = keys.group_key.collate("C")
     else:

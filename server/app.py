@@ -41,6 +41,7 @@ from tollgate.evaluators import ENGINE_VERSION
 from tollgate.ledger import exceptions as exception_queue
 from tollgate.ledger.recorder import Recorder, open_recorder
 from tollgate.ledger.retention import RetentionLoop
+from tollgate.ledger.statistics import StatisticsKeeper
 from tollgate.ledger.store import masked
 from tollgate.refdata.directory_store import DirectorySnapshotStore
 from tollgate.refdata.redis_store import RedisSnapshotStore
@@ -107,6 +108,7 @@ class RunningServer:
     metrics: metrics.MetricsServer | None = None
     ledger: Recorder | None = None
     retention: RetentionLoop | None = None
+    statistics: StatisticsKeeper | None = None
 
     def stop(self) -> None:
         """Refuse new calls (health says NOT_SERVING first), let calls in flight finish for up to the grace
@@ -127,6 +129,8 @@ class RunningServer:
             self.metrics.stop()
         if self.retention is not None:
             self.retention.stop()
+        if self.statistics is not None:
+            self.statistics.stop()
         self.runtime.close()
         if self.ledger is not None:
             self.ledger.close()
@@ -288,6 +292,12 @@ def start(settings: Settings) -> RunningServer:
         if ledger is not None and settings.worker_index == 0 else None
     if retention is not None:
         retention.start()
+    # ... and keeps the planner's statistics on its tables where autovacuum does not (ledger/statistics.py)
+    statistics = StatisticsKeeper(ledger.engine) if retention is not None and ledger is not None else None
+    if statistics is not None and statistics.needed():
+        statistics.start()
+    else:
+        statistics = None
     runtime.on_change(lambda: _health_follows(runtime, health_servicer))
     _health_follows(runtime, health_servicer)  # whatever changed between the first look and listening
     log.info("serving", host=settings.host, port=port, engine_version=ENGINE_VERSION,
@@ -301,7 +311,7 @@ def start(settings: Settings) -> RunningServer:
              ledger=masked(ledger.engine.url) if ledger is not None else None,
              spool=str(ledger.spool.path) if ledger is not None and ledger.spool is not None else None)
     return RunningServer(server, port, health_servicer, runtime, settings.shutdown_grace_seconds, deciding, loads,
-                         streams, reload, metrics_server, ledger, retention)
+                         streams, reload, metrics_server, ledger, retention, statistics)
 
 
 def run(settings: Settings) -> int:

@@ -34,6 +34,7 @@ from tollgate.clients.client import AuditClient, RefDataClient, ValidationClient
 from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, group_key, hold_unsettled
 from tollgate.ledger.controls import LedgerPriors, _statements
 from tollgate.ledger.schema import account_keys, batches, consumption, decisions, requests
+from tollgate.ledger.statistics import StatisticsKeeper, analyze_due
 from tollgate.ledger.store import bound_list, connect, open_database, unreachable
 from tollgate.rules.decisions import Outcome
 from tollgate.server.app import RunningServer, start
@@ -508,10 +509,10 @@ def test_a_statement_postgresql_refuses_is_not_an_outage() -> None:
 
 
 @pytest.mark.postgres
-def test_the_accounts_are_read_and_settled_by_index_on_a_grown_ledger_never_analyzed() -> None:
-    """A call reads and settles only its own groups and items, whatever the ledger holds and whether or not
-    PostgreSQL has statistics on it yet (autovacuum may be off, or behind a month-end's growth): every statement a
-    call runs on the accounts is planned as index look-ups, never a scan of an account's rows."""
+def test_on_a_grown_ledger_the_accounts_are_read_and_settled_by_looking_their_keys_up() -> None:
+    """A call reads and settles only its own groups and items, whatever the ledger holds: once the tables have
+    statistics (autovacuum's, or the keeper's where autovacuum is off: ledger/statistics.py), every statement a call
+    runs on the accounts looks its keys up in an index, never reads the rest of an account's rows."""
     with postgres_schema() as database:
         engine = open_database(connect(database).url)
         try:
@@ -521,19 +522,25 @@ def test_the_accounts_are_read_and_settled_by_index_on_a_grown_ledger_never_anal
                 connection.execute(insert(consumption), [
                     {"account": "cap", "group_key": f"g{n % 2_000}", "item_kind": "time_entry", "item_id": f"TE-{n}",
                      "amount": "1", "batch_id": "b"} for n in range(40_000)])
+            with engine.begin() as connection:
+                assert {"account_keys", "consumption"} <= set(analyze_due(connection))
+            with engine.begin() as connection:
+                assert analyze_due(connection) == []  # nothing changed since
             statements = _statements("postgresql")
             keys, ids = bound_list(["g1", "g2", "g3"], "postgresql"), bound_list(["TE-1", "TE-2"], "postgresql")
             with engine.connect() as connection:
-                for statement, values in ((statements.priors, {"b_account": "cap", "b_keys": keys}),
-                                          (statements.own, {"b_kind": "time_entry", "b_ids": ids}),
-                                          (statements.lock, {"b_account": "cap", "b_keys": keys}),
-                                          (statements.bump, {"b_account": "cap", "b_keys": keys}),
-                                          (statements.forget, {"b_kind": "time_entry", "b_ids": ids})):
-                    compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": False})
+                for statement, values, looked_up in (
+                        (statements.priors, {"b_account": "cap", "b_keys": keys}, "group_key = ANY"),
+                        (statements.own, {"b_kind": "time_entry", "b_ids": ids}, "item_id = ANY"),
+                        (statements.lock, {"b_account": "cap", "b_keys": keys}, "group_key = ANY"),
+                        (statements.bump, {"b_account": "cap", "b_keys": keys}, "group_key = ANY"),
+                        (statements.forget, {"b_kind": "time_entry", "b_ids": ids}, "item_id = ANY")):
+                    compiled = statement.compile(dialect=connection.dialect)
                     plan = "\n".join(row[0] for row in connection.exec_driver_sql(
                         f"EXPLAIN {compiled}", compiled.construct_params(values)))
-                    assert "Seq Scan" not in plan and "Hash" not in plan, plan
-                    assert "Index" in plan, plan
+                    assert "Seq Scan" not in plan and "Hash" not in plan and "Filter" not in plan, plan
+                    conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+                    assert conditions and all(looked_up in line for line in conditions), plan
                 connection.rollback()
             reader = LedgerPriors(engine)
             try:
@@ -543,6 +550,40 @@ def test_the_accounts_are_read_and_settled_by_index_on_a_grown_ledger_never_anal
             assert held == {"g1": Decimal(19), "g2": Decimal(20)}  # TE-1 (g1) is the batch's own
         finally:
             engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_statistics_keeper_runs_only_where_autovacuum_does_not() -> None:
+    with postgres_schema() as database:
+        engine = open_database(connect(database).url)
+        try:
+            with engine.connect() as connection:
+                autovacuum = connection.exec_driver_sql("SHOW autovacuum").scalar_one()
+            assert StatisticsKeeper(engine).needed() == (autovacuum == "off")
+            with engine.begin() as connection:
+                connection.execute(insert(account_keys), [{"account": "cap", "group_key": f"g{n}", "version": 1}
+                                                          for n in range(500)])
+            keeper = StatisticsKeeper(engine, interval_seconds=0.05)
+            keeper.start()
+            try:
+                deadline = time.monotonic() + 20
+                analyzed = None
+                while analyzed is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    with engine.connect() as connection:
+                        analyzed = connection.exec_driver_sql(
+                            "SELECT last_analyze FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+                            "AND relname = 'account_keys'").scalar_one()
+                assert analyzed is not None  # the keeper's thread analyzed the table that changed
+            finally:
+                keeper.stop()
+        finally:
+            engine.dispose()
+    sqlite = open_database(connect("sqlite://").url)
+    try:
+        assert not StatisticsKeeper(sqlite).needed()
+    finally:
+        sqlite.dispose()
 
 
 def test_a_stream_chunk_reusing_an_earlier_chunk_s_id_for_other_items_ends_the_stream_naming_it(
