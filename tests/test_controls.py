@@ -35,7 +35,7 @@ from tollgate.evaluators.accounts import CONTROLS_UNAVAILABLE, Accounts, group_k
 from tollgate.ledger.controls import LedgerPriors, _statements
 from tollgate.ledger.schema import account_keys, batches, consumption, decisions, requests
 from tollgate.ledger.statistics import StatisticsKeeper, analyze_due
-from tollgate.ledger.store import bound_list, connect, open_database, unreachable
+from tollgate.ledger.store import bound_list, connect, open_database, text_array, unreachable
 from tollgate.rules.decisions import Outcome
 from tollgate.server.app import RunningServer, start
 from tollgate.server.identities import new_token, write_identity
@@ -548,6 +548,23 @@ def test_on_a_grown_ledger_the_accounts_are_read_and_settled_by_looking_their_ke
             finally:
                 reader.close()
             assert held == {"g1": Decimal(19), "g2": Decimal(20)}  # TE-1 (g1) is the batch's own
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_key_list_reaches_postgresql_as_sent_whatever_its_keys_hold() -> None:
+    """The keys go as one array literal (store.bound_list): quotes, backslashes, commas, braces, the word NULL, an
+    empty key, spaces, newlines and any unicode arrive as the same strings, each one element."""
+    hostile = ['a"b', "c\\d", "\\", '"', "e,f", "{g}", "}", " h ", "NULL", "null", "", "ünï😀", "new\nline", "\t",
+               '["C-1","L1"]', "x" * 5_000]
+    with postgres_schema() as database:
+        engine = open_database(connect(database).url)
+        try:
+            with engine.connect() as connection:
+                listed = connection.execute(select(func.unnest(text_array("b_keys"))),
+                                            {"b_keys": bound_list(hostile, "postgresql")}).scalars().all()
+            assert listed == hostile
         finally:
             engine.dispose()
 
