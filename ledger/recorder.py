@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from tollgate.evaluators.accounts import Accounts, PriorReader, UnreadableAccounts
 from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, settle
 from tollgate.ledger.exceptions import update_exceptions
+from tollgate.ledger.group_commit import GroupCommit
 from tollgate.ledger.schema import metadata, requests
 from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, unreachable
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
@@ -251,6 +252,7 @@ class Recorder:
         self.engine = engine
         self.spool = spool
         self.request_window = request_window  # how long a request id is remembered
+        self.group = GroupCommit()  # concurrent calls of this process share a commit (ledger/group_commit.py)
         self._stored: set[str] = set()  # digests known to be in ruleset_sources
 
     def accounts_reader(self) -> PriorReader:
@@ -292,9 +294,9 @@ class Recorder:
             spool.append(build_write_set(batch, items, headers, decided, stored_digests=self._stored, request=request))
             return decided
         try:
-            with self.engine.begin() as connection:
-                decided, write_set = self._write(connection, batch, items, headers, decided, redecide=redecide,
-                                                 request=request)
+            decided, write_set = self.group.run(self.engine, functools.partial(
+                self._write, batch=batch, items=items, headers=headers, decided=decided, redecide=redecide,
+                request=request))
         except DBAPIError as error:
             if spool is None or not unreachable(error):
                 raise
@@ -305,8 +307,8 @@ class Recorder:
         self.stored(write_set)
         return decided
 
-    def _write(self, connection: Connection, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
-               decided: Decided, *, redecide: Redecide | None, request: RequestKey | None) -> tuple[Decided, WriteSet]:
+    def _write(self, connection: Connection, *, batch: Batch, items: Sequence[Any], headers: Sequence[Any] | None,
+               decided: Decided, redecide: Redecide | None, request: RequestKey | None) -> tuple[Decided, WriteSet]:
         """The request id checked, the accounts settled (the batch decided again if they moved), the write set
         written; the request's row is inserted plainly, so a concurrent attempt of the same request that recorded
         it first makes this one fail (IntegrityError) rather than be recorded twice."""

@@ -204,6 +204,8 @@ def start(settings: Settings) -> RunningServer:
         if settings.tls_cert is not None and settings.tls_key is not None else None
     ledger = open_recorder(settings.database_url, settings.data_dir, settings.spool_dir, settings.spool_max_bytes,
                            timedelta(hours=settings.request_id_window_hours)) if settings.ledger else None
+    if ledger is not None:
+        ledger.group.on_commit = metrics.CALLS_PER_COMMIT.observe
     try:
         runtime = Runtime(settings.rulesets, settings.refdata, snapshot_store(settings))
     except BaseException:  # bad rulesets or data: start refused, the ledger's connections closed

@@ -71,6 +71,9 @@ SPOOL_WAITING = Gauge("tollgate_ledger_spool_records",
                       "not be reached; a claimed file a killed process left included)")
 SPOOL_OLDEST_SECONDS = Gauge("tollgate_ledger_spool_oldest_seconds",
                              "How long the oldest call in the ledger spool has waited for the database; 0 when none")
+CALLS_PER_COMMIT = Histogram("tollgate_ledger_calls_per_commit",
+                             "Calls recorded by each ledger commit of this process: concurrent calls share one "
+                             "(ledger/group_commit.py)", buckets=(1, 2, 4, 8, 16, 32))
 CALL_FAILURES = Counter("tollgate_call_failures", "Calls ended INTERNAL by a failure of the server (each logged with "
                         "its traceback and correlation id), by method", ["method"])
 
