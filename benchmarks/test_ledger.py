@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from tollgate.clients.client import time_entry_message
 from tollgate.evaluators import ENGINE_VERSION
 from tollgate.evaluators.binding import SnapshotBinder
 from tollgate.evaluators.engine import Evaluator
+from tollgate.ledger.group_commit import MAX_CALLS
 from tollgate.ledger.recorder import Batch, Decided, Recorder
 from tollgate.ledger.store import connect, database_url, open_database
 from tollgate.refdata.snapshot import ReferenceSnapshot
@@ -184,3 +186,52 @@ def test_ledger_recording_many(  # noqa: PLR0917 - pytest passes fixtures positi
     record(benchmark, group, f"ledger {backend}", decisions=calls * per_call, seconds=round(seconds, 2),
            decisions_per_s=round(calls * per_call / seconds), mib_on_disk=round(on_disk / 2**20, 1),
            bytes_per_decision=round(on_disk / (calls * per_call)))
+
+
+CONCURRENT_CALLERS = _env_int("TOLLGATE_BENCH_LEDGER_CALLERS", 4)
+CONCURRENT_CALLS = _env_int("TOLLGATE_BENCH_LEDGER_CONCURRENT_CALLS", 200)  # per caller
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["commit-per-call", "group-commit"])
+def test_ledger_concurrent_timesheets(  # noqa: PLR0917 - pytest passes fixtures positionally
+    benchmark: Any, backend: str, grouped: bool, firm: Firm, snapshot: ReferenceSnapshot, sizes: Sizes,
+    tmp_path: Path,
+) -> None:
+    """TOLLGATE_BENCH_LEDGER_CALLERS threads each recording TOLLGATE_BENCH_LEDGER_CONCURRENT_CALLS 40-line
+    timesheets (decided once beforehand) through one ``Recorder``: with group commit (ledger/group_commit.py), and
+    with a commit per call (the baseline: at most one call a transaction)."""
+    group = (f"ledger: {CONCURRENT_CALLERS} callers recording {TIMESHEET_LINES}-line timesheets at once "
+             "(Recorder.record)")
+    benchmark.group = group
+    rulesets = load_rulesets(RULESETS).for_kind(TIME_ENTRY.name)
+    evaluator = Evaluator(TIME_ENTRY, rulesets, SnapshotBinder(TIME_ENTRY, snapshot), snapshot.snapshot_id,
+                          ENGINE_VERSION)
+    items = [time_entry_message(entry, position)
+             for position, entry in enumerate(firm.timesheet(TIMESHEET_LINES, sizes.seed), start=1)]
+    decided = evaluator.evaluate_messages(items, None)
+    commits: list[int] = []
+    with ledger_database(backend, tmp_path) as url:  # skipped when PostgreSQL cannot be reached
+        recorder = Recorder(open_database(database_url(url, tmp_path)))
+        recorder.group.max_calls = MAX_CALLS if grouped else 1
+        recorder.group.on_commit = commits.append
+
+        def one_caller() -> None:
+            for _ in range(CONCURRENT_CALLS):
+                now = dt.datetime.now(dt.UTC)
+                recorder.record(Batch(str(uuid.uuid4()), "", "bench", "anonymous", now, now, TIME_ENTRY.name,
+                                      tuple(rulesets), snapshot.snapshot_id, ENGINE_VERSION, Acceptance.PARTIAL),
+                                items, None, Decided(decided))
+
+        def all_callers() -> None:
+            with ThreadPoolExecutor(CONCURRENT_CALLERS) as pool:
+                for done in [pool.submit(one_caller) for _ in range(CONCURRENT_CALLERS)]:
+                    done.result()
+
+        benchmark.pedantic(all_callers, rounds=1, iterations=1)
+        recorder.close()
+    seconds = benchmark.stats.stats.median
+    calls = CONCURRENT_CALLERS * CONCURRENT_CALLS
+    record(benchmark, group, f"ledger {backend}, {'group commit' if grouped else 'a commit per call'}",
+           calls=calls, seconds=round(seconds, 2), calls_per_s=round(calls / seconds),
+           calls_per_commit=round(sum(commits) / len(commits), 2))
