@@ -3,8 +3,9 @@
 One ValidateTimeEntries call of 1,000 and of 10,000 entries (time per call), and the latency (p50, p99) of one
 40-line timesheet, each against a server process of its own (benchmarks/servers.py, as in test_grpc.py) with
 TOLLGATE_LEDGER / TOLLGATE_DATABASE_URL set. The PostgreSQL rows use a schema of their own, dropped afterwards,
-and are skipped when the server at TOLLGATE_TEST_POSTGRES_URL cannot be reached. Each call commits its own
-transaction (docs/ledger.md: why not group commit).
+and are skipped when the server at TOLLGATE_TEST_POSTGRES_URL cannot be reached. One caller, one call at a
+time: each call commits alone (group commit has nothing to share; ``test_ledger_concurrent_timesheets`` measures
+it with several callers).
 
 ``test_ledger_recording_many`` records TOLLGATE_BENCH_LEDGER_DECISIONS decisions (default 50,000; 1,000,000 for the
 month-end figure) straight through ``Recorder.record``, in calls of 10,000 entries decided once beforehand, on SQLite

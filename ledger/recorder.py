@@ -8,8 +8,9 @@ record, so a spool drained twice writes each call once. A table joins the write 
 
 A call is answered only once its write set has committed, or, while the database cannot be reached, once it is
 appended and fsync'd to the spool (ledger/spool.py). When neither can take it the call fails
-(server/validation_service.py: UNAVAILABLE, ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded. Each call
-commits its own transaction, in the deciding thread that decided it (docs/ledger.md: why not group commit).
+(server/validation_service.py: UNAVAILABLE, ErrorInfo LEDGER_UNAVAILABLE): nothing is answered unrecorded. Calls of one
+process waiting to be recorded at once share a transaction and its commit (ledger/group_commit.py), each in a
+savepoint of its own; a lone call commits alone, in its own deciding thread.
 """
 
 from __future__ import annotations
