@@ -1,9 +1,10 @@
 """Group commit: the calls of one process waiting to be recorded at once share one transaction and one commit.
 
 A deciding thread hands its call's work (a function of the open transaction's connection) to ``GroupCommit.run``
-and waits for the commit. The first to arrive while no transaction is open leads: it takes every call waiting (up
-to ``max_calls``, its own first), runs each one's work in the same transaction, each inside a savepoint of its
-own, commits once (one fsync for them all), and hands the lead to the first call that arrived meanwhile. So:
+and waits for the commit. The first to arrive while no transaction is open leads: it takes the calls waiting (up
+to ``max_calls`` calls and ``max_items`` items, its own first), runs each one's work in the same transaction, each
+inside a savepoint of its own, commits once (one fsync for them all), and hands the lead to the first call that
+arrived meanwhile. So:
 
 - a call is answered only once the transaction holding it has committed (ledger/recorder.py);
 - one call's failure (a refused row, a request id recorded by a racing retry, PostgreSQL choosing it to give way
@@ -27,13 +28,17 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine
 
 _T = TypeVar("_T")
-MAX_CALLS = 32  # calls a transaction takes at most: a group of large batches stays a bounded transaction
+MAX_CALLS = 32  # calls a transaction takes at most
+# items a transaction takes at most, past its first call: a group of large batches stays a transaction of about a
+# second's writing, so another worker waiting on SQLite's write lock (busy timeout 10 s) is not kept past it
+MAX_ITEMS = 20_000
 
 
 @dataclass(eq=False, slots=True)
 class _Call(Generic[_T]):
     work: Callable[[Connection], _T]
     context: contextvars.Context
+    items: int
     done: threading.Event = field(default_factory=threading.Event)
     leads: bool = False
     result: _T | None = None
@@ -45,8 +50,10 @@ class GroupCommit:
     """Runs the work of concurrent calls in shared transactions (see the module's docstring). ``on_commit(calls)``
     is told how many calls each commit held (the metrics)."""
 
-    def __init__(self, max_calls: int = MAX_CALLS, on_commit: Callable[[int], None] | None = None) -> None:
+    def __init__(self, max_calls: int = MAX_CALLS, max_items: int = MAX_ITEMS,
+                 on_commit: Callable[[int], None] | None = None) -> None:
         self.max_calls = max_calls
+        self.max_items = max_items
         self.on_commit = on_commit
         self._lock = threading.Lock()
         self._waiting: list[_Call[object]] = []
@@ -57,11 +64,11 @@ class GroupCommit:
         with self._lock:
             return len(self._waiting)
 
-    def run(self, engine: Engine, work: Callable[[Connection], _T]) -> _T:
-        """``work(connection)`` committed on ``engine`` (the leader's: one ledger's calls name the same), with
-        whatever other calls joined its transaction; what it returned. What it raised is raised here, and nothing
-        of it is committed."""
-        call: _Call[_T] = _Call(work, contextvars.copy_context())
+    def run(self, engine: Engine, work: Callable[[Connection], _T], items: int = 1) -> _T:
+        """``work(connection)`` (a call of ``items`` items) committed on ``engine`` (the leader's: one ledger's calls
+        name the same), with whatever other calls joined its transaction; what it returned. What it raised is
+        raised here, and nothing of it is committed."""
+        call: _Call[_T] = _Call(work, contextvars.copy_context(), items)
         with self._lock:
             self._waiting.append(call)  # type: ignore[arg-type]
             if not self._leading:
@@ -76,7 +83,12 @@ class GroupCommit:
 
     def _lead(self, engine: Engine) -> None:
         with self._lock:
-            group, self._waiting = self._waiting[:self.max_calls], self._waiting[self.max_calls:]
+            taken, items = 1, self._waiting[0].items
+            while (taken < min(self.max_calls, len(self._waiting))
+                   and items + self._waiting[taken].items <= self.max_items):
+                items += self._waiting[taken].items
+                taken += 1
+            group, self._waiting = self._waiting[:taken], self._waiting[taken:]
         try:
             self._commit(engine, group)
         finally:

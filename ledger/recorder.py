@@ -297,7 +297,7 @@ class Recorder:
         try:
             decided, write_set = self.group.run(self.engine, functools.partial(
                 self._write, batch=batch, items=items, headers=headers, decided=decided, redecide=redecide,
-                request=request))
+                request=request), items=len(items))
         except DBAPIError as error:
             if spool is None or not unreachable(error):
                 raise

@@ -43,12 +43,12 @@ def _marked(engine: Engine) -> dict[str, str]:
         return dict(connection.execute(select(ruleset_sources.c.digest, ruleset_sources.c.source)).all())
 
 
-def _in_thread(group: GroupCommit, engine: Engine, work: Callable[[Connection], str], caller: str,
-               outcomes: dict[str, object]) -> threading.Thread:
+def _in_thread(group: GroupCommit, engine: Engine, work: Callable[[Connection], str], caller: str,  # noqa: PLR0917
+               outcomes: dict[str, object], items: int = 1) -> threading.Thread:
     def call() -> None:
         CALLER.set(caller)
         try:
-            outcomes[caller] = group.run(engine, work)
+            outcomes[caller] = group.run(engine, work, items)
         except Exception as error:
             outcomes[caller] = error
     thread = threading.Thread(target=call)
@@ -56,16 +56,18 @@ def _in_thread(group: GroupCommit, engine: Engine, work: Callable[[Connection], 
     return thread
 
 
-def _while_a_transaction_is_open(engine: Engine, others: list[tuple[str, Callable[[Connection], str]]]
+def _while_a_transaction_is_open(engine: Engine, others: list[tuple[str, Callable[[Connection], str]]],
+                                 group: GroupCommit | None = None, items: int = 1, first_mark: str = "first"
                                  ) -> tuple[list[int], dict[str, object]]:
-    """A first call holds its transaction open until ``others`` all wait; then each one's outcome, and the number of
-    calls each commit held."""
+    """A first call holds its transaction open until ``others`` (of ``items`` items each) all wait; then each one's
+    outcome, and the number of calls each commit held."""
     commits: list[int] = []
-    group = GroupCommit(on_commit=commits.append)
+    group = group or GroupCommit()
+    group.on_commit = commits.append
     release, holding = threading.Event(), threading.Event()
 
     def first(connection: Connection) -> str:
-        _mark("first")(connection)
+        _mark(first_mark)(connection)
         holding.set()
         assert release.wait(20)
         return "first"
@@ -73,7 +75,7 @@ def _while_a_transaction_is_open(engine: Engine, others: list[tuple[str, Callabl
     outcomes: dict[str, object] = {}
     threads = [_in_thread(group, engine, first, "first", outcomes)]
     assert holding.wait(20)
-    threads += [_in_thread(group, engine, work, caller, outcomes) for caller, work in others]
+    threads += [_in_thread(group, engine, work, caller, outcomes, items) for caller, work in others]
     deadline = time.monotonic() + 20
     while group.waiting() < len(others) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,6 +134,21 @@ def test_a_commit_that_fails_fails_every_call_of_its_group(tmp_path: Path) -> No
             assert connection.execute(select(func.count()).select_from(text("child"))).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+def test_a_transaction_takes_calls_up_to_its_bounds_and_the_rest_go_in_the_next(engine: Engine) -> None:
+    """At most ``max_calls`` calls, and ``max_items`` items past its first call: a group of large batches stays a
+    bounded transaction (another worker waiting on SQLite's write lock is not kept past its busy timeout)."""
+    by_items, _ = _while_a_transaction_is_open(engine, [(f"i{n}", _mark(f"i{n}")) for n in range(5)],
+                                               GroupCommit(max_items=25_000), items=10_000, first_mark="f1")
+    assert by_items == [1, 2, 2, 1]
+    by_calls, _ = _while_a_transaction_is_open(engine, [(f"c{n}", _mark(f"c{n}")) for n in range(5)],
+                                               GroupCommit(max_calls=2), first_mark="f2")
+    assert by_calls == [1, 2, 2, 1]
+    one_large, _ = _while_a_transaction_is_open(engine, [("huge", _mark("huge"))], GroupCommit(max_items=10),
+                                                items=50_000, first_mark="f3")
+    assert one_large == [1, 1]  # a call larger than the bound still goes, alone
+    assert {"i4", "c4", "huge"} <= set(_marked(engine))
 
 
 def test_a_lone_caller_commits_alone_at_once(engine: Engine) -> None:
