@@ -107,10 +107,13 @@ class GroupCommit:
     def _commit(self, engine: Engine, group: list[_Call[object]]) -> None:
         try:
             with engine.begin() as connection:
-                for call in group:
-                    lost = self._run_one(connection, call)
-                    if lost is not None:
-                        raise lost
+                if len(group) == 1:  # alone: the transaction is its own, no savepoint (two statements) needed
+                    group[0].result = group[0].context.run(group[0].work, connection)
+                else:
+                    for call in group:
+                        lost = self._run_one(connection, call)
+                        if lost is not None:
+                            raise lost
         except Exception as error:  # the transaction could not commit: no call of the group is recorded
             for call in group:
                 if call.error is None:
