@@ -222,7 +222,10 @@ def bulk_insert(connection: Connection, table: Table, columns: Sequence[str], ro
     except dialect.loaded_dbapi.Error as error:
         # As SQLAlchemy's own execution would raise it (OperationalError, IntegrityError, ...), so that callers
         # tell an unreachable database from a refused write the same way whichever path wrote.
-        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        # A COPY begun on a connection the server has dropped fails as a ProgrammingError ("COPY cannot be mixed
+        # with other operations": no result came back), which is_disconnect does not know: ask the connection.
+        driver = connection.connection.dbapi_connection
+        lost = dialect.is_disconnect(error, driver, cursor) or bool(getattr(driver, "closed", False))
         raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                   dialect=dialect) from error
     finally:

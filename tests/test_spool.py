@@ -19,7 +19,7 @@ import grpc
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port
@@ -42,9 +42,9 @@ from tollgate.ledger.recorder import (
     open_recorder,
     write,
 )
-from tollgate.ledger.schema import batches, decisions
+from tollgate.ledger.schema import batches, consumption, decisions
 from tollgate.ledger.spool import HEADER, Spool, SpoolFormatError, SpoolReader, decode, encode
-from tollgate.ledger.store import database_url, open_database, unreachable
+from tollgate.ledger.store import bulk_insert, database_url, open_database, unreachable
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
 from tollgate.rules.problems import ProblemsError
 from tollgate.server.app import start
@@ -320,6 +320,27 @@ def test_calls_during_a_postgres_outage_are_answered_spooled_and_reach_it_once(
         assert events.count("ledger_spooling") == 1 and events.count("ledger_spool_drained") == 1
     finally:
         running.stop()
+
+
+@pytest.mark.postgres
+def test_a_copy_on_a_connection_the_server_dropped_is_an_outage_not_a_bug() -> None:
+    """The decisions and the consumption go by COPY: one begun on a connection reset under it counts as the database
+    out of reach, so the call goes to the spool rather than failing INTERNAL. (Reset at another moment, psycopg says
+    "COPY cannot be mixed with other operations", a ProgrammingError; CI met it once under load, and store.bulk_insert
+    asks the connection whether it is lost rather than trust the error's class.)"""
+    with postgres_behind_a_proxy() as (_url, through, proxy):
+        engine = open_database(database_url(through, Path("unused")))
+        try:
+            with engine.connect() as connection:
+                connection.execute(select(1))  # the connection open (no table locked: the schema is dropped after)
+                proxy.stop()
+                with pytest.raises(DBAPIError) as cut:
+                    bulk_insert(connection, consumption, ("account", "group_key", "item_kind", "item_id", "amount",
+                                                          "batch_id"), [("a", "k", "time_entry", "TE-1", "1", "b")])
+                assert unreachable(cut.value), repr(cut.value)
+                connection.invalidate()  # lost: nothing to roll back
+        finally:
+            engine.dispose()
 
 
 @pytest.mark.postgres
