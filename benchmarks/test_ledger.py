@@ -156,6 +156,16 @@ def _size_on_disk(url: str) -> int:
         engine.dispose()
 
 
+def _record_calls(recorder: Recorder, calls: int, rulesets: Any, snapshot: ReferenceSnapshot,  # noqa: PLR0917
+                  items: list[Any], decided: list[Any]) -> None:
+    """``calls`` calls of ``items``, decided beforehand, through ``Recorder.record``, one after the other."""
+    for _ in range(calls):
+        now = dt.datetime.now(dt.UTC)
+        recorder.record(Batch(str(uuid.uuid4()), "", "bench", "anonymous", now, now, TIME_ENTRY.name,
+                              tuple(rulesets), snapshot.snapshot_id, ENGINE_VERSION, Acceptance.PARTIAL),
+                        items, None, Decided(decided))
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_ledger_recording_many(  # noqa: PLR0917 - pytest passes fixtures positionally
     benchmark: Any, backend: str, firm: Firm, snapshot: ReferenceSnapshot, sizes: Sizes, tmp_path: Path,
@@ -173,14 +183,8 @@ def test_ledger_recording_many(  # noqa: PLR0917 - pytest passes fixtures positi
     with ledger_database(backend, tmp_path) as url:  # skipped when PostgreSQL cannot be reached
         recorder = Recorder(open_database(database_url(url, tmp_path)))
 
-        def record_all() -> None:
-            for _ in range(calls):
-                now = dt.datetime.now(dt.UTC)
-                recorder.record(Batch(str(uuid.uuid4()), "", "bench", "anonymous", now, now, TIME_ENTRY.name,
-                                      tuple(rulesets), snapshot.snapshot_id, ENGINE_VERSION, Acceptance.PARTIAL),
-                                items, None, Decided(decided))
-
-        benchmark.pedantic(record_all, rounds=1, iterations=1)
+        benchmark.pedantic(_record_calls, (recorder, calls, rulesets, snapshot, items, decided), rounds=1,
+                           iterations=1)
         recorder.close()
         on_disk = _size_on_disk(url)
     seconds = benchmark.stats.stats.median
@@ -217,16 +221,10 @@ def test_ledger_concurrent_timesheets(  # noqa: PLR0917 - pytest passes fixtures
         recorder.group.max_calls = MAX_CALLS if grouped else 1
         recorder.group.on_commit = commits.append
 
-        def one_caller() -> None:
-            for _ in range(CONCURRENT_CALLS):
-                now = dt.datetime.now(dt.UTC)
-                recorder.record(Batch(str(uuid.uuid4()), "", "bench", "anonymous", now, now, TIME_ENTRY.name,
-                                      tuple(rulesets), snapshot.snapshot_id, ENGINE_VERSION, Acceptance.PARTIAL),
-                                items, None, Decided(decided))
-
         def all_callers() -> None:
             with ThreadPoolExecutor(CONCURRENT_CALLERS) as pool:
-                for done in [pool.submit(one_caller) for _ in range(CONCURRENT_CALLERS)]:
+                for done in [pool.submit(_record_calls, recorder, CONCURRENT_CALLS, rulesets, snapshot, items, decided)
+                             for _ in range(CONCURRENT_CALLERS)]:
                     done.result()
 
         benchmark.pedantic(all_callers, rounds=1, iterations=1)
