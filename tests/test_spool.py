@@ -19,7 +19,7 @@ import grpc
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from structlog.testing import capture_logs
 
 from tests.conftest import ROOT, SAMPLE_TIMESHEET, TOLLGATE, free_port
@@ -341,6 +341,30 @@ def test_a_copy_on_a_connection_the_server_dropped_is_an_outage_not_a_bug() -> N
                 connection.invalidate()  # lost: nothing to roll back
         finally:
             engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_error_of_another_class_while_the_database_is_out_of_reach_goes_to_the_spool(
+        proxied_postgres: tuple[str, str, TcpProxy], tmp_path: Path) -> None:
+    """A connection reset under a statement does not always say so (psycopg once raised ProgrammingError, "COPY
+    cannot be mixed with other operations"): a write that fails while the database cannot be reached goes to the
+    spool whatever the error's class. (With the database up, a refused write fails loudly: the test above.)"""
+    _url, through, proxy = proxied_postgres
+    recorder = Recorder(open_database(database_url(through, tmp_path)), Spool(tmp_path / "spool"))
+    try:
+        proxy.stop()
+
+        def reset_mid_copy(*_args: Any, **_kwargs: Any) -> Any:  # the error the reset raised, as psycopg raised it
+            raise ProgrammingError("COPY consumption FROM STDIN", None,
+                                   Exception("COPY cannot be mixed with other operations"))
+
+        recorder.group.run = reset_mid_copy  # type: ignore[method-assign]
+        batch, items, decided = _what_record_takes("reset")
+        recorded = recorder.record(batch, items, None, decided)
+        assert recorded.decisions == decided.decisions
+        assert recorder.spool is not None and recorder.spool.waiting() == 1
+    finally:
+        recorder.close()
 
 
 @pytest.mark.postgres
