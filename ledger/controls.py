@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tollgate.evaluators.accounts import AccountsUnavailableError, Entry
 from tollgate.ledger.schema import account_keys, consumption
-from tollgate.ledger.store import bound_list, bulk_insert, insert_ignoring_duplicates, listed, text_array, unreachable
+from tollgate.ledger.store import bound_list, bulk_insert, insert_ignoring_duplicates, listed, out_of_reach, text_array
 
 # Keys per statement. SQLite: well under its limit on bound parameters. PostgreSQL gets each list as one array
 # literal (ledger/store.py listed): a list of 500 placeholders cost more to parse client side (psycopg splits the
@@ -132,7 +132,7 @@ class LedgerPriors:
                                versions=self.versions)
         except DBAPIError as error:
             self.close()
-            if not unreachable(error):  # a bug in a statement, not the database out of reach
+            if not out_of_reach(self.engine, error):  # a bug in a statement, not the database out of reach
                 raise
             raise AccountsUnavailableError(str(error).splitlines()[0] if str(error) else type(error).__name__) \
                 from error

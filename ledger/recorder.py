@@ -31,7 +31,7 @@ from tollgate.ledger.controls import LedgerPriors, LockedPriors, Stale, lock, se
 from tollgate.ledger.exceptions import update_exceptions
 from tollgate.ledger.group_commit import GroupCommit
 from tollgate.ledger.schema import metadata, requests
-from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, unreachable
+from tollgate.ledger.store import bulk_insert, insert_ignoring_duplicates, out_of_reach
 from tollgate.rules.decisions import Acceptance, Decision, Outcome
 from tollgate.rules.typecheck import CompiledRuleset
 
@@ -299,7 +299,7 @@ class Recorder:
                 self._write, batch=batch, items=items, headers=headers, decided=decided, redecide=redecide,
                 request=request), items=len(items))
         except DBAPIError as error:
-            if spool is None or not self._out_of_reach(error):
+            if spool is None or not out_of_reach(self.engine, error):
                 raise
             decided = _unsettled(decided, redecide)
             spool.append(build_write_set(batch, items, headers, decided, stored_digests=self._stored,
@@ -340,20 +340,6 @@ class Recorder:
         write(connection, replace(write_set, tables={name: rows for name, rows in write_set.tables.items()
                                                      if name != REQUESTS_TABLE}))
         return decided, write_set
-
-    def _out_of_reach(self, error: DBAPIError) -> bool:
-        """Whether ``error`` came of the database being out of reach: it says so, or the database cannot be reached
-        now. A connection reset mid-statement does not always say so: psycopg once raised ProgrammingError ("COPY
-        cannot be mixed with other operations") as the server went away under a call (CI, under load). Otherwise
-        the write was refused: a bug, raised as it is."""
-        if unreachable(error):
-            return True
-        try:
-            with self.engine.connect() as probe:
-                probe.exec_driver_sql("SELECT 1")
-        except DBAPIError as down:
-            return unreachable(down)
-        return False
 
     def close(self) -> None:
         """Stop the spool's drainer (what it holds stays for the next start) and close the database's connections."""

@@ -179,6 +179,24 @@ def unreachable(error: BaseException) -> bool:
     return sqlite_error is None or sqlite_error.startswith(_SQLITE_UNREACHABLE)
 
 
+
+def out_of_reach(engine: Engine, error: BaseException) -> bool:
+    """Whether ``error`` came of the database being out of reach: it says so (``unreachable``), or the database
+    cannot be reached now. A connection reset under a statement does not always say so: psycopg raised
+    ProgrammingError ("COPY cannot be mixed with other operations") as the server went away under a call (CI, under
+    load). Otherwise the statement was refused: a bug, to be raised as it is. Pings only for an error that does not
+    say, so a working call pays nothing."""
+    if unreachable(error):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    try:
+        with engine.connect() as probe:
+            probe.exec_driver_sql("SELECT 1")
+    except DBAPIError as down:
+        return unreachable(down)
+    return False
+
 def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
     """INSERT ... ON CONFLICT (primary key) DO NOTHING: another worker or replica may insert the same row at once."""
     keys = [column.name for column in table.primary_key]
@@ -222,10 +240,7 @@ def bulk_insert(connection: Connection, table: Table, columns: Sequence[str], ro
     except dialect.loaded_dbapi.Error as error:
         # As SQLAlchemy's own execution would raise it (OperationalError, IntegrityError, ...), so that callers
         # tell an unreachable database from a refused write the same way whichever path wrote.
-        # A COPY begun on a connection the server has dropped fails as a ProgrammingError ("COPY cannot be mixed
-        # with other operations": no result came back), which is_disconnect does not know: ask the connection.
-        driver = connection.connection.dbapi_connection
-        lost = dialect.is_disconnect(error, driver, cursor) or bool(getattr(driver, "closed", False))
+        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
         raise DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                   dialect=dialect) from error
     finally:

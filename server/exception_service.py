@@ -281,8 +281,8 @@ class ExceptionService(pb_grpc.ExceptionServiceServicer):
         self, request: pb.RevalidateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevalidateResponse:
         which = read_filter(request.filter, revalidating=True)
-        deciding = {TIME_ENTRY.name: self.validation.time_entries, EXPENSE_LINE.name: self.validation._expense_lines,
-                    INVOICE_LINE.name: self.validation._invoices}
+        deciding = {TIME_ENTRY.name: self.validation.time_entries, EXPENSE_LINE.name: self.validation.expense_lines,
+                    INVOICE_LINE.name: self.validation.invoices}
         response = pb.RevalidateResponse()
         rebuilt: list[int] = []
         request_ids = f"revalidate-{uuid.uuid4()}"

@@ -37,7 +37,7 @@ from tollgate.ledger.recorder import (
     RequestKey,
     RequestRecordedError,
 )
-from tollgate.ledger.store import masked, unreachable
+from tollgate.ledger.store import masked, out_of_reach
 from tollgate.refdata.store import SnapshotNotFoundError, StoreUnavailableError
 from tollgate.rules.decisions import REQUEST_ID, REQUEST_ID_RULE, SNAPSHOT_METADATA_KEY, Acceptance
 from tollgate.rules.fields import cut
@@ -243,7 +243,7 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
                 if attempt < _SETTLE_ATTEMPTS and _is_contention(error):
                     log.info("ledger_contention", attempt=attempt, sqlstate=_sqlstate(error))
                     continue  # PostgreSQL chose this call to wait for another on the same caps: settle again
-                if isinstance(error, SQLAlchemyError) and not unreachable(error):
+                if isinstance(error, SQLAlchemyError) and not out_of_reach(self.ledger.engine, error):
                     raise  # a write the database refuses: a bug, failed INTERNAL with its traceback
                 raise self._unavailable(error, correlation_id) from error
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -262,12 +262,12 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
         return self._decide(TIME_ENTRY, request, request.entries, None, generation=generation, field="entries",
                             where=where, received=received)
 
-    def _expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
+    def expense_lines(self, request: pb.ValidateExpenseLinesRequest, generation: Generation,
                        where: str, received: datetime) -> pb.ValidationResponse:
         return self._decide(EXPENSE_LINE, request, request.lines, None, generation=generation, field="lines",
                             where=where, received=received)
 
-    def _invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
+    def invoices(self, request: pb.ValidateInvoicesRequest, generation: Generation,
                   where: str, received: datetime) -> pb.ValidationResponse:
         lines = [(line, invoice) for invoice in request.invoices for line in invoice.lines]
         return self._decide(INVOICE_LINE, request, [line for line, _ in lines], [invoice for _, invoice in lines],
@@ -312,19 +312,19 @@ class ValidationService(pb_grpc.ValidationServiceServicer):
     async def ValidateExpenseLines(  # noqa: N802 - gRPC method name
         self, request: pb.ValidateExpenseLinesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidationResponse:
-        return await self._unary(self._expense_lines, request, context)
+        return await self._unary(self.expense_lines, request, context)
 
     async def StreamExpenseLines(  # noqa: N802 - gRPC method name
         self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        await self._stream(self._expense_lines, context)
+        await self._stream(self.expense_lines, context)
 
     async def ValidateInvoices(  # noqa: N802 - gRPC method name
         self, request: pb.ValidateInvoicesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidationResponse:
-        return await self._unary(self._invoices, request, context)
+        return await self._unary(self.invoices, request, context)
 
     async def StreamInvoices(  # noqa: N802 - gRPC method name
         self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        await self._stream(self._invoices, context)
+        await self._stream(self.invoices, context)

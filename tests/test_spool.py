@@ -326,8 +326,8 @@ def test_calls_during_a_postgres_outage_are_answered_spooled_and_reach_it_once(
 def test_a_copy_on_a_connection_the_server_dropped_is_an_outage_not_a_bug() -> None:
     """The decisions and the consumption go by COPY: one begun on a connection reset under it counts as the database
     out of reach, so the call goes to the spool rather than failing INTERNAL. (Reset at another moment, psycopg says
-    "COPY cannot be mixed with other operations", a ProgrammingError; CI met it once under load, and store.bulk_insert
-    asks the connection whether it is lost rather than trust the error's class.)"""
+    "COPY cannot be mixed with other operations", a ProgrammingError; CI met it under load, and the recorder
+    asks the database, store.out_of_reach, rather than trust the error's class.)"""
     with postgres_behind_a_proxy() as (_url, through, proxy):
         engine = open_database(database_url(through, Path("unused")))
         try:
