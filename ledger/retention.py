@@ -9,7 +9,6 @@ takes a text it stored once as stored for good).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine, delete, exists, select, tuple_
 
+from tollgate.ledger.periodic import Periodic
 from tollgate.ledger.schema import batches, decisions, ruleset_sources
 
 log = structlog.get_logger("tollgate.retention")
@@ -98,33 +98,19 @@ def _purge_sources(engine: Engine, digests: Collection[str]) -> int:
     return removed
 
 
-class RetentionLoop:
+class RetentionLoop(Periodic):
     """Purges what is older than ``days`` at start and then daily, in a daemon thread, until stopped."""
 
     def __init__(self, engine: Engine, days: int, keep_sources: Callable[[], Collection[str]],
                  interval_seconds: float = SECONDS_PER_DAY) -> None:
+        super().__init__("tollgate-retention", self._purge, interval_seconds, at_start=True,
+                         failed="ledger_purge_failed")
         self.engine = engine
         self.days = days
         self.keep_sources = keep_sources
-        self.interval_seconds = interval_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tollgate-retention", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def _run(self) -> None:
-        while True:
-            before = retention_floor(self.days)
-            try:
-                purged = purge(self.engine, before, keep_sources=self.keep_sources())
-                log.info("ledger_purged", before=before.isoformat(), retention_days=self.days,
-                         batches=purged.batches, decisions=purged.decisions, ruleset_sources=purged.ruleset_sources)
-            except Exception as error:  # the database away for now: try again at the next turn
-                log.error("ledger_purge_failed", error_type=type(error).__name__,
-                          error=str(error).splitlines()[0] if str(error) else "")
-            if self._stopping.wait(self.interval_seconds):
-                return
+    def _purge(self) -> None:
+        before = retention_floor(self.days)
+        purged = purge(self.engine, before, keep_sources=self.keep_sources())
+        log.info("ledger_purged", before=before.isoformat(), retention_days=self.days,
+                 batches=purged.batches, decisions=purged.decisions, ruleset_sources=purged.ruleset_sources)

@@ -11,11 +11,11 @@ reads the indexes without statistics, and where autovacuum is on, it does nothin
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+
+from tollgate.ledger.periodic import Periodic
 
 log = structlog.get_logger("tollgate.statistics")
 
@@ -48,14 +48,13 @@ def analyze_due(connection: Connection) -> list[str]:
     return due
 
 
-class StatisticsKeeper:
+class StatisticsKeeper(Periodic):
     """Keeps the ledger's statistics in a daemon thread, until stopped: only for a PostgreSQL without autovacuum."""
 
     def __init__(self, engine: Engine, interval_seconds: float = INTERVAL_SECONDS) -> None:
+        super().__init__("tollgate-statistics", self._analyze, interval_seconds, at_start=False,
+                         failed="ledger_analyze_failed")
         self.engine = engine
-        self.interval_seconds = interval_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tollgate-statistics", daemon=True)
 
     def needed(self) -> bool:
         """Whether this database needs a keeper: PostgreSQL with autovacuum off."""
@@ -67,19 +66,8 @@ class StatisticsKeeper:
         except SQLAlchemyError:  # cannot tell now: keep them, harmless where autovacuum does too
             return True
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval_seconds):
-            try:
-                with self.engine.begin() as connection:
-                    analyzed = analyze_due(connection)
-                if analyzed:
-                    log.info("ledger_analyzed", tables=analyzed)
-            except Exception as error:  # the database away for now: try again at the next turn
-                log.warning("ledger_analyze_failed", error_type=type(error).__name__,
-                            error=str(error).splitlines()[0] if str(error) else "")
+    def _analyze(self) -> None:
+        with self.engine.begin() as connection:
+            analyzed = analyze_due(connection)
+        if analyzed:
+            log.info("ledger_analyzed", tables=analyzed)

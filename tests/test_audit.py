@@ -454,7 +454,7 @@ def test_the_retention_loop_purges_at_start(server: RunningServer, validation: V
     loop = retention.RetentionLoop(engine, 5, set, interval_seconds=3600)
     loop.start()
     loop.stop()
-    loop._thread.join(timeout=30)
+    loop.join(timeout=30)
     with engine.connect() as connection:
         left = set(connection.execute(select(batches.c.batch_id).where(batches.c.batch_id.in_([old, new]))).scalars())
     assert left == {new}
